@@ -1,0 +1,59 @@
+"""Method configs: pydantic models validated once at the edge, trusted inside.
+
+Every method's config subclasses :class:`MethodConfig`, so the keys shared by all methods
+(``rounds``, ``workers``, ``seed``, ``dataset``, ``partition``, ``testbed``, ``device``) keep
+one name and one meaning everywhere. The JSON schema the control plane serves and the form the
+dashboard renders both come from :meth:`Method.json_schema`.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; ``errors`` maps each faulty field (dotted path) to a message."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {msg}" for field, msg in errors.items()))
+
+
+class ProfileOverride(BaseModel):
+    """One emulated device given inline: a catalogue profile name, optionally overridden."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str = Field(description="Catalogue profile name, e.g. jetson-nx")
+    name: str | None = Field(default=None, description="Device name shown in metrics")
+    compute_gflops: float | None = Field(default=None, gt=0)
+    memory_mib: int | None = Field(default=None, gt=0)
+    uplink_mbps: float | None = Field(default=None, gt=0)
+    downlink_mbps: float | None = Field(default=None, gt=0)
+    rtt_ms: float | None = Field(default=None, ge=0)
+
+
+class MethodConfig(BaseModel):
+    """Keys every method shares. Subclasses add their own fields with bounds and descriptions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(default=0, ge=0, description="Seed for data partition, init and sampling")
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="Torch device")
+    testbed: str | list[ProfileOverride] = Field(
+        default="jetson80",
+        description="A preset name (see ml.testbed.presets) or a list of device profiles",
+    )
+
+
+def parse_config(cls: type[MethodConfig], values: dict[str, Any] | None) -> MethodConfig:
+    """Validate ``values`` against ``cls``; raise :class:`ConfigError` naming each bad field."""
+    try:
+        return cls.model_validate(values or {})
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for err in exc.errors():
+            field = ".".join(str(part) for part in err["loc"]) or "config"
+            errors.setdefault(field, err["msg"])
+        raise ConfigError(errors) from None
