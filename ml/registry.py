@@ -17,6 +17,10 @@ from ml.reporting import Reporter
 ALGORITHM_MODULES: list[str] = [
     "ml.algorithms.fedavg",
     "ml.algorithms.splitfed",
+    "ml.algorithms.diloco",
+    "ml.algorithms.adasfl",
+    "ml.algorithms.mergesfl",
+    "ml.algorithms.parallelsfl",
 ]
 
 RunFn = Callable[[Any, Reporter], dict]

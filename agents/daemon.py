@@ -1,0 +1,167 @@
+"""The agent daemon: get a credential (stored, or by enrolling), then heartbeat and work.
+
+Life of an agent:
+1. With ``<state-dir>/<name>.json`` from this server, re-enrol with that credential (the
+   server refreshes the profile); without one, or if the server refuses it and a token was
+   given, enrol with the token and store the new credential (0600).
+2. Note the broker and heartbeat interval the server returned.
+3. Resend whatever the spool kept from an earlier life; preload the method catalogue.
+4. Heartbeat on a thread; run the Celery worker on ``device.<id>`` in the main thread.
+5. On SIGINT/SIGTERM: flag the running job to stop (it ends as failed, its points flushed),
+   then stop the worker. A second signal exits at once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.client import AgentError, AuthRejected, ControlPlane, Rejected, describe_errors
+from agents.credentials import Credential, credential_path, load_credential, save_credential
+from agents.heartbeat import Heartbeat
+from agents.jobs import JobRunner
+from agents.resend import resend_spool
+from agents.spool import Spool
+from agents.tracker import JobTracker
+from agents.worker import build_app, request_stop, run_worker
+
+log = logging.getLogger("agents")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """What ``python -m agents run`` was given, already validated."""
+
+    server: str
+    name: str
+    profile: str
+    state_dir: Path
+    token: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    broker_url: str | None = None  # overrides the broker URL the server returned
+
+
+def _credential_from(answer: dict, server: str, name: str) -> Credential:
+    try:
+        return Credential(
+            server=server, name=name, device_id=str(answer["device_id"]),
+            credential=answer["credential"], broker_url=answer["broker_url"],
+            queue=answer["queue"], heartbeat_interval_s=float(answer["heartbeat_interval_s"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AgentError(f"unexpected enrolment answer from {server}: missing {exc}") from None
+
+
+def enrol(options: AgentOptions) -> Credential:
+    """Exchange the enrolment token for a credential and store it (0600)."""
+    if not options.token:
+        raise AgentError(f"no stored credential for {options.name!r} in {options.state_dir}; "
+                         "pass --token to enrol this device")
+    client = ControlPlane(options.server)
+    try:
+        answer = client.enrol(options.token, options.name, options.profile, options.overrides)
+    except Rejected as exc:
+        raise AgentError(f"enrolment refused (HTTP {exc.status}): {describe_errors(exc.body)}") from None
+    credential = _credential_from(answer, client.server, options.name)
+    path = credential_path(options.state_dir, options.name)
+    save_credential(path, credential)
+    log.info("enrolled as device %s; credential stored in %s", credential.device_id, path)
+    return credential
+
+
+def reenrol(options: AgentOptions, stored: Credential) -> Credential:
+    """Present the stored credential: the server refreshes the profile and tells the current
+    broker and heartbeat interval, which are stored again."""
+    client = ControlPlane(stored.server, stored.credential)
+    try:
+        answer = client.reenrol(options.profile, options.overrides)
+    except AuthRejected:
+        raise
+    except Rejected as exc:
+        raise AgentError(f"re-enrolment refused (HTTP {exc.status}): {describe_errors(exc.body)}") from None
+    credential = _credential_from({**answer, "credential": stored.credential}, stored.server,
+                                  options.name)
+    if credential != stored:
+        save_credential(credential_path(options.state_dir, options.name), credential)
+    log.info("reusing the stored credential of device %s", credential.device_id)
+    return credential
+
+
+def obtain_credential(options: AgentOptions) -> Credential:
+    """A credential the server accepts: the stored one if still valid, else a fresh enrolment."""
+    path = credential_path(options.state_dir, options.name)
+    try:
+        stored = load_credential(path)
+    except ValueError as exc:
+        raise AgentError(str(exc)) from None
+    if stored is not None and stored.server != options.server.rstrip("/"):
+        log.info("%s was issued by %s, not %s; enrolling", path, stored.server, options.server)
+        stored = None
+    if stored is None:
+        return enrol(options)
+    try:
+        return reenrol(options, stored)
+    except AuthRejected as exc:
+        if not options.token:
+            raise AgentError(f"the control plane refused the stored credential in {path} "
+                             f"({describe_errors(exc.body)}); pass --token to enrol again") from None
+        log.warning("stored credential refused (%s); enrolling again", exc)
+        return enrol(options)
+
+
+class Agent:
+    """A running agent; :meth:`run` blocks until it is stopped."""
+
+    def __init__(self, options: AgentOptions):
+        self.options = options
+        self.shutdown = threading.Event()
+
+    def stop(self, reason: str = "") -> None:
+        """Stop the running job (it ends as failed, points flushed), then the worker."""
+        if reason:
+            log.info("stopping: %s", reason)
+        self.shutdown.set()
+        request_stop()
+
+    def run(self) -> int:
+        credential = obtain_credential(self.options)
+        client = ControlPlane(credential.server, credential.credential)
+        tracker = JobTracker(self.shutdown)
+        spool = Spool(self.options.state_dir / "spool" / self.options.name)
+        heartbeat = Heartbeat(
+            client, tracker, credential.heartbeat_interval_s,
+            after_beat=lambda: resend_spool(client, spool, tracker.active_runs()),
+            on_credential_rejected=lambda why: self.stop("credential refused"))
+        heartbeat.start()
+        resend_spool(client, spool)
+
+        from ml import registry
+        registry.load_all()  # import torch and every method now, not when the first job waits
+
+        runner = JobRunner(client, tracker, spool)
+        app = build_app(self.options.broker_url or credential.broker_url, runner)
+        log.info("agent %s online as device %s, consuming %s", self.options.name,
+                 credential.device_id, credential.queue)
+        try:
+            if not self.shutdown.is_set():
+                run_worker(app, credential.queue, hostname=f"{self.options.name}@estuary-agent")
+        finally:
+            heartbeat.stop()
+            heartbeat.join(timeout=credential.heartbeat_interval_s + 5)
+        log.info("agent %s stopped", self.options.name)
+        return 0
+
+
+def install_signal_handlers(agent: Agent) -> None:
+    """SIGINT/SIGTERM stop the agent cleanly; a second one exits at once."""
+
+    def handle(signum: int, _frame: object) -> None:
+        if agent.shutdown.is_set():
+            os._exit(128 + signum)
+        agent.stop(f"received {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)

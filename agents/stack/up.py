@@ -1,0 +1,215 @@
+"""``./estuary up``: the whole stack on this machine, a demo experiment, and Ctrl-C to stop it.
+
+Steps: Redis (``REDIS_URL``, or our own on a free port with data in ``<data>/redis``), migrate,
+the demo user, the ASGI server (daphne), the control plane's Celery worker with beat, an
+enrolment token, three agents (two Jetsons and an A6000 server), then the demo experiment
+through the REST API. Each child logs to ``<data>/log/<name>.log``; ``<data>/stack.json`` lists
+their pids while the stack runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.stack import StackError
+from agents.stack.api import UserApi, wait_for_http
+from agents.stack.processes import Supervisor
+from agents.stack.redis import free_port, is_listening, redis_argv, wait_for_redis
+
+#: (device name, catalogue profile) of the local agents: two Jetsons and one cloud GPU server.
+DEMO_AGENTS = [
+    ("jetson-nx-1", "jetson-nx"),
+    ("jetson-orin-nano-1", "jetson-orin-nano"),
+    ("a6000-1", "a6000-server"),
+]
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    root: Path          # the repository (manage.py lives here)
+    data_dir: Path      # ESTUARY_DATA_DIR: database, Redis data, logs, agent credentials
+    port: int = 8000
+    host: str = "127.0.0.1"
+    demo: bool = True   # launch the demo experiment
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+class Stack:
+    """The processes of a local Estuary; :meth:`run` blocks until a signal or a child dies."""
+
+    def __init__(self, options: StackOptions):
+        self.options = options
+        self.data_dir = options.data_dir
+        self.log_dir = self.data_dir / "log"
+        self.supervisor = Supervisor(self.log_dir)
+        self.server = f"http://{options.host}:{options.port}"
+        self.env = dict(os.environ, ESTUARY_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1",
+                        DJANGO_SETTINGS_MODULE="controlplane.settings")
+        self.python = sys.executable
+        self.experiment_id: str | None = None
+        self.api: UserApi | None = None
+
+    # -- start --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if is_listening(self.options.host, self.options.port):
+            raise StackError(f"port {self.options.port} is in use: set PORT to a free port "
+                             "or stop what listens there")
+        self._start_redis()
+        self._manage("migrate", ["manage.py", "migrate", "--noinput"])
+        user = json.loads(self._manage("demo-user", ["-m", "agents.stack.demo_user", str(self.data_dir)]))
+        self.api = UserApi(self.server, user["api_token"])
+
+        say(f"starting the ASGI server on {self.server}")
+        self._spawn("web", ["-m", "daphne", "-b", self.options.host, "-p", str(self.options.port),
+                            "controlplane.asgi:application"])
+        self._spawn("controlplane-worker", [
+            "-m", "celery", "-A", "controlplane", "worker", "-B", "-Q", "controlplane",
+            "-c", "1", "-l", "INFO", "-n", f"controlplane-{self.options.port}@%h"])
+        wait_for_http(f"{self.server}/api/v1/", 90, alive=self._check_children)
+
+        token_file = self._write_secret(self.data_dir / "agents" / "enrolment-token",
+                                        self.api.issue_enrolment_token())
+        say(f"starting {len(DEMO_AGENTS)} agents: {', '.join(f'{n} ({p})' for n, p in DEMO_AGENTS)}")
+        for name, profile in DEMO_AGENTS:
+            self._spawn(f"agent-{name}", [
+                "-m", "agents", "run", "--server", self.server, "--token-file", str(token_file),
+                "--name", name, "--profile", profile, "--state-dir", str(self.data_dir / "agents"),
+                "--broker", self.env["REDIS_URL"]])
+        devices = self.api.wait_for_devices([n for n, _ in DEMO_AGENTS], 120,
+                                            alive=self._check_children)
+        if self.options.demo:
+            experiment = self.api.launch_demo_experiment([devices[n]["id"] for n, _ in DEMO_AGENTS])
+            self.experiment_id = str(experiment["id"])
+        self._write_state()
+        self._print_banner(user)
+
+    def _start_redis(self) -> None:
+        if self.env.get("REDIS_URL"):
+            say(f"using Redis at {self.env['REDIS_URL']}")
+        else:
+            port = free_port()
+            redis_dir = self.data_dir / "redis"
+            redis_dir.mkdir(parents=True, exist_ok=True)
+            self.supervisor.start("redis", redis_argv(port, redis_dir), env=self.env)
+            self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            say(f"started Redis on port {port} (data in {redis_dir})")
+        wait_for_redis(self.env["REDIS_URL"])
+
+    def _manage(self, name: str, args: list[str]) -> str:
+        """Run a short Python step to completion; its output goes to the log, stdout returned."""
+        result = subprocess.run([self.python, *args], cwd=self.options.root, env=self.env,
+                                capture_output=True, text=True)
+        with open(self.log_dir / f"{name}.log", "a") as log_file:
+            log_file.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            raise StackError(f"{name} failed (see {self.log_dir / (name + '.log')}):\n{tail}")
+        return result.stdout
+
+    @staticmethod
+    def _write_secret(path: Path, secret: str) -> Path:
+        """A file only we can read, so the secret stays out of command lines and logs."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret)
+        return path
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self.supervisor.start(name, [self.python, *args], env=self.env, cwd=self.options.root)
+
+    def _check_children(self) -> None:
+        child = self.supervisor.exited()
+        if child is not None:
+            raise StackError(f"{child.name} exited with status {child.process.returncode}; "
+                             f"see {child.log_path}")
+
+    def _write_state(self) -> None:
+        state = {"pid": os.getpid(), "server": self.server, "experiment": self.experiment_id,
+                 "children": {c.name: c.pid for c in self.supervisor.children}}
+        (self.data_dir / "stack.json").write_text(json.dumps(state, indent=2))
+
+    def _print_banner(self, user: dict) -> None:
+        lines = ["", "Estuary is running."]
+        if self.experiment_id:
+            lines.append(f"  Dashboard:  {self.server}/experiments/{self.experiment_id}/")
+        lines += [
+            f"  Devices:    {self.server}/devices/",
+            f"  Log in as:  {user['username']} / {user['password']}",
+            f"  API token:  {user['api_token']}",
+            f"  Logs:       {self.log_dir}/",
+            "Press Ctrl-C to stop everything this command started.", ""]
+        say("\n".join(lines))
+
+    # -- run and stop -------------------------------------------------------------------------
+    def watch(self) -> None:
+        """Block until a child exits (an error) or a signal arrives; report run states."""
+        states: dict[str, str] = {}
+        next_poll = 0.0
+        while True:
+            self._check_children()
+            if self.experiment_id and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + 5
+                states = self._report_runs(states)
+            time.sleep(0.5)
+
+    def _report_runs(self, seen: dict[str, str]) -> dict[str, str]:
+        try:
+            experiment = self.api.get(f"/api/v1/experiments/{self.experiment_id}/")
+        except StackError:
+            return seen
+        now = {str(run.get("method")): str(run.get("state")) for run in experiment.get("runs", [])}
+        for method, state in now.items():
+            if seen.get(method) != state:
+                say(f"demo run {method}: {state}")
+        return now
+
+    def stop(self) -> None:
+        """Stop every child, newest first; a second signal meanwhile kills them at once."""
+        def hurry(_signum, _frame):
+            for child in self.supervisor.children:
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+        signal.signal(signal.SIGINT, hurry)
+        signal.signal(signal.SIGTERM, hurry)
+        if self.supervisor.children:
+            say("stopping: " + ", ".join(c.name for c in reversed(self.supervisor.children)))
+        self.supervisor.stop_all(timeout_s=30)
+        (self.data_dir / "stack.json").unlink(missing_ok=True)
+
+
+def run_stack(options: StackOptions) -> int:
+    """Start the stack, keep it running until Ctrl-C or SIGTERM, then stop all of it."""
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    # Set both explicitly: a parent may have left SIGINT ignored (e.g. a background job).
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    stack = Stack(options)
+    status = 0
+    try:
+        stack.start()
+        stack.watch()
+    except KeyboardInterrupt:
+        say("")
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        status = 1
+    finally:
+        stack.stop()
+    say("stopped.")
+    return status

@@ -1,0 +1,21 @@
+"""ASGI entry point: Django for HTTP, Channels for the live WebSockets.
+
+    daphne controlplane.asgi:application
+"""
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+# Django must be set up before the routes import models.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from controlplane.routing import websocket_urlpatterns  # noqa: E402
+from controlplane.wsauth import websocket_auth_stack  # noqa: E402
+
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    "websocket": websocket_auth_stack(URLRouter(websocket_urlpatterns)),
+})

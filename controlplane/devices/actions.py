@@ -1,0 +1,132 @@
+"""State changes of devices: enrolment, heartbeats, profile updates, deletion.
+
+Each action runs in one transaction and trusts its (already validated) arguments.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from controlplane.devices.credentials import digest, new_secret
+from controlplane.devices.models import Device, EnrolmentToken
+from controlplane.errors import Conflict
+from ml.testbed.profiles import PROFILES
+
+#: Profile fields a device may override at enrolment or later.
+PROFILE_FIELDS = ("kind", "compute_gflops", "memory_mib", "uplink_mbps", "downlink_mbps",
+                  "rtt_ms", "accelerator")
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """What an agent gets back: its device and the credential (shown only now)."""
+
+    device: Device
+    credential: str
+    created: bool
+
+
+def create_enrolment_token(owner, ttl_hours: int) -> tuple[EnrolmentToken, str]:
+    """A new enrolment token of ``owner``, valid for ``ttl_hours``; returns (row, secret)."""
+    secret = new_secret()
+    token = EnrolmentToken.objects.create(
+        owner=owner, token_hash=digest(secret),
+        expires_at=timezone.now() + timedelta(hours=ttl_hours))
+    return token, secret
+
+
+def _profile_values(profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    base = PROFILES[profile].as_dict()
+    values = {field: base[field] for field in PROFILE_FIELDS}
+    values.update(overrides)
+    return {"profile_name": profile, **values}
+
+
+@transaction.atomic
+def enrol_device(token_secret: str, name: str, profile: str,
+                 overrides: dict[str, Any]) -> Enrolment:
+    """Exchange an enrolment token for a device credential.
+
+    A name the token's owner already uses re-enrols that device: same id, a new credential
+    (the old one stops working), the profile replaced. A name of another owner is refused.
+    """
+    token = EnrolmentToken.objects.filter(token_hash=digest(token_secret)).first()
+    if token is None or not token.is_valid():
+        raise ValidationError({"token": ["Invalid or expired enrolment token."]})
+    credential = new_secret()
+    values = _profile_values(profile, overrides)
+    device = Device.objects.select_for_update().filter(name=name).first()
+    if device is not None and device.owner_id != token.owner_id:
+        raise ValidationError({"name": ["A device with this name already exists."]})
+    created = device is None
+    if created:
+        device = Device(owner_id=token.owner_id, name=name)
+    for field, value in values.items():
+        setattr(device, field, value)
+    device.credential_hash = digest(credential)
+    device.last_seen = timezone.now()
+    device.save()
+    return Enrolment(device=device, credential=credential, created=created)
+
+
+@transaction.atomic
+def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any]) -> Device:
+    """A restarted agent presenting its credential: refresh last_seen and, if given, the profile."""
+    if profile is not None:
+        for field, value in _profile_values(profile, overrides).items():
+            setattr(device, field, value)
+    else:
+        for field, value in overrides.items():
+            setattr(device, field, value)
+    device.last_seen = timezone.now()
+    device.save()
+    return device
+
+
+@transaction.atomic
+def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Mark ``device`` alive; return the jobs it reports running that it should stop.
+
+    A job should stop when it is not this device's queued or running job any more: cancelled
+    by its owner, failed by the reaper, or unknown.
+    """
+    from controlplane.experiments.models import Job
+
+    Device.objects.filter(pk=device.pk).update(last_seen=timezone.now())
+    still_wanted = set(
+        Job.objects.filter(device=device, id__in=running_job_ids,
+                           state__in=[Job.State.QUEUED, Job.State.RUNNING])
+        .values_list("id", flat=True))
+    return [job_id for job_id in running_job_ids if job_id not in still_wanted]
+
+
+@transaction.atomic
+def update_device(device: Device, changes: dict[str, Any]) -> Device:
+    """Apply validated profile (or name) changes."""
+    for field, value in changes.items():
+        setattr(device, field, value)
+    device.save(update_fields=list(changes))
+    return device
+
+
+@transaction.atomic
+def delete_device(device: Device) -> None:
+    """Delete ``device``; refused (409) while it hosts a running job.
+
+    Jobs still queued on it can never start, so they fail with a clear error first.
+    """
+    from controlplane.experiments.actions import fail_jobs
+    from controlplane.experiments.models import Job
+
+    device = Device.objects.select_for_update().get(pk=device.pk)
+    if device.jobs.filter(state=Job.State.RUNNING).exists():
+        raise Conflict("The device hosts a running job; cancel its experiment first.")
+    fail_jobs(device.jobs.filter(state=Job.State.QUEUED),
+              f"Hosting device {device.name} was deleted before the job started.")
+    device.delete()

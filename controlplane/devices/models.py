@@ -1,0 +1,106 @@
+"""Device (an enrolled agent and the profile it is emulated with) and EnrolmentToken."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def offline_cutoff(now: datetime | None = None) -> datetime:
+    """Devices last seen before this instant have missed the allowed heartbeats: offline."""
+    knobs = settings.ESTUARY
+    silence = knobs["HEARTBEAT_INTERVAL_S"] * knobs["MISSED_HEARTBEATS"]
+    return (now or timezone.now()) - timedelta(seconds=silence)
+
+
+class Device(models.Model):
+    """A machine running an agent. Its profile fields are what the emulated testbed uses."""
+
+    class Kind(models.TextChoices):
+        EDGE = "edge"
+        CLOUD = "cloud"
+
+    class Status(models.TextChoices):
+        ONLINE = "online"
+        BUSY = "busy"
+        OFFLINE = "offline"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="devices")
+    name = models.CharField(max_length=63, unique=True)
+    kind = models.CharField(max_length=5, choices=Kind.choices)
+    profile_name = models.CharField(max_length=63, help_text="Catalogue profile it started from")
+    compute_gflops = models.FloatField(help_text="Effective GFLOP/s")
+    memory_mib = models.PositiveIntegerField()
+    uplink_mbps = models.FloatField()
+    downlink_mbps = models.FloatField()
+    rtt_ms = models.FloatField()
+    accelerator = models.CharField(max_length=100, blank=True)
+    credential_hash = models.CharField(max_length=64, unique=True, editable=False)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue(self) -> str:
+        from controlplane.celery import device_queue
+
+        return device_queue(self.id)
+
+    def is_online(self, now: datetime | None = None) -> bool:
+        return self.last_seen is not None and self.last_seen >= offline_cutoff(now)
+
+    def hosts_running_job(self) -> bool:
+        # Querysets from devices_for() annotate this; fall back to a query otherwise.
+        annotated = getattr(self, "running_jobs", None)
+        if annotated is not None:
+            return annotated > 0
+        return self.jobs.filter(state="running").exists()
+
+    def status(self, now: datetime | None = None) -> str:
+        """offline after the allowed missed heartbeats, busy while hosting a running job."""
+        if not self.is_online(now):
+            return self.Status.OFFLINE
+        return self.Status.BUSY if self.hosts_running_job() else self.Status.ONLINE
+
+    def testbed_entry(self) -> dict[str, Any]:
+        """The device as one entry of a method config's ``testbed`` list."""
+        return {
+            "profile": self.profile_name,
+            "name": self.name,
+            "compute_gflops": self.compute_gflops,
+            "memory_mib": self.memory_mib,
+            "uplink_mbps": self.uplink_mbps,
+            "downlink_mbps": self.downlink_mbps,
+            "rtt_ms": self.rtt_ms,
+        }
+
+
+class EnrolmentToken(models.Model):
+    """A secret an owner hands to agents; any number of them may enrol with it until expiry."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="enrolment_tokens")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    expires_at = models.DateTimeField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"enrolment token of {self.owner} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+    def is_valid(self, now: datetime | None = None) -> bool:
+        return self.expires_at > (now or timezone.now())

@@ -1,0 +1,29 @@
+"""Who may see which devices: one helper per access rule, never ad hoc filters in views."""
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+
+from controlplane.devices.models import Device, offline_cutoff
+
+
+def _with_running_jobs(devices: QuerySet[Device]) -> QuerySet[Device]:
+    return devices.annotate(running_jobs=Count("jobs", filter=Q(jobs__state="running")))
+
+
+def devices_for(user) -> QuerySet[Device]:
+    """The devices ``user`` owns (nothing for anonymous users), with their busy state."""
+    if not user.is_authenticated:
+        return Device.objects.none()
+    return _with_running_jobs(Device.objects.filter(owner=user)).order_by("name")
+
+
+def online_devices_for(user) -> QuerySet[Device]:
+    """``user``'s devices that heartbeated recently enough to count as online (or busy)."""
+    return devices_for(user).filter(last_seen__gte=offline_cutoff())
+
+
+def device_by_credential(credential: str) -> Device | None:
+    """The device whose credential this is, or None."""
+    from controlplane.devices.credentials import digest
+
+    return Device.objects.filter(credential_hash=digest(credential)).first()

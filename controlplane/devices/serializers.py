@@ -1,0 +1,115 @@
+"""Device API shapes: enrolment, heartbeat and the device itself."""
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from controlplane.devices.models import Device
+from controlplane.fields import FiniteFloatField, StrictModelSerializer, StrictSerializer
+from ml.testbed.profiles import PROFILES
+
+#: Device names: what `python -m agents run --name` takes and metrics show.
+DEVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+DEVICE_NAME_MESSAGE = "Letters, digits and _ . - only, starting with a letter or digit."
+
+
+class EnrolmentTokenRequestSerializer(StrictSerializer):
+    ttl_hours = serializers.IntegerField(
+        min_value=1, max_value=settings.ESTUARY["MAX_ENROLMENT_TTL_HOURS"], default=24)
+
+
+class EnrolmentTokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Shown once; give it to `python -m agents run`")
+    expires_at = serializers.DateTimeField()
+
+
+class ProfileOverridesSerializer(StrictSerializer):
+    """Fields of a catalogue profile a device may replace."""
+
+    kind = serializers.ChoiceField(choices=Device.Kind.choices, required=False)
+    compute_gflops = FiniteFloatField(positive=True, required=False)
+    memory_mib = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
+    uplink_mbps = FiniteFloatField(positive=True, required=False)
+    downlink_mbps = FiniteFloatField(positive=True, required=False)
+    rtt_ms = FiniteFloatField(min_value=0, required=False)
+    accelerator = serializers.CharField(max_length=100, allow_blank=True, required=False)
+
+
+def validate_profile_name(name: str) -> str:
+    if name not in PROFILES:
+        raise serializers.ValidationError(
+            f"Unknown profile {name!r}; known: {', '.join(sorted(PROFILES))}.")
+    return name
+
+
+class EnrolSerializer(StrictSerializer):
+    """An agent's first contact: an enrolment token, its name and its profile."""
+
+    token = serializers.CharField(max_length=200)
+    name = serializers.RegexField(DEVICE_NAME, max_length=63,
+                                  error_messages={"invalid": DEVICE_NAME_MESSAGE})
+    profile = serializers.CharField(max_length=63, validators=[validate_profile_name])
+    overrides = ProfileOverridesSerializer(required=False, default=dict)
+
+
+class ReenrolSerializer(StrictSerializer):
+    """A restarted agent that presents its credential; may refresh its profile.
+
+    ``token`` and ``name`` are accepted so an agent may send the same body as at enrolment,
+    and ignored: the credential identifies the device, which keeps its name."""
+
+    token = serializers.CharField(max_length=200, required=False)
+    name = serializers.RegexField(DEVICE_NAME, max_length=63, required=False,
+                                  error_messages={"invalid": DEVICE_NAME_MESSAGE})
+    profile = serializers.CharField(max_length=63, required=False,
+                                    validators=[validate_profile_name])
+    overrides = ProfileOverridesSerializer(required=False, default=dict)
+
+
+class EnrolmentSerializer(serializers.Serializer):
+    device_id = serializers.UUIDField()
+    credential = serializers.CharField(help_text="Send as `Authorization: Device <credential>`")
+    broker_url = serializers.CharField()
+    queue = serializers.CharField()
+    heartbeat_interval_s = serializers.IntegerField()
+
+
+class HeartbeatSerializer(StrictSerializer):
+    running_jobs = serializers.ListField(child=serializers.UUIDField(), required=False,
+                                         default=list, max_length=1000)
+
+
+class HeartbeatAnswerSerializer(serializers.Serializer):
+    cancel_jobs = serializers.ListField(child=serializers.UUIDField())
+
+
+class DeviceSerializer(StrictModelSerializer):
+    """A device as its owner sees it; PATCH changes its name or profile fields."""
+
+    name = serializers.RegexField(DEVICE_NAME, max_length=63,
+                                  error_messages={"invalid": DEVICE_NAME_MESSAGE})
+    compute_gflops = FiniteFloatField(positive=True)
+    uplink_mbps = FiniteFloatField(positive=True)
+    downlink_mbps = FiniteFloatField(positive=True)
+    rtt_ms = FiniteFloatField(min_value=0)
+    memory_mib = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+    status = serializers.SerializerMethodField()
+    queue = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Device
+        fields = ["id", "name", "kind", "profile_name", "compute_gflops", "memory_mib",
+                  "uplink_mbps", "downlink_mbps", "rtt_ms", "accelerator", "status",
+                  "last_seen", "created", "queue"]
+        read_only_fields = ["id", "profile_name", "status", "last_seen", "created", "queue"]
+
+    def get_status(self, device: Device) -> str:
+        return device.status()
+
+    def validate_name(self, name: str) -> str:
+        others = Device.objects.filter(name=name)
+        if self.instance is not None:
+            others = others.exclude(pk=self.instance.pk)
+        if others.exists():
+            raise serializers.ValidationError("A device with this name already exists.")
+        return name

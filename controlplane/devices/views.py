@@ -1,0 +1,104 @@
+"""Device endpoints: owners manage devices and enrolment tokens; agents enrol and heartbeat."""
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.auth import DeviceCredentialAuthentication, IsDevice, IsOwner
+from controlplane.devices import actions
+from controlplane.devices.models import Device
+from controlplane.devices.queries import devices_for
+from controlplane.devices.serializers import (
+    DeviceSerializer,
+    EnrolmentSerializer,
+    EnrolmentTokenRequestSerializer,
+    EnrolmentTokenSerializer,
+    EnrolSerializer,
+    HeartbeatAnswerSerializer,
+    HeartbeatSerializer,
+    ReenrolSerializer,
+)
+
+
+class DeviceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                    mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """The user's devices: list, detail, PATCH (name, profile fields), DELETE (409 while busy)."""
+
+    serializer_class = DeviceSerializer
+    lookup_value_converter = "uuid"
+    permission_classes = [IsOwner]
+    http_method_names = ["get", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return devices_for(self.request.user)
+
+    def perform_update(self, serializer: DeviceSerializer) -> None:
+        actions.update_device(serializer.instance, serializer.validated_data)
+
+    def perform_destroy(self, instance: Device) -> None:
+        actions.delete_device(instance)
+
+
+class EnrolmentTokenView(APIView):
+    """An owner creates a token that agents exchange for device credentials."""
+
+    @extend_schema(request=EnrolmentTokenRequestSerializer,
+                   responses={201: EnrolmentTokenSerializer})
+    def post(self, request: Request) -> Response:
+        body = EnrolmentTokenRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        token, secret = actions.create_enrolment_token(request.user,
+                                                       body.validated_data["ttl_hours"])
+        return Response({"token": secret, "expires_at": token.expires_at},
+                        status=status.HTTP_201_CREATED)
+
+
+def _enrolment(device: Device, credential: str) -> dict:
+    return {"device_id": device.id, "credential": credential,
+            "broker_url": settings.ESTUARY["PUBLIC_BROKER_URL"], "queue": device.queue,
+            "heartbeat_interval_s": settings.ESTUARY["HEARTBEAT_INTERVAL_S"]}
+
+
+class EnrolView(APIView):
+    """An agent exchanges an enrolment token for its credential (201), or, presenting its
+    credential, re-enrols (200, same device and credential, profile refreshed if given)."""
+
+    authentication_classes = [DeviceCredentialAuthentication]
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=EnrolSerializer,
+                   responses={201: EnrolmentSerializer, 200: EnrolmentSerializer})
+    def post(self, request: Request) -> Response:
+        if isinstance(request.auth, Device):
+            body = ReenrolSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            device = actions.reenrol_device(request.auth, body.validated_data.get("profile"),
+                                            body.validated_data["overrides"])
+            credential = DeviceCredentialAuthentication.credential_of(request)
+            return Response(EnrolmentSerializer(_enrolment(device, credential)).data)
+        body = EnrolSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        enrolment = actions.enrol_device(
+            body.validated_data["token"], body.validated_data["name"],
+            body.validated_data["profile"], body.validated_data["overrides"])
+        return Response(EnrolmentSerializer(_enrolment(enrolment.device,
+                                                       enrolment.credential)).data,
+                        status=status.HTTP_201_CREATED if enrolment.created else status.HTTP_200_OK)
+
+
+class HeartbeatView(APIView):
+    """The agent is alive; the answer lists the jobs it reported that it must stop."""
+
+    permission_classes = [IsDevice]
+
+    @extend_schema(request=HeartbeatSerializer, responses=HeartbeatAnswerSerializer)
+    def post(self, request: Request) -> Response:
+        body = HeartbeatSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        cancel = actions.record_heartbeat(request.auth, body.validated_data["running_jobs"])
+        return Response({"cancel_jobs": [str(job_id) for job_id in cancel]})

@@ -1,0 +1,1 @@
+"""Experiments, their runs (one per method) and the jobs that carry runs to agents."""

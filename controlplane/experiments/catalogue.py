@@ -1,0 +1,39 @@
+"""``GET /api/v1/algorithms/``: the methods an experiment can run, from ``ml.registry``."""
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ml import registry
+
+
+class AlgorithmSerializer(serializers.Serializer):
+    """``Method.describe()``: what the new-experiment form is built from."""
+
+    name = serializers.CharField()
+    family = serializers.CharField()
+    paper = serializers.CharField()
+    summary = serializers.CharField()
+    baselines = serializers.ListField(child=serializers.CharField())
+    metrics = serializers.ListField(child=serializers.CharField())
+    defaults = serializers.DictField()
+    schema = serializers.DictField(help_text="JSON schema of the method's config")
+
+
+class AlgorithmListView(APIView):
+    @extend_schema(responses=AlgorithmSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response([method.describe() for method in registry.all_methods()])
+
+
+class AlgorithmDetailView(APIView):
+    @extend_schema(responses=AlgorithmSerializer)
+    def get(self, request: Request, name: str) -> Response:
+        try:
+            return Response(registry.get(name).describe())
+        except registry.UnknownMethod:
+            raise Http404(f"No algorithm named {name!r}.") from None

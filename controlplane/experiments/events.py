@@ -1,0 +1,18 @@
+"""Live events about runs, sent to the experiment's Channels group."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+
+def run_event(run_id: uuid.UUID) -> dict[str, Any]:
+    """``{"type": "run", "run": {...}, "experiment": {"id", "status"}}`` as committed now."""
+    from controlplane.experiments.models import Run
+    from controlplane.experiments.serializers import RunSerializer
+
+    run = Run.objects.select_related("experiment", "job__device").get(pk=run_id)
+    return {
+        "type": "run",
+        "run": RunSerializer(run).data,
+        "experiment": {"id": str(run.experiment_id), "status": run.experiment.status},
+    }

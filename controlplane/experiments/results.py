@@ -1,0 +1,55 @@
+"""An experiment's results table: the final value of every metric of every run."""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from django.db.models import OuterRef, Subquery
+from rest_framework.renderers import BaseRenderer
+
+from controlplane.experiments.models import Experiment
+from controlplane.metrics.models import MetricPoint
+
+
+def final_values(experiment: Experiment) -> dict[str, Any]:
+    """``{"experiment", "name", "algorithm", "metrics": [...], "runs": [{"run", "method",
+    "state", "final": {metric: value}}]}``; a metric's final value is the one at its highest
+    step."""
+    highest_step = (MetricPoint.objects.filter(run=OuterRef("run"), name=OuterRef("name"))
+                    .order_by("-step").values("step")[:1])
+    finals = (MetricPoint.objects.filter(run__experiment=experiment)
+              .filter(step=Subquery(highest_step)).values_list("run_id", "name", "value"))
+    by_run: dict[Any, dict[str, float]] = {}
+    for run_id, name, value in finals:
+        by_run.setdefault(run_id, {})[name] = value
+    runs = list(experiment.runs.order_by("position"))
+    return {
+        "experiment": experiment.id,
+        "name": experiment.name,
+        "algorithm": experiment.algorithm,
+        "metrics": sorted({name for values in by_run.values() for name in values}),
+        "runs": [{"run": run.id, "method": run.method, "state": run.state,
+                  "final": dict(sorted(by_run.get(run.id, {}).items()))} for run in runs],
+    }
+
+
+class ResultsCSVRenderer(BaseRenderer):
+    """``?format=csv``: one row per run, one column per metric."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        if "metrics" not in data:  # an error answer: keep its message readable
+            writer.writerow(["error"])
+            writer.writerow([data.get("detail", data)])
+            return out.getvalue()
+        writer.writerow(["run", "method", "state", *data["metrics"]])
+        for row in data["runs"]:
+            writer.writerow([row["run"], row["method"], row["state"],
+                             *(row["final"].get(name, "") for name in data["metrics"])])
+        return out.getvalue()

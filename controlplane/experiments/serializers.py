@@ -1,0 +1,203 @@
+"""Experiment API shapes. Creation validates every field and each method's config."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Case, IntegerField, Value, When
+from rest_framework import serializers
+
+from controlplane.devices.models import Device
+from controlplane.devices.queries import devices_for, online_devices_for
+from controlplane.experiments.actions import ExperimentPlan, PlannedRun
+from controlplane.experiments.models import Experiment, Job, Run
+from controlplane.fields import JSONObjectField, StrictSerializer
+from ml import registry
+from ml.config import ConfigError
+from ml.testbed.presets import PRESETS
+
+
+class JobSerializer(serializers.ModelSerializer):
+    device_name = serializers.CharField(source="device.name", read_only=True, default=None)
+
+    class Meta:
+        model = Job
+        fields = ["id", "device", "device_name", "state", "celery_task_id", "queued_at",
+                  "started_at", "finished_at", "error"]
+        read_only_fields = fields
+
+
+class RunSerializer(serializers.ModelSerializer):
+    job = JobSerializer(read_only=True)
+
+    class Meta:
+        model = Run
+        fields = ["id", "experiment", "position", "method", "state", "config", "started_at",
+                  "finished_at", "error", "result", "job"]
+        read_only_fields = fields
+
+
+class ExperimentSerializer(serializers.ModelSerializer):
+    runs = RunSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Experiment
+        fields = ["id", "name", "algorithm", "config", "methods", "testbed", "seed", "status",
+                  "created", "updated", "finished_at", "runs"]
+        read_only_fields = fields
+
+
+def _config_errors(error: ConfigError, method: str | None = None,
+                   testbed_field: str | None = None) -> dict[str, Any]:
+    """``{"config": {field: [message]}}``; testbed errors name ``devices`` or ``preset`` when
+    the testbed came from there."""
+    suffix = f" (for baseline {method})" if method else ""
+    errors: dict[str, Any] = {}
+    for field, message in error.errors.items():
+        if testbed_field and (field == "testbed" or field.startswith("testbed.")):
+            errors.setdefault(testbed_field, []).append(message + suffix)
+        else:
+            errors.setdefault("config", {})[field] = [message + suffix]
+    return errors
+
+
+class ExperimentCreateSerializer(StrictSerializer):
+    """``{"name", "algorithm", "config", "baselines", "devices" | "preset", "host", "seed"}``.
+
+    The testbed comes from ``devices`` (the owner's registered devices) or ``preset``, and
+    replaces ``config.testbed``; ``seed`` replaces ``config.seed``. Each baseline gets the
+    algorithm's validated config restricted to the keys its own schema knows.
+    """
+
+    name = serializers.CharField(max_length=200)
+    algorithm = serializers.CharField(max_length=63)
+    config = JSONObjectField(required=False, default=dict, max_bytes=100_000)
+    baselines = serializers.ListField(child=serializers.CharField(max_length=63),
+                                      required=False, default=list, max_length=20)
+    devices = serializers.ListField(child=serializers.UUIDField(), required=False,
+                                    allow_empty=False, max_length=1000)
+    preset = serializers.CharField(required=False, max_length=63)
+    host = serializers.UUIDField(required=False, allow_null=True)
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+    def validate_algorithm(self, name: str) -> str:
+        try:
+            registry.get(name)
+        except registry.UnknownMethod:
+            known = ", ".join(m.name for m in registry.all_methods())
+            raise serializers.ValidationError(
+                f"Unknown algorithm {name!r}; known: {known}.") from None
+        return name
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        user = self.context["request"].user
+        method = registry.get(attrs["algorithm"])
+        baselines = self._baselines(method, attrs["baselines"])
+        testbed = self._testbed(user, attrs)
+        testbed_field = "devices" if "devices" in attrs else "preset" if "preset" in attrs else None
+
+        values = dict(attrs["config"])
+        if testbed is not None:
+            values["testbed"] = testbed
+        if "seed" in attrs:
+            values["seed"] = attrs["seed"]
+        try:
+            config = method.parse_config(values).model_dump(mode="json")
+        except ConfigError as exc:
+            raise serializers.ValidationError(_config_errors(exc, None, testbed_field)) from None
+
+        runs = [PlannedRun(method.name, config)]
+        for baseline in baselines:
+            known = set(baseline.config.model_fields)
+            try:
+                restricted = baseline.parse_config(
+                    {k: v for k, v in config.items() if k in known})
+            except ConfigError as exc:
+                raise serializers.ValidationError(
+                    _config_errors(exc, baseline.name, testbed_field)) from None
+            runs.append(PlannedRun(baseline.name, restricted.model_dump(mode="json")))
+
+        return {"plan": ExperimentPlan(
+            name=attrs["name"], algorithm=method.name, config=config, runs=runs,
+            testbed=config["testbed"], seed=config["seed"],
+            host=self._host(user, attrs.get("host")))}
+
+    @staticmethod
+    def _baselines(method: registry.Method, names: list[str]) -> list[registry.Method]:
+        if len(set(names)) != len(names):
+            raise serializers.ValidationError({"baselines": ["A baseline is listed twice."]})
+        unknown = [name for name in names if name not in method.baselines]
+        if unknown:
+            choices = ", ".join(method.baselines) or "none"
+            raise serializers.ValidationError({"baselines": [
+                f"{', '.join(map(repr, unknown))} is not a baseline of {method.name}; "
+                f"choose from: {choices}."]})
+        try:
+            return [registry.get(name) for name in names]
+        except registry.UnknownMethod as exc:
+            raise serializers.ValidationError(
+                {"baselines": [f"Baseline {exc.args[0]!r} is not in the catalogue."]}) from None
+
+    @staticmethod
+    def _testbed(user, attrs: dict[str, Any]) -> str | list[dict[str, Any]] | None:
+        if "devices" in attrs and "preset" in attrs:
+            raise serializers.ValidationError(
+                {"preset": ["Give either devices or preset, not both."]})
+        if "preset" in attrs:
+            if attrs["preset"] not in PRESETS:
+                raise serializers.ValidationError({"preset": [
+                    f"Unknown preset {attrs['preset']!r}; known: {', '.join(sorted(PRESETS))}."]})
+            return attrs["preset"]
+        if "devices" not in attrs:
+            return None
+        wanted = attrs["devices"]
+        if len(set(wanted)) != len(wanted):
+            raise serializers.ValidationError({"devices": ["A device is listed twice."]})
+        found = {device.id: device for device in devices_for(user).filter(id__in=wanted)}
+        missing = [str(device_id) for device_id in wanted if device_id not in found]
+        if missing:
+            raise serializers.ValidationError(
+                {"devices": [f"Unknown device: {device_id}." for device_id in missing]})
+        return [found[device_id].testbed_entry() for device_id in wanted]
+
+    @staticmethod
+    def _host(user, host_id) -> Device:
+        if host_id is not None:
+            host = devices_for(user).filter(id=host_id).first()
+            if host is None:
+                raise serializers.ValidationError({"host": ["Unknown device."]})
+            if not host.is_online():
+                raise serializers.ValidationError(
+                    {"host": [f"Device {host.name} is offline; start its agent first."]})
+            return host
+        # An online cloud device by default, an idle one before a busy one.
+        host = (online_devices_for(user)
+                .annotate(edge=Case(When(kind=Device.Kind.CLOUD, then=Value(0)), default=Value(1),
+                                    output_field=IntegerField()))
+                .order_by("edge", "running_jobs", "name").first())
+        if host is None:
+            raise serializers.ValidationError({"host": [
+                "No online device to host the experiment; start an agent "
+                "(python -m agents run --server URL --token TOKEN --name NAME --profile ...)."]})
+        return host
+
+
+class CancelResultSerializer(serializers.Serializer):
+    cancelled_jobs = serializers.IntegerField()
+    experiment = ExperimentSerializer()
+
+
+class FinalValuesRowSerializer(serializers.Serializer):
+    run = serializers.UUIDField()
+    method = serializers.CharField()
+    state = serializers.CharField()
+    final = serializers.DictField(child=serializers.FloatField())
+
+
+class ResultsSerializer(serializers.Serializer):
+    """The final value (highest step) of each metric of each run."""
+
+    experiment = serializers.UUIDField()
+    name = serializers.CharField()
+    algorithm = serializers.CharField()
+    metrics = serializers.ListField(child=serializers.CharField())
+    runs = FinalValuesRowSerializer(many=True)

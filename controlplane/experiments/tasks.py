@@ -1,0 +1,10 @@
+"""The control plane's own Celery tasks (queue ``controlplane``, run by beat)."""
+from celery import shared_task
+
+from controlplane.experiments import actions
+
+
+@shared_task(name="experiments.reap_stale_jobs", ignore_result=True)
+def reap_stale_jobs() -> list[str]:
+    """Fail the jobs whose device missed its heartbeats (every REAPER_INTERVAL_S)."""
+    return [str(job_id) for job_id in actions.reap_stale_jobs()]

@@ -1,0 +1,128 @@
+"""Experiment, run and agent-job endpoints: thin wrappers around queries and actions."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.auth import IsDevice, IsOwner
+from controlplane.experiments import actions
+from controlplane.experiments.queries import experiments_for, jobs_for_device, runs_for
+from controlplane.experiments.results import ResultsCSVRenderer, final_values
+from controlplane.experiments.serializers import (
+    CancelResultSerializer,
+    ExperimentCreateSerializer,
+    ExperimentSerializer,
+    ResultsSerializer,
+    RunSerializer,
+)
+from controlplane.fields import JSONObjectField, StrictSerializer
+
+
+class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                        viewsets.GenericViewSet):
+    """The user's experiments; creating one validates it and dispatches its jobs."""
+
+    serializer_class = ExperimentSerializer
+    lookup_value_converter = "uuid"
+    permission_classes = [IsOwner]
+
+    def get_queryset(self):
+        return experiments_for(self.request.user).prefetch_related("runs__job__device")
+
+    @extend_schema(request=ExperimentCreateSerializer, responses={201: ExperimentSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = ExperimentCreateSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        experiment = actions.create_experiment(request.user, serializer.validated_data["plan"])
+        return Response(ExperimentSerializer(self.get_queryset().get(pk=experiment.pk)).data,
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=CancelResultSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk=None) -> Response:
+        experiment = self.get_object()
+        cancelled = actions.cancel_experiment(experiment)
+        return Response({"cancelled_jobs": cancelled,
+                         "experiment": ExperimentSerializer(self.get_queryset().get(pk=pk)).data})
+
+    @extend_schema(responses=ResultsSerializer, parameters=[OpenApiParameter(
+        "format", str, enum=["json", "csv"], description="csv: one row per run")])
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, ResultsCSVRenderer])
+    def results(self, request: Request, pk=None) -> Response:
+        experiment = self.get_object()
+        response = Response(ResultsSerializer(final_values(experiment)).data)
+        if request.accepted_renderer.format == "csv":
+            response["Content-Disposition"] = (
+                f'attachment; filename="estuary-results-{experiment.id}.csv"')
+        return response
+
+
+class RunFilterSerializer(serializers.Serializer):
+    experiment = serializers.UUIDField(required=False)
+
+
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The user's runs (``?experiment=<id>`` narrows to one experiment)."""
+
+    serializer_class = RunSerializer
+    lookup_value_converter = "uuid"
+    permission_classes = [IsOwner]
+
+    def get_queryset(self):
+        return runs_for(self.request.user).select_related("job__device")
+
+    @extend_schema(parameters=[RunFilterSerializer])
+    def list(self, request: Request) -> Response:
+        params = RunFilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        runs = self.get_queryset()
+        if "experiment" in params.validated_data:
+            runs = runs.filter(experiment_id=params.validated_data["experiment"])
+        return Response(RunSerializer(runs, many=True).data)
+
+
+class JobStartSerializer(serializers.Serializer):
+    config = serializers.DictField()
+    method = serializers.CharField()
+    run_id = serializers.UUIDField()
+
+
+class JobFinishSerializer(StrictSerializer):
+    state = serializers.ChoiceField(choices=["succeeded", "failed", "cancelled"])
+    error = serializers.CharField(required=False, default="", allow_blank=True, max_length=20_000,
+                                  trim_whitespace=False)
+    result = JSONObjectField(required=False, default=dict)
+
+
+class JobStartView(APIView):
+    """The hosting agent starts a job: 200 with its config, 409 if no longer queued."""
+
+    permission_classes = [IsDevice]
+
+    @extend_schema(request=None, responses=JobStartSerializer)
+    def post(self, request: Request, job_id) -> Response:
+        job = get_object_or_404(jobs_for_device(request.auth), pk=job_id)
+        job = actions.start_job(job)
+        return Response({"config": job.run.config, "method": job.run.method,
+                         "run_id": str(job.run_id)})
+
+
+class JobFinishView(APIView):
+    """The hosting agent reports how a job ended."""
+
+    permission_classes = [IsDevice]
+
+    @extend_schema(request=JobFinishSerializer, responses=inline_serializer(
+        "JobFinished", {"state": serializers.CharField()}))
+    def post(self, request: Request, job_id) -> Response:
+        job = get_object_or_404(jobs_for_device(request.auth), pk=job_id)
+        body = JobFinishSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = actions.finish_job(job, **body.validated_data)
+        return Response({"state": job.state})

@@ -1,0 +1,1 @@
+"""Metric points and log lines of runs: ingestion from agents, series, the live WebSocket."""

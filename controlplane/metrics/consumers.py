@@ -1,0 +1,98 @@
+"""The live view of one experiment: ``ws/experiments/<id>/``.
+
+On connect the consumer checks who is asking (close 4401 when anonymous, 4404 for no such
+experiment, 4403 when it is another user's), joins the experiment's group, then sends the
+history; group events queued meanwhile are delivered after it, minus the points the history
+already held. Messages are those of docs/architecture.md.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from controlplane.experiments.models import Experiment
+from controlplane.experiments.queries import experiments_for
+from controlplane.experiments.serializers import ExperimentSerializer
+from controlplane.metrics.events import group_name
+from controlplane.metrics.models import MetricPoint, RunLog
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+def _access(user, experiment_id: uuid.UUID) -> int | None:
+    """None when ``user`` may watch the experiment, else the close code."""
+    if experiments_for(user).filter(pk=experiment_id).exists():
+        return None
+    if Experiment.objects.filter(pk=experiment_id).exists():
+        return CLOSE_FORBIDDEN
+    return CLOSE_NOT_FOUND
+
+
+def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
+    """The ``history`` message: the experiment, its runs, every point and recent log lines."""
+    experiment = (Experiment.objects.prefetch_related("runs__job__device")
+                  .get(pk=experiment_id))
+    data = ExperimentSerializer(experiment).data
+    points: dict[str, list[list]] = {str(run["id"]): [] for run in data["runs"]}
+    rows = (MetricPoint.objects.filter(run__experiment_id=experiment_id)
+            .order_by("run", "name", "step")
+            .values_list("run_id", "name", "step", "value", "sim_time_s", "wall_time_s"))
+    for run_id, *row in rows.iterator(chunk_size=5000):
+        points[str(run_id)].append(row)
+    keep = settings.ESTUARY["HISTORY_LOG_LINES"]
+    logs = {}
+    for run in data["runs"]:
+        lines = (RunLog.objects.filter(run_id=run["id"]).order_by("-id")
+                 .values_list("line", flat=True)[:keep])
+        logs[str(run["id"])] = list(lines)[::-1]
+    return {"type": "history", "experiment": data, "runs": data["runs"], "points": points,
+            "logs": logs}
+
+
+class ExperimentConsumer(AsyncJsonWebsocketConsumer):
+    group: str | None = None
+    sent: set[tuple[str, str, int]] = set()
+
+    async def connect(self) -> None:
+        # Accept first: a close code only reaches the client on an open socket.
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        experiment_id = self.scope["url_route"]["kwargs"]["experiment_id"]
+        refusal = await database_sync_to_async(_access)(user, experiment_id)
+        if refusal is not None:
+            await self.close(code=refusal)
+            return
+        self.group = group_name(experiment_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        history = await database_sync_to_async(build_history)(experiment_id)
+        # Points committed between joining the group and reading the history arrive twice:
+        # remember what the history held and drop it from the live events.
+        self.sent = {(run_id, row[0], row[1]) for run_id, rows in history["points"].items()
+                     for row in rows}
+        await self.send_json(history)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs) -> None:
+        """The browser only listens; anything it sends is ignored."""
+
+    async def experiment_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if event["type"] == "points" and self.sent:
+            fresh = [row for row in event["points"]
+                     if (event["run"], row[0], row[1]) not in self.sent]
+            if not fresh:
+                return
+            event = {**event, "points": fresh}
+        await self.send_json(event)

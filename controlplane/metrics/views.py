@@ -1,0 +1,107 @@
+"""Run metrics and logs: agents post to them, owners read them."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.auth import IsDevice
+from controlplane.experiments.models import FINISHED_STATES, Run
+from controlplane.experiments.queries import runs_for, runs_hosted_by
+from controlplane.metrics import actions
+from controlplane.metrics.serializers import (
+    IngestResultSerializer,
+    LogBatchSerializer,
+    LogQuerySerializer,
+    LogsSerializer,
+    MetricBatchSerializer,
+    PointSerializer,
+    SeriesQuerySerializer,
+    SeriesSerializer,
+)
+
+#: Most recent log lines returned by one GET.
+MAX_LOG_LINES_PER_READ = 5000
+
+
+class NonFiniteJSONParser(JSONParser):
+    """Parses NaN and Infinity too, so the serializer can name the point that holds one
+    (instead of a parse error that names nothing)."""
+
+    strict = False
+
+
+class RunReportView(APIView):
+    """GET for the run's owner; POST only for the device hosting the run."""
+
+    def get_permissions(self):
+        return [IsDevice()] if self.request.method == "POST" else [IsAuthenticated()]
+
+    def hosted_run(self, request: Request, run_id) -> Run:
+        # Any run not hosted by this device is refused alike, existing or not.
+        run = runs_hosted_by(request.auth).select_related("job").filter(pk=run_id).first()
+        if run is None:
+            raise PermissionDenied("Only the device hosting this run may report on it.")
+        return run
+
+    def owned_run(self, request: Request, run_id) -> Run:
+        return get_object_or_404(runs_for(request.user), pk=run_id)
+
+
+class RunMetricsView(RunReportView):
+    parser_classes = [NonFiniteJSONParser]
+
+    @extend_schema(parameters=[SeriesQuerySerializer], responses=SeriesSerializer)
+    def get(self, request: Request, run_id) -> Response:
+        """The run's points ordered by name and step (``?name=``, ``?since_step=``)."""
+        run = self.owned_run(request, run_id)
+        query = SeriesQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        points = run.points.all()
+        if "name" in query.validated_data:
+            points = points.filter(name=query.validated_data["name"])
+        if "since_step" in query.validated_data:
+            points = points.filter(step__gt=query.validated_data["since_step"])
+        rows = points.order_by("name", "step").values(*PointSerializer().fields)
+        return Response({"run": str(run.id), "points": list(rows)})
+
+    @extend_schema(request=MetricBatchSerializer, responses=IngestResultSerializer)
+    def post(self, request: Request, run_id) -> Response:
+        """A batch of at most 5,000 points; idempotent on (run, name, step)."""
+        run = self.hosted_run(request, run_id)
+        batch = MetricBatchSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        points = batch.validated_data["points"]
+        actions.ingest_metrics(run, points)
+        return Response({"accepted": len(points),
+                         "cancelled": run.job.state in FINISHED_STATES})
+
+
+class RunLogsView(RunReportView):
+    @extend_schema(parameters=[LogQuerySerializer], responses=LogsSerializer)
+    def get(self, request: Request, run_id) -> Response:
+        """The run's latest log lines in order (``?after=<line id>`` for newer ones)."""
+        run = self.owned_run(request, run_id)
+        query = LogQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        lines = run.logs.all()
+        if "after" in query.validated_data:
+            lines = lines.filter(id__gt=query.validated_data["after"])
+        latest = list(lines.order_by("-id").values("id", "line", "created")
+                      [:MAX_LOG_LINES_PER_READ])
+        return Response({"run": str(run.id), "lines": latest[::-1]})
+
+    @extend_schema(request=LogBatchSerializer, responses=IngestResultSerializer)
+    def post(self, request: Request, run_id) -> Response:
+        run = self.hosted_run(request, run_id)
+        batch = LogBatchSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        lines = batch.validated_data["lines"]
+        actions.append_logs(run, lines)
+        return Response({"accepted": len(lines),
+                         "cancelled": run.job.state in FINISHED_STATES})

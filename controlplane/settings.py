@@ -1,0 +1,238 @@
+"""Django settings for Estuary, read from the environment with embedded defaults.
+
+With no environment at all this is a development set-up: DEBUG on, SQLite under ``var/``,
+Redis on localhost. Production sets ``DEBUG=0`` and a real ``SECRET_KEY``; HTTPS hardening then
+turns on by itself (``ESTUARY_SECURE``) so ``manage.py check --deploy`` is clean. Every variable
+is parsed by a helper of ``controlplane.env`` that raises ImproperlyConfigured on a bad value.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from controlplane.env import envbool, envint, envlist, envstr, envurl
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = envbool("DEBUG", True)
+
+DATA_DIR = Path(envstr("ESTUARY_DATA_DIR") or BASE_DIR / "var").resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = envstr("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "estuary-development-key-never-use-in-production-0123456789abcdef"
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS hardening: on by default in production, off for local development.
+SECURE = envbool("ESTUARY_SECURE", not DEBUG)
+SECURE_SSL_REDIRECT = envbool("ESTUARY_SSL_REDIRECT", SECURE)
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SECURE_HSTS_SECONDS = envint("ESTUARY_HSTS_SECONDS", 31_536_000 if SECURE else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
+SECURE_HSTS_PRELOAD = SECURE
+if envbool("ESTUARY_BEHIND_PROXY", False):
+    # Only behind a proxy that sets this header itself; otherwise clients could forge it.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "controlplane.apps.ControlPlaneConfig",
+    "controlplane.devices",
+    "controlplane.experiments",
+    "controlplane.metrics",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+WSGI_APPLICATION = "controlplane.wsgi.application"
+ASGI_APPLICATION = "controlplane.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ------------------------------------------------------------------------------
+_default_database_url = f"sqlite:///{DATA_DIR / 'estuary.sqlite3'}"
+try:
+    _database = dj_database_url.parse(envstr("DATABASE_URL") or _default_database_url,
+                                      conn_max_age=0)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    _database["OPTIONS"] = {
+        # Several processes (ASGI server, Celery, tests) share the file: wait for locks and
+        # take the write lock up front so two writers never deadlock on an upgrade.
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not :memory:, so the ASGI server and agents started by the tests share it;
+    # one per test process, so concurrent test runs in one checkout do not clobber each other.
+    _database["TEST"] = {
+        "NAME": envstr("ESTUARY_TEST_DB_NAME")
+        or str(DATA_DIR / f"test-estuary-{os.getpid()}.sqlite3"),
+    }
+elif envstr("ESTUARY_TEST_DB_NAME"):
+    _database["TEST"] = {"NAME": envstr("ESTUARY_TEST_DB_NAME")}
+
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis, Channels, Celery ------------------------------------------------------------------
+REDIS_URL = envurl("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    },
+}
+
+HEARTBEAT_INTERVAL_S = envint("ESTUARY_HEARTBEAT_INTERVAL_S", 10, minimum=1, maximum=3600)
+
+#: The project's own knobs, in one namespace (read as ``settings.ESTUARY["..."]``).
+ESTUARY = {
+    "DATA_DIR": DATA_DIR,
+    # Agents heartbeat this often; a device is offline after MISSED_HEARTBEATS of silence.
+    "HEARTBEAT_INTERVAL_S": HEARTBEAT_INTERVAL_S,
+    "MISSED_HEARTBEATS": 3,
+    # The reaper runs once per heartbeat interval, so a dead agent's job fails within 4.
+    "REAPER_INTERVAL_S": HEARTBEAT_INTERVAL_S,
+    # The broker address agents are told at enrolment (they may reach Redis by another name).
+    "PUBLIC_BROKER_URL": envurl("ESTUARY_PUBLIC_BROKER_URL", REDIS_URL,
+                                schemes=("redis", "rediss", "unix")),
+    "CONTROLPLANE_QUEUE": "controlplane",
+    "MAX_POINTS_PER_BATCH": 5000,
+    "MAX_LOG_LINES_PER_BATCH": 1000,
+    "MAX_LOG_LINE_CHARS": 10_000,
+    "MAX_ENROLMENT_TTL_HOURS": 24 * 30,
+    # Lines of each run's log sent with the WebSocket history.
+    "HISTORY_LOG_LINES": 200,
+}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = ESTUARY["CONTROLPLANE_QUEUE"]
+CELERY_TASK_ROUTES = {"experiments.*": {"queue": ESTUARY["CONTROLPLANE_QUEUE"]}}
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-jobs": {
+        "task": "experiments.reap_stale_jobs",
+        "schedule": float(ESTUARY["REAPER_INTERVAL_S"]),
+        "options": {"queue": ESTUARY["CONTROLPLANE_QUEUE"],
+                    "expires": float(ESTUARY["REAPER_INTERVAL_S"])},
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- Auth and API -------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its WWW-Authenticate header makes anonymous API calls 401, not 403.
+        "rest_framework.authentication.TokenAuthentication",
+        "controlplane.auth.DeviceCredentialAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Estuary API",
+    "DESCRIPTION": "Control plane of an edge-cloud ML testbed: devices, experiments, metrics.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Schema generation warnings become `check --deploy` warnings.
+    "ENABLE_DJANGO_DEPLOY_CHECK": True,
+}
+
+# --- Internationalisation, static files, logging ------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns when it is missing
+# Serve app static files straight from the apps, so no collectstatic step is needed to run.
+WHITENOISE_USE_FINDERS = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "controlplane": {"level": envstr("ESTUARY_LOG_LEVEL", "INFO")},
+    },
+}

@@ -1,0 +1,201 @@
+"""Dashboard pages. Each view reads through the control plane's scoping helpers
+(``devices_for``, ``experiments_for``, ``runs_for``) and leaves changes to the REST API,
+which the pages' ES modules call with the session and CSRF token."""
+from __future__ import annotations
+
+import csv
+import json
+import uuid
+from email.utils import formatdate
+from pathlib import Path
+
+import plotly
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from controlplane.devices.queries import devices_for
+from controlplane.experiments.queries import experiments_for, runs_for
+from frontend import tables
+from ml.testbed.presets import PRESETS
+from ml.testbed.profiles import PROFILES
+
+#: plotly.js as shipped inside the plotly Python package, so the UI needs no CDN.
+PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+#: The contract's API and WebSocket paths (docs/architecture.md).
+API = "/api/v1"
+MAX_COMPARED_RUNS = 20
+
+
+def _experiment_url_template() -> tuple[str, str]:
+    placeholder = str(uuid.UUID(int=0))
+    return reverse("frontend:experiment", args=[placeholder]), placeholder
+
+
+@login_required
+@require_GET
+def devices(request: HttpRequest) -> HttpResponse:
+    interval_s = settings.ESTUARY["HEARTBEAT_INTERVAL_S"]
+    return render(request, "frontend/devices.html", {
+        "section": "devices",
+        "devices": devices_for(request.user).order_by("name"),
+        "profiles": sorted(PROFILES.values(), key=lambda profile: (profile.kind, profile.name)),
+        "refresh_s": interval_s,
+        "page_data": {
+            "devices_url": f"{API}/devices/",
+            "enrolment_tokens_url": f"{API}/enrolment-tokens/",
+            "refresh_ms": interval_s * 1000,
+        },
+    })
+
+
+@login_required
+@require_GET
+def experiments(request: HttpRequest) -> HttpResponse:
+    return render(request, "frontend/experiments.html", {
+        "section": "experiments",
+        "experiments": experiments_for(request.user).order_by("-created"),
+    })
+
+
+@login_required
+@require_GET
+def new_experiment(request: HttpRequest) -> HttpResponse:
+    url_template, placeholder = _experiment_url_template()
+    return render(request, "frontend/new_experiment.html", {
+        "section": "experiments",
+        "presets": sorted(PRESETS),
+        "page_data": {
+            "algorithms_url": f"{API}/algorithms/",
+            "devices_url": f"{API}/devices/",
+            "create_url": f"{API}/experiments/",
+            "experiment_url_template": url_template,
+            "id_placeholder": placeholder,
+            "initial_algorithm": request.GET.get("algorithm", ""),
+        },
+    })
+
+
+@login_required
+@require_GET
+def experiment(request: HttpRequest, experiment_id: uuid.UUID) -> HttpResponse:
+    experiment = get_object_or_404(experiments_for(request.user), pk=experiment_id)
+    runs = list(experiment.runs.order_by("position"))
+    testbed = experiment.testbed
+    results_url = f"{API}/experiments/{experiment.id}/results/"
+    return render(request, "frontend/experiment.html", {
+        "section": "experiments",
+        "experiment": experiment,
+        "baselines": experiment.methods[1:],
+        "testbed_label": testbed if isinstance(testbed, str) else f"{len(testbed)} devices",
+        "runs": runs,
+        "run_ids": [str(run.id) for run in runs],
+        "results_csv_url": f"{results_url}?format=csv",
+        "results_json_url": f"{results_url}?format=json",
+        "page_data": {
+            "id": str(experiment.id),
+            "algorithm": experiment.algorithm,
+            "ws_path": f"/ws/experiments/{experiment.id}/",
+            "cancel_url": f"{API}/experiments/{experiment.id}/cancel/",
+        },
+    })
+
+
+def _requested_run_ids(request: HttpRequest) -> list[uuid.UUID]:
+    """``?runs=a,b`` (or ``?runs=a&runs=b`` from the results form), in order, without repeats."""
+    ids: list[uuid.UUID] = []
+    for value in request.GET.getlist("runs"):
+        for part in value.split(","):
+            if part.strip():
+                run_id = uuid.UUID(part.strip())  # ValueError on a malformed id
+                if run_id not in ids:
+                    ids.append(run_id)
+    return ids
+
+
+@login_required
+@require_GET
+def compare(request: HttpRequest) -> HttpResponse:
+    if len(request.GET.getlist("runs")) > 1:  # the results form: canonical ?runs=a,b
+        ids = ",".join(",".join(request.GET.getlist("runs")).split(","))
+        return redirect(f"{reverse('frontend:compare')}?runs={ids}")
+    try:
+        run_ids = _requested_run_ids(request)
+    except ValueError:
+        return render(request, "frontend/compare.html", {
+            "section": "results", "error": "runs must be a comma-separated list of run ids."},
+            status=400)
+    if len(run_ids) > MAX_COMPARED_RUNS:
+        return render(request, "frontend/compare.html", {
+            "section": "results", "error": f"Compare at most {MAX_COMPARED_RUNS} runs at once."},
+            status=400)
+    runs = {run.id: run for run in runs_for(request.user).filter(id__in=run_ids)
+            .select_related("experiment")}
+    if len(runs) != len(run_ids):
+        raise Http404("No such run.")
+    experiments = {run.experiment_id: run.experiment for run in runs.values()}
+    by_id = {row.id: row for row in tables.run_rows(experiments.values())}
+    rows = [by_id[run_id] for run_id in run_ids]
+    metrics = tables.metric_names(rows, per_entity=False)
+    return render(request, "frontend/compare.html", {
+        "section": "results",
+        "runs": tables.as_table(rows, metrics),
+        "metrics": metrics,
+        "page_data": {"runs": [{
+            "id": str(row.id),
+            "label": f"{row.experiment_name} · {row.method}",
+            "metrics_url": f"{API}/runs/{row.id}/metrics/",
+        } for row in rows]},
+    })
+
+
+@login_required
+@require_GET
+def results(request: HttpRequest) -> HttpResponse:
+    rows = tables.run_rows(experiments_for(request.user).order_by("-created"))
+    metrics = tables.metric_names(rows, per_entity=False)
+    return render(request, "frontend/results.html", {
+        "section": "results", "rows": tables.as_table(rows, metrics), "metrics": metrics})
+
+
+@login_required
+@require_GET
+def results_export(request: HttpRequest, fmt: str) -> HttpResponse:
+    """Every run of the user's experiments with the final value of each metric, as CSV or
+    JSON. (One experiment's results come from the API: ``/api/v1/experiments/<id>/results/``.)"""
+    if fmt not in ("csv", "json"):
+        return HttpResponseBadRequest("format must be csv or json", content_type="text/plain")
+    rows = tables.run_rows(experiments_for(request.user).order_by("-created"))
+    metrics = tables.metric_names(rows, per_entity=True)
+    filename = f"estuary-results.{fmt}"
+    if fmt == "json":
+        body = {"metrics": metrics, "runs": [{
+            "experiment": str(row.experiment_id), "experiment_name": row.experiment_name,
+            "algorithm": row.algorithm, "run": str(row.id), "method": row.method,
+            "state": row.state, "final": row.final} for row in rows]}
+        response = HttpResponse(json.dumps(body, indent=1), content_type="application/json")
+    else:
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        writer = csv.writer(response)
+        writer.writerow(["experiment", "experiment_name", "algorithm", "run", "method", "state",
+                         *metrics])
+        for row in rows:
+            writer.writerow([row.experiment_id, row.experiment_name, row.algorithm, row.id,
+                             row.method, row.state,
+                             *("" if value is None else value for value in row.values(metrics))])
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@login_required
+@require_GET
+def plotly_js(request: HttpRequest) -> FileResponse:
+    """plotly.js from the plotly package's own bundle (the UI works offline)."""
+    response = FileResponse(PLOTLY_JS.open("rb"), content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "private, max-age=86400"
+    response["Last-Modified"] = formatdate(PLOTLY_JS.stat().st_mtime, usegmt=True)
+    return response

@@ -1,0 +1,127 @@
+"""FedAvg: federated averaging of locally trained models.
+
+Paper: H. B. McMahan, E. Moore, D. Ramage, S. Hampson, B. Agüera y Arcas, "Communication-Efficient
+Learning of Deep Networks from Decentralized Data", AISTATS 2017 (arXiv 1602.05629), Algorithm 1.
+
+Steps, per round t = 1..T:
+1. The server samples m = max(C·K, 1) of the K workers (``clients_per_round``).
+2. It sends the global weights w_t to each of them.
+3. Each selected worker k runs E local epochs of mini-batch SGD of size B on its n_k samples
+   (ClientUpdate), starting from w_t.
+4. Each worker sends its weights w_{t+1}^k back.
+5. The server averages them weighted by data size: w_{t+1} = sum_k n_k w_{t+1}^k / sum_k n_k.
+
+Ours (not in the paper): the emulated time model (ml.testbed: a round starts when the server
+and the selected workers are in sync, ends when the last upload has arrived), local SGD momentum
+restarting each round, BatchNorm buffers averaged with the weights, and a test-set evaluation
+of w_{t+1} every ``eval_every`` rounds.
+"""
+from __future__ import annotations
+
+import time
+
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, WeightedAverage, Worker,
+                   build_federation, evaluate, generator, get_weights, participants_count,
+                   sample_clients, seeded_run, set_weights, torch_device)
+from ml.fl.config import FederatedConfig
+from ml.models import model_bytes, training_flops_per_sample
+from ml.registry import Method, register
+from ml.reporting import Reporter
+
+
+class FedAvgConfig(FederatedConfig):
+    """FedAvg's knobs on top of the shared federated ones."""
+
+    clients_per_round: float = Field(
+        default=1.0, gt=0,
+        description="Workers per round: a value <= 1 is a fraction of the workers, a larger "
+                    "value a count")
+    local_epochs: int = Field(default=1, ge=1, le=1000, description="Local epochs per round (E)")
+
+    @field_validator("clients_per_round")
+    @classmethod
+    def _count_fits(cls, value: float, info: ValidationInfo) -> float:
+        workers = info.data.get("workers")
+        if value > 1 and (value != int(value) or (workers is not None and value > workers)):
+            raise PydanticCustomError(
+                "clients_per_round", "a value > 1 is a count of workers: it must be a whole "
+                "number <= workers ({workers}), got {value}", {"workers": workers, "value": value})
+        return value
+
+
+def run(config: FedAvgConfig, reporter: Reporter) -> dict:
+    """Train with FedAvg on the emulated testbed; report per-round metrics; return the summary."""
+    device = torch_device(config.device)
+    with seeded_run(config.seed, device):
+        fed = build_federation(config, device)
+        return _train(config, fed, reporter)
+
+
+def _train(config: FedAvgConfig, fed: Federation, reporter: Reporter) -> dict:
+    wall_start = time.perf_counter()
+    testbed, model = fed.testbed, fed.model
+    server = testbed.require_server()
+    trainer = LocalTrainer(model, SGDSettings(config.lr, config.momentum, config.weight_decay))
+    workers = [Worker(i, dev, fed.train, fed.stream(i), trainer)
+               for i, dev in enumerate(testbed.workers)]
+    flops_per_sample = training_flops_per_sample(model, fed.dataset.input_shape)
+    message_bytes = model_bytes(model, include_buffers=True)
+    per_round = participants_count(config.clients_per_round, len(workers))
+    sampler = generator(config.seed, "clients")
+    log = RoundLog(reporter, testbed)
+    global_weights = get_weights(model)
+
+    for step in range(1, config.rounds + 1):
+        log.check_cancelled()
+        selected = [workers[i] for i in sample_clients(len(workers), per_round, sampler)]
+        round_start = testbed.barrier([server, *(w.device for w in selected)])
+        for worker in selected:
+            testbed.transfer(server, worker.device, message_bytes, "model")
+        average = WeightedAverage()
+        loss_sum = samples = 0.0
+        for worker in selected:
+            result = worker.fit(global_weights, config.local_epochs)
+            testbed.compute(worker.device, result.samples * flops_per_sample)
+            testbed.transfer(worker.device, server, message_bytes, "model")
+            average.add(result.weights, result.num_samples)
+            loss_sum += result.loss * result.samples
+            samples += result.samples
+        global_weights = average.result(global_weights)
+        round_end = testbed.barrier([server, *(w.device for w in selected)])
+
+        evaluation = None
+        if step % config.eval_every == 0 or step == config.rounds:
+            set_weights(model, global_weights)
+            evaluation = evaluate(model, fed.test_x, fed.test_y)
+        log.round(step, round_end - round_start, loss_sum / max(samples, 1), evaluation)
+
+    return {
+        "final": log.final,
+        "rounds": config.rounds,
+        "participants_per_round": per_round,
+        "model_bytes": message_bytes,
+        "training_flops_per_sample": flops_per_sample,
+        "sim_time_s": testbed.now(),
+        "wall_time_s": time.perf_counter() - wall_start,
+        "workers": [{"name": w.name, "profile": w.device.profile.name, "samples": w.num_samples}
+                    for w in workers],
+        "server": server.name,
+    }
+
+
+METHOD = register(Method(
+    name="fedavg",
+    paper="McMahan et al., Communication-Efficient Learning of Deep Networks from Decentralized "
+          "Data, AISTATS 2017 (arXiv 1602.05629)",
+    summary="Federated averaging: sampled workers train the whole model locally for a few "
+            "epochs; the server averages their weights by data size.",
+    config=FedAvgConfig,
+    run=run,
+    baselines=(),
+    metrics=("accuracy", "loss", "train_loss", "traffic_bytes", "traffic_bytes/model",
+             "round_time_s", "sim_time_s"),
+    family="federated-learning",
+))

@@ -1,0 +1,229 @@
+"""Training pieces shared by AdaSFL, MergeSFL and ParallelSFL: one split-learning iteration on
+the emulated testbed, with per-worker batch sizes.
+
+- :class:`SplitCosts`: what one sample costs (bottom FLOPs, top FLOPs, feature bytes) and the
+  model sizes, measured once from the split model; :meth:`SplitCosts.iteration_cost` turns them
+  into the linear per-worker time model that batch-size regulation and clustering use.
+- :class:`SampleStream`: a worker's shard drawn in batches of any size (epoch after epoch).
+- :func:`merged_iteration`: MergeSFL's feature merging. The hub (the server, or a cluster's top
+  worker in ParallelSFL) waits for every member's features, concatenates them, takes **one**
+  top-model step on the merged batch and dispatches each member its gradient slice scaled by
+  ``sum_j b_j / b_i`` (:func:`dispatch_gradients`), the gradient of that member's own mean loss.
+- :func:`sequential_iteration`: SFL-V2 as SplitFed does it (and AdaSFL, MergeSFL without
+  merging): the server takes each worker's batch in arrival order and steps the top model on it.
+
+Waiting time (ours): a worker "waits" while its features sit at the hub before the hub starts
+on them, i.e. for slower workers (merging) or for the busy server (sequential); plus its idle
+time in the barrier that ends a round (:func:`round_end_barrier`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ml.algorithms.split_control import IterationCost
+from ml.algorithms.splitfed import LABEL_BYTES
+from ml.fl import SplitServer, SplitWorker, TrainData
+from ml.models import count_flops, model_bytes, training_flops_per_sample
+from ml.testbed.emulator import EmulatedDevice, Testbed
+
+
+@dataclass(frozen=True)
+class SplitCosts:
+    """Per-sample work and bytes of a split model, and the sizes of its halves."""
+
+    feature_shape: tuple[int, ...]
+    feature_bytes: int  # fp32 features of one sample (the gradient has the same size)
+    bottom_forward_flops: int
+    bottom_backward_flops: int
+    top_train_flops: int
+    bottom_bytes: int
+    top_bytes: int
+
+    @classmethod
+    def measure(cls, bottom: nn.Module, top: nn.Module, input_shape: tuple[int, ...],
+                device: torch.device) -> "SplitCosts":
+        probe = torch.zeros((1, *input_shape), device=device)
+        with torch.no_grad():
+            feature_shape = tuple(int(d) for d in bottom(probe).shape[1:])
+        forward = count_flops(bottom, probe)
+        return cls(
+            feature_shape=feature_shape,
+            feature_bytes=4 * math.prod(feature_shape),
+            bottom_forward_flops=forward,
+            bottom_backward_flops=training_flops_per_sample(bottom, input_shape) - forward,
+            top_train_flops=training_flops_per_sample(top, feature_shape),
+            bottom_bytes=model_bytes(bottom, include_buffers=True),
+            top_bytes=model_bytes(top, include_buffers=True),
+        )
+
+    @property
+    def full_bytes(self) -> int:
+        return self.bottom_bytes + self.top_bytes
+
+    def iteration_cost(self, testbed: Testbed, devices: list[EmulatedDevice],
+                       hub: EmulatedDevice) -> IterationCost:
+        """Linear time model of one iteration for each of ``devices`` exchanging with ``hub``.
+
+        Per sample: bottom forward and backward on the device, features and label up, gradient
+        down (nothing when the device is the hub itself). Fixed: the two one-way latencies.
+        """
+        per, fixed = [], []
+        for dev in devices:
+            compute = Testbed.compute_time(dev, self.bottom_forward_flops
+                                           + self.bottom_backward_flops)
+            if dev is hub:
+                per.append(compute)
+                fixed.append(0.0)
+                continue
+            up = (self.feature_bytes + LABEL_BYTES) * 8 / Testbed.bandwidth_bps(dev, hub)
+            down = self.feature_bytes * 8 / Testbed.bandwidth_bps(hub, dev)
+            per.append(compute + up + down)
+            fixed.append(Testbed.latency_s(dev, hub) + Testbed.latency_s(hub, dev))
+        return IterationCost(np.array(per), np.array(fixed))
+
+
+class SampleStream:
+    """A worker's shard as an endless stream of samples: ``take(n)`` returns the next n indices.
+
+    Each epoch is a fresh permutation from the worker's own generator (as
+    :class:`ml.fl.BatchStream`), so batches of varying size never repeat a sample within an
+    epoch; a batch larger than the rest of the epoch continues into the next one.
+    """
+
+    def __init__(self, shard: torch.Tensor, generator: torch.Generator):
+        if len(shard) == 0:
+            raise ValueError("cannot stream an empty shard")
+        self.shard = shard
+        self.generator = generator
+        self._epoch = shard[:0]
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def take(self, n: int) -> torch.Tensor:
+        pieces = []
+        while n > 0:
+            if len(self._epoch) == 0:
+                self._epoch = self.shard[torch.randperm(len(self.shard), generator=self.generator)]
+            pieces.append(self._epoch[:n])
+            self._epoch = self._epoch[n:]
+            n -= len(pieces[-1])
+        return torch.cat(pieces)
+
+
+@dataclass
+class IterationResult:
+    """What one iteration trained on and how long its members waited (seconds, by worker)."""
+
+    loss_sum: float = 0.0
+    samples: int = 0
+    label_counts: dict[int, torch.Tensor] = field(default_factory=dict)
+    waiting_s: dict[int, float] = field(default_factory=dict)
+
+
+def dispatch_gradients(merged_grad: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Cut the gradient of the merged mean loss into the members' slices, each scaled by
+    ``sum(sizes) / size``: worker i then receives the gradient of its *own* mean loss."""
+    total = sum(sizes)
+    return [g * (total / b) for g, b in zip(merged_grad.split(sizes), sizes)]
+
+
+def merged_iteration(testbed: Testbed, hub: EmulatedDevice, server: SplitServer,
+                     members: list[SplitWorker], batches: list[tuple[torch.Tensor, torch.Tensor]],
+                     costs: SplitCosts, num_classes: int) -> IterationResult:
+    """One MergeSFL iteration: merge every member's features, one top step, scaled slices back."""
+    result = IterationResult()
+    sizes = [len(y) for _, y in batches]
+    features, arrivals = [], []
+    for worker, (x, y) in zip(members, batches):
+        testbed.compute(worker.device, len(y) * costs.bottom_forward_flops)
+        features.append(worker.forward(x))
+        arrivals.append(testbed.send(worker.device, hub,
+                                     len(y) * (costs.feature_bytes + LABEL_BYTES), "features"))
+    for arrival in arrivals:
+        testbed.receive(hub, arrival)
+    start = hub.clock_s
+    labels = torch.cat([y for _, y in batches])
+    loss, grad = server.train_step(torch.cat(features), labels)
+    testbed.compute(hub, sum(sizes) * costs.top_train_flops)
+    for worker, (_, y), g, arrival in zip(members, batches, dispatch_gradients(grad, sizes),
+                                          arrivals):
+        back = testbed.send(hub, worker.device, len(y) * costs.feature_bytes, "gradients")
+        testbed.receive(worker.device, back)
+        testbed.compute(worker.device, len(y) * costs.bottom_backward_flops)
+        worker.backward(g)
+        result.waiting_s[worker.index] = start - arrival
+        result.label_counts[worker.index] = torch.bincount(y, minlength=num_classes).cpu()
+    result.loss_sum = loss.item() * len(labels)
+    result.samples = len(labels)
+    return result
+
+
+def sequential_iteration(testbed: Testbed, hub: EmulatedDevice, server: SplitServer,
+                         members: list[SplitWorker],
+                         batches: list[tuple[torch.Tensor, torch.Tensor]], costs: SplitCosts,
+                         num_classes: int) -> IterationResult:
+    """One SFL-V2 iteration: the server steps the top model on each worker's batch in turn,
+    in arrival order (ties by worker index), as :mod:`ml.algorithms.splitfed` does."""
+    result = IterationResult()
+    arrivals = []
+    for worker, (x, y) in zip(members, batches):
+        testbed.compute(worker.device, len(y) * costs.bottom_forward_flops)
+        arrivals.append(testbed.send(worker.device, hub,
+                                     len(y) * (costs.feature_bytes + LABEL_BYTES), "features"))
+    for i in sorted(range(len(members)), key=lambda i: (arrivals[i], members[i].index)):
+        worker, (x, y) = members[i], batches[i]
+        loss, grad = server.train_step(worker.forward(x), y)
+        worker.backward(grad)
+        testbed.receive(hub, arrivals[i])
+        result.waiting_s[worker.index] = hub.clock_s - arrivals[i]
+        testbed.compute(hub, len(y) * costs.top_train_flops)
+        back = testbed.send(hub, worker.device, len(y) * costs.feature_bytes, "gradients")
+        testbed.receive(worker.device, back)
+        testbed.compute(worker.device, len(y) * costs.bottom_backward_flops)
+        result.loss_sum += loss.item() * len(y)
+        result.samples += len(y)
+        result.label_counts[worker.index] = torch.bincount(y, minlength=num_classes).cpu()
+    return result
+
+
+def round_end_barrier(testbed: Testbed, devices: list[EmulatedDevice]) -> tuple[float, dict[str, float]]:
+    """Synchronise ``devices``; return the time and each device's idle seconds in the barrier."""
+    before = {d.name: d.waiting_s for d in devices}
+    t = testbed.barrier(devices)
+    return t, {d.name: d.waiting_s - before[d.name] for d in devices}
+
+
+def draw_batches(streams: list[SampleStream], data: TrainData, members: list[int],
+                 sizes: list[int] | np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The next batch of each member, of its own size."""
+    return [data.batch(streams[i].take(int(b))) for i, b in zip(members, sizes)]
+
+
+class WaitingLedger:
+    """Cumulative waiting time of every worker, reported as ``waiting_time_s/worker-XX`` and
+    their mean ``waiting_time_s``."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.index = {name: i for i, name in enumerate(names)}
+        self.total_s = np.zeros(len(names))
+
+    def add(self, waits: dict[int, float]) -> None:
+        """Add seconds per worker index."""
+        for i, seconds in waits.items():
+            self.total_s[i] += max(seconds, 0.0)
+
+    def add_by_device(self, waits: dict[str, float]) -> None:
+        """Add seconds per device name (devices that are not workers are ignored)."""
+        self.add({self.index[n]: s for n, s in waits.items() if n in self.index})
+
+    def report(self, log, step: int) -> None:
+        log.metric("waiting_time_s", step, float(self.total_s.mean()))
+        for i, seconds in enumerate(self.total_s):
+            log.metric(f"waiting_time_s/worker-{i:02d}", step, float(seconds))

@@ -1,0 +1,20 @@
+"""Building blocks of federated and split learning, shared by FedAvg, SplitFed and the
+split-FL methods: config, set-up, workers, weight averaging, sampling, evaluation, metrics."""
+from ml.fl.batches import BatchStream
+from ml.fl.config import FederatedConfig
+from ml.fl.evaluate import evaluate
+from ml.fl.federation import Federation, build_federation
+from ml.fl.reporting import RoundLog
+from ml.fl.sampling import participants_count, sample_clients
+from ml.fl.seeding import derive_seed, generator, seeded_run, torch_device
+from ml.fl.weights import WeightedAverage, Weights, get_weights, set_weights, state_tensors
+from ml.fl.workers import (LocalTrainer, SGDSettings, SplitServer, SplitWorker, TrainData,
+                           TrainResult, Worker, sgd_step)
+
+__all__ = [
+    "BatchStream", "FederatedConfig", "Federation", "LocalTrainer", "RoundLog", "SGDSettings",
+    "SplitServer", "SplitWorker", "TrainData", "TrainResult", "WeightedAverage", "Weights",
+    "Worker", "build_federation", "derive_seed", "evaluate", "generator", "get_weights",
+    "participants_count", "sample_clients", "seeded_run", "set_weights", "sgd_step",
+    "state_tensors", "torch_device",
+]

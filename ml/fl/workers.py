@@ -1,0 +1,184 @@
+"""Workers and the split-learning server, Flower style: the coordinator calls small methods.
+
+- :class:`Worker` trains a full model on its shard (``fit(weights, epochs)``, Flower's client
+  ``fit``). In-process workers take turns on one shared :class:`LocalTrainer` (one model object
+  whose weights are swapped in), so memory does not grow with the number of workers.
+- :class:`SplitWorker` holds its own bottom model: ``next_batch``, ``forward`` (features to
+  send), ``backward`` (gradients received), ``get_weights`` / ``set_weights``.
+- :class:`SplitServer` holds the top model: ``train_step(features, labels)`` returns the loss and
+  the gradients to send back.
+
+Ours: a worker's optimiser state (momentum) starts afresh whenever new weights are set, as in
+the usual FedAvg implementations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ml.fl.batches import BatchStream
+from ml.fl.weights import Weights, get_weights, set_weights
+from ml.testbed.emulator import EmulatedDevice
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Training inputs and labels on the torch device; workers index into them."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x.index_select(0, indices), self.y.index_select(0, indices)
+
+
+@dataclass(frozen=True)
+class SGDSettings:
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def optimizer(self, module: nn.Module) -> torch.optim.SGD:
+        return torch.optim.SGD(module.parameters(), lr=self.lr, momentum=self.momentum,
+                               weight_decay=self.weight_decay)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a worker returns from local training."""
+
+    weights: Weights
+    num_samples: int  # samples in the worker's shard: its aggregation weight
+    samples: int  # samples processed (for compute time)
+    steps: int
+    loss: float  # mean training loss over the processed samples
+
+
+def sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:
+    """One SGD step on cross-entropy; returns the (detached) batch loss."""
+    loss = F.cross_entropy(module(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+class LocalTrainer:
+    """One model and its SGD optimiser, shared by in-process workers who train in turn."""
+
+    def __init__(self, model: nn.Module, sgd: SGDSettings):
+        self.model = model
+        self.optimizer = sgd.optimizer(model)
+
+    def load(self, weights: Weights) -> None:
+        set_weights(self.model, weights)
+        self.optimizer.state.clear()
+
+
+class Worker:
+    """A FedAvg client on an emulated device, training the full model on its shard."""
+
+    def __init__(self, index: int, device: EmulatedDevice, data: TrainData, stream: BatchStream,
+                 trainer: LocalTrainer):
+        self.index = index
+        self.device = device
+        self.data = data
+        self.stream = stream
+        self.trainer = trainer
+
+    @property
+    def name(self) -> str:
+        return self.device.name
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.stream)
+
+    def fit(self, weights: Weights, epochs: int) -> TrainResult:
+        """Start from ``weights``, run ``epochs`` local epochs of SGD, return the new weights."""
+        trainer = self.trainer
+        trainer.load(weights)
+        trainer.model.train()
+        loss_sum = torch.zeros((), device=self.data.x.device)
+        samples = steps = 0
+        for indices in self.stream.epochs(epochs):
+            x, y = self.data.batch(indices)
+            loss_sum += sgd_step(trainer.model, trainer.optimizer, x, y) * len(indices)
+            samples += len(indices)
+            steps += 1
+        loss = loss_sum.item() / samples if samples else 0.0
+        return TrainResult(get_weights(trainer.model), self.num_samples, samples, steps, loss)
+
+
+class SplitWorker:
+    """A split-learning worker: its own bottom model, trained with gradients from the server."""
+
+    def __init__(self, index: int, device: EmulatedDevice, data: TrainData, stream: BatchStream,
+                 bottom: nn.Module, sgd: SGDSettings):
+        self.index = index
+        self.device = device
+        self.data = data
+        self.stream = stream
+        self.bottom = bottom
+        self.optimizer = sgd.optimizer(bottom)
+        self._features: torch.Tensor | None = None
+
+    @property
+    def name(self) -> str:
+        return self.device.name
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.stream)
+
+    def get_weights(self) -> Weights:
+        return get_weights(self.bottom)
+
+    def set_weights(self, weights: Weights) -> None:
+        set_weights(self.bottom, weights)
+        self.optimizer.state.clear()
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next mini-batch ``(x, y)`` of the worker's shard."""
+        return self.data.batch(self.stream.next())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the bottom model; return the features as sent (detached from the graph)."""
+        self.bottom.train()
+        self._features = self.bottom(x)
+        return self._features.detach()
+
+    def backward(self, grad: torch.Tensor) -> None:
+        """Back-propagate the server's feature gradients and step the bottom optimiser."""
+        if self._features is None:
+            raise RuntimeError("backward() before forward()")
+        self.optimizer.zero_grad(set_to_none=True)
+        self._features.backward(grad)
+        self.optimizer.step()
+        self._features = None
+
+
+class SplitServer:
+    """The server side of split learning: the top model and its optimiser."""
+
+    def __init__(self, top: nn.Module, sgd: SGDSettings):
+        self.top = top
+        self.optimizer = sgd.optimizer(top)
+
+    def train_step(self, features: torch.Tensor,
+                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step of the top model on received features.
+
+        Returns ``(loss, grad)``: the detached batch loss and d loss / d features to send back.
+        """
+        self.top.train()
+        features = features.detach().requires_grad_(True)
+        loss = F.cross_entropy(self.top(features), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), features.grad

@@ -1,0 +1,165 @@
+"""Enrolment tokens and agent enrolment: POST /api/v1/enrolment-tokens/, /agents/enrol/."""
+from datetime import timedelta
+from hashlib import sha256
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from controlplane.devices.actions import create_enrolment_token
+from controlplane.devices.models import Device, EnrolmentToken
+from ml.testbed.profiles import PROFILES
+
+TOKENS = "/api/v1/enrolment-tokens/"
+ENROL = "/api/v1/agents/enrol/"
+HEARTBEAT = "/api/v1/agents/heartbeat/"
+
+
+@pytest.mark.django_db
+class TestEnrolmentTokens:
+    def test_it_creates_a_token_stored_hashed(self, api, owner):
+        response = api(owner).post(TOKENS, {"ttl_hours": 2})
+        assert response.status_code == 201
+        body = response.json()
+        token = EnrolmentToken.objects.get(owner=owner)
+        assert token.token_hash == sha256(body["token"].encode()).hexdigest()
+        assert timedelta(hours=1.9) < token.expires_at - timezone.now() < timedelta(hours=2)
+
+    def test_it_defaults_to_a_day(self, api, owner):
+        api(owner).post(TOKENS, {})
+        token = EnrolmentToken.objects.get(owner=owner)
+        assert timedelta(hours=23.9) < token.expires_at - timezone.now() <= timedelta(hours=24)
+
+    @pytest.mark.parametrize("ttl", [0, -1, 10_000, "soon", None])
+    def test_it_rejects_a_bad_ttl(self, api, owner, ttl):
+        response = api(owner).post(TOKENS, {"ttl_hours": ttl})
+        assert response.status_code == 400
+        assert "ttl_hours" in response.json()
+        assert not EnrolmentToken.objects.exists()
+
+    def test_it_rejects_unknown_fields(self, api, owner):
+        response = api(owner).post(TOKENS, {"ttl": 3})
+        assert response.status_code == 400
+        assert "ttl" in response.json()
+
+    def test_it_refuses_anonymous_users(self, api):
+        assert api().post(TOKENS, {}).status_code == 401
+
+    def test_it_refuses_devices(self, api, owner, device_factory):
+        agent = device_factory(owner)
+        assert api(device=agent.credential).post(TOKENS, {}).status_code == 403
+
+
+@pytest.fixture
+def token(owner):
+    return create_enrolment_token(owner, 1)[1]
+
+
+def enrol_body(token, **changes):
+    return {"token": token, "name": "jetson-07", "profile": "jetson-orin-nano",
+            "overrides": {}, **changes}
+
+
+@pytest.mark.django_db
+class TestEnrol:
+    def test_it_enrols_a_device(self, api, owner, token):
+        response = api().post(ENROL, enrol_body(token, overrides={"rtt_ms": 42}))
+        assert response.status_code == 201
+        body = response.json()
+        device = Device.objects.get(pk=body["device_id"])
+        assert device.owner == owner and device.name == "jetson-07"
+        profile = PROFILES["jetson-orin-nano"]
+        assert (device.kind, device.compute_gflops, device.uplink_mbps) == (
+            profile.kind, profile.compute_gflops, profile.uplink_mbps)
+        assert device.rtt_ms == 42
+        assert body["queue"] == f"device.{device.id}"
+        assert body["broker_url"] == settings.ESTUARY["PUBLIC_BROKER_URL"]
+        assert body["heartbeat_interval_s"] == settings.ESTUARY["HEARTBEAT_INTERVAL_S"]
+        assert device.status() == "online"
+
+    def test_it_stores_the_credential_hashed(self, api, token):
+        credential = api().post(ENROL, enrol_body(token)).json()["credential"]
+        device = Device.objects.get()
+        assert device.credential_hash == sha256(credential.encode()).hexdigest()
+        stored = [str(value) for value in Device.objects.values().get().values()]
+        assert credential not in stored
+        assert api(device=credential).post(HEARTBEAT, {}).status_code == 200
+
+    def test_it_rejects_a_bad_token(self, api, token):
+        response = api().post(ENROL, enrol_body(token + "x"))
+        assert response.status_code == 400
+        assert "token" in response.json()
+        assert not Device.objects.exists()
+
+    def test_it_rejects_an_expired_token(self, api, owner, token):
+        EnrolmentToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+        response = api().post(ENROL, enrol_body(token))
+        assert response.status_code == 400
+        assert "expired" in response.json()["token"][0]
+        assert not Device.objects.exists()
+
+    def test_it_accepts_a_token_many_times(self, api, token):
+        assert api().post(ENROL, enrol_body(token, name="a")).status_code == 201
+        assert api().post(ENROL, enrol_body(token, name="b")).status_code == 201
+        assert Device.objects.count() == 2
+
+    def test_it_rejects_an_unknown_profile(self, api, token):
+        response = api().post(ENROL, enrol_body(token, profile="jetson-9000"))
+        assert response.status_code == 400
+        assert "jetson-nx" in response.json()["profile"][0]  # lists the known ones
+        assert not Device.objects.exists()
+
+    @pytest.mark.parametrize("overrides, field", [
+        ({"warp_drive": 1}, "warp_drive"),
+        ({"uplink_mbps": 0}, "uplink_mbps"),
+        ({"rtt_ms": -1}, "rtt_ms"),
+        ({"kind": "fog"}, "kind"),
+        ({"memory_mib": "lots"}, "memory_mib"),
+    ])
+    def test_it_rejects_bad_overrides(self, api, token, overrides, field):
+        response = api().post(ENROL, enrol_body(token, overrides=overrides))
+        assert response.status_code == 400
+        assert field in response.json()["overrides"]
+
+    @pytest.mark.parametrize("name", ["", "-lead", "has space", "x" * 64, "ünï"])
+    def test_it_rejects_bad_names(self, api, token, name):
+        response = api().post(ENROL, enrol_body(token, name=name))
+        assert response.status_code == 400
+        assert "name" in response.json()
+
+    def test_it_rejects_malformed_json(self, api, token):
+        response = api().post(ENROL, "{not json", content_type="application/json")
+        assert response.status_code == 400
+        assert not Device.objects.exists()
+
+    def test_it_refuses_a_name_another_owner_uses(self, api, outsider, token, device_factory):
+        device_factory(outsider, name="jetson-07")
+        response = api().post(ENROL, enrol_body(token))
+        assert response.status_code == 400
+        assert "name" in response.json()
+        assert Device.objects.get(name="jetson-07").owner == outsider
+
+    def test_it_reenrols_a_name_of_the_same_owner(self, api, owner, token, device_factory):
+        old = device_factory(owner, name="jetson-07")
+        response = api().post(ENROL, enrol_body(token))
+        assert response.status_code == 200
+        body = response.json()
+        assert body["device_id"] == str(old.device.id)
+        assert body["credential"] != old.credential
+        assert api(device=old.credential).post(HEARTBEAT, {}).status_code == 401
+        assert api(device=body["credential"]).post(HEARTBEAT, {}).status_code == 200
+
+    def test_it_reenrols_by_credential(self, api, owner, device_factory):
+        agent = device_factory(owner, profile="jetson-nx")
+        response = api(device=agent.credential).post(
+            ENROL, {"profile": "jetson-tx2", "overrides": {"rtt_ms": 3}})
+        assert response.status_code == 200
+        assert response.json()["device_id"] == str(agent.device.id)
+        assert response.json()["credential"] == agent.credential
+        agent.device.refresh_from_db()
+        assert (agent.device.profile_name, agent.device.rtt_ms) == ("jetson-tx2", 3)
+        assert agent.device.compute_gflops == PROFILES["jetson-tx2"].compute_gflops
+
+    def test_it_refuses_a_wrong_credential(self, api):
+        response = api(device="made-up").post(ENROL, {})
+        assert response.status_code == 401

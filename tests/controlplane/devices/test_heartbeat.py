@@ -1,0 +1,96 @@
+"""POST /api/v1/agents/heartbeat/ and the status derived from heartbeats."""
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from controlplane.devices.models import Device
+from controlplane.experiments import actions
+from controlplane.experiments.models import Job
+
+HEARTBEAT = "/api/v1/agents/heartbeat/"
+
+
+def silence(device: Device, heartbeats: float) -> None:
+    """Pretend the device's last heartbeat was ``heartbeats`` intervals ago."""
+    interval = settings.ESTUARY["HEARTBEAT_INTERVAL_S"]
+    device.last_seen = timezone.now() - timedelta(seconds=heartbeats * interval)
+    device.save(update_fields=["last_seen"])
+
+
+@pytest.mark.django_db
+class TestHeartbeat:
+    def test_it_marks_the_device_online(self, api, owner, device_factory):
+        agent = device_factory(owner)
+        silence(agent.device, 10)
+        response = api(device=agent.credential).post(HEARTBEAT, {"running_jobs": []})
+        assert response.status_code == 200
+        assert response.json() == {"cancel_jobs": []}
+        agent.device.refresh_from_db()
+        assert agent.device.status() == "online"
+
+    def test_it_lists_jobs_to_stop(self, api, owner, device_factory, experiment_factory):
+        agent = device_factory(owner)
+        experiment = experiment_factory(owner, host=agent.device)
+        job = Job.objects.get(run__experiment=experiment)
+        actions.start_job(job)
+        stray = uuid.uuid4()
+        answer = api(device=agent.credential).post(
+            HEARTBEAT, {"running_jobs": [str(job.id), str(stray)]}).json()
+        assert answer == {"cancel_jobs": [str(stray)]}
+
+        actions.cancel_experiment(experiment)
+        answer = api(device=agent.credential).post(
+            HEARTBEAT, {"running_jobs": [str(job.id)]}).json()
+        assert answer == {"cancel_jobs": [str(job.id)]}
+
+    def test_it_tells_other_devices_to_stop_a_job(self, api, owner, device_factory,
+                                                  experiment_factory):
+        host, other = device_factory(owner), device_factory(owner)
+        job = Job.objects.get(run__experiment=experiment_factory(owner, host=host.device))
+        answer = api(device=other.credential).post(
+            HEARTBEAT, {"running_jobs": [str(job.id)]}).json()
+        assert answer == {"cancel_jobs": [str(job.id)]}
+
+    def test_it_rejects_bad_job_ids(self, api, owner, device_factory):
+        agent = device_factory(owner)
+        response = api(device=agent.credential).post(HEARTBEAT, {"running_jobs": ["nope"]})
+        assert response.status_code == 400
+        assert "running_jobs" in response.json()
+
+    def test_it_refuses_anonymous_requests(self, api):
+        assert api().post(HEARTBEAT, {}).status_code == 401
+
+    def test_it_refuses_a_bad_credential(self, api):
+        assert api(device="not-a-credential").post(HEARTBEAT, {}).status_code == 401
+
+    def test_it_refuses_user_tokens(self, api, owner):
+        assert api(owner).post(HEARTBEAT, {}).status_code == 403
+
+
+@pytest.mark.django_db
+class TestDeviceStatus:
+    def test_it_is_online_after_a_heartbeat(self, owner, device_factory):
+        assert device_factory(owner).device.status() == "online"
+
+    def test_it_is_offline_after_three_missed_heartbeats(self, owner, device_factory):
+        device = device_factory(owner).device
+        silence(device, 2.5)
+        assert device.status() == "online"
+        silence(device, 3.5)
+        assert device.status() == "offline"
+
+    def test_it_is_offline_before_any_heartbeat(self, owner, device_factory):
+        assert device_factory(owner, online=False).device.status() == "offline"
+
+    def test_it_is_busy_while_hosting_a_running_job(self, api, owner, device_factory,
+                                                    experiment_factory):
+        agent = device_factory(owner)
+        job = Job.objects.get(run__experiment=experiment_factory(owner, host=agent.device))
+        assert agent.device.status() == "online"  # queued is not busy
+        actions.start_job(job)
+        assert agent.device.status() == "busy"
+        listed = api(owner).get("/api/v1/devices/").json()
+        assert [d["status"] for d in listed] == ["busy"]

@@ -1,0 +1,143 @@
+"""Browser fixtures: a real headless Debian Chromium driven by Playwright against the real
+daphne server (``asgi_server``), and helpers that act as an agent over HTTP."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fixtures.servers import REPO_ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+#: Where the tests leave a screenshot of each page (not committed; look at them).
+SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium per test module.
+
+    Playwright's sync API keeps an asyncio loop running in this thread, which makes Django
+    refuse ORM calls ("async context"); the tests and their fixtures use the ORM only between
+    browser calls, so Django is told to allow it for as long as the browser lives (and only
+    then: the module scope ends it before any other module's tests run).
+    """
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium package (.ci/run does).")
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+class PageErrors(list):
+    """Uncaught page errors and console errors, which fail the test."""
+
+
+def _open_page(browser, base_url: str, cookies: list[dict[str, Any]] | None = None):
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900},
+                                  accept_downloads=True)
+    if cookies:
+        context.add_cookies(cookies)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors = PageErrors()
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("console", lambda message: message.type == "error"
+            and errors.append(f"console: {message.text} at {message.location.get('url')}"))
+    return context, page, errors
+
+
+@pytest.fixture
+def anonymous_page(browser, asgi_server):
+    """A fresh browser tab with no session."""
+    context, page, errors = _open_page(browser, asgi_server)
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+@pytest.fixture
+def owner_page(browser, asgi_server, owner):
+    """A browser tab logged in as ``owner`` (its session made by Django, as a login would)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(owner)
+    cookie = {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": asgi_server}
+    context, page, errors = _open_page(browser, asgi_server, [cookie])
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a full-page screenshot to var/screenshots/<name>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+class Agent:
+    """What an agent does over HTTP, for driving the pages without training anything."""
+
+    def __init__(self, base_url: str, credential: str, device_id: str):
+        self.base_url = base_url
+        self.device_id = device_id
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Device {credential}"
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.post(f"{self.base_url}{path}", json=body, timeout=10)
+        assert response.ok, (response.status_code, response.text)
+        return response.json()
+
+    def heartbeat(self) -> None:
+        self.post("/api/v1/agents/heartbeat/", {"running_jobs": []})
+
+    def start(self, job_id: str) -> None:
+        self.post(f"/api/v1/agents/jobs/{job_id}/start/", {})
+
+    def report(self, run_id: str, points: list[tuple[str, int, float, float]]) -> int:
+        """Post (name, step, value, sim_time_s) points; returns how many were accepted."""
+        body = {"points": [{"name": name, "step": step, "value": value, "sim_time_s": sim,
+                            "wall_time_s": step * 0.5} for name, step, value, sim in points]}
+        return self.post(f"/api/v1/runs/{run_id}/metrics/", body)["accepted"]
+
+    def log(self, run_id: str, lines: list[str]) -> None:
+        self.post(f"/api/v1/runs/{run_id}/logs/", {"lines": lines})
+
+
+def user_api(base_url: str, user) -> requests.Session:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {user.api_token}"
+    return session
+
+
+def enrol_agent(base_url: str, user, name: str, profile: str = "h100") -> Agent:
+    """Enrol a device through the real endpoints: the user's token, then the agent's enrol."""
+    api = user_api(base_url, user)
+    token = api.post(f"{base_url}/api/v1/enrolment-tokens/", json={"ttl_hours": 1}, timeout=10)
+    assert token.status_code == 201, token.text
+    enrolment = requests.post(f"{base_url}/api/v1/agents/enrol/", timeout=10, json={
+        "token": token.json()["token"], "name": name, "profile": profile})
+    assert enrolment.status_code == 201, enrolment.text
+    body = enrolment.json()
+    return Agent(base_url, body["credential"], body["device_id"])

@@ -1,0 +1,260 @@
+"""The dashboard in a real headless Chromium against the real daphne server.
+
+Experiments are created through the API (or its validation + action functions); metric points
+arrive through the real HTTP ingestion endpoint, as an agent would post them.
+"""
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from controlplane.experiments.models import Experiment
+from ml import registry
+from tests.fixtures.servers import PASSWORD
+from tests.frontend.conftest import Agent, enrol_agent, screenshot, user_api
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+#: Number of points in each trace of the chart of `metric` (by run position).
+TRACE_LENGTHS = """metric => {
+  const chart = document.querySelector(`.chart[data-metric="${metric}"]`);
+  return chart && chart.data ? chart.data.map(trace => trace.x.length) : null;
+}"""
+
+
+def wait_for_trace_lengths(page, metric: str, lengths: list[int]) -> None:
+    page.wait_for_function(
+        "([metric, lengths]) => {"
+        "  const chart = document.querySelector(`.chart[data-metric=\"${metric}\"]`);"
+        "  return !!chart && !!chart.data"
+        "    && JSON.stringify(chart.data.map(t => t.x.length)) === JSON.stringify(lengths);"
+        "}", arg=[metric, lengths])
+
+
+def launch(base_url: str, user, agent: Agent, **body) -> dict:
+    """POST /api/v1/experiments/ as ``user``, hosted by ``agent``'s device."""
+    agent.heartbeat()  # the host must be online when the experiment is created
+    response = user_api(base_url, user).post(f"{base_url}/api/v1/experiments/", timeout=10,
+                                             json={"host": agent.device_id, **body})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture
+def reported_experiment(asgi_server, owner, device_factory, experiment_factory):
+    """splitfed vs fedavg with a few points per run, reported over HTTP by the hosting device."""
+    enrolled = device_factory(owner, name="cloud-07")
+    agent = Agent(asgi_server, enrolled.credential, str(enrolled.device.id))
+    experiment = experiment_factory(owner, enrolled.device, algorithm="splitfed",
+                                    baselines=["fedavg"], config={"rounds": 3},
+                                    preset="local-3", name="split vs fed")
+    split, fed = experiment.runs.order_by("position")
+    agent.report(str(split.id), [("accuracy", 0, 0.50, 1.0), ("accuracy", 1, 0.70, 2.0),
+                                 ("accuracy", 2, 0.80, 3.0), ("loss", 2, 0.6, 3.0)])
+    agent.report(str(fed.id), [("accuracy", 0, 0.40, 4.0), ("accuracy", 1, 0.55, 8.0),
+                               ("loss", 1, 1.1, 8.0)])
+    return experiment
+
+
+class TestLoginAndDevices:
+    def test_it_logs_in_and_shows_live_device_status(self, anonymous_page, asgi_server, owner):
+        page = anonymous_page
+        agent = enrol_agent(asgi_server, owner, "jetson-07", profile="jetson-orin-nano")
+        page.goto("/devices/")
+        expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/devices/$"))
+        screenshot(page, "login")
+        page.get_by_label("Username").fill(owner.username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(re.compile(r"/devices/$"))
+
+        row = page.locator("tr", has_text="jetson-07")
+        expect(row).to_contain_text("jetson-orin-nano")
+        expect(row).to_contain_text("250")  # the profile's GFLOP/s
+        agent.heartbeat()
+        expect(row.locator(".status .badge")).to_have_text("online")
+        screenshot(page, "devices")
+        # No heartbeat for 3 intervals: the page turns it offline without a reload.
+        expect(row.locator(".status .badge")).to_have_text("offline", timeout=10_000)
+
+    def test_it_issues_an_enrolment_token_and_the_command_that_uses_it(self, owner_page,
+                                                                        asgi_server):
+        page = owner_page
+        page.goto("/devices/")
+        page.get_by_label("Device name").fill("jetson-08")
+        page.get_by_label("Profile").select_option("jetson-nx")
+        page.get_by_role("button", name="Create enrolment token").click()
+        token = page.locator("#token-value")
+        expect(token).not_to_be_empty()
+        expected = (f"python -m agents run --server {asgi_server} --token {token.inner_text()} "
+                    f"--name jetson-08 --profile jetson-nx")
+        expect(page.locator("#agent-command")).to_have_text(expected)
+        screenshot(page, "devices-token")
+
+        enrolment = requests.post(f"{asgi_server}/api/v1/agents/enrol/", timeout=10, json={
+            "token": token.inner_text(), "name": "jetson-08", "profile": "jetson-nx"})
+        assert enrolment.status_code == 201, enrolment.text
+        page.reload()
+        expect(page.locator("tr", has_text="jetson-08")).to_contain_text("jetson-nx")
+
+
+class TestNewExperiment:
+    def test_it_builds_the_form_from_the_schema(self, owner_page):
+        page = owner_page
+        page.goto("/experiments/new/?algorithm=splitfed")
+        expect(page.locator("#experiment-form")).to_have_attribute("data-ready", "1")
+        schema = registry.get("splitfed").json_schema()
+        for key in schema["properties"]:
+            if key != "testbed":  # the testbed has its own picker
+                expect(page.locator(f"#field-{key}")).to_be_attached()
+        rounds = page.get_by_label("rounds", exact=True)
+        expect(rounds).to_have_attribute("type", "number")
+        expect(rounds).to_have_attribute("min", str(schema["properties"]["rounds"]["minimum"]))
+        expect(page.locator("#field-device option")).to_have_text(["cpu", "cuda"])
+        expect(page.get_by_label("fedavg")).to_be_checked()
+
+    def test_it_shows_a_400_next_to_its_field_then_launches(self, owner_page, asgi_server,
+                                                            owner):
+        page = owner_page
+        agent = enrol_agent(asgi_server, owner, "cloud-01")
+        page.goto("/experiments/new/?algorithm=splitfed")
+        expect(page.locator("#experiment-form")).to_have_attribute("data-ready", "1")
+        page.get_by_label("Experiment name").fill("from the form")
+        page.get_by_label("rounds", exact=True).fill("0")
+        page.get_by_label("Preset", exact=True).select_option("local-3")
+        page.get_by_role("button", name="Launch experiment").click()
+
+        error = page.locator('[data-error-for="config.rounds"]')
+        expect(error).to_contain_text("greater than or equal to 1")
+        expect(page.locator('.field.has-error[data-field="config.rounds"]')).to_be_visible()
+        assert page.evaluate("document.activeElement.id") == "field-rounds"
+        screenshot(page, "new-experiment-error")
+        assert not Experiment.objects.exists()
+
+        page.get_by_label("rounds", exact=True).fill("2")
+        agent.heartbeat()
+        page.get_by_role("button", name="Launch experiment").click()
+        expect(page).to_have_url(re.compile(rf"/experiments/{UUID}/$"))
+        experiment = Experiment.objects.get()
+        assert page.url.endswith(f"/experiments/{experiment.id}/")
+        assert (experiment.name, experiment.methods, experiment.testbed) == (
+            "from the form", ["splitfed", "fedavg"], "local-3")
+        assert experiment.config["rounds"] == 2
+
+
+class TestExperimentPage:
+    def test_it_extends_the_charts_live(self, owner_page, asgi_server, owner):
+        page = owner_page
+        agent = enrol_agent(asgi_server, owner, "cloud-02")
+        experiment = launch(asgi_server, owner, agent, name="live", algorithm="splitfed",
+                            baselines=["fedavg"], preset="local-3", config={"rounds": 3})
+        split, fed = experiment["runs"]
+        page.goto(f"/experiments/{experiment['id']}/")
+        expect(page.locator("#live-state")).to_have_text("Live")
+        expect(page.locator(".chart")).to_have_count(0)
+        page.evaluate("window.sameDocument = true")  # gone if the page reloads
+
+        agent.start(split["job"]["id"])
+        split_card = page.locator(f'.run-card[data-run-id="{split["id"]}"]')
+        expect(split_card.locator(".badge")).to_have_text("running")
+        expect(split_card).to_contain_text("on cloud-02")
+
+        agent.report(split["id"], [("accuracy", 0, 0.3, 1.5), ("accuracy", 1, 0.6, 3.0),
+                                   ("traffic_bytes", 1, 2e6, 3.0)])
+        agent.report(fed["id"], [("accuracy", 0, 0.2, 2.5)])
+        wait_for_trace_lengths(page, "accuracy", [2, 1])
+        wait_for_trace_lengths(page, "traffic_bytes", [1, 0])
+
+        agent.report(split["id"], [("accuracy", 2, 0.8, 4.5), ("round_time_s", 2, 1.5, 4.5)])
+        wait_for_trace_lengths(page, "accuracy", [3, 1])
+        # A retried batch is accepted again but stored and drawn once.
+        assert agent.report(split["id"], [("accuracy", 2, 0.8, 4.5)]) == 1
+        agent.report(fed["id"], [("accuracy", 1, 0.4, 5.0)])
+        wait_for_trace_lengths(page, "accuracy", [3, 2])
+        assert page.evaluate("window.sameDocument") is True
+        assert page.evaluate("[...document.querySelectorAll('.chart')].map(c => c.dataset.metric)"
+                             ) == ["accuracy", "traffic_bytes", "round_time_s"]
+        assert page.evaluate(
+            "document.querySelector('.chart[data-metric=accuracy]').data.map(t => t.name)"
+        ) == ["splitfed", "fedavg"]
+
+        page.get_by_label("x-axis").select_option("sim_time_s")
+        assert page.evaluate(
+            "document.querySelector('.chart[data-metric=accuracy]').data[0].x"
+        ) == [1.5, 3.0, 4.5]
+
+        agent.log(split["id"], ["round 2: accuracy 0.80"])
+        expect(page.locator("#logs")).to_contain_text("[splitfed] round 2: accuracy 0.80")
+        screenshot(page, "experiment")
+
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.locator("#experiment-status")).to_have_text("cancelled")
+        expect(split_card.locator(".badge")).to_have_text("cancelled")
+        expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+        assert Experiment.objects.get(pk=experiment["id"]).status == "cancelled"
+
+    def test_it_draws_the_history_on_opening(self, owner_page, reported_experiment):
+        page = owner_page
+        page.goto(f"/experiments/{reported_experiment.id}/")
+        wait_for_trace_lengths(page, "accuracy", [3, 2])
+        wait_for_trace_lengths(page, "loss", [1, 1])
+
+
+class TestCompareAndResults:
+    def test_it_compares_two_runs(self, owner_page, reported_experiment):
+        page = owner_page
+        split, fed = reported_experiment.runs.order_by("position")
+        page.goto(f"/compare/?runs={fed.id},{split.id}")
+        expect(page.locator("#charts")).to_have_attribute("data-ready", "1")
+        wait_for_trace_lengths(page, "accuracy", [2, 3])
+        assert page.evaluate(
+            "document.querySelector('.chart[data-metric=accuracy]').data.map(t => t.name)"
+        ) == ["split vs fed · fedavg", "split vs fed · splitfed"]
+        final = page.locator("table tbody tr")
+        expect(final).to_have_count(2)
+        expect(final.nth(0)).to_contain_text("fedavg")
+        expect(final.nth(0)).to_contain_text("0.55")
+        expect(final.nth(1)).to_contain_text("0.8")
+        screenshot(page, "compare")
+
+    def test_it_picks_runs_to_compare_on_the_results_page(self, owner_page, reported_experiment):
+        page = owner_page
+        split, fed = reported_experiment.runs.order_by("position")
+        page.goto("/results/")
+        page.locator(f"#pick-{split.id}").check()
+        page.locator(f"#pick-{fed.id}").check()
+        page.get_by_role("button", name="Compare selected runs").click()
+        expect(page).to_have_url(re.compile(rf"/compare/\?runs={split.id},{fed.id}$"))
+        wait_for_trace_lengths(page, "accuracy", [3, 2])
+
+    def test_it_exports_results_as_csv(self, owner_page, reported_experiment, tmp_path):
+        page = owner_page
+        page.goto("/results/")
+        expect(page.locator("table tbody tr")).to_have_count(2)
+        screenshot(page, "results")
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Export CSV").click()
+        path = tmp_path / download.value.suggested_filename
+        download.value.save_as(path)
+        rows = list(csv.DictReader(path.open()))
+        assert [(row["experiment_name"], row["method"], row["accuracy"], row["loss"])
+                for row in rows] == [("split vs fed", "splitfed", "0.8", "0.6"),
+                                     ("split vs fed", "fedavg", "0.55", "1.1")]
+
+    def test_it_exports_one_experiment_through_the_api(self, owner_page, reported_experiment,
+                                                       tmp_path):
+        page = owner_page
+        page.goto(f"/experiments/{reported_experiment.id}/")
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Export CSV").click()
+        path = tmp_path / "experiment.csv"
+        download.value.save_as(path)
+        rows = list(csv.DictReader(path.open()))
+        assert [(row["method"], row["accuracy"]) for row in rows] == [
+            ("splitfed", "0.8"), ("fedavg", "0.55")]

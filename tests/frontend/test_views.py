@@ -1,0 +1,158 @@
+"""The dashboard's pages as a browser gets them: login required, own objects only."""
+import csv
+import io
+import json
+import uuid
+from pathlib import Path
+
+import plotly
+import pytest
+from django.test import Client
+
+from controlplane.metrics.actions import ingest_metrics
+
+PLOTLY_BUNDLE = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+PAGES = ["/devices/", "/experiments/", "/experiments/new/", "/results/", "/compare/",
+         "/results/export.csv", "/results/export.json", "/vendor/plotly.min.js"]
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def point(name, step, value, sim_time_s=None):
+    return {"name": name, "step": step, "value": value,
+            "sim_time_s": float(step) if sim_time_s is None else sim_time_s,
+            "wall_time_s": step / 10}
+
+
+@pytest.fixture
+def experiment(owner, device_factory, experiment_factory):
+    """A splitfed experiment with its fedavg baseline, with a few points in each run."""
+    host = device_factory(owner, name="cloud-1").device
+    experiment = experiment_factory(owner, host, algorithm="splitfed", baselines=["fedavg"],
+                                    config={"rounds": 3}, name="split vs fed")
+    split, fed = experiment.runs.order_by("position")
+    ingest_metrics(split, [point("accuracy", 0, 0.5), point("accuracy", 1, 0.75),
+                           point("traffic_bytes/features", 1, 10.0)])
+    ingest_metrics(fed, [point("accuracy", 0, 0.4), point("accuracy", 1, 0.6),
+                         point("loss", 1, 1.25)])
+    return experiment
+
+
+@pytest.mark.django_db
+class TestLoginRequired:
+    @pytest.mark.parametrize("path", PAGES)
+    def test_it_sends_anonymous_users_to_login(self, path):
+        response = Client().get(path)
+        assert response.status_code == 302
+        assert response["Location"] == f"/accounts/login/?next={path}"
+
+    def test_it_sends_anonymous_users_to_login_from_an_experiment(self, experiment):
+        response = Client().get(f"/experiments/{experiment.id}/")
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+
+    def test_it_logs_in_with_the_form(self, owner):
+        from tests.fixtures.servers import PASSWORD
+
+        client = Client()
+        response = client.post("/accounts/login/?next=/devices/",
+                               {"username": owner.username, "password": PASSWORD,
+                                "next": "/devices/"})
+        assert response.status_code == 302 and response["Location"] == "/devices/"
+        assert client.get("/devices/").status_code == 200
+
+    def test_it_refuses_a_wrong_password(self, owner):
+        response = Client().post("/accounts/login/", {"username": owner.username,
+                                                      "password": "wrong"})
+        assert response.status_code == 200
+        assert b"Please enter a correct username and password" in response.content
+
+
+@pytest.mark.django_db
+class TestOwnObjectsOnly:
+    def test_it_lists_only_own_devices(self, owner, outsider, device_factory):
+        device_factory(owner, name="mine-1")
+        device_factory(outsider, name="theirs-1")
+        page = logged_in(owner).get("/devices/").content.decode()
+        assert "mine-1" in page and "theirs-1" not in page
+
+    def test_it_lists_only_own_experiments(self, experiment, outsider):
+        assert b"split vs fed" in logged_in(experiment.owner).get("/experiments/").content
+        assert b"split vs fed" not in logged_in(outsider).get("/experiments/").content
+
+    def test_it_hides_other_users_experiment(self, experiment, outsider, teammate):
+        for user in (outsider, teammate):
+            assert logged_in(user).get(f"/experiments/{experiment.id}/").status_code == 404
+
+    def test_it_hides_other_users_runs_from_compare(self, experiment, outsider):
+        run_ids = ",".join(str(run.id) for run in experiment.runs.all())
+        assert logged_in(outsider).get(f"/compare/?runs={run_ids}").status_code == 404
+
+    def test_it_leaves_other_users_runs_out_of_results_and_exports(self, experiment, outsider):
+        client = logged_in(outsider)
+        assert b"split vs fed" not in client.get("/results/").content
+        rows = list(csv.reader(io.StringIO(client.get("/results/export.csv").content.decode())))
+        assert rows == [["experiment", "experiment_name", "algorithm", "run", "method", "state"]]
+        assert json.loads(client.get("/results/export.json").content)["runs"] == []
+
+
+@pytest.mark.django_db
+class TestPages:
+    def test_it_renders_the_experiment_page_with_its_runs(self, experiment):
+        response = logged_in(experiment.owner).get(f"/experiments/{experiment.id}/")
+        page = response.content.decode()
+        assert response.status_code == 200
+        assert page.count('class="run-card"') == 2
+        data = response.context["page_data"]
+        assert data["ws_path"] == f"/ws/experiments/{experiment.id}/"
+        assert data["cancel_url"] == f"/api/v1/experiments/{experiment.id}/cancel/"
+
+    def test_it_compares_runs_given_as_a_comma_list(self, experiment):
+        split, fed = experiment.runs.order_by("position")
+        response = logged_in(experiment.owner).get(f"/compare/?runs={fed.id},{split.id}")
+        assert response.status_code == 200
+        assert [run["label"] for run in response.context["page_data"]["runs"]] == [
+            "split vs fed · fedavg", "split vs fed · splitfed"]
+        # Per-entity series stay out of the on-screen table.
+        assert response.context["metrics"] == ["accuracy", "loss"]
+        assert [row["values"] for row in response.context["runs"]] == [[0.6, 1.25], [0.75, None]]
+
+    def test_it_turns_the_results_form_into_a_comma_list(self, experiment):
+        split, fed = experiment.runs.order_by("position")
+        response = logged_in(experiment.owner).get(f"/compare/?runs={split.id}&runs={fed.id}")
+        assert response.status_code == 302
+        assert response["Location"] == f"/compare/?runs={split.id},{fed.id}"
+
+    @pytest.mark.parametrize("runs", ["not-a-uuid", ",".join(str(uuid.uuid4()) for _ in range(21))])
+    def test_it_refuses_a_bad_run_list(self, owner, runs):
+        response = logged_in(owner).get(f"/compare/?runs={runs}")
+        assert response.status_code == 400
+        assert b"alert error" in response.content
+
+    def test_it_answers_404_for_unknown_runs(self, owner):
+        assert logged_in(owner).get(f"/compare/?runs={uuid.uuid4()}").status_code == 404
+
+    def test_it_exports_every_run_with_final_values(self, experiment):
+        client = logged_in(experiment.owner)
+        response = client.get("/results/export.csv")
+        assert response["Content-Disposition"] == 'attachment; filename="estuary-results.csv"'
+        rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+        assert [(row["method"], row["accuracy"], row["loss"], row["traffic_bytes/features"])
+                for row in rows] == [("splitfed", "0.75", "", "10.0"), ("fedavg", "0.6", "1.25", "")]
+        exported = json.loads(client.get("/results/export.json").content)
+        assert exported["runs"][0]["final"] == {"accuracy": 0.75, "traffic_bytes/features": 10.0}
+
+    def test_it_refuses_an_unknown_export_format(self, owner):
+        assert logged_in(owner).get("/results/export.xml").status_code == 400
+
+    def test_it_serves_plotly_from_the_python_package(self, owner):
+        response = logged_in(owner).get("/vendor/plotly.min.js")
+        body = b"".join(response.streaming_content)
+        assert response["Content-Type"].startswith("text/javascript")
+        assert b"window.Plotly = Plotly" in body
+        assert body == PLOTLY_BUNDLE.read_bytes()
