@@ -33,7 +33,9 @@ def check_api_is_default_deny(app_configs=None, **kwargs) -> list:
     return []
 
 
-@register()
+# Deploy-only: loading every algorithm imports torch, too slow for each manage.py command (and
+# Celery runs the checks at worker start-up).
+@register(deploy=True)
 def check_method_catalogue(app_configs=None, **kwargs) -> list:
     """Every registered method imports, has a valid JSON schema and known baselines."""
     from jsonschema import Draft202012Validator

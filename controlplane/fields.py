@@ -22,6 +22,8 @@ class FiniteFloatField(serializers.FloatField):
     def to_internal_value(self, data):
         if isinstance(data, bool):
             self.fail("invalid")
+        if isinstance(data, float) and not math.isfinite(data):
+            self.fail("not_finite")
         value = super().to_internal_value(data)
         if not math.isfinite(value):
             self.fail("not_finite")

@@ -210,6 +210,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "JobStateEnum": "controlplane.experiments.models.JobState",
+        "JobOutcomeEnum": ["succeeded", "failed", "cancelled"],
+        "ExperimentStatusEnum": "controlplane.experiments.models.Experiment.Status",
+        "DeviceKindEnum": "controlplane.devices.models.Device.Kind",
+    },
     # Schema generation warnings become `check --deploy` warnings.
     "ENABLE_DJANGO_DEPLOY_CHECK": True,
 }

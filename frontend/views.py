@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from controlplane.devices.queries import devices_for
+from controlplane.devices.serializers import DeviceSerializer
 from controlplane.experiments.queries import experiments_for, runs_for
 from frontend import tables
 from ml.testbed.presets import PRESETS
@@ -42,8 +43,9 @@ def devices(request: HttpRequest) -> HttpResponse:
     interval_s = settings.ESTUARY["HEARTBEAT_INTERVAL_S"]
     return render(request, "frontend/devices.html", {
         "section": "devices",
-        "devices": devices_for(request.user).order_by("name"),
-        "profiles": sorted(PROFILES.values(), key=lambda profile: (profile.kind, profile.name)),
+        "devices": DeviceSerializer(devices_for(request.user).order_by("name"), many=True).data,
+        # Edge profiles first: most devices an agent enrols are edge devices.
+        "profiles": sorted(PROFILES.values(), key=lambda p: (p.kind != "edge", p.name)),
         "refresh_s": interval_s,
         "page_data": {
             "devices_url": f"{API}/devices/",

@@ -21,6 +21,7 @@ ALGORITHM_MODULES: list[str] = [
     "ml.algorithms.adasfl",
     "ml.algorithms.mergesfl",
     "ml.algorithms.parallelsfl",
+    "ml.algorithms.imbnas",
 ]
 
 RunFn = Callable[[Any, Reporter], dict]

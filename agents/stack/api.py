@@ -12,7 +12,7 @@ from agents.stack import StackError
 #: The demo experiment: a method and its baseline on the three local agents, kept small.
 DEMO_ALGORITHM = "splitfed"
 DEMO_BASELINES = ["fedavg"]
-DEMO_CONFIG: dict[str, Any] = {"rounds": 10, "dataset": "mnist"}
+DEMO_CONFIG: dict[str, Any] = {"rounds": 10, "dataset": "mnist", "workers": 2}
 
 
 class UserApi:

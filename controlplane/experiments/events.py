@@ -4,6 +4,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from controlplane.metrics.events import plain_json
+
 
 def run_event(run_id: uuid.UUID) -> dict[str, Any]:
     """``{"type": "run", "run": {...}, "experiment": {"id", "status"}}`` as committed now."""
@@ -13,6 +15,6 @@ def run_event(run_id: uuid.UUID) -> dict[str, Any]:
     run = Run.objects.select_related("experiment", "job__device").get(pk=run_id)
     return {
         "type": "run",
-        "run": RunSerializer(run).data,
+        "run": plain_json(RunSerializer(run).data),
         "experiment": {"id": str(run.experiment_id), "status": run.experiment.status},
     }

@@ -17,7 +17,7 @@ from django.conf import settings
 from controlplane.experiments.models import Experiment
 from controlplane.experiments.queries import experiments_for
 from controlplane.experiments.serializers import ExperimentSerializer
-from controlplane.metrics.events import group_name
+from controlplane.metrics.events import group_name, plain_json
 from controlplane.metrics.models import MetricPoint, RunLog
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -38,7 +38,7 @@ def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
     """The ``history`` message: the experiment, its runs, every point and recent log lines."""
     experiment = (Experiment.objects.prefetch_related("runs__job__device")
                   .get(pk=experiment_id))
-    data = ExperimentSerializer(experiment).data
+    data = plain_json(ExperimentSerializer(experiment).data)
     points: dict[str, list[list]] = {str(run["id"]): [] for run in data["runs"]}
     rows = (MetricPoint.objects.filter(run__experiment_id=experiment_id)
             .order_by("run", "name", "step")

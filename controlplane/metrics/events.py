@@ -5,6 +5,7 @@ consumer forwards ``event`` as is (formats in docs/architecture.md).
 """
 from __future__ import annotations
 
+import json
 import uuid
 from functools import partial
 from typing import Any, Callable, Iterable
@@ -12,8 +13,15 @@ from typing import Any, Callable, Iterable
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from rest_framework.utils.encoders import JSONEncoder
 
 Event = dict[str, Any]
+
+
+def plain_json(data: Any) -> Any:
+    """``data`` (e.g. serializer output with UUIDs and datetimes) as plain JSON types, which
+    the channel layer (msgpack) and the WebSocket (json) can carry."""
+    return json.loads(json.dumps(data, cls=JSONEncoder))
 
 
 def group_name(experiment_id: uuid.UUID | str) -> str:

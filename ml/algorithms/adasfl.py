@@ -26,7 +26,7 @@ merging and worker selection.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ml.algorithms.regulated_sfl import PlanningInputs, RoundPlan, train_regulated_sfl
 from ml.algorithms.split_control import (IterationCost, regulate_batch_sizes,
@@ -52,12 +52,21 @@ class AdaSFLConfig(SplitFedConfig):
     max_batch_size: int = Field(default=128, ge=1, le=4096,
                                 description="Largest batch a regulated worker gets")
 
-    @model_validator(mode="after")
-    def _batch_bounds(self):
-        if not self.min_batch_size <= self.batch_size <= self.max_batch_size:
-            raise ValueError(f"need min_batch_size <= batch_size <= max_batch_size, got "
-                             f"{self.min_batch_size}, {self.batch_size}, {self.max_batch_size}")
-        return self
+    @field_validator("min_batch_size")
+    @classmethod
+    def _min_fits(cls, value: int, info: ValidationInfo) -> int:
+        batch = info.data.get("batch_size")
+        if batch is not None and value > batch:
+            raise ValueError(f"must be <= batch_size ({batch}), got {value}")
+        return value
+
+    @field_validator("max_batch_size")
+    @classmethod
+    def _max_fits(cls, value: int, info: ValidationInfo) -> int:
+        batch = info.data.get("batch_size")
+        if batch is not None and value < batch:
+            raise ValueError(f"must be >= batch_size ({batch}), got {value}")
+        return value
 
 
 def plan_sizes(cost: IterationCost, total: int, config: AdaSFLConfig) -> np.ndarray:

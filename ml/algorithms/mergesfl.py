@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ml.algorithms.adasfl import AdaSFLConfig, plan_sizes
 from ml.algorithms.regulated_sfl import PlanningInputs, RoundPlan, train_regulated_sfl
@@ -64,13 +64,14 @@ class MergeSFLConfig(AdaSFLConfig):
     ga_population: int = Field(default=24, ge=2, le=1000, description="GA population size")
     ga_generations: int = Field(default=30, ge=1, le=10_000, description="GA generations")
 
-    @model_validator(mode="after")
-    def _count_fits(self):
-        if self.clients_per_round > 1 and (self.clients_per_round != int(self.clients_per_round)
-                                           or self.clients_per_round > self.workers):
-            raise ValueError(f"clients_per_round > 1 is a count and must be a whole number "
-                             f"<= workers ({self.workers}), got {self.clients_per_round}")
-        return self
+    @field_validator("clients_per_round")
+    @classmethod
+    def _count_fits(cls, value: float, info: ValidationInfo) -> float:
+        workers = info.data.get("workers")
+        if value > 1 and (value != int(value) or (workers is not None and value > workers)):
+            raise ValueError(f"a value > 1 is a count and must be a whole number <= workers "
+                             f"({workers}), got {value}")
+        return value
 
 
 def make_planner(config: MergeSFLConfig):

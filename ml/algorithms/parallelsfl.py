@@ -39,7 +39,7 @@ import time
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ml.algorithms.split_control import (cluster_workers, kl_to_uniform, label_distribution,
                                          local_frequencies, random_clusters)
@@ -77,15 +77,34 @@ class ParallelSFLConfig(SplitFedConfig):
     recluster_every: int = Field(default=5, ge=1, le=100_000,
                                  description="Re-cluster every this many rounds (R)")
 
-    @model_validator(mode="after")
-    def _clusters_fit(self):
-        if self.min_cluster_size > self.max_cluster_size:
-            raise ValueError("min_cluster_size must be <= max_cluster_size")
-        if not (self.clusters * self.min_cluster_size <= self.workers
-                <= self.clusters * self.max_cluster_size):
-            raise ValueError(f"{self.clusters} clusters of {self.min_cluster_size}.."
-                             f"{self.max_cluster_size} workers cannot hold {self.workers} workers")
-        return self
+    @field_validator("clusters")
+    @classmethod
+    def _clusters_fit(cls, value: int, info: ValidationInfo) -> int:
+        workers = info.data.get("workers")
+        if workers is not None and value > workers:
+            raise ValueError(f"must be <= workers ({workers}), got {value}")
+        return value
+
+    @field_validator("min_cluster_size")
+    @classmethod
+    def _min_fits(cls, value: int, info: ValidationInfo) -> int:
+        workers, clusters = info.data.get("workers"), info.data.get("clusters")
+        if workers is not None and clusters is not None and clusters * value > workers:
+            raise ValueError(f"{clusters} clusters of at least {value} need more than "
+                             f"{workers} workers")
+        return value
+
+    @field_validator("max_cluster_size")
+    @classmethod
+    def _max_fits(cls, value: int, info: ValidationInfo) -> int:
+        workers, clusters = info.data.get("workers"), info.data.get("clusters")
+        smallest = info.data.get("min_cluster_size")
+        if smallest is not None and value < smallest:
+            raise ValueError(f"must be >= min_cluster_size ({smallest}), got {value}")
+        if workers is not None and clusters is not None and clusters * value < workers:
+            raise ValueError(f"{clusters} clusters of at most {value} cannot hold {workers} "
+                             f"workers")
+        return value
 
 
 def cluster_iteration_time(costs: SplitCosts, testbed: Testbed, members: list[EmulatedDevice],
@@ -210,6 +229,7 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
         "split_point": config.split_point or model.default_split,
         "feature_shape": list(costs.feature_shape),
         "full_model_bytes": costs.full_bytes,
+        "bottom_model_bytes": costs.bottom_bytes,
         "clusters": [{"members": [w.name for w in c.members], "top_worker": c.hub.name,
                       "tau": c.tau, "iteration_time_s": c.iteration_time_s,
                       "label_kl": kl_to_uniform(_cluster_distribution(c, histograms))}

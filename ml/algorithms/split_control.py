@@ -48,8 +48,9 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def kl_to_uniform(p: np.ndarray) -> float:
-    """KL(p || uniform): how far a label distribution is from IID (0 when balanced)."""
-    p = np.asarray(p, dtype=np.float64)
+    """KL(p || uniform): how far a label distribution (or histogram, normalised here) is from
+    IID; 0 when balanced."""
+    p = label_distribution(p)
     return kl_divergence(p, np.full(p.shape, 1.0 / p.size))
 
 

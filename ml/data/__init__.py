@@ -8,8 +8,14 @@ from ml.data.images import DATASETS, ImageDataset, default_data_dir, load_datase
 from ml.data.partition import (
     PROFILES, SCHEMES, Partition, label_pattern_fractions, long_tailed_indices, partition,
 )
+from ml.data.text import (
+    ByteTokenizer, CharTokenizer, SequenceDataset, load_corpus, shard, tokenizer_from_dict,
+    train_val_split,
+)
 
 __all__ = [
+    "ByteTokenizer", "CharTokenizer", "SequenceDataset", "load_corpus", "shard",
+    "tokenizer_from_dict", "train_val_split",
     "DATASETS", "PROFILES", "SCHEMES", "ImageDataset", "Partition", "default_data_dir",
     "label_pattern_fractions", "load_dataset", "long_tailed_indices", "partition",
 ]

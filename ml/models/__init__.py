@@ -1,6 +1,8 @@
 """Models shared by the methods: split-able CNNs/ResNets, a small decoder-only LM and LoRA.
 
-``build_model(name, num_classes, input_shape)`` builds the image models by name.
+``build_model(name, num_classes, input_shape)`` builds the image models by name;
+:class:`DecoderLM` is the language model (``ml.models.pretrained.pretrained_lm`` gives a trained
+one); ``ml.models.lora`` adds adapters; ``ml.models.checkpoints`` saves and loads models.
 """
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ from collections.abc import Callable
 
 from ml.models.base import SplittableModel
 from ml.models.cnn import CNN, AlexNet
+from ml.models.checkpoints import load_checkpoint, save_checkpoint
 from ml.models.flops import count_flops, model_bytes, tensor_bytes, training_flops_per_sample
+from ml.models.lora import LoRALinear, apply_lora, load_lora_state_dict, lora_state_dict
 from ml.models.resnet import ResNet, cifar_resnet, resnet18
+from ml.models.transformer import DecoderConfig, DecoderLM
 
 _BUILDERS: dict[str, Callable[[int, tuple[int, int, int]], SplittableModel]] = {
     "cnn": lambda classes, shape: CNN(classes, shape),
@@ -40,6 +45,8 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) 
 
 
 __all__ = [
-    "MODELS", "AlexNet", "CNN", "ResNet", "SplittableModel", "build_model", "cifar_resnet",
-    "count_flops", "model_bytes", "resnet18", "tensor_bytes", "training_flops_per_sample",
+    "MODELS", "AlexNet", "CNN", "DecoderConfig", "DecoderLM", "LoRALinear", "ResNet",
+    "SplittableModel", "apply_lora", "build_model", "cifar_resnet", "count_flops",
+    "load_checkpoint", "load_lora_state_dict", "lora_state_dict", "model_bytes", "resnet18",
+    "save_checkpoint", "tensor_bytes", "training_flops_per_sample",
 ]

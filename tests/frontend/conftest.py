@@ -3,6 +3,7 @@ daphne server (``asgi_server``), and helpers that act as an agent over HTTP."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,11 @@ def browser():
     browser calls, so Django is told to allow it for as long as the browser lives (and only
     then: the module scope ends it before any other module's tests run).
     """
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium package (.ci/run does).")
+    expect.set_options(timeout=10_000)  # two shared cores: pages may take a few seconds
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
@@ -44,6 +46,11 @@ def browser():
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+#: Chromium logs every 4xx answer to fetch() as an error; 400 and 409 are answers the pages
+#: show to the user (field errors, state conflicts), so they are not page errors.
+HANDLED_ANSWER = re.compile(r"^Failed to load resource: .* status of (400|409) ")
 
 
 class PageErrors(list):
@@ -60,6 +67,7 @@ def _open_page(browser, base_url: str, cookies: list[dict[str, Any]] | None = No
     errors = PageErrors()
     page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
     page.on("console", lambda message: message.type == "error"
+            and not HANDLED_ANSWER.search(message.text)
             and errors.append(f"console: {message.text} at {message.location.get('url')}"))
     return context, page, errors
 

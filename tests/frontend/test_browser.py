@@ -37,6 +37,13 @@ def wait_for_trace_lengths(page, metric: str, lengths: list[int]) -> None:
         "}", arg=[metric, lengths])
 
 
+def open_form(page, algorithm: str) -> None:
+    """Open the new-experiment form and wait until it is built from the catalogue (the
+    server's first catalogue request imports every algorithm module: allow for it)."""
+    page.goto(f"/experiments/new/?algorithm={algorithm}")
+    page.wait_for_selector("#experiment-form[data-ready]", timeout=60_000)
+
+
 def launch(base_url: str, user, agent: Agent, **body) -> dict:
     """POST /api/v1/experiments/ as ``user``, hosted by ``agent``'s device."""
     agent.heartbeat()  # the host must be online when the experiment is created
@@ -107,8 +114,7 @@ class TestLoginAndDevices:
 class TestNewExperiment:
     def test_it_builds_the_form_from_the_schema(self, owner_page):
         page = owner_page
-        page.goto("/experiments/new/?algorithm=splitfed")
-        expect(page.locator("#experiment-form")).to_have_attribute("data-ready", "1")
+        open_form(page, "splitfed")
         schema = registry.get("splitfed").json_schema()
         for key in schema["properties"]:
             if key != "testbed":  # the testbed has its own picker
@@ -123,8 +129,7 @@ class TestNewExperiment:
                                                             owner):
         page = owner_page
         agent = enrol_agent(asgi_server, owner, "cloud-01")
-        page.goto("/experiments/new/?algorithm=splitfed")
-        expect(page.locator("#experiment-form")).to_have_attribute("data-ready", "1")
+        open_form(page, "splitfed")
         page.get_by_label("Experiment name").fill("from the form")
         page.get_by_label("rounds", exact=True).fill("0")
         page.get_by_label("Preset", exact=True).select_option("local-3")

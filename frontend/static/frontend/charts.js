@@ -11,11 +11,11 @@ const METRIC_INFO = {
   accuracy: { title: "Accuracy", tickformat: ".0%" },
   loss: { title: "Loss" },
   perplexity: { title: "Perplexity" },
-  traffic_bytes: { title: "Traffic (cumulative bytes)", tickformat: "~s" },
+  traffic_bytes: { title: "Traffic (cumulative bytes)", tickformat: ".3~s" },
   round_time_s: { title: "Round latency (s)" },
   ttft_ms: { title: "Time to first token (ms)" },
   tbt_ms: { title: "Time between tokens (ms)" },
-  memory_bytes: { title: "Memory (bytes)", tickformat: "~s" },
+  memory_bytes: { title: "Memory (bytes)", tickformat: ".3~s" },
 };
 
 /** Point fields: a point is [name, step, value, sim_time_s, wall_time_s]. */
@@ -146,11 +146,13 @@ export class ChartBoard {
     });
     const info = METRIC_INFO[metric] || { title: metric };
     const layout = {
-      title: { text: info.title, font: { size: 15 } },
-      margin: { l: 60, r: 20, t: 45, b: 45 },
+      height: 340,
+      title: { text: info.title, font: { size: 15 }, x: 0.02, xanchor: "left", y: 0.96 },
+      margin: { l: 60, r: 20, t: 64, b: 50 },
       xaxis: { title: { text: X_AXES[this.xAxis].title }, zeroline: false },
       yaxis: { tickformat: info.tickformat || "", zeroline: false },
-      legend: { orientation: "h", y: -0.25 },
+      showlegend: true,
+      legend: { orientation: "h", x: 0, y: 1.0, yanchor: "bottom" },
       uirevision: `${metric}:${this.xAxis}`,
       font: { family: "system-ui, sans-serif", size: 12 },
     };

@@ -70,12 +70,12 @@ function renderField(key, property, defaultValue) {
   let input;
   if (info.type === "boolean") {
     wrapper.classList.add("checkbox");
-    input = element("input", { type: "checkbox", id, name: key });
+    input = element("input", { type: "checkbox", id, name: path });
     input.checked = Boolean(defaultValue);
     wrapper.append(input, label);
   } else {
     if (info.type === "enum") {
-      input = element("select", { id, name: key });
+      input = element("select", { id, name: path });
       if (info.nullable) input.append(element("option", { value: "" }, "(none)"));
       for (const option of info.enum) input.append(element("option", { value: String(option) }, String(option)));
       input.value = defaultValue === null || defaultValue === undefined ? "" : String(defaultValue);
@@ -83,18 +83,20 @@ function renderField(key, property, defaultValue) {
       const min = info.minimum ?? (info.exclusiveMinimum !== undefined ? info.exclusiveMinimum : undefined);
       const max = info.maximum ?? info.exclusiveMaximum;
       input = element("input", {
-        type: "number", id, name: key, min, max, step: info.type === "integer" ? "1" : "any", inputmode: "decimal",
+        type: "number", id, name: path, min, max, step: info.type === "integer" ? "1" : "any", inputmode: "decimal",
       });
       input.value = defaultValue === null || defaultValue === undefined ? "" : String(defaultValue);
     } else if (info.type === "string") {
-      input = element("input", { type: "text", id, name: key });
+      input = element("input", { type: "text", id, name: path });
       input.value = defaultValue ?? "";
     } else {
-      input = element("textarea", { id, name: key, spellcheck: "false", class: "mono" });
+      input = element("textarea", { id, name: path, spellcheck: "false", class: "mono" });
       input.value = defaultValue === undefined ? "" : JSON.stringify(defaultValue);
     }
     wrapper.append(label, input);
   }
+  // Names are prefixed ("config.dataset"): a bare "dataset" would clobber form.dataset.
+  input.dataset.key = key;
   input.dataset.kind = info.type;
   input.dataset.nullable = info.nullable ? "1" : "";
   if (help) {
@@ -111,18 +113,18 @@ function renderField(key, property, defaultValue) {
 function readConfig() {
   const config = {};
   for (const input of configBox.querySelectorAll("[data-kind]")) {
-    const { kind, nullable } = input.dataset;
+    const { key, kind, nullable } = input.dataset;
     const raw = input.type === "checkbox" ? input.checked : input.value;
-    if (kind === "boolean") config[input.name] = raw;
-    else if (raw === "" && (nullable || kind === "integer" || kind === "number")) config[input.name] = null;
-    else if (kind === "integer" || kind === "number") config[input.name] = Number.isFinite(Number(raw)) ? Number(raw) : raw;
+    if (kind === "boolean") config[key] = raw;
+    else if (raw === "" && (nullable || kind === "integer" || kind === "number")) config[key] = null;
+    else if (kind === "integer" || kind === "number") config[key] = Number.isFinite(Number(raw)) ? Number(raw) : raw;
     else if (kind === "json") {
       try {
-        config[input.name] = JSON.parse(raw);
+        config[key] = JSON.parse(raw);
       } catch {
-        config[input.name] = raw; // the server answers with a 400 naming this field
+        config[key] = raw; // the server answers with a 400 naming this field
       }
-    } else config[input.name] = raw;
+    } else config[key] = raw;
   }
   return config;
 }
@@ -268,7 +270,7 @@ async function start() {
   renderAlgorithm();
   syncTestbedMode();
   await loadDevices();
-  form.dataset.ready = "1";
+  form.setAttribute("data-ready", "1");
   submitButton.disabled = false;
 }
 

@@ -123,6 +123,7 @@ def train(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor, *, steps: int, o
         if (step + 1) % per_epoch == 0 or step + 1 == steps:
             if on_epoch is not None:
                 on_epoch(step // per_epoch, epoch_loss / epoch_steps, epoch_flops)
+                supernet.train()  # the hook may have evaluated (and calibrated) a subnet
             epoch_flops, epoch_loss, epoch_steps = 0, 0.0, 0
     return total_flops
 

@@ -50,6 +50,10 @@ class ImbalancedTask:
     input_shape: tuple[int, int, int]
     name: str
     rho: float
+    #: Indices into the data set's training split of the source, target and validation images.
+    source_idx: np.ndarray
+    target_idx: np.ndarray
+    val_idx: np.ndarray
 
     @property
     def target_counts(self) -> torch.Tensor:
@@ -113,6 +117,7 @@ def build_task(dataset: str, rho: float, seed: int, *, source_fraction: float = 
         val_x=take(data.train_x, val_idx), val_y=take(data.train_y, val_idx),
         test_x=take(data.test_x, test_idx), test_y=take(data.test_y, test_idx),
         num_classes=classes, input_shape=data.input_shape, name=dataset, rho=float(rho),
+        source_idx=source_idx, target_idx=target_idx, val_idx=val_idx,
     )
 
 

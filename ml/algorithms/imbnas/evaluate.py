@@ -16,10 +16,15 @@ EVAL_BATCH_SIZE = 1000
 SHOT_GROUPS = ("many", "medium", "few")
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def per_class_accuracy(supernet: SuperNet, arch: Arch, x: torch.Tensor, y: torch.Tensor,
+                       calibration_x: torch.Tensor,
                        batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
-    """Recall of each class (float64, one entry per class) of subnet ``arch`` on ``(x, y)``."""
+    """Recall of each class (float64, one entry per class) of subnet ``arch`` on ``(x, y)``.
+
+    The subnet's BatchNorm statistics are first calibrated on ``calibration_x``.
+    """
+    supernet.calibrate(arch, calibration_x)
     classes = supernet.num_classes
     correct = torch.zeros(classes, dtype=torch.float64)
     total = torch.zeros(classes, dtype=torch.float64)
@@ -34,9 +39,10 @@ def per_class_accuracy(supernet: SuperNet, arch: Arch, x: torch.Tensor, y: torch
     return correct / total
 
 
-def balanced_accuracy(supernet: SuperNet, arch: Arch, x: torch.Tensor, y: torch.Tensor) -> float:
+def balanced_accuracy(supernet: SuperNet, arch: Arch, x: torch.Tensor, y: torch.Tensor,
+                      calibration_x: torch.Tensor) -> float:
     """Mean per-class recall of subnet ``arch``: top-1 accuracy as if the set were balanced."""
-    return float(per_class_accuracy(supernet, arch, x, y).mean())
+    return float(per_class_accuracy(supernet, arch, x, y, calibration_x).mean())
 
 
 def shot_groups(class_counts: torch.Tensor) -> dict[str, list[int]]:

@@ -61,6 +61,9 @@ PAPER = ("Duggal et al., IMB-NAS: Neural Architecture Search for Imbalanced Data
          "arXiv 2210.00136 (2022); reproduced in Yao, An Efficient NAS-based Approach for "
          "Handling Imbalanced Datasets, arXiv 2406.16972 (2024)")
 
+#: Target training images used to calibrate a subnet's BatchNorm statistics before evaluation.
+CALIBRATION_SIZE = 1000
+
 #: Training images per class of each data set's fixed training split (the smallest class).
 TRAIN_PER_CLASS = {"mnist": 400, "digits": 139, "cifar10": 5000, "cifar100": 500}
 
@@ -83,16 +86,16 @@ class ImbNasConfig(MethodConfig):
     val_per_class: int = Field(default=20, ge=1, le=1000,
                                description="Images per class held out from the target pool as "
                                            "the balanced validation split the search scores on")
-    supernet_epochs: int = Field(default=8, ge=1, le=1000,
+    supernet_epochs: int = Field(default=6, ge=1, le=1000,
                                  description="Epochs of sandwich training on the balanced source")
-    adapt_epochs: int = Field(default=10, ge=1, le=1000,
+    adapt_epochs: int = Field(default=8, ge=1, le=1000,
                               description="Epochs over the long-tailed target for adaptation "
                                           "(the same for every strategy)")
     retrain_epochs: int = Field(default=5, ge=0, le=1000,
                                 description="Epochs retraining the chosen subnet with its "
                                             "strategy")
     batch_size: int = Field(default=64, ge=1, le=4096, description="Mini-batch size")
-    lr: float = Field(default=0.05, gt=0, le=10,
+    lr: float = Field(default=0.1, gt=0, le=10,
                       description="SGD learning rate of supernet training (source, and full search)")
     adapt_lr: float = Field(default=0.05, gt=0, le=10,
                             description="SGD learning rate of adaptation and retraining")
@@ -244,6 +247,8 @@ def run_strategy(strategy: Strategy, config: ImbNasConfig, reporter: Reporter) -
     val_x, val_y = task.val_x.to(device), task.val_y.to(device)
     test_x, test_y = task.test_x.to(device), task.test_y.to(device)
     counts = task.target_counts
+    # Ours: BatchNorm statistics of every evaluated subnet come from the target training images.
+    calib_x = target_x[:CALIBRATION_SIZE]
 
     # 2. source supernet (reused artefact; not on this run's clock)
     pretrain_steps = config.supernet_epochs * steps_per_epoch(len(source_y), config.batch_size)
@@ -266,7 +271,7 @@ def run_strategy(strategy: Strategy, config: ImbNasConfig, reporter: Reporter) -
         step = epoch_counter[0]
         reporter.metric("loss", step, loss, host.clock_s)
         reporter.metric("supernet_accuracy", step,
-                        balanced_accuracy(net, space.largest(), test_x, test_y), host.clock_s)
+                        balanced_accuracy(net, space.largest(), test_x, test_y, calib_x), host.clock_s)
         _check_stop(reporter)
 
     adapt_flops = adapt_supernet(strategy, net, target_x, target_y, steps=train_steps,
@@ -279,10 +284,10 @@ def run_strategy(strategy: Strategy, config: ImbNasConfig, reporter: Reporter) -
     search_flops = [0]
 
     def score(arch) -> float:
-        flops = len(val_y) * net.flops(arch)
+        flops = (len(val_y) + len(calib_x)) * net.flops(arch)
         testbed.compute(host, flops)
         search_flops[0] += flops
-        return balanced_accuracy(net, arch, val_x, val_y)
+        return balanced_accuracy(net, arch, val_x, val_y, calib_x)
 
     def on_generation(generation: int, best) -> None:
         reporter.metric("val_accuracy", generation, best.score, host.clock_s)
@@ -307,14 +312,14 @@ def run_strategy(strategy: Strategy, config: ImbNasConfig, reporter: Reporter) -
         epoch_counter[0] += 1
         reporter.metric("loss", epoch_counter[0], loss, host.clock_s)
         reporter.metric("accuracy", epoch + 1,
-                        balanced_accuracy(net, result.best, test_x, test_y), host.clock_s)
+                        balanced_accuracy(net, result.best, test_x, test_y, calib_x), host.clock_s)
         _check_stop(reporter)
 
     retrain_flops = retrain_subnet(strategy, net, result.best, target_x, target_y,
                                    epochs=config.retrain_epochs, optim=_optim(config, config.adapt_lr),
                                    loss_weights=weights, seed=config.seed,
                                    on_epoch=on_retrain_epoch)
-    report = accuracy_report(per_class_accuracy(net, result.best, test_x, test_y), counts)
+    report = accuracy_report(per_class_accuracy(net, result.best, test_x, test_y, calib_x), counts)
     final_step = config.retrain_epochs + 1
     for name, value in report.items():
         reporter.metric(name, final_step, value, host.clock_s)

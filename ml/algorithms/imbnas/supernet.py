@@ -22,9 +22,10 @@ Ours ([I] in papers.md §7, whose search space is unknown):
 - kernels are plain centre crops (OFA adds a learned kernel transform; we do not);
 - channels are not re-sorted by importance (OFA's progressive shrinking does), and the sandwich
   rule uses labels only, without BigNAS's in-place distillation;
-- normalisation is GroupNorm with one group (layer norm over C, H, W) instead of BatchNorm: it
-  keeps no running statistics, so a subnet needs no BatchNorm re-calibration and a frozen
-  backbone is truly frozen.
+- BatchNorm as in OFA: training uses the batch's statistics (no running averages, which would
+  mix subnets); before a subnet is evaluated, :meth:`SuperNet.calibrate` sets the running
+  statistics of its channels from one pass over a calibration set (OFA's BN re-calibration).
+  Evaluating a subnet that was not calibrated since the last training step is an error.
 """
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from ml.models.flops import TRAINING_FLOPS_FACTOR, count_flops
+from ml.models.flops import TRAINING_FLOPS_FACTOR
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,8 @@ class Arch:
 class SearchSpace:
     """The elastic dimensions: width and depth choices per stage, kernel choices per block."""
 
-    stem_width: int = 16
-    stage_widths: tuple[tuple[int, ...], ...] = ((16, 24, 32), (32, 48, 64))
+    stem_width: int = 8
+    stage_widths: tuple[tuple[int, ...], ...] = ((8, 12, 16), (16, 24, 32))
     depths: tuple[int, ...] = (1, 2, 3)
     kernels: tuple[int, ...] = (3, 5)
 
@@ -182,17 +184,34 @@ class ElasticConv2d(nn.Module):
         return F.conv2d(x, weight, stride=self.stride, padding=kernel // 2)
 
 
-class ElasticGroupNorm(nn.Module):
-    """Layer norm over (C, H, W) with per-channel affine parameters sliced to the active width."""
+class ElasticBatchNorm2d(nn.Module):
+    """BatchNorm whose affine parameters and running statistics are sliced to the active width.
+
+    In training mode it normalises with the batch's statistics and updates nothing; in eval mode
+    it uses the running statistics that :meth:`SuperNet.calibrate` set for the current subnet.
+    """
+
+    eps = 1e-5
 
     def __init__(self, channels_max: int):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels_max))
         self.bias = nn.Parameter(torch.zeros(channels_max))
+        self.register_buffer("running_mean", torch.zeros(channels_max))
+        self.register_buffer("running_var", torch.ones(channels_max))
+        self.calibrating = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        return F.group_norm(x, 1, self.weight[:c], self.bias[:c])
+        weight, bias = self.weight[:c], self.bias[:c]
+        if self.calibrating:
+            # momentum 1: the running statistics become this batch's (the slices are views).
+            return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias,
+                                training=True, momentum=1.0, eps=self.eps)
+        if self.training:
+            return F.batch_norm(x, None, None, weight, bias, training=True, eps=self.eps)
+        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias,
+                            training=False, eps=self.eps)
 
 
 class ElasticBlock(nn.Module):
@@ -201,7 +220,7 @@ class ElasticBlock(nn.Module):
     def __init__(self, in_max: int, out_max: int, kernel_max: int, stride: int):
         super().__init__()
         self.conv = ElasticConv2d(in_max, out_max, kernel_max, stride)
-        self.norm = ElasticGroupNorm(out_max)
+        self.norm = ElasticBatchNorm2d(out_max)
         self.stride = stride
 
     def forward(self, x: torch.Tensor, width: int, kernel: int) -> torch.Tensor:
@@ -246,7 +265,7 @@ class SuperNet(nn.Module):
         # Ours: large inputs (MNIST, CIFAR) are halved by the stem; 8x8 digits are not.
         stem_stride = 2 if height >= 16 else 1
         self.stem = ElasticConv2d(channels, self.space.stem_width, 3, stem_stride)
-        self.stem_norm = ElasticGroupNorm(self.space.stem_width)
+        self.stem_norm = ElasticBatchNorm2d(self.space.stem_width)
         self.stages = nn.ModuleList()
         in_max = self.space.stem_width
         for widths in self.space.stage_widths:
@@ -258,6 +277,30 @@ class SuperNet(nn.Module):
             in_max = widths[-1]
         self.head = ElasticLinear(in_max, num_classes)
         self._flops: dict[Arch, int] = {}
+        #: The subnet whose BatchNorm statistics are calibrated (None after any training).
+        self.calibrated_for: Arch | None = None
+
+    def train(self, mode: bool = True) -> "SuperNet":
+        if mode:
+            self.calibrated_for = None
+        return super().train(mode)
+
+    @torch.no_grad()
+    def calibrate(self, arch: Arch, x: torch.Tensor) -> None:
+        """Set the BatchNorm running statistics of subnet ``arch`` from one pass over ``x``.
+
+        Leaves the supernet in eval mode, ready to evaluate ``arch``.
+        """
+        norms = [m for m in self.modules() if isinstance(m, ElasticBatchNorm2d)]
+        for m in norms:
+            m.calibrating = True
+        try:
+            self.features(x, arch)
+        finally:
+            for m in norms:
+                m.calibrating = False
+        self.eval()
+        self.calibrated_for = arch
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Every parameter except the head's."""
@@ -265,6 +308,9 @@ class SuperNet(nn.Module):
 
     def features(self, x: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
         arch = arch or self.space.largest()
+        if not self.training and self.calibrated_for != arch and not self._calibrating():
+            raise RuntimeError(f"subnet {arch.label} is evaluated without BatchNorm calibration; "
+                               "call calibrate(arch, x) first")
         h = F.relu(self.stem_norm(self.stem(x, self.space.stem_width, 3)))
         for blocks, depth, width, kernels in zip(self.stages, arch.depths, arch.widths,
                                                  arch.kernels):
@@ -274,6 +320,9 @@ class SuperNet(nn.Module):
 
     def forward(self, x: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
         return self.head(self.features(x, arch))
+
+    def _calibrating(self) -> bool:
+        return self.stem_norm.calibrating
 
     def active_parameters(self, arch: Arch) -> dict[str, torch.Tensor]:
         """The slices (views into this supernet's parameters) that subnet ``arch`` uses."""
@@ -303,10 +352,23 @@ class SuperNet(nn.Module):
         return sum(v.numel() for v in self.active_parameters(arch).values())
 
     def flops(self, arch: Arch) -> int:
-        """Forward FLOPs of one sample through subnet ``arch`` (counted by torch, cached)."""
+        """Forward FLOPs of one sample through subnet ``arch`` (counted by torch, cached).
+
+        Convolutions and the head, as :func:`ml.models.flops.count_flops` counts them; counted in
+        training mode (batch statistics) so that no calibration is needed.
+        """
         if arch not in self._flops:
-            example = torch.zeros((1, *self.input_shape), device=self.head.weight.device)
-            self._flops[arch] = count_flops(self, example, arch=arch)
+            example = torch.zeros((2, *self.input_shape), device=self.head.weight.device)
+            was_training = self.training
+            calibrated = self.calibrated_for
+            super().train(True)
+            try:
+                with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                    self(example, arch)
+            finally:
+                super().train(was_training)
+                self.calibrated_for = calibrated
+            self._flops[arch] = int(counter.get_total_flops()) // 2
         return self._flops[arch]
 
     def head_flops(self, arch: Arch) -> int:
@@ -347,7 +409,9 @@ def sandwich_archs(space: SearchSpace, rng: np.random.Generator, num_random: int
 def train_step(supernet: SuperNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                y: torch.Tensor, archs: list[Arch], loss_fn: LossFn,
                head_only: bool = False) -> StepResult:
-    """Accumulate the gradients of every subnet in ``archs`` on one batch, then step once.
+    """Accumulate (sum) the gradients of every subnet in ``archs`` on one batch, then step once.
+
+    Returns the subnets' mean loss.
 
     With ``head_only`` the backbone runs without autograd (frozen); only the head learns.
     """
@@ -360,12 +424,12 @@ def train_step(supernet: SuperNet, optimizer: torch.optim.Optimizer, x: torch.Te
             logits = supernet.head(feats)
         else:
             logits = supernet(x, arch)
-        loss = loss_fn(logits, y) / len(archs)
-        loss.backward()
+        loss = loss_fn(logits, y)
+        loss.backward()  # gradients add up over the subnets, as in BigNAS
         total_loss += float(loss.detach())
         flops += training_flops(supernet, arch, len(y), head_only)
     optimizer.step()
-    return StepResult(archs=list(archs), loss=total_loss, flops=flops)
+    return StepResult(archs=list(archs), loss=total_loss / len(archs), flops=flops)
 
 
 def sandwich_step(supernet: SuperNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,

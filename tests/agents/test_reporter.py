@@ -1,0 +1,130 @@
+"""HttpReporter against a real server that goes away and comes back: every point arrives once."""
+import sys
+
+import pytest
+
+from agents.client import ControlPlane
+from agents.reporter import HttpReporter
+from agents.resend import resend_spool
+from agents.spool import Spool
+from agents.tracker import RunningJob
+from tests.fixtures.agents import wait_for
+from tests.fixtures.servers import free_port, start_process
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def own_server(subprocess_env, tmp_path_factory):
+    """A daphne of this module's own, which a test may stop and start again on the same port."""
+    log_dir = tmp_path_factory.mktemp("own-daphne")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    processes = []
+
+    def start():
+        import requests
+
+        def answers(_):
+            try:
+                requests.get(f"{url}/api/v1/", timeout=2)
+                return True
+            except requests.ConnectionError:
+                return False
+
+        processes.append(start_process(
+            f"daphne-{len(processes)}",
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "controlplane.asgi:application"], subprocess_env, log_dir, ready=answers))
+
+    def stop():
+        processes[-1].stop()
+
+    start()
+    yield url, start, stop
+    for process in processes:
+        process.stop()
+
+
+@pytest.fixture
+def hosted_run(owner, device_factory, experiment_factory):
+    """A running job on a device of ``owner``: (credential, job id, run id)."""
+    enrolled = device_factory(owner, name="reporter-host", profile="a6000-server")
+    experiment = experiment_factory(owner, host=enrolled.device, config={"rounds": 1})
+    job = experiment.runs.get().job
+    return enrolled.credential, str(job.id), str(job.run_id)
+
+
+def points_of(run_id: str) -> list[tuple[str, int, float]]:
+    from controlplane.metrics.models import MetricPoint
+
+    return sorted(MetricPoint.objects.filter(run_id=run_id).values_list("name", "step", "value"))
+
+
+def test_it_spools_while_the_server_is_down_and_delivers_each_point_once(
+        own_server, hosted_run, tmp_path):
+    url, start_server, stop_server = own_server
+    credential, job_id, run_id = hosted_run
+    client = ControlPlane(url, credential)
+    client.start_job(job_id)
+    spool = Spool(tmp_path / "spool")
+    reporter = HttpReporter(client, run_id, RunningJob(job_id), spool,
+                            flush_interval_s=0.1, give_up_after_s=1.0).start()
+
+    for step in range(100):
+        reporter.metric("loss", step, 1.0 / (step + 1), sim_time_s=step * 0.5)
+    wait_for(lambda: reporter.delivered == 100, 30, "the first batch")
+
+    stop_server()
+    for step in range(100, 250):
+        reporter.metric("loss", step, 1.0 / (step + 1), sim_time_s=step * 0.5)
+    wait_for(lambda: len(spool.points(run_id)) == 150, 30, "the points to be spooled on disk")
+    assert len(points_of(run_id)) == 100
+
+    start_server()
+    wait_for(lambda: reporter.unsent == 0 and not spool.points(run_id), 60, "the spool to drain")
+    assert reporter.close()
+
+    expected = [("loss", step, 1.0 / (step + 1)) for step in range(250)]
+    assert points_of(run_id) == expected
+
+
+def test_it_does_not_duplicate_a_batch_sent_again(own_server, hosted_run, tmp_path):
+    """A batch whose answer was lost is sent again: the server keeps one copy of each point."""
+    url, _, _ = own_server
+    credential, job_id, run_id = hosted_run
+    client = ControlPlane(url, credential)
+    client.start_job(job_id)
+    batch = [{"name": "accuracy", "step": step, "value": step / 10, "sim_time_s": float(step),
+              "wall_time_s": float(step)} for step in range(10)]
+    assert client.post_metrics(run_id, batch)["accepted"] == 10
+
+    # The agent died before it saw the answer; its spool still holds the batch (and more).
+    spool = Spool(tmp_path / "spool")
+    more = [{**point, "step": point["step"] + 10} for point in batch]
+    spool.replace_points(run_id, batch + more)
+    assert resend_spool(client, spool)
+
+    assert points_of(run_id) == [("accuracy", step, step / 10 if step < 10 else (step - 10) / 10)
+                                 for step in range(20)]
+    assert spool.runs_with_points() == []
+
+
+def test_it_reports_cancellation_from_the_metrics_answer(own_server, hosted_run, tmp_path):
+    from controlplane.experiments.actions import cancel_experiment
+    from controlplane.experiments.models import Job
+
+    url, _, _ = own_server
+    credential, job_id, run_id = hosted_run
+    client = ControlPlane(url, credential)
+    client.start_job(job_id)
+    job = RunningJob(job_id)
+    with HttpReporter(client, run_id, job, Spool(tmp_path / "spool"),
+                      flush_interval_s=0.1) as reporter:
+        reporter.metric("loss", 0, 1.0, sim_time_s=0.0)
+        wait_for(lambda: reporter.delivered == 1, 30, "the first point")
+        assert not reporter.should_stop()
+
+        cancel_experiment(Job.objects.get(pk=job_id).run.experiment)
+        reporter.metric("loss", 1, 0.5, sim_time_s=1.0)
+        wait_for(reporter.should_stop, 30, "the metrics answer to say cancelled")

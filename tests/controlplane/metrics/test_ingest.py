@@ -1,0 +1,196 @@
+"""POST and GET /api/v1/runs/{id}/metrics/ and /logs/."""
+import json
+
+import pytest
+
+from controlplane.experiments import actions
+from controlplane.metrics.models import MetricPoint, RunLog
+from tests.controlplane.metrics.conftest import point
+
+
+def metrics(run) -> str:
+    return f"/api/v1/runs/{run.id}/metrics/"
+
+
+def logs(run) -> str:
+    return f"/api/v1/runs/{run.id}/logs/"
+
+
+def stored(run) -> list[tuple]:
+    return list(MetricPoint.objects.filter(run=run).order_by("name", "step")
+                .values_list("name", "step", "value", "sim_time_s", "wall_time_s"))
+
+
+@pytest.mark.django_db
+class TestMetricsIngest:
+    def test_it_stores_a_batch(self, api, hosted_run):
+        agent, run = hosted_run
+        batch = [point(step=1, value=0.5), point(step=2, value=0.7), point("loss", 1, 1.25)]
+        response = api(device=agent.credential).post(metrics(run), {"points": batch})
+        assert response.status_code == 200
+        assert response.json() == {"accepted": 3, "cancelled": False}
+        assert stored(run) == [("accuracy", 1, 0.5, 2.0, 0.25), ("accuracy", 2, 0.7, 4.0, 0.5),
+                               ("loss", 1, 1.25, 2.0, 0.25)]
+
+    def test_it_never_duplicates_a_retried_batch(self, api, hosted_run):
+        agent, run = hosted_run
+        batch = {"points": [point(step=step) for step in range(1, 51)]}
+        for _ in range(3):
+            assert api(device=agent.credential).post(metrics(run), batch).json()["accepted"] == 50
+        assert MetricPoint.objects.filter(run=run).count() == 50
+
+    def test_it_keeps_the_first_value_of_a_step(self, api, hosted_run):
+        agent, run = hosted_run
+        client = api(device=agent.credential)
+        client.post(metrics(run), {"points": [point(step=1, value=0.1), point(step=1, value=0.2)]})
+        client.post(metrics(run), {"points": [point(step=1, value=0.3)]})
+        assert [row[2] for row in stored(run)] == [0.1]
+
+    def test_it_takes_a_full_batch_of_5000(self, api, hosted_run):
+        agent, run = hosted_run
+        batch = {"points": [point("loss", step, 1 / (step + 1)) for step in range(5000)]}
+        assert api(device=agent.credential).post(metrics(run), batch).status_code == 200
+        assert MetricPoint.objects.filter(run=run).count() == 5000
+
+    def test_it_rejects_an_oversized_batch(self, api, hosted_run):
+        agent, run = hosted_run
+        batch = {"points": [point(step=step) for step in range(5001)]}
+        response = api(device=agent.credential).post(metrics(run), batch)
+        assert response.status_code == 400
+        assert "points" in response.json()
+        assert not MetricPoint.objects.exists()
+
+    @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+    def test_it_rejects_non_finite_values_naming_the_point(self, api, hosted_run, literal):
+        agent, run = hosted_run
+        raw = json.dumps({"points": [point(step=1), point(step=2, value="?")]}).replace(
+            '"?"', literal)
+        assert literal in raw
+        response = api(device=agent.credential).post(metrics(run), raw,
+                                                     content_type="application/json")
+        assert response.status_code == 400
+        assert "finite" in response.json()["points"]["1"]["value"][0]
+        assert not MetricPoint.objects.exists()  # the whole batch is refused
+
+    @pytest.mark.parametrize("bad, field", [
+        ({"step": -1}, "step"),
+        ({"step": 1.5}, "step"),
+        ({"value": "high"}, "value"),
+        ({"value": True}, "value"),
+        ({"sim_time_s": -1}, "sim_time_s"),
+        ({"name": ""}, "name"),
+        ({"name": "acc uracy"}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"colour": "red"}, "colour"),
+    ])
+    def test_it_rejects_malformed_points(self, api, hosted_run, bad, field):
+        agent, run = hosted_run
+        response = api(device=agent.credential).post(
+            metrics(run), {"points": [point(step=1), {**point(step=2), **bad}]})
+        assert response.status_code == 400
+        assert field in response.json()["points"]["1"]
+        assert not MetricPoint.objects.exists()
+
+    def test_it_rejects_a_point_missing_a_field(self, api, hosted_run):
+        agent, run = hosted_run
+        incomplete = point()
+        del incomplete["wall_time_s"]
+        response = api(device=agent.credential).post(metrics(run), {"points": [incomplete]})
+        assert response.status_code == 400
+        assert "wall_time_s" in response.json()["points"]["0"]
+
+    @pytest.mark.parametrize("payload", [{}, {"points": "many"}, [1, 2], {"points": [1]}])
+    def test_it_rejects_malformed_batches(self, api, hosted_run, payload):
+        agent, run = hosted_run
+        response = api(device=agent.credential).post(metrics(run), payload)
+        assert response.status_code == 400
+
+    def test_it_tells_the_agent_when_the_run_was_cancelled(self, api, hosted_run):
+        agent, run = hosted_run
+        actions.start_job(run.job)
+        actions.cancel_experiment(run.experiment)
+        response = api(device=agent.credential).post(metrics(run), {"points": [point()]})
+        assert response.json() == {"accepted": 1, "cancelled": True}
+        assert MetricPoint.objects.count() == 1  # what was measured is kept
+
+    def test_it_is_403_for_another_device(self, api, owner, outsider, hosted_run,
+                                          device_factory):
+        _, run = hosted_run
+        for other in (device_factory(owner), device_factory(outsider)):
+            response = api(device=other.credential).post(metrics(run), {"points": [point()]})
+            assert response.status_code == 403
+        assert not MetricPoint.objects.exists()
+
+    def test_it_refuses_users_and_anonymous_posts(self, api, owner, hosted_run):
+        _, run = hosted_run
+        assert api(owner).post(metrics(run), {"points": [point()]}).status_code == 403
+        assert api().post(metrics(run), {"points": [point()]}).status_code == 401
+        assert not MetricPoint.objects.exists()
+
+
+@pytest.mark.django_db
+class TestMetricsRead:
+    @pytest.fixture
+    def run(self, api, hosted_run):
+        agent, run = hosted_run
+        api(device=agent.credential).post(metrics(run), {"points": [
+            point("loss", 2, 0.5), point("accuracy", 1, 0.4), point("loss", 1, 0.9),
+            point("accuracy", 2, 0.6)]})
+        return run
+
+    def test_it_returns_the_series_in_order(self, api, owner, run):
+        body = api(owner).get(metrics(run)).json()
+        assert body["run"] == str(run.id)
+        assert [(p["name"], p["step"], p["value"]) for p in body["points"]] == [
+            ("accuracy", 1, 0.4), ("accuracy", 2, 0.6), ("loss", 1, 0.9), ("loss", 2, 0.5)]
+        assert set(body["points"][0]) == {"name", "step", "value", "sim_time_s", "wall_time_s"}
+
+    def test_it_filters_by_name_and_step(self, api, owner, run):
+        body = api(owner).get(metrics(run) + "?name=loss&since_step=1").json()
+        assert [(p["name"], p["step"]) for p in body["points"]] == [("loss", 2)]
+
+    @pytest.mark.parametrize("query, field", [("since_step=-1", "since_step"),
+                                              ("since_step=abc", "since_step"),
+                                              ("name=a%20b", "name")])
+    def test_it_rejects_bad_filters(self, api, owner, run, query, field):
+        response = api(owner).get(f"{metrics(run)}?{query}")
+        assert response.status_code == 400
+        assert field in response.json()
+
+    def test_it_is_404_for_other_users(self, api, teammate, outsider, run):
+        assert api(teammate).get(metrics(run)).status_code == 404
+        assert api(outsider).get(metrics(run)).status_code == 404
+
+    def test_it_refuses_devices(self, api, hosted_run, run):
+        agent, _ = hosted_run
+        assert api(device=agent.credential).get(metrics(run)).status_code == 403
+
+
+@pytest.mark.django_db
+class TestLogs:
+    def test_it_appends_and_returns_lines(self, api, owner, hosted_run):
+        agent, run = hosted_run
+        client = api(device=agent.credential)
+        assert client.post(logs(run), {"lines": ["round 1", "round 2"]}).status_code == 200
+        client.post(logs(run), {"lines": ["  indented"]})
+        lines = api(owner).get(logs(run)).json()["lines"]
+        assert [line["line"] for line in lines] == ["round 1", "round 2", "  indented"]
+        newer = api(owner).get(f"{logs(run)}?after={lines[0]['id']}").json()["lines"]
+        assert [line["line"] for line in newer] == ["round 2", "  indented"]
+
+    @pytest.mark.parametrize("payload", [{"lines": ["x"] * 1001}, {"lines": ["x" * 10_001]},
+                                         {"lines": [None]}, {"lines": ["nul\x00"]}, {}])
+    def test_it_rejects_bad_batches(self, api, hosted_run, payload):
+        agent, run = hosted_run
+        response = api(device=agent.credential).post(logs(run), payload)
+        assert response.status_code == 400
+        assert "lines" in response.json()
+        assert not RunLog.objects.exists()
+
+    def test_it_is_403_for_another_device_and_404_for_other_users(
+            self, api, owner, outsider, hosted_run, device_factory):
+        _, run = hosted_run
+        other = device_factory(owner)
+        assert api(device=other.credential).post(logs(run), {"lines": ["x"]}).status_code == 403
+        assert api(outsider).get(logs(run)).status_code == 404
+        assert not RunLog.objects.exists()

@@ -1,0 +1,83 @@
+"""SplitFed (SFL-V2) on real data and the emulated testbed."""
+import math
+
+import pytest
+
+from ml import registry
+from ml.config import ConfigError
+from ml.models import build_model, model_bytes
+from ml.reporting import MemoryReporter
+
+SPLITFED = registry.get("splitfed")
+
+
+def run_splitfed(**values):
+    reporter = MemoryReporter()
+    result = SPLITFED.run(SPLITFED.parse_config(values), reporter)
+    return reporter, result
+
+
+@pytest.mark.slow
+def test_it_reaches_85_percent_on_mnist_iid():
+    reporter, _ = run_splitfed(dataset="mnist", workers=10, rounds=2, local_iterations=10,
+                               partition="iid", lr=0.05, eval_every=2)
+    assert reporter.last("accuracy") >= 0.85
+
+
+def test_traffic_is_features_and_labels_up_gradients_down_and_bottoms_both_ways():
+    workers, rounds, iterations, batch = 3, 2, 4, 16
+    reporter, result = run_splitfed(dataset="digits", workers=workers, rounds=rounds,
+                                    local_iterations=iterations, batch_size=batch,
+                                    testbed="local-3")
+    assert result["split_point"] == "conv2"
+    feature_bytes = 4 * math.prod(result["feature_shape"])  # fp32 per sample
+    samples = rounds * iterations * workers * batch  # shards hold > 16 * 4 samples: full batches
+    bottom, _ = build_model("cnn", 10, (1, 8, 8)).split("conv2")
+    assert result["bottom_model_bytes"] == model_bytes(bottom)
+
+    assert reporter.last("traffic_bytes/features") == samples * (feature_bytes + 8)
+    assert reporter.last("traffic_bytes/gradients") == samples * feature_bytes
+    assert reporter.last("traffic_bytes/model") == rounds * workers * 2 * model_bytes(bottom)
+    assert reporter.last("traffic_bytes") == sum(
+        reporter.last(f"traffic_bytes/{kind}") for kind in ("features", "gradients", "model"))
+
+
+def test_the_server_serves_workers_one_after_another():
+    # With one slow worker, a round is longer than the slow worker's own compute alone, and the
+    # server's compute for all workers is on the critical path of each iteration.
+    fast = {"uplink_mbps": 1e6, "downlink_mbps": 1e6, "rtt_ms": 0.0}
+    testbed = [{"profile": "jetson-nx", **fast}, {"profile": "jetson-nx", **fast},
+               {"profile": "a6000-server", "compute_gflops": 1.0, **fast}]
+    reporter, result = run_splitfed(dataset="digits", workers=2, rounds=1, local_iterations=3,
+                                    testbed=testbed)
+    assert reporter.last("round_time_s") > 0
+    # a 1 GFLOP/s server is the bottleneck: its sequential top-model work bounds the round below
+    bottom, top = build_model("cnn", 10, (1, 8, 8)).split()
+    from ml.models import training_flops_per_sample
+    top_flops = training_flops_per_sample(top, tuple(result["feature_shape"]))
+    assert reporter.last("round_time_s") >= 3 * 2 * 32 * top_flops / 1e9
+
+
+def test_the_same_seed_gives_identical_metrics_bit_for_bit():
+    values = dict(dataset="digits", workers=3, rounds=2, local_iterations=3, momentum=0.9,
+                  partition="label-pattern", seed=5, testbed="local-3")
+    first, _ = run_splitfed(**values)
+    second, _ = run_splitfed(**values)
+
+    def metrics(reporter):
+        return [(p.name, p.step, p.value, p.sim_time_s) for p in reporter.points]
+
+    assert metrics(first) == metrics(second)
+
+
+def test_an_unknown_split_point_is_a_config_error_naming_it():
+    with pytest.raises(ConfigError) as info:
+        run_splitfed(dataset="digits", workers=2, rounds=1, split_point="fc9", testbed="local-3")
+    assert "conv1" in info.value.errors["split_point"]
+
+
+def test_it_is_in_the_catalogue_with_fedavg_as_baseline():
+    entry = SPLITFED.describe()
+    assert "Thapa" in entry["paper"] and "AAAI 2022" in entry["paper"]
+    assert entry["baselines"] == ["fedavg"]
+    assert {"traffic_bytes/features", "traffic_bytes/gradients"} <= set(entry["metrics"])

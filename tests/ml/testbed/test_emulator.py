@@ -1,0 +1,123 @@
+"""The emulator's time model: compute, transfers, barriers and traffic counters."""
+import pytest
+
+from ml.testbed import EmulatedDevice, Testbed, TrafficKey
+from ml.testbed.profiles import DeviceProfile
+
+EDGE = DeviceProfile("edge-test", "edge", compute_gflops=100.0, memory_mib=1024,
+                     uplink_mbps=10.0, downlink_mbps=20.0, rtt_ms=40.0, accelerator="-")
+CLOUD = DeviceProfile("cloud-test", "cloud", compute_gflops=10_000.0, memory_mib=1024,
+                      uplink_mbps=1000.0, downlink_mbps=1000.0, rtt_ms=2.0, accelerator="-")
+
+
+def make_testbed(edges=2):
+    workers = [EmulatedDevice(f"edge-{i}", EDGE) for i in range(edges)]
+    return Testbed(workers, EmulatedDevice("server", CLOUD))
+
+
+def assert_clock_is_sum_of_buckets(device):
+    parts = device.compute_s + device.sending_s + device.receiving_s + device.waiting_s
+    assert device.clock_s == pytest.approx(parts, abs=1e-12)
+
+
+def test_compute_takes_flops_over_rate():
+    tb = make_testbed()
+    edge = tb.workers[0]
+    assert tb.compute(edge, 5e9) == pytest.approx(0.05)  # 5 GFLOP at 100 GFLOP/s
+    assert edge.clock_s == pytest.approx(0.05)
+    assert edge.compute_s == pytest.approx(0.05)
+
+
+def test_transfer_is_half_rtt_plus_bytes_over_the_slower_end():
+    tb = make_testbed()
+    edge, server = tb.workers[0], tb.server
+    nbytes = 1_000_000
+    # up: edge uplink 10 Mbit/s is the bottleneck; the link's RTT is the larger one (40 ms)
+    expected = 0.040 / 2 + nbytes * 8 / 10e6
+    assert tb.transfer(edge, server, nbytes, "model") == pytest.approx(expected)
+    assert server.clock_s == pytest.approx(expected)
+    # the sender is busy while its own uplink serialises the bytes
+    assert edge.clock_s == pytest.approx(nbytes * 8 / 10e6)
+    # down: the edge's 20 Mbit/s downlink is the bottleneck
+    down = tb.transfer_time(server, edge, nbytes)
+    assert down == pytest.approx(0.020 + nbytes * 8 / 20e6)
+
+
+def test_a_receiver_never_receives_before_the_sender_sent():
+    tb = make_testbed()
+    edge, server = tb.workers[0], tb.server
+    tb.compute(edge, 100e9)  # edge is busy for 1 s before it sends
+    arrival = tb.send(edge, server, 1000, "features")
+    assert arrival == pytest.approx(1.0 + tb.transfer_time(edge, server, 1000))
+    tb.receive(server, arrival)
+    assert server.clock_s == pytest.approx(arrival)
+    assert server.receiving_s == pytest.approx(arrival)
+
+
+def test_a_receiver_that_is_later_than_the_arrival_keeps_its_clock():
+    tb = make_testbed()
+    edge, server = tb.workers[0], tb.server
+    tb.compute(server, 1e14)  # 10 s
+    tb.transfer(edge, server, 1000, "features")
+    assert server.clock_s == pytest.approx(10.0)
+    assert server.receiving_s == 0.0
+
+
+def test_a_server_fans_out_in_parallel_limited_by_its_own_uplink():
+    tb = make_testbed(edges=2)
+    server = tb.server
+    nbytes = 10_000_000
+    for edge in tb.workers:
+        tb.transfer(server, edge, nbytes, "model")
+    serialise = nbytes * 8 / 1000e6
+    assert server.clock_s == pytest.approx(2 * serialise)
+    first, second = tb.workers
+    assert first.clock_s == pytest.approx(tb.transfer_time(server, first, nbytes))
+    assert second.clock_s == pytest.approx(serialise + tb.transfer_time(server, second, nbytes))
+
+
+def test_barrier_waits_for_the_slowest_and_books_waiting_time():
+    tb = make_testbed(edges=2)
+    fast, slow = tb.workers
+    tb.compute(fast, 10e9)   # 0.1 s
+    tb.compute(slow, 100e9)  # 1.0 s
+    t = tb.barrier([fast, slow, tb.server])
+    assert t == pytest.approx(1.0) == tb.now()
+    assert fast.waiting_s == pytest.approx(0.9)
+    assert slow.waiting_s == 0.0
+    assert tb.server.waiting_s == pytest.approx(1.0)
+    for device in tb.devices:
+        assert device.clock_s == pytest.approx(1.0)
+        assert_clock_is_sum_of_buckets(device)
+
+
+def test_traffic_is_counted_per_link_direction_and_kind():
+    tb = make_testbed(edges=2)
+    a, b = tb.workers
+    tb.transfer(tb.server, a, 100, "model")
+    tb.transfer(a, tb.server, 30, "features")
+    tb.transfer(a, tb.server, 30, "features")
+    tb.transfer(tb.server, a, 7, "gradients")
+    tb.transfer(a, b, 5, "model")
+    ledger = tb.traffic
+    assert ledger.bytes[TrafficKey("edge-0", "server", "up", "features")] == 60
+    assert ledger.messages[TrafficKey("edge-0", "server", "up", "features")] == 2
+    assert ledger.bytes[TrafficKey("edge-0", "edge-1", "peer", "model")] == 5
+    assert ledger.total() == 172
+    assert ledger.by_kind() == {"features": 60, "gradients": 7, "model": 105}
+    assert ledger.by_direction() == {"down": 107, "peer": 5, "up": 60}
+    assert ledger.of_device("edge-0") == {"sent": 65, "received": 107}
+    for device in tb.devices:
+        assert_clock_is_sum_of_buckets(device)
+
+
+def test_measured_compute_scales_host_time_by_relative_speed():
+    tb = Testbed([EmulatedDevice("edge", EDGE)], None, host_gflops=50.0)
+    assert tb.compute_measured(tb.workers[0], 2.0) == pytest.approx(1.0)  # twice the host's rate
+    with pytest.raises(ValueError, match="host_gflops"):
+        make_testbed().compute_measured(make_testbed().workers[0], 1.0)
+
+
+def test_device_names_must_be_unique():
+    with pytest.raises(ValueError, match="unique"):
+        Testbed([EmulatedDevice("x", EDGE), EmulatedDevice("x", EDGE)], None)
