@@ -11,7 +11,8 @@ the table for comparison; see docs/methods/mergesfl.md and parallelsfl.md for th
 
     python bench/reproduce_split_fl.py [--quick] [--budget SECONDS] [--only NAME ...]
 
-``--quick``: sklearn digits instead of MNIST-5000 and a shorter budget (about a minute).
+``--quick``: sklearn digits instead of MNIST-5000, a shorter budget and no ablations (about a
+minute on an idle 2-core machine).
 """
 from __future__ import annotations
 
@@ -32,16 +33,15 @@ COMMON = {"workers": 20, "partition": "label-pattern", "partition_p": 0.8, "test
           "seed": 0, "batch_size": 32, "lr": 0.05, "momentum": 0.0, "rounds": 100_000}
 SPLIT = {"local_iterations": 10}
 
-#: (row label, method, config overrides)
+#: (row label, method, config overrides); --quick runs the first five.
 RUNS: list[tuple[str, str, dict]] = [
     ("fedavg", "fedavg", {"local_epochs": 1}),
     ("splitfed", "splitfed", SPLIT),
-    ("adasfl", "adasfl", SPLIT),
+    ("adasfl = mergesfl -merging", "adasfl", SPLIT),
     ("mergesfl", "mergesfl", SPLIT),
-    ("mergesfl -merging", "mergesfl", {**SPLIT, "feature_merging": False}),
+    ("parallelsfl", "parallelsfl", {**SPLIT, "clusters": 4}),
     ("mergesfl -regulation", "mergesfl", {**SPLIT, "batch_regulation": False}),
     ("mergesfl GA 50%", "mergesfl", {**SPLIT, "clients_per_round": 0.5}),
-    ("parallelsfl", "parallelsfl", {**SPLIT, "clusters": 4}),
     ("parallelsfl random-clusters", "parallelsfl", {**SPLIT, "clusters": 4,
                                                     "clustering": "random"}),
     ("parallelsfl fixed-frequency", "parallelsfl", {**SPLIT, "clusters": 4,
@@ -99,10 +99,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     dataset = "digits" if args.quick else "mnist"
-    budget = args.budget or (15.0 if args.quick else 120.0)
+    budget = args.budget or (8.0 if args.quick else 120.0)
     target = args.target or (0.80 if args.quick else 0.90)
     rows = []
-    for label, name, overrides in RUNS:
+    for label, name, overrides in RUNS[:5] if args.quick else RUNS:
         if args.only and label not in args.only:
             continue
         method = registry.get(name)

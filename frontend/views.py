@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import uuid
-from email.utils import formatdate
+from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlencode
 
 import plotly
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import condition, require_GET
 
 from controlplane.devices.queries import devices_for
 from controlplane.devices.serializers import DeviceSerializer
@@ -123,8 +124,8 @@ def _requested_run_ids(request: HttpRequest) -> list[uuid.UUID]:
 @require_GET
 def compare(request: HttpRequest) -> HttpResponse:
     if len(request.GET.getlist("runs")) > 1:  # the results form: canonical ?runs=a,b
-        ids = ",".join(",".join(request.GET.getlist("runs")).split(","))
-        return redirect(f"{reverse('frontend:compare')}?runs={ids}")
+        query = urlencode({"runs": ",".join(request.GET.getlist("runs"))}, safe=",")
+        return redirect(f"{reverse('frontend:compare')}?{query}")
     try:
         run_ids = _requested_run_ids(request)
     except ValueError:
@@ -193,11 +194,15 @@ def results_export(request: HttpRequest, fmt: str) -> HttpResponse:
     return response
 
 
+def _plotly_modified(request: HttpRequest) -> datetime:
+    return datetime.fromtimestamp(PLOTLY_JS.stat().st_mtime, tz=timezone.utc)
+
+
 @login_required
 @require_GET
+@condition(last_modified_func=_plotly_modified)
 def plotly_js(request: HttpRequest) -> FileResponse:
     """plotly.js from the plotly package's own bundle (the UI works offline)."""
     response = FileResponse(PLOTLY_JS.open("rb"), content_type="text/javascript; charset=utf-8")
     response["Cache-Control"] = "private, max-age=86400"
-    response["Last-Modified"] = formatdate(PLOTLY_JS.stat().st_mtime, usegmt=True)
     return response

@@ -16,6 +16,8 @@ from rest_framework.exceptions import ValidationError
 from controlplane.devices.credentials import digest, new_secret
 from controlplane.devices.models import Device, EnrolmentToken
 from controlplane.errors import Conflict
+from controlplane.experiments.actions import fail_jobs
+from controlplane.experiments.models import Job
 from ml.testbed.profiles import PROFILES
 
 #: Profile fields a device may override at enrolment or later.
@@ -96,8 +98,6 @@ def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID]) -> list[u
     A job should stop when it is not this device's queued or running job any more: cancelled
     by its owner, failed by the reaper, or unknown.
     """
-    from controlplane.experiments.models import Job
-
     Device.objects.filter(pk=device.pk).update(last_seen=timezone.now())
     still_wanted = set(
         Job.objects.filter(device=device, id__in=running_job_ids,
@@ -121,9 +121,6 @@ def delete_device(device: Device) -> None:
 
     Jobs still queued on it can never start, so they fail with a clear error first.
     """
-    from controlplane.experiments.actions import fail_jobs
-    from controlplane.experiments.models import Job
-
     device = Device.objects.select_for_update().get(pk=device.pk)
     if device.jobs.filter(state=Job.State.RUNNING).exists():
         raise Conflict("The device hosts a running job; cancel its experiment first.")

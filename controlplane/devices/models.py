@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from controlplane.celery import device_queue
+
 
 def offline_cutoff(now: datetime | None = None) -> datetime:
     """Devices last seen before this instant have missed the allowed heartbeats: offline."""
@@ -53,8 +55,7 @@ class Device(models.Model):
 
     @property
     def queue(self) -> str:
-        from controlplane.celery import device_queue
-
+        """The Celery queue its agent consumes."""
         return device_queue(self.id)
 
     def is_online(self, now: datetime | None = None) -> bool:

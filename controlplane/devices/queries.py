@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 
+from controlplane.devices.credentials import digest
 from controlplane.devices.models import Device, offline_cutoff
 
 
@@ -24,6 +25,4 @@ def online_devices_for(user) -> QuerySet[Device]:
 
 def device_by_credential(credential: str) -> Device | None:
     """The device whose credential this is, or None."""
-    from controlplane.devices.credentials import digest
-
     return Device.objects.filter(credential_hash=digest(credential)).first()

@@ -7,6 +7,7 @@ import uuid
 from django.db import transaction
 
 from controlplane.celery import RUN_JOB_TASK, app, device_queue
+from controlplane.experiments.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,7 @@ def dispatch_job(job_id: uuid.UUID, task_id: str, device_id: uuid.UUID) -> None:
                       queue=device_queue(device_id), task_id=task_id)
     except Exception as exc:  # noqa: BLE001  (any broker failure must surface on the job)
         log.exception("could not dispatch job %s", job_id)
-        from controlplane.experiments.actions import fail_jobs
-        from controlplane.experiments.models import Job
+        from controlplane.experiments.actions import fail_jobs  # (actions import this module)
 
         with transaction.atomic():
             fail_jobs(Job.objects.filter(pk=job_id), f"Could not dispatch the job: {exc}")

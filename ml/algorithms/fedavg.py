@@ -25,9 +25,9 @@ from pydantic_core import PydanticCustomError
 
 from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, WeightedAverage, Worker,
                    build_federation, evaluate, generator, get_weights, participants_count,
-                   sample_clients, seeded_run, set_weights, torch_device)
+                   sample_clients, seeded_run, set_weights, torch_device, work_per_sample)
 from ml.fl.config import FederatedConfig
-from ml.models import model_bytes, training_flops_per_sample
+from ml.models import model_bytes
 from ml.registry import Method, register
 from ml.reporting import Reporter
 
@@ -67,12 +67,13 @@ def _train(config: FedAvgConfig, fed: Federation, reporter: Reporter) -> dict:
     trainer = LocalTrainer(model, SGDSettings(config.lr, config.momentum, config.weight_decay))
     workers = [Worker(i, dev, fed.train, fed.stream(i), trainer)
                for i, dev in enumerate(testbed.workers)]
-    flops_per_sample = training_flops_per_sample(model, fed.dataset.input_shape)
+    _, flops_per_sample = work_per_sample(model, fed.dataset.input_shape, fed.device)
     message_bytes = model_bytes(model, include_buffers=True)
     per_round = participants_count(config.clients_per_round, len(workers))
     sampler = generator(config.seed, "clients")
     log = RoundLog(reporter, testbed)
     global_weights = get_weights(model)
+    reporter.log(f"fedavg: {fed.describe()}; {per_round} workers per round")
 
     for step in range(1, config.rounds + 1):
         log.check_cancelled()

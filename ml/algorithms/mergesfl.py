@@ -53,7 +53,7 @@ class MergeSFLConfig(AdaSFLConfig):
         description="Merge all participants' features into one top-model step (off: the top "
                     "is trained on each worker's features in turn, SFL-V2)")
     clients_per_round: float = Field(
-        default=0.5, gt=0,
+        default=1.0, gt=0,
         description="Participants per round: a value <= 1 is a fraction of the workers, a "
                     "larger value a count")
     worker_selection: Literal["ga", "random"] = Field(

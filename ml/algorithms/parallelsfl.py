@@ -44,7 +44,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from ml.algorithms.split_control import (cluster_workers, kl_to_uniform, label_distribution,
                                          local_frequencies, random_clusters)
 from ml.algorithms.split_training import (SampleStream, SplitCosts, WaitingLedger, draw_batches,
-                                          merged_iteration, round_end_barrier)
+                                          merged_iteration, merged_iteration_time,
+                                          round_end_barrier)
 from ml.algorithms.splitfed import SplitFedConfig
 from ml.config import ConfigError
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
@@ -53,7 +54,7 @@ from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, 
 from ml.fl.config import PartitionScheme
 from ml.registry import Method, register
 from ml.reporting import Reporter
-from ml.testbed.emulator import EmulatedDevice, Testbed
+from ml.testbed.emulator import EmulatedDevice
 
 
 class ParallelSFLConfig(SplitFedConfig):
@@ -107,19 +108,17 @@ class ParallelSFLConfig(SplitFedConfig):
         return value
 
 
-def cluster_iteration_time(costs: SplitCosts, testbed: Testbed, members: list[EmulatedDevice],
+def cluster_iteration_time(costs: SplitCosts, members: list[EmulatedDevice],
                            hub: EmulatedDevice, batch_size: int) -> float:
-    """Emulated time of one cluster iteration with ``hub`` as top worker (slowest member's
-    bottom compute and transfers, plus the top step on the merged batch at the hub)."""
-    cost = costs.iteration_cost(testbed, members, hub)
-    slowest = float(cost.times(np.full(len(members), batch_size)).max())
-    return slowest + Testbed.compute_time(hub, len(members) * batch_size * costs.top_train_flops)
+    """Emulated time of one cluster iteration with ``hub`` as top worker (the merged iteration
+    run on scratch copies of the devices: slowest member, the hub's links and its top step)."""
+    return merged_iteration_time(costs, members, hub, [batch_size] * len(members))
 
 
-def choose_top_worker(costs: SplitCosts, testbed: Testbed, members: list[EmulatedDevice],
-                      batch_size: int) -> int:
-    """Index (into ``members``) of the member that, as top worker, makes iterations shortest."""
-    times = [cluster_iteration_time(costs, testbed, members, hub, batch_size) for hub in members]
+def choose_top_worker(costs: SplitCosts, members: list[EmulatedDevice], batch_size: int) -> int:
+    """Index (into ``members``) of the member that, as top worker, makes iterations shortest:
+    in effect the one with the most compute and bandwidth."""
+    times = [cluster_iteration_time(costs, members, hub, batch_size) for hub in members]
     return int(np.argmin(times))
 
 
@@ -177,8 +176,8 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
         log.check_cancelled()
         if (step - 1) % config.recluster_every == 0:
             rng = np.random.default_rng(derive_seed(config.seed, "clustering", step))
-            clusters = _form_clusters(config, costs, testbed, workers, servers, histograms,
-                                      solo_times, rng)
+            clusters = _form_clusters(config, costs, workers, servers, histograms, solo_times,
+                                      rng)
         round_start = testbed.barrier(everyone)
         average = WeightedAverage()
         loss_sum, samples = 0.0, 0
@@ -242,9 +241,8 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
     }
 
 
-def _form_clusters(config: ParallelSFLConfig, costs: SplitCosts, testbed: Testbed,
-                   workers: list[SplitWorker], servers: list[SplitServer],
-                   histograms: np.ndarray, solo_times: np.ndarray,
+def _form_clusters(config: ParallelSFLConfig, costs: SplitCosts, workers: list[SplitWorker],
+                   servers: list[SplitServer], histograms: np.ndarray, solo_times: np.ndarray,
                    rng: np.random.Generator) -> list[Cluster]:
     """Steps 2 and 3: clusters, their top workers and local updating frequencies."""
     if config.clustering == "utility":
@@ -257,8 +255,11 @@ def _form_clusters(config: ParallelSFLConfig, costs: SplitCosts, testbed: Testbe
     for k in range(config.clusters):
         members = [workers[i] for i in np.flatnonzero(assignment == k)]
         devices = [w.device for w in members]
-        hub = members[choose_top_worker(costs, testbed, devices, config.batch_size)]
-        t = cluster_iteration_time(costs, testbed, devices, hub.device, config.batch_size)
+        hub = members[choose_top_worker(costs, devices, config.batch_size)]
+        # The top worker serves the others first and back-propagates its own slice last.
+        members = [w for w in members if w is not hub] + [hub]
+        t = cluster_iteration_time(costs, [w.device for w in members], hub.device,
+                                   config.batch_size)
         clusters.append(Cluster(members, hub, servers[k], t))
     if config.adaptive_frequency:
         taus = local_frequencies(np.array([c.iteration_time_s for c in clusters]),

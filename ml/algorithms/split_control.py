@@ -79,7 +79,8 @@ class IterationCost:
     def times(self, batch_sizes: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
         """Iteration time of each worker (of ``members``, if given) at ``batch_sizes``."""
         idx = slice(None) if members is None else np.asarray(members)
-        return self.fixed_s[idx] + np.asarray(batch_sizes, dtype=np.float64) * self.per_sample_s[idx]
+        sizes = np.asarray(batch_sizes, dtype=np.float64)
+        return self.fixed_s[idx] + sizes * self.per_sample_s[idx]
 
     def subset(self, members: np.ndarray) -> "IterationCost":
         members = np.asarray(members)
@@ -97,8 +98,8 @@ def regulate_batch_sizes(cost: IterationCost, total: int, b_min: int, b_max: int
     """Integer batch sizes that equalise iteration times, summing to ``total`` within bounds.
 
     Minimises the slowest worker's time: the continuous optimum gives every unclipped worker the
-    same time T (solved exactly on the piecewise-linear sum), then the fractional parts are handed out one sample at a
-    time to the workers whose time grows least.
+    same time T (solved exactly on the piecewise-linear sum), then the fractional parts are
+    handed out one sample at a time to the workers whose time grows least.
     """
     per = np.asarray(cost.per_sample_s, dtype=np.float64)
     fixed = np.asarray(cost.fixed_s, dtype=np.float64)
@@ -164,20 +165,17 @@ def evaluate_selection(members: np.ndarray, distributions: np.ndarray, cost: Ite
 def select_workers_ga(distributions: np.ndarray, cost: IterationCost, n_select: int, total: int,
                       b_min: int, b_max: int, mu: float, rng: np.random.Generator, *,
                       regulate: bool = True, population: int = 24, generations: int = 30,
-                      mutation_rate: float = 0.3, eligible: np.ndarray | None = None) -> Selection:
+                      mutation_rate: float = 0.3) -> Selection:
     """MergeSFL's control: a genetic algorithm over worker subsets of size ``n_select``.
 
     A chromosome is a subset; fitness is the negated objective of :func:`evaluate_selection`
     (so batch sizes are optimised jointly with the subset). Tournament selection, crossover that
     keeps the parents' common members and fills from either parent, swap mutation, elitism.
-    ``eligible`` restricts the candidates (e.g. workers that still hold data).
     """
-    n_workers = distributions.shape[0]
-    pool = np.arange(n_workers) if eligible is None else np.asarray(eligible, dtype=np.int64)
+    pool = np.arange(distributions.shape[0])
     n_select = min(n_select, pool.size)
-    sub = cost.subset(pool)
     # Typical worker's time on an even share: makes ``mu`` unit-free (ours).
-    t_ref = float(np.median(sub.fixed_s) + total / n_select * np.median(sub.per_sample_s))
+    t_ref = float(np.median(cost.fixed_s) + total / n_select * np.median(cost.per_sample_s))
     cache: dict[tuple[int, ...], Selection] = {}
 
     def score(members: np.ndarray) -> Selection:
@@ -238,7 +236,8 @@ def cluster_utility(members: np.ndarray, histograms: np.ndarray, iter_times: np.
 
 def clustering_utility(assignment: np.ndarray, n_clusters: int, histograms: np.ndarray,
                        iter_times: np.ndarray, beta: float) -> float:
-    """Sum of :func:`cluster_utility` over the clusters of ``assignment`` (cluster id per worker)."""
+    """Sum of :func:`cluster_utility` over the clusters of ``assignment`` (a cluster id per
+    worker)."""
     mean_time = float(np.mean(iter_times))
     return sum(cluster_utility(np.flatnonzero(assignment == k), histograms, iter_times, beta,
                                mean_time) for k in range(n_clusters))

@@ -133,35 +133,55 @@ def dispatch_gradients(merged_grad: torch.Tensor, sizes: list[int]) -> list[torc
     return [g * (total / b) for g, b in zip(merged_grad.split(sizes), sizes)]
 
 
+def emulate_merged(testbed: Testbed, hub: EmulatedDevice, devices: list[EmulatedDevice],
+                   sizes: list[int], costs: SplitCosts) -> list[float]:
+    """Advance the clocks through one merged iteration; return each member's waiting time.
+
+    Members compute their bottom forward and send features and labels; the hub waits for all,
+    runs the top step on the merged batch and sends the gradient slices back one after another
+    (its uplink serialises them); each member back-propagates once its slice has arrived.
+    """
+    arrivals = []
+    for dev, b in zip(devices, sizes):
+        testbed.compute(dev, b * costs.bottom_forward_flops)
+        arrivals.append(testbed.send(dev, hub, b * (costs.feature_bytes + LABEL_BYTES),
+                                     "features"))
+    for arrival in arrivals:
+        testbed.receive(hub, arrival)
+    start = hub.clock_s
+    testbed.compute(hub, sum(sizes) * costs.top_train_flops)
+    for dev, b in zip(devices, sizes):
+        testbed.receive(dev, testbed.send(hub, dev, b * costs.feature_bytes, "gradients"))
+        testbed.compute(dev, b * costs.bottom_backward_flops)
+    return [start - arrival for arrival in arrivals]
+
+
+def merged_iteration_time(costs: SplitCosts, devices: list[EmulatedDevice], hub: EmulatedDevice,
+                          sizes: list[int]) -> float:
+    """Emulated duration of one merged iteration, on scratch copies of the devices."""
+    copies = {id(d): EmulatedDevice(d.name, d.profile) for d in [*devices, hub]}
+    scratch = Testbed([copies[id(d)] for d in devices], None,
+                      others=[] if any(d is hub for d in devices) else [copies[id(hub)]])
+    emulate_merged(scratch, copies[id(hub)], [copies[id(d)] for d in devices], sizes, costs)
+    return scratch.now()
+
+
 def merged_iteration(testbed: Testbed, hub: EmulatedDevice, server: SplitServer,
                      members: list[SplitWorker], batches: list[tuple[torch.Tensor, torch.Tensor]],
                      costs: SplitCosts, num_classes: int) -> IterationResult:
     """One MergeSFL iteration: merge every member's features, one top step, scaled slices back."""
-    result = IterationResult()
     sizes = [len(y) for _, y in batches]
-    features, arrivals = [], []
-    for worker, (x, y) in zip(members, batches):
-        testbed.compute(worker.device, len(y) * costs.bottom_forward_flops)
-        features.append(worker.forward(x))
-        arrivals.append(testbed.send(worker.device, hub,
-                                     len(y) * (costs.feature_bytes + LABEL_BYTES), "features"))
-    for arrival in arrivals:
-        testbed.receive(hub, arrival)
-    start = hub.clock_s
+    features = [worker.forward(x) for worker, (x, _) in zip(members, batches)]
     labels = torch.cat([y for _, y in batches])
     loss, grad = server.train_step(torch.cat(features), labels)
-    testbed.compute(hub, sum(sizes) * costs.top_train_flops)
-    for worker, (_, y), g, arrival in zip(members, batches, dispatch_gradients(grad, sizes),
-                                          arrivals):
-        back = testbed.send(hub, worker.device, len(y) * costs.feature_bytes, "gradients")
-        testbed.receive(worker.device, back)
-        testbed.compute(worker.device, len(y) * costs.bottom_backward_flops)
+    for worker, g in zip(members, dispatch_gradients(grad, sizes)):
         worker.backward(g)
-        result.waiting_s[worker.index] = start - arrival
-        result.label_counts[worker.index] = torch.bincount(y, minlength=num_classes).cpu()
-    result.loss_sum = loss.item() * len(labels)
-    result.samples = len(labels)
-    return result
+    waits = emulate_merged(testbed, hub, [w.device for w in members], sizes, costs)
+    return IterationResult(
+        loss_sum=loss.item() * len(labels), samples=len(labels),
+        label_counts={w.index: torch.bincount(y, minlength=num_classes).cpu()
+                      for w, (_, y) in zip(members, batches)},
+        waiting_s={w.index: wait for w, wait in zip(members, waits)})
 
 
 def sequential_iteration(testbed: Testbed, hub: EmulatedDevice, server: SplitServer,
@@ -192,7 +212,8 @@ def sequential_iteration(testbed: Testbed, hub: EmulatedDevice, server: SplitSer
     return result
 
 
-def round_end_barrier(testbed: Testbed, devices: list[EmulatedDevice]) -> tuple[float, dict[str, float]]:
+def round_end_barrier(testbed: Testbed,
+                      devices: list[EmulatedDevice]) -> tuple[float, dict[str, float]]:
     """Synchronise ``devices``; return the time and each device's idle seconds in the barrier."""
     before = {d.name: d.waiting_s for d in devices}
     t = testbed.barrier(devices)

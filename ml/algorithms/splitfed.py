@@ -32,9 +32,10 @@ from pydantic import Field
 
 from ml.config import ConfigError
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
-                   build_federation, evaluate, get_weights, seeded_run, set_weights, torch_device)
+                   build_federation, evaluate, get_weights, seeded_run, set_weights, torch_device,
+                   work_per_sample)
 from ml.fl.config import FederatedConfig
-from ml.models import count_flops, model_bytes, training_flops_per_sample
+from ml.models import model_bytes
 from ml.registry import Method, register
 from ml.reporting import Reporter
 
@@ -77,12 +78,15 @@ def _train(config: SplitFedConfig, fed: Federation, reporter: Reporter) -> dict:
     with torch.no_grad():
         feature_shape = tuple(bottom(probe).shape[1:])
     feature_bytes = 4 * math.prod(feature_shape)  # per sample, fp32
-    bottom_forward = count_flops(bottom, probe)
-    bottom_backward = training_flops_per_sample(bottom, input_shape) - bottom_forward
-    top_train = training_flops_per_sample(top, feature_shape)
+    bottom_forward, bottom_train = work_per_sample(bottom, input_shape, fed.device)
+    bottom_backward = bottom_train - bottom_forward
+    _, top_train = work_per_sample(top, feature_shape, fed.device)
     bottom_bytes = model_bytes(bottom, include_buffers=True)
     log = RoundLog(reporter, testbed)
     global_bottom = get_weights(bottom)
+    split_point = config.split_point or model.default_split
+    reporter.log(f"splitfed: {fed.describe()}; cut after {split_point}, features "
+                 f"{list(feature_shape)} per sample")
 
     for step in range(1, config.rounds + 1):
         log.check_cancelled()
@@ -130,7 +134,7 @@ def _train(config: SplitFedConfig, fed: Federation, reporter: Reporter) -> dict:
     return {
         "final": log.final,
         "rounds": config.rounds,
-        "split_point": config.split_point or model.default_split,
+        "split_point": split_point,
         "feature_shape": list(feature_shape),
         "bottom_model_bytes": bottom_bytes,
         "sim_time_s": testbed.now(),

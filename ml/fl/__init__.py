@@ -3,7 +3,7 @@ split-FL methods: config, set-up, workers, weight averaging, sampling, evaluatio
 from ml.fl.batches import BatchStream
 from ml.fl.config import FederatedConfig
 from ml.fl.evaluate import evaluate
-from ml.fl.federation import Federation, build_federation
+from ml.fl.federation import Federation, build_federation, work_per_sample
 from ml.fl.reporting import RoundLog
 from ml.fl.sampling import participants_count, sample_clients
 from ml.fl.seeding import derive_seed, generator, seeded_run, torch_device
@@ -16,5 +16,5 @@ __all__ = [
     "SplitServer", "SplitWorker", "TrainData", "TrainResult", "WeightedAverage", "Weights",
     "Worker", "build_federation", "derive_seed", "evaluate", "generator", "get_weights",
     "participants_count", "sample_clients", "seeded_run", "set_weights", "sgd_step",
-    "state_tensors", "torch_device",
+    "state_tensors", "torch_device", "work_per_sample",
 ]

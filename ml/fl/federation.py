@@ -1,9 +1,11 @@
 """The set-up every federated run shares: data on the device, shards, testbed and model."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ml.config import ConfigError
 from ml.data import ImageDataset, load_dataset
@@ -13,7 +15,8 @@ from ml.fl.batches import BatchStream
 from ml.fl.config import FederatedConfig
 from ml.fl.seeding import generator
 from ml.fl.workers import TrainData
-from ml.models import SplittableModel, build_model
+from ml.models import SplittableModel, build_model, count_flops
+from ml.models.flops import TRAINING_FLOPS_FACTOR
 from ml.testbed.emulator import Testbed
 from ml.testbed.presets import resolve_testbed
 
@@ -32,6 +35,16 @@ class Federation:
     shards: list[torch.Tensor]
     testbed: Testbed
     model: SplittableModel
+
+    def describe(self) -> str:
+        """One line for the run's log: testbed, data and model."""
+        kinds = Counter(d.profile.name for d in self.testbed.workers)
+        server = self.testbed.server.name if self.testbed.server else "none"
+        return (f"{len(self.testbed.workers)} workers ("
+                f"{', '.join(f'{n} {k}' for k, n in kinds.items())}), server {server}; "
+                f"{self.dataset.name}: {len(self.train.y)} training samples split "
+                f"{self.config.partition}, {len(self.test_y)} test; model {self.config.model} "
+                f"on {self.device}")
 
     def stream(self, worker: int) -> BatchStream:
         """Worker ``worker``'s mini-batches, shuffled by its own generator."""
@@ -73,3 +86,11 @@ def build_federation(config: FederatedConfig, device: torch.device) -> Federatio
         testbed=testbed,
         model=model,
     )
+
+
+def work_per_sample(module: nn.Module, input_shape: tuple[int, ...],
+                    device: torch.device) -> tuple[int, int]:
+    """``(forward, training)`` FLOPs of ``module`` per sample of ``input_shape`` (on ``device``,
+    where the module lives); training is forward plus backward (ml.models.flops)."""
+    forward = count_flops(module, torch.zeros((1, *input_shape), device=device))
+    return forward, TRAINING_FLOPS_FACTOR * forward

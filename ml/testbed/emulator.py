@@ -191,7 +191,8 @@ class Testbed:
         busy = nbytes * 8 / (src.profile.uplink_mbps * 1e6)
         src.clock_s += busy
         src.sending_s += busy
-        self.traffic.add(TrafficKey(src.name, dst.name, self.direction(src, dst), kind), int(nbytes))
+        key = TrafficKey(src.name, dst.name, self.direction(src, dst), kind)
+        self.traffic.add(key, int(nbytes))
         return arrival
 
     @staticmethod

@@ -30,7 +30,8 @@ _OVERRIDE_FIELDS = ("compute_gflops", "memory_mib", "uplink_mbps", "downlink_mbp
 
 
 def _many(profile: str, count: int) -> list[ProfileOverride]:
-    return [ProfileOverride(profile=profile, name=f"{profile}-{i:02d}") for i in range(1, count + 1)]
+    return [ProfileOverride(profile=profile, name=f"{profile}-{i:02d}")
+            for i in range(1, count + 1)]
 
 
 def jetson80() -> list[ProfileOverride]:
@@ -115,9 +116,9 @@ def check_testbed_spec(spec: TestbedSpec, need_server: bool = False) -> None:
         testbed = resolve_testbed(spec)
     except ConfigError as exc:
         raise ValueError("; ".join(exc.errors.values())) from None
-    if need_server and (testbed.server is None or not any(d.kind == "edge" for d in testbed.workers)):
-        raise ValueError("this method needs edge devices as workers and a cloud device as the "
-                         "server")
+    if need_server and testbed.server is None:
+        raise ValueError("this method needs a cloud device to act as the server; the testbed "
+                         "has none")
 
 
 def _spec_items(spec: TestbedSpec) -> list[ProfileOverride]:
@@ -166,7 +167,8 @@ def _choose_workers(pool: list[EmulatedDevice], count: int) -> list[EmulatedDevi
         for i in range(count):
             base = pool[i % len(pool)]
             lap = i // len(pool)
-            chosen.append(base if lap == 0 else EmulatedDevice(f"{base.name}.{lap + 1}", base.profile))
+            chosen.append(base if lap == 0
+                          else EmulatedDevice(f"{base.name}.{lap + 1}", base.profile))
         return chosen
     groups: dict[str, list[int]] = {}
     for i, device in enumerate(pool):

@@ -57,9 +57,18 @@ class PageErrors(list):
     """Uncaught page errors and console errors, which fail the test."""
 
 
-def _open_page(browser, base_url: str, cookies: list[dict[str, Any]] | None = None):
-    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900},
+@pytest.fixture(scope="module")
+def browser_context(browser, asgi_server):
+    """One browser context per module: its HTTP cache keeps plotly.js (4.8 MB) compiled
+    between tests; each test gets its own tab and cookies."""
+    context = browser.new_context(base_url=asgi_server, viewport={"width": 1280, "height": 900},
                                   accept_downloads=True)
+    yield context
+    context.close()
+
+
+def _open_page(context, cookies: list[dict[str, Any]]):
+    context.clear_cookies()
     if cookies:
         context.add_cookies(cookies)
     page = context.new_page()
@@ -69,29 +78,29 @@ def _open_page(browser, base_url: str, cookies: list[dict[str, Any]] | None = No
     page.on("console", lambda message: message.type == "error"
             and not HANDLED_ANSWER.search(message.text)
             and errors.append(f"console: {message.text} at {message.location.get('url')}"))
-    return context, page, errors
+    return page, errors
 
 
 @pytest.fixture
-def anonymous_page(browser, asgi_server):
+def anonymous_page(browser_context):
     """A fresh browser tab with no session."""
-    context, page, errors = _open_page(browser, asgi_server)
+    page, errors = _open_page(browser_context, [])
     yield page
-    context.close()
+    page.close()
     assert not errors, errors
 
 
 @pytest.fixture
-def owner_page(browser, asgi_server, owner):
+def owner_page(browser_context, asgi_server, owner):
     """A browser tab logged in as ``owner`` (its session made by Django, as a login would)."""
     from django.test import Client
 
     client = Client()
     client.force_login(owner)
     cookie = {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": asgi_server}
-    context, page, errors = _open_page(browser, asgi_server, [cookie])
+    page, errors = _open_page(browser_context, [cookie])
     yield page
-    context.close()
+    page.close()
     assert not errors, errors
 
 

@@ -152,6 +152,13 @@ class TestNewExperiment:
             "from the form", ["splitfed", "fedavg"], "local-3")
         assert experiment.config["rounds"] == 2
 
+        page.get_by_role("link", name="Experiments", exact=True).click()
+        row = page.locator("tbody tr", has_text="from the form")
+        expect(row.locator("td")).to_have_text(
+            ["from the form", "splitfed", "splitfed, fedavg", "running",
+             re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d")])
+        screenshot(page, "experiments")
+
 
 class TestExperimentPage:
     def test_it_extends_the_charts_live(self, owner_page, asgi_server, owner):
@@ -204,39 +211,45 @@ class TestExperimentPage:
         expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
         assert Experiment.objects.get(pk=experiment["id"]).status == "cancelled"
 
-    def test_it_draws_the_history_on_opening(self, owner_page, reported_experiment):
+    def test_it_draws_the_history_and_links_the_api_export(self, owner_page,
+                                                            reported_experiment, tmp_path):
         page = owner_page
         page.goto(f"/experiments/{reported_experiment.id}/")
         wait_for_trace_lengths(page, "accuracy", [3, 2])
         wait_for_trace_lengths(page, "loss", [1, 1])
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Export CSV").click()
+        path = tmp_path / "experiment.csv"
+        download.value.save_as(path)
+        rows = list(csv.DictReader(path.open()))
+        assert [(row["method"], row["accuracy"]) for row in rows] == [
+            ("splitfed", "0.8"), ("fedavg", "0.55")]
 
 
 class TestCompareAndResults:
-    def test_it_compares_two_runs(self, owner_page, reported_experiment):
-        page = owner_page
-        split, fed = reported_experiment.runs.order_by("position")
-        page.goto(f"/compare/?runs={fed.id},{split.id}")
-        expect(page.locator("#charts")).to_have_attribute("data-ready", "1")
-        wait_for_trace_lengths(page, "accuracy", [2, 3])
-        assert page.evaluate(
-            "document.querySelector('.chart[data-metric=accuracy]').data.map(t => t.name)"
-        ) == ["split vs fed · fedavg", "split vs fed · splitfed"]
-        final = page.locator("table tbody tr")
-        expect(final).to_have_count(2)
-        expect(final.nth(0)).to_contain_text("fedavg")
-        expect(final.nth(0)).to_contain_text("0.55")
-        expect(final.nth(1)).to_contain_text("0.8")
-        screenshot(page, "compare")
-
-    def test_it_picks_runs_to_compare_on_the_results_page(self, owner_page, reported_experiment):
+    def test_it_compares_runs_picked_on_the_results_page(self, owner_page,
+                                                          reported_experiment):
         page = owner_page
         split, fed = reported_experiment.runs.order_by("position")
         page.goto("/results/")
-        page.locator(f"#pick-{split.id}").check()
         page.locator(f"#pick-{fed.id}").check()
+        page.locator(f"#pick-{split.id}").check()
         page.get_by_role("button", name="Compare selected runs").click()
+        # The form's runs=a&runs=b becomes the canonical runs=a,b (table order).
         expect(page).to_have_url(re.compile(rf"/compare/\?runs={split.id},{fed.id}$"))
+        expect(page.locator("#charts")).to_have_attribute("data-ready", "1")
         wait_for_trace_lengths(page, "accuracy", [3, 2])
+        wait_for_trace_lengths(page, "loss", [1, 1])
+        assert page.evaluate(
+            "document.querySelector('.chart[data-metric=accuracy]').data.map(t => t.name)"
+        ) == ["split vs fed · splitfed", "split vs fed · fedavg"]
+        final = page.locator("table tbody tr")
+        expect(final).to_have_count(2)
+        expect(final.nth(0).locator("td")).to_have_text(
+            ["split vs fed", "splitfed", "queued", "0.8", "0.6"])
+        expect(final.nth(1).locator("td")).to_have_text(
+            ["split vs fed", "fedavg", "queued", "0.55", "1.1"])
+        screenshot(page, "compare")
 
     def test_it_exports_results_as_csv(self, owner_page, reported_experiment, tmp_path):
         page = owner_page
@@ -251,15 +264,3 @@ class TestCompareAndResults:
         assert [(row["experiment_name"], row["method"], row["accuracy"], row["loss"])
                 for row in rows] == [("split vs fed", "splitfed", "0.8", "0.6"),
                                      ("split vs fed", "fedavg", "0.55", "1.1")]
-
-    def test_it_exports_one_experiment_through_the_api(self, owner_page, reported_experiment,
-                                                       tmp_path):
-        page = owner_page
-        page.goto(f"/experiments/{reported_experiment.id}/")
-        with page.expect_download() as download:
-            page.get_by_role("link", name="Export CSV").click()
-        path = tmp_path / "experiment.csv"
-        download.value.save_as(path)
-        rows = list(csv.DictReader(path.open()))
-        assert [(row["method"], row["accuracy"]) for row in rows] == [
-            ("splitfed", "0.8"), ("fedavg", "0.55")]

@@ -143,7 +143,8 @@ class TestPages:
         assert response["Content-Disposition"] == 'attachment; filename="estuary-results.csv"'
         rows = list(csv.DictReader(io.StringIO(response.content.decode())))
         assert [(row["method"], row["accuracy"], row["loss"], row["traffic_bytes/features"])
-                for row in rows] == [("splitfed", "0.75", "", "10.0"), ("fedavg", "0.6", "1.25", "")]
+                for row in rows] == [("splitfed", "0.75", "", "10.0"),
+                                     ("fedavg", "0.6", "1.25", "")]
         exported = json.loads(client.get("/results/export.json").content)
         assert exported["runs"][0]["final"] == {"accuracy": 0.75, "traffic_bytes/features": 10.0}
 
@@ -156,3 +157,10 @@ class TestPages:
         assert response["Content-Type"].startswith("text/javascript")
         assert b"window.Plotly = Plotly" in body
         assert body == PLOTLY_BUNDLE.read_bytes()
+
+    def test_it_lets_the_browser_keep_plotly_cached(self, owner):
+        client = logged_in(owner)
+        first = client.get("/vendor/plotly.min.js")
+        again = client.get("/vendor/plotly.min.js",
+                           HTTP_IF_MODIFIED_SINCE=first["Last-Modified"])
+        assert again.status_code == 304

@@ -11,11 +11,11 @@ const METRIC_INFO = {
   accuracy: { title: "Accuracy", tickformat: ".0%" },
   loss: { title: "Loss" },
   perplexity: { title: "Perplexity" },
-  traffic_bytes: { title: "Traffic (cumulative bytes)", tickformat: ".3~s" },
+  traffic_bytes: { title: "Traffic (cumulative bytes)", tickformat: ".3~s", rangemode: "tozero" },
   round_time_s: { title: "Round latency (s)" },
   ttft_ms: { title: "Time to first token (ms)" },
   tbt_ms: { title: "Time between tokens (ms)" },
-  memory_bytes: { title: "Memory (bytes)", tickformat: ".3~s" },
+  memory_bytes: { title: "Memory (bytes)", tickformat: ".3~s", rangemode: "tozero" },
 };
 
 /** Point fields: a point is [name, step, value, sim_time_s, wall_time_s]. */
@@ -150,7 +150,7 @@ export class ChartBoard {
       title: { text: info.title, font: { size: 15 }, x: 0.02, xanchor: "left", y: 0.96 },
       margin: { l: 60, r: 20, t: 64, b: 50 },
       xaxis: { title: { text: X_AXES[this.xAxis].title }, zeroline: false },
-      yaxis: { tickformat: info.tickformat || "", zeroline: false },
+      yaxis: { tickformat: info.tickformat || "", rangemode: info.rangemode || "normal", zeroline: false },
       showlegend: true,
       legend: { orientation: "h", x: 0, y: 1.0, yanchor: "bottom" },
       uirevision: `${metric}:${this.xAxis}`,

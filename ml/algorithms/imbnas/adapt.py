@@ -1,4 +1,4 @@
-"""Training the supernet, and the four ways of adapting it to the long-tailed target (IMB-NAS step 3).
+"""Training the supernet, and four ways of adapting it to the long-tailed target (IMB-NAS step 3).
 
 Strategies (papers.md §7, step 3):
 
@@ -38,7 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ml.algorithms.imbnas.losses import DEFAULT_BETA, Reweighting, class_weights, weighted_cross_entropy
+from ml.algorithms.imbnas.losses import (
+    DEFAULT_BETA, Reweighting, class_weights, weighted_cross_entropy,
+)
 from ml.algorithms.imbnas.supernet import Arch, SearchSpace, SuperNet, sandwich_archs, train_step
 from ml.fl.batches import BatchStream
 from ml.fl.seeding import derive_seed, generator

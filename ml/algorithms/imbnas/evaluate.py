@@ -56,7 +56,7 @@ def shot_groups(class_counts: torch.Tensor) -> dict[str, list[int]]:
 
 
 def accuracy_report(per_class: torch.Tensor, class_counts: torch.Tensor) -> dict[str, float]:
-    """``accuracy`` (balanced top-1) and ``{many,medium,few}_shot_accuracy`` from per-class recall."""
+    """``accuracy`` (balanced top-1) and ``{many,medium,few}_shot_accuracy`` from class recalls."""
     report = {"accuracy": float(per_class.mean())}
     for group, members in shot_groups(class_counts).items():
         if members:

@@ -26,7 +26,7 @@ Reweighting = Literal["class-balanced", "inverse-frequency"]
 def _check_counts(class_counts: torch.Tensor) -> torch.Tensor:
     counts = torch.as_tensor(class_counts, dtype=torch.float64)
     if counts.ndim != 1 or counts.numel() < 2:
-        raise ValueError("class_counts must be a 1-D tensor with one count per class (>= 2 classes)")
+        raise ValueError("class_counts must be 1-D with one count per class (>= 2 classes)")
     if (counts < 1).any():
         empty = torch.nonzero(counts < 1).flatten().tolist()
         raise ValueError(f"classes {empty} have no training sample; their weight is undefined")
@@ -65,7 +65,7 @@ def class_weights(class_counts: torch.Tensor, scheme: Reweighting,
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
                            weights: torch.Tensor | None) -> torch.Tensor:
-    """Mean over the batch of ``w[y] * CE(logits, y)``; plain cross-entropy when ``weights`` is None."""
+    """Batch mean of ``w[y] * CE(logits, y)``; plain cross-entropy when ``weights`` is None."""
     if weights is None:
         return F.cross_entropy(logits, labels)
     per_sample = F.cross_entropy(logits, labels, reduction="none")

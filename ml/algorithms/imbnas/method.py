@@ -96,7 +96,8 @@ class ImbNasConfig(MethodConfig):
                                             "strategy")
     batch_size: int = Field(default=64, ge=1, le=4096, description="Mini-batch size")
     lr: float = Field(default=0.1, gt=0, le=10,
-                      description="SGD learning rate of supernet training (source, and full search)")
+                      description="SGD learning rate of supernet training (source; full "
+                                  "search)")
     adapt_lr: float = Field(default=0.05, gt=0, le=10,
                             description="SGD learning rate of adaptation and retraining")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
@@ -271,7 +272,8 @@ def run_strategy(strategy: Strategy, config: ImbNasConfig, reporter: Reporter) -
         step = epoch_counter[0]
         reporter.metric("loss", step, loss, host.clock_s)
         reporter.metric("supernet_accuracy", step,
-                        balanced_accuracy(net, space.largest(), test_x, test_y, calib_x), host.clock_s)
+                        balanced_accuracy(net, space.largest(), test_x, test_y, calib_x),
+                        host.clock_s)
         _check_stop(reporter)
 
     adapt_flops = adapt_supernet(strategy, net, target_x, target_y, steps=train_steps,
@@ -316,7 +318,8 @@ def run_strategy(strategy: Strategy, config: ImbNasConfig, reporter: Reporter) -
         _check_stop(reporter)
 
     retrain_flops = retrain_subnet(strategy, net, result.best, target_x, target_y,
-                                   epochs=config.retrain_epochs, optim=_optim(config, config.adapt_lr),
+                                   epochs=config.retrain_epochs,
+                                   optim=_optim(config, config.adapt_lr),
                                    loss_weights=weights, seed=config.seed,
                                    on_epoch=on_retrain_epoch)
     report = accuracy_report(per_class_accuracy(net, result.best, test_x, test_y, calib_x), counts)

@@ -1,4 +1,4 @@
-"""A weight-sharing supernet of small CNNs with elastic depth, width and kernel size (IMB-NAS step 2).
+"""A weight-sharing supernet of small CNNs with elastic depth, width and kernel (IMB-NAS step 2).
 
 IMB-NAS (Duggal et al., arXiv 2210.00136; reproduced in arXiv 2406.16972) searches over the
 subnets of a once-for-all style super-network (OFA, Cai et al. 2020; BigNAS, Yu et al. 2020).
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -79,7 +79,8 @@ class SearchSpace:
     kernels: tuple[int, ...] = (3, 5)
 
     def __post_init__(self) -> None:
-        if not self.stage_widths or any(not w or list(w) != sorted(set(w)) for w in self.stage_widths):
+        if not self.stage_widths or any(not w or list(w) != sorted(set(w))
+                                        for w in self.stage_widths):
             raise ValueError("each stage needs ascending, distinct width choices")
         if list(self.depths) != sorted(set(self.depths)) or self.depths[0] < 1:
             raise ValueError("depth choices must be ascending, distinct and >= 1")
@@ -95,14 +96,18 @@ class SearchSpace:
         return self.kernels[-1]
 
     def largest(self) -> Arch:
-        depth = self.depths[-1]
-        return Arch(tuple(depth for _ in self.stage_widths), tuple(w[-1] for w in self.stage_widths),
-                    tuple((self.kernels[-1],) * depth for _ in self.stage_widths))
+        """Every stage at its largest depth and width, every kernel at its largest."""
+        return self._uniform(-1)
 
     def smallest(self) -> Arch:
-        depth = self.depths[0]
-        return Arch(tuple(depth for _ in self.stage_widths), tuple(w[0] for w in self.stage_widths),
-                    tuple((self.kernels[0],) * depth for _ in self.stage_widths))
+        """Every stage at its smallest depth and width, every kernel at its smallest."""
+        return self._uniform(0)
+
+    def _uniform(self, pick: int) -> Arch:
+        depth = self.depths[pick]
+        return Arch(tuple(depth for _ in self.stage_widths),
+                    tuple(w[pick] for w in self.stage_widths),
+                    tuple((self.kernels[pick],) * depth for _ in self.stage_widths))
 
     def contains(self, arch: Arch) -> bool:
         """Whether ``arch`` is a subnet of this space."""
@@ -250,8 +255,8 @@ class ElasticLinear(nn.Module):
 class SuperNet(nn.Module):
     """The weight-sharing CNN. ``forward(x, arch)`` runs subnet ``arch`` (default: the largest).
 
-    ``backbone`` is everything but :attr:`head`; :meth:`features` returns the pooled features a
-    subnet feeds the head.
+    The backbone is everything but :attr:`head` (:meth:`backbone_parameters`); :meth:`features`
+    returns the pooled features a subnet feeds the head.
     """
 
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int],
@@ -361,7 +366,7 @@ class SuperNet(nn.Module):
             example = torch.zeros((2, *self.input_shape), device=self.head.weight.device)
             was_training = self.training
             calibrated = self.calibrated_for
-            super().train(True)
+            super().train(True)  # nn.Module's: counting must not drop the calibration
             try:
                 with torch.no_grad(), FlopCounterMode(display=False) as counter:
                     self(example, arch)
@@ -398,7 +403,6 @@ class StepResult:
     archs: list[Arch]
     loss: float
     flops: int
-    extra: dict = field(default_factory=dict)
 
 
 def sandwich_archs(space: SearchSpace, rng: np.random.Generator, num_random: int) -> list[Arch]:

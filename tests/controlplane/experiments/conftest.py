@@ -2,10 +2,6 @@ import pytest
 
 from ml import registry
 
-#: A small, valid FedAvg config (validation only: nothing trains in these tests).
-FEDAVG = {"rounds": 2, "workers": 2, "dataset": "digits"}
-
-
 @pytest.fixture
 def method_with_baseline() -> registry.Method:
     """A catalogue method that has at least one baseline."""

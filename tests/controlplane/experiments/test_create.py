@@ -4,11 +4,16 @@ import json
 
 import pytest
 from django.db import transaction
+from rest_framework.test import APIRequestFactory
 
+from controlplane.experiments import actions
+from controlplane.experiments.actions import create_experiment
 from controlplane.experiments.models import Experiment, Job, Run
-from tests.controlplane.experiments.conftest import FEDAVG
-
+from controlplane.experiments.serializers import ExperimentCreateSerializer
 EXPERIMENTS = "/api/v1/experiments/"
+
+#: A small, valid FedAvg config (validation only: nothing trains in these tests).
+FEDAVG = {"rounds": 2, "workers": 2, "dataset": "digits"}
 
 
 def body(**changes):
@@ -165,7 +170,6 @@ class TestExperimentCreate:
         device_factory(owner, name="a-edge", profile="jetson-nx")
         busy = device_factory(owner, name="b-cloud", profile="h100").device
         idle = device_factory(owner, name="c-cloud", profile="h100").device
-        from controlplane.experiments import actions
         actions.start_job(Job.objects.get(run__experiment=experiment_factory(owner, host=busy)))
         created = api(owner).post(EXPERIMENTS, body()).json()
         assert created["runs"][0]["job"]["device"] == str(idle.id)
@@ -194,10 +198,6 @@ class TestDispatch:
     def test_it_sends_each_job_to_its_devices_queue_after_commit(
             self, api, owner, device_factory, redis_client):
         host = device_factory(owner).device
-        from controlplane.experiments.actions import create_experiment
-        from controlplane.experiments.serializers import ExperimentCreateSerializer
-        from rest_framework.test import APIRequestFactory
-
         request = APIRequestFactory().post("/")
         request.user = owner
         serializer = ExperimentCreateSerializer(data=body(), context={"request": request})

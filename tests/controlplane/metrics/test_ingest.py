@@ -5,7 +5,7 @@ import pytest
 
 from controlplane.experiments import actions
 from controlplane.metrics.models import MetricPoint, RunLog
-from tests.controlplane.metrics.conftest import point
+from tests.controlplane.metrics.points import point
 
 
 def metrics(run) -> str:

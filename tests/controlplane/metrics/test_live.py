@@ -6,7 +6,7 @@ import requests
 from django.test import Client
 
 from controlplane.experiments.models import Run
-from tests.controlplane.metrics.conftest import point
+from tests.controlplane.metrics.points import point
 from tests.fixtures.servers import WebSocketClosed, WebSocketRefused, ws_connect
 
 

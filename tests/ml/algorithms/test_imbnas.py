@@ -261,7 +261,7 @@ def test_full_search_starts_from_a_fresh_supernet(digits_task):
     assert all(p.requires_grad for p in scratch.parameters())
 
 
-# -- search -----------------------------------------------------------------------------------------
+# -- search ----------------------------------------------------------------------------------------
 
 
 def test_search_returns_a_subnet_of_the_space_scored_on_the_balanced_validation_split(digits_task):
@@ -296,7 +296,7 @@ def test_search_returns_a_subnet_of_the_space_scored_on_the_balanced_validation_
     assert randomly.evaluations == 5 and net.space.contains(randomly.best)
 
 
-# -- the registered methods ---------------------------------------------------------------------------
+# -- the registered methods ------------------------------------------------------------------------
 
 
 def test_imb_nas_and_its_baselines_are_in_the_catalogue():

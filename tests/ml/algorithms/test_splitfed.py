@@ -5,7 +5,7 @@ import pytest
 
 from ml import registry
 from ml.config import ConfigError
-from ml.models import build_model, model_bytes
+from ml.models import build_model, model_bytes, training_flops_per_sample
 from ml.reporting import MemoryReporter
 
 SPLITFED = registry.get("splitfed")
@@ -42,20 +42,21 @@ def test_traffic_is_features_and_labels_up_gradients_down_and_bottoms_both_ways(
         reporter.last(f"traffic_bytes/{kind}") for kind in ("features", "gradients", "model"))
 
 
-def test_the_server_serves_workers_one_after_another():
-    # With one slow worker, a round is longer than the slow worker's own compute alone, and the
-    # server's compute for all workers is on the critical path of each iteration.
-    fast = {"uplink_mbps": 1e6, "downlink_mbps": 1e6, "rtt_ms": 0.0}
-    testbed = [{"profile": "jetson-nx", **fast}, {"profile": "jetson-nx", **fast},
-               {"profile": "a6000-server", "compute_gflops": 1.0, **fast}]
-    reporter, result = run_splitfed(dataset="digits", workers=2, rounds=1, local_iterations=3,
+def test_the_server_serves_the_workers_batches_one_after_another():
+    # A 1 GFLOP/s server and instant links: the server's top-model work is the bottleneck, and
+    # SFL-V2 runs it for one worker's batch after another, never two at once.
+    instant = {"uplink_mbps": 1e6, "downlink_mbps": 1e6, "rtt_ms": 0.0}
+    testbed = [{"profile": "jetson-nx", **instant}, {"profile": "jetson-nx", **instant},
+               {"profile": "a6000-server", "compute_gflops": 1.0, **instant}]
+    iterations, workers, batch = 3, 2, 32
+    reporter, result = run_splitfed(dataset="digits", workers=workers, rounds=1,
+                                    local_iterations=iterations, batch_size=batch,
                                     testbed=testbed)
-    assert reporter.last("round_time_s") > 0
-    # a 1 GFLOP/s server is the bottleneck: its sequential top-model work bounds the round below
     bottom, top = build_model("cnn", 10, (1, 8, 8)).split()
-    from ml.models import training_flops_per_sample
     top_flops = training_flops_per_sample(top, tuple(result["feature_shape"]))
-    assert reporter.last("round_time_s") >= 3 * 2 * 32 * top_flops / 1e9
+    server_work = iterations * workers * batch * top_flops / 1e9
+    worker_work = iterations * batch * training_flops_per_sample(bottom, (1, 8, 8)) / 150e9
+    assert server_work <= reporter.last("round_time_s") <= server_work + worker_work + 1e-3
 
 
 def test_the_same_seed_gives_identical_metrics_bit_for_bit():

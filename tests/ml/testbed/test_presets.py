@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from ml.config import ConfigError
-from ml.testbed import PRESETS, cross_region, resolve_testbed
+from ml.testbed import PRESETS, check_testbed_spec, cross_region, resolve_testbed
 
 
 def profile_counts(devices):
@@ -95,3 +95,11 @@ def test_zero_workers_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         resolve_testbed("local-3", workers=0)
     assert "workers" in info.value.errors
+
+
+def test_a_testbed_without_a_cloud_device_has_no_server():
+    edge_only = [{"profile": "jetson-nx"}, {"profile": "jetson-tx2"}]
+    assert resolve_testbed(edge_only).server is None
+    check_testbed_spec(edge_only)
+    with pytest.raises(ValueError, match="cloud device"):
+        check_testbed_spec(edge_only, need_server=True)
