@@ -105,7 +105,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rounds, repeats = (1, 2) if args.quick else (5, 3)
 
-    # Warm-up outside the timings: the data cache, and torch's lazy imports on the first optimiser.
+    # Warm-up outside the timings: the catalogue's imports, the data cache, and torch's lazy
+    # imports on the first optimiser.
+    registry.load_all()
     load_dataset("mnist", seed=SEED)
     torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
     times: dict[str, list[tuple[float, float]]] = {"plain": [], "fedavg": []}

@@ -179,11 +179,13 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
             clusters = _form_clusters(config, costs, workers, servers, histograms, solo_times,
                                       rng)
         round_start = testbed.barrier(everyone)
+        for cluster in clusters:  # the PS sends every top worker the model at once
+            testbed.transfer(ps, cluster.hub.device, costs.full_bytes, "model")
         average = WeightedAverage()
+        uploads = []
         loss_sum, samples = 0.0, 0
-        for cluster in clusters:
+        for cluster in clusters:  # clusters run in parallel, each on its own devices' clocks
             hub = cluster.hub.device
-            testbed.transfer(ps, hub, costs.full_bytes, "model")
             set_weights(cluster.server.top, global_top)
             cluster.server.optimizer.state.clear()
             for worker in cluster.members:
@@ -202,9 +204,11 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
             for worker in cluster.members:
                 testbed.transfer(worker.device, hub, costs.bottom_bytes, "model")
                 bottoms.add(worker.get_weights(), worker.num_samples)
-            testbed.transfer(hub, ps, costs.full_bytes, "model")
+            uploads.append(testbed.send(hub, ps, costs.full_bytes, "model"))
             full = bottoms.result(global_bottom) + get_weights(cluster.server.top)
             average.add(full, cluster.num_samples * cluster.tau)
+        for arrival in uploads:
+            testbed.receive(ps, arrival)
         merged = average.result(global_bottom + global_top)
         global_bottom, global_top = merged[:len(global_bottom)], merged[len(global_bottom):]
         round_end, idle = round_end_barrier(testbed, everyone)

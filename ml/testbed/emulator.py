@@ -61,7 +61,7 @@ class EmulatedDevice:
         return self.compute_s + self.sending_s
 
     def as_dict(self) -> dict:
-        return {"name": self.name, **self.profile.as_dict(), "profile": self.profile.name}
+        return {**self.profile.as_dict(), "name": self.name, "profile": self.profile.name}
 
 
 @dataclass(frozen=True)

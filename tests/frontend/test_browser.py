@@ -21,14 +21,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
-#: Number of points in each trace of the chart of `metric` (by run position).
-TRACE_LENGTHS = """metric => {
-  const chart = document.querySelector(`.chart[data-metric="${metric}"]`);
-  return chart && chart.data ? chart.data.map(trace => trace.x.length) : null;
-}"""
-
 
 def wait_for_trace_lengths(page, metric: str, lengths: list[int]) -> None:
+    """Wait until the chart of ``metric`` has ``lengths`` points in its traces (run order)."""
     page.wait_for_function(
         "([metric, lengths]) => {"
         "  const chart = document.querySelector(`.chart[data-metric=\"${metric}\"]`);"

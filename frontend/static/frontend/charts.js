@@ -99,12 +99,6 @@ export class ChartBoard {
     return [...names].filter(isCharted).sort(metricOrder);
   }
 
-  /** Number of points drawn in each trace of `metric` (for tests and the page's own checks). */
-  traceLengths(metric) {
-    const div = this.charts.get(metric);
-    return div ? div.data.map((trace) => trace.x.length) : [];
-  }
-
   store(key, points) {
     if (!this.series.has(key)) this.series.set(key, new Map());
     const byMetric = this.series.get(key);

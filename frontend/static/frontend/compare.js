@@ -5,7 +5,6 @@ import { ChartBoard, bindXAxisSelect } from "./charts.js";
 const page = JSON.parse(document.getElementById("compare-data").textContent);
 const board = new ChartBoard(document.getElementById("charts"), []);
 bindXAxisSelect(document.getElementById("x-axis"), board);
-window.estuaryBoard = board;
 
 /** A point as the WebSocket sends it: [name, step, value, sim_time_s, wall_time_s]. */
 function asTuple(point) {

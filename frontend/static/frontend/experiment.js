@@ -7,7 +7,6 @@ const page = JSON.parse(document.getElementById("experiment-data").textContent);
 
 const board = new ChartBoard(document.getElementById("charts"), []);
 bindXAxisSelect(document.getElementById("x-axis"), board);
-window.estuaryBoard = board; // lets tests and the console read what is drawn
 
 const runsBox = document.getElementById("runs");
 const logs = document.getElementById("logs");

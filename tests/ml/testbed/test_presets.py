@@ -103,3 +103,13 @@ def test_a_testbed_without_a_cloud_device_has_no_server():
     check_testbed_spec(edge_only)
     with pytest.raises(ValueError, match="cloud device"):
         check_testbed_spec(edge_only, need_server=True)
+
+
+def test_describe_lists_devices_with_their_roles():
+    rows = resolve_testbed("local-3").describe()
+    assert [(r["name"], r["profile"], r["role"]) for r in rows] == [
+        ("jetson-nx-01", "jetson-nx", "worker"),
+        ("jetson-orin-nano-01", "jetson-orin-nano", "worker"),
+        ("a6000-server", "a6000-server", "server"),
+    ]
+    assert rows[0]["compute_gflops"] == 150.0
