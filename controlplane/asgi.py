@@ -10,6 +10,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 # Django must be set up before the routes import models.
 django_asgi_app = get_asgi_application()
 
+from ml.registry import load_all  # noqa: E402
+
+# Import every algorithm (and torch) now, so the first catalogue request is not the slow one.
+load_all()
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from controlplane.routing import websocket_urlpatterns  # noqa: E402

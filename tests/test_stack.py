@@ -96,6 +96,7 @@ def test_it_runs_the_demo_and_ctrl_c_stops_only_what_it_started(tmp_path):
     assert leftovers == [], output.read_text()
     assert bystander_alive
     assert not (data_dir / "stack.json").exists()
+    assert "cancelled the demo experiment" in output.read_text()
     assert "stopped." in output.read_text()
     # Each agent was asked to stop (SIGTERM to its group) and stopped cleanly.
     for name in ("a6000-1", "jetson-nx-1", "jetson-orin-nano-1"):

@@ -57,6 +57,7 @@ class Stack:
         self.python = sys.executable
         self.experiment_id: str | None = None
         self.api: UserApi | None = None
+        self.started_at = time.monotonic()
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -140,7 +141,7 @@ class Stack:
         (self.data_dir / "stack.json").write_text(json.dumps(state, indent=2))
 
     def _print_banner(self, user: dict) -> None:
-        lines = ["", "Estuary is running."]
+        lines = ["", f"Estuary is running (started in {time.monotonic() - self.started_at:.0f} s)."]
         if self.experiment_id:
             lines.append(f"  Dashboard:  {self.server}/experiments/{self.experiment_id}/")
         lines += [
@@ -174,6 +175,20 @@ class Stack:
                 say(f"demo run {method}: {state}")
         return now
 
+    def _cancel_demo(self) -> None:
+        """The demo cannot go on without the agents: cancel what is left of it, so it ends as
+        cancelled rather than failed or queued for the next start."""
+        if not self.experiment_id or self.supervisor.exited() is not None:
+            return
+        self.api.timeout_s = 5.0  # stopping must not hang on a stuck server
+        try:
+            experiment = self.api.get(f"/api/v1/experiments/{self.experiment_id}/")
+            if experiment.get("status") == "running":
+                self.api.post(f"/api/v1/experiments/{self.experiment_id}/cancel/", {})
+                say("cancelled the demo experiment")
+        except StackError:
+            pass
+
     def stop(self) -> None:
         """Stop every child, newest first; a second signal meanwhile kills them at once."""
         def hurry(_signum, _frame):
@@ -185,6 +200,7 @@ class Stack:
 
         signal.signal(signal.SIGINT, hurry)
         signal.signal(signal.SIGTERM, hurry)
+        self._cancel_demo()
         if self.supervisor.children:
             say("stopping: " + ", ".join(c.name for c in reversed(self.supervisor.children)))
         self.supervisor.stop_all(timeout_s=30)

@@ -12,8 +12,10 @@ Steps:
    so each cluster's data is close to IID and its members are of similar speed. Each cluster's
    top worker, which holds the top model, is the member with the most compute and bandwidth
    (ours: the member that, as the hub, gives the cluster the shortest iteration).
-3. Local updating frequency [I]: cluster k runs tau_k iterations per round, tau_k proportional
-   to 1 / T_k (T_k its iteration time), the fastest cluster ``local_iterations``, at least 1.
+3. Local updating frequency [I]: cluster k runs tau_k iterations per round, tau_k ~ 1 / T_k
+   (T_k its iteration time) so that all clusters fill the same round time, capped at
+   ``local_iterations``, at least 1 (ours: the round also holds each cluster's model exchange
+   C_k, see :func:`~ml.algorithms.split_control.local_frequencies`).
 4. One iteration inside cluster k: every member runs its bottom on a batch of ``batch_size`` and
    sends features and labels to the top worker, which merges them (as MergeSFL), takes one
    top-model step and returns each member its gradient slice (scaled to the member's mean
@@ -54,7 +56,7 @@ from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, 
 from ml.fl.config import PartitionScheme
 from ml.registry import Method, register
 from ml.reporting import Reporter
-from ml.testbed.emulator import EmulatedDevice
+from ml.testbed.emulator import EmulatedDevice, Testbed
 
 
 class ParallelSFLConfig(SplitFedConfig):
@@ -115,6 +117,22 @@ def cluster_iteration_time(costs: SplitCosts, members: list[EmulatedDevice],
     return merged_iteration_time(costs, members, hub, [batch_size] * len(members))
 
 
+def cluster_exchange_time(costs: SplitCosts, members: list[EmulatedDevice], hub: EmulatedDevice,
+                          ps: EmulatedDevice) -> float:
+    """Emulated per-round model exchange of a cluster (on scratch copies): the full model from
+    the PS to the top worker, bottoms to and from the members, the full model back."""
+    copies = {id(d): EmulatedDevice(d.name, d.profile) for d in [*members, ps]}
+    scratch = Testbed([copies[id(d)] for d in members], copies[id(ps)])
+    top, server = copies[id(hub)], copies[id(ps)]
+    scratch.transfer(server, top, costs.full_bytes)
+    for dev in members:
+        scratch.transfer(top, copies[id(dev)], costs.bottom_bytes)
+    for dev in members:
+        scratch.transfer(copies[id(dev)], top, costs.bottom_bytes)
+    scratch.transfer(top, server, costs.full_bytes)
+    return scratch.now()
+
+
 def choose_top_worker(costs: SplitCosts, members: list[EmulatedDevice], batch_size: int) -> int:
     """Index (into ``members``) of the member that, as top worker, makes iterations shortest:
     in effect the one with the most compute and bandwidth."""
@@ -126,11 +144,12 @@ class Cluster:
     """One cluster: its members, the top worker holding the top model, and tau_k."""
 
     def __init__(self, members: list[SplitWorker], hub: SplitWorker, server: SplitServer,
-                 iteration_time_s: float):
+                 iteration_time_s: float, exchange_time_s: float):
         self.members = members
         self.hub = hub
         self.server = server
         self.iteration_time_s = iteration_time_s
+        self.exchange_time_s = exchange_time_s
         self.tau = 1
 
     @property
@@ -176,8 +195,8 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
         log.check_cancelled()
         if (step - 1) % config.recluster_every == 0:
             rng = np.random.default_rng(derive_seed(config.seed, "clustering", step))
-            clusters = _form_clusters(config, costs, workers, servers, histograms, solo_times,
-                                      rng)
+            clusters = _form_clusters(config, costs, workers, ps, servers, histograms,
+                                      solo_times, rng)
         round_start = testbed.barrier(everyone)
         for cluster in clusters:  # the PS sends every top worker the model at once
             testbed.transfer(ps, cluster.hub.device, costs.full_bytes, "model")
@@ -235,6 +254,7 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
         "bottom_model_bytes": costs.bottom_bytes,
         "clusters": [{"members": [w.name for w in c.members], "top_worker": c.hub.name,
                       "tau": c.tau, "iteration_time_s": c.iteration_time_s,
+                      "exchange_time_s": c.exchange_time_s,
                       "label_kl": kl_to_uniform(_cluster_distribution(c, histograms))}
                      for c in clusters],
         "sim_time_s": testbed.now(),
@@ -246,8 +266,8 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
 
 
 def _form_clusters(config: ParallelSFLConfig, costs: SplitCosts, workers: list[SplitWorker],
-                   servers: list[SplitServer], histograms: np.ndarray, solo_times: np.ndarray,
-                   rng: np.random.Generator) -> list[Cluster]:
+                   ps: EmulatedDevice, servers: list[SplitServer], histograms: np.ndarray,
+                   solo_times: np.ndarray, rng: np.random.Generator) -> list[Cluster]:
     """Steps 2 and 3: clusters, their top workers and local updating frequencies."""
     if config.clustering == "utility":
         assignment = cluster_workers(histograms, solo_times, config.clusters, config.beta, rng,
@@ -262,12 +282,15 @@ def _form_clusters(config: ParallelSFLConfig, costs: SplitCosts, workers: list[S
         hub = members[choose_top_worker(costs, devices, config.batch_size)]
         # The top worker serves the others first and back-propagates its own slice last.
         members = [w for w in members if w is not hub] + [hub]
-        t = cluster_iteration_time(costs, [w.device for w in members], hub.device,
-                                   config.batch_size)
-        clusters.append(Cluster(members, hub, servers[k], t))
+        devices = [w.device for w in members]
+        clusters.append(Cluster(
+            members, hub, servers[k],
+            cluster_iteration_time(costs, devices, hub.device, config.batch_size),
+            cluster_exchange_time(costs, devices, hub.device, ps)))
     if config.adaptive_frequency:
         taus = local_frequencies(np.array([c.iteration_time_s for c in clusters]),
-                                 config.local_iterations)
+                                 config.local_iterations,
+                                 np.array([c.exchange_time_s for c in clusters]))
     else:
         taus = np.full(len(clusters), config.local_iterations)
     for cluster, tau in zip(clusters, taus):

@@ -16,9 +16,9 @@ where papers.md tags them [I]:
   ``P_merge`` weighs each member's label distribution by its regulated batch size and ``T(S)`` is
   the slowest member's regulated iteration time; ``T_ref`` (ours) is the median worker's time for
   an even share of the total batch, which makes ``mu`` unit-free.
-- :func:`cluster_workers` maximises ``sum_C -KL(P_C || U) - beta * (max_C t - min_C t) / mean t``
-  with ``mean t`` over all workers (ours), by local search (moves and swaps) from speed-sorted
-  groups (ours).
+- :func:`cluster_workers` maximises ``sum_C -(n_C / mean n) KL(P_C || U) - beta * (max_C t -
+  min_C t) / mean t`` with ``mean t`` over all workers and the KL weighted by the cluster's data
+  n_C (both ours), by local search (moves and swaps) from speed-sorted groups (ours).
 """
 from __future__ import annotations
 
@@ -226,12 +226,19 @@ def select_workers_ga(distributions: np.ndarray, cost: IterationCost, n_select: 
 
 
 def cluster_utility(members: np.ndarray, histograms: np.ndarray, iter_times: np.ndarray,
-                    beta: float, mean_time: float) -> float:
-    """U(C) = -KL(P_C || U) - beta * (max t - min t) / mean t, with P_C weighted by data counts."""
+                    beta: float, mean_time: float, mean_data: float) -> float:
+    """U(C) = -(n_C / mean n) * KL(P_C || U) - beta * (max_C t - min_C t) / mean t.
+
+    P_C is the cluster's label distribution (members' histograms summed). The KL term is weighted
+    by the cluster's share of the data relative to an average cluster (ours; the plain papers.md
+    utility when clusters hold equal data), so that the sum over clusters measures how far the
+    average *sample's* cluster is from IID: unweighted, a sum of KLs is smallest when all the
+    skewed workers are packed into one cluster and the others are left near-IID but nearly empty.
+    """
     members = np.asarray(members)
-    p_c = label_distribution(np.asarray(histograms, dtype=np.float64)[members].sum(axis=0))
+    counts = np.asarray(histograms, dtype=np.float64)[members].sum(axis=0)
     spread = float(iter_times[members].max() - iter_times[members].min()) / mean_time
-    return -kl_to_uniform(p_c) - beta * spread
+    return -counts.sum() / mean_data * kl_to_uniform(counts) - beta * spread
 
 
 def clustering_utility(assignment: np.ndarray, n_clusters: int, histograms: np.ndarray,
@@ -239,8 +246,9 @@ def clustering_utility(assignment: np.ndarray, n_clusters: int, histograms: np.n
     """Sum of :func:`cluster_utility` over the clusters of ``assignment`` (a cluster id per
     worker)."""
     mean_time = float(np.mean(iter_times))
+    mean_data = float(np.sum(histograms)) / n_clusters
     return sum(cluster_utility(np.flatnonzero(assignment == k), histograms, iter_times, beta,
-                               mean_time) for k in range(n_clusters))
+                               mean_time, mean_data) for k in range(n_clusters))
 
 
 def _cluster_sizes(n_workers: int, n_clusters: int) -> np.ndarray:
@@ -273,11 +281,12 @@ def cluster_workers(histograms: np.ndarray, iter_times: np.ndarray, n_clusters: 
     order = np.argsort(times, kind="stable")
     assignment = np.empty(n, dtype=np.int64)
     assignment[order] = np.repeat(np.arange(n_clusters), _cluster_sizes(n, n_clusters))
-    mean_time = float(times.mean())
+    mean_time, mean_data = float(times.mean()), float(hist.sum()) / n_clusters
 
     def utility_of(k: int, assign: np.ndarray) -> float:
         members = np.flatnonzero(assign == k)
-        return cluster_utility(members, hist, times, beta, mean_time) if members.size else 0.0
+        return (cluster_utility(members, hist, times, beta, mean_time, mean_data)
+                if members.size else 0.0)
 
     per_cluster = np.array([utility_of(k, assignment) for k in range(n_clusters)])
     for _ in range(max_passes):
@@ -309,12 +318,18 @@ def cluster_workers(histograms: np.ndarray, iter_times: np.ndarray, n_clusters: 
     return assignment
 
 
-def local_frequencies(cluster_iter_times: np.ndarray, tau_max: int, tau_min: int = 1) -> np.ndarray:
-    """ParallelSFL's per-cluster local updating frequency: tau_k proportional to 1 / T_k.
+def local_frequencies(iteration_times: np.ndarray, tau_max: int,
+                      overheads: np.ndarray | None = None) -> np.ndarray:
+    """ParallelSFL's per-cluster local updating frequency: tau_k ~ 1 / T_k, so that every
+    cluster's round ``C_k + tau_k * T_k`` fits the same round time T_round.
 
-    The fastest cluster runs ``tau_max`` iterations; the others as many as fit in the same time
-    (``tau_k = round(tau_max * T_min / T_k)``), at least ``tau_min``.
+    ``iteration_times`` T_k; ``overheads`` C_k, the per-round model exchange (ours; zero by
+    default). T_round (ours) is the longer of the fastest cluster at ``tau_max`` iterations and
+    the slowest cluster at one: ``max(min_k(C_k + tau_max T_k), max_k(C_k + T_k))``; then
+    ``tau_k = floor((T_round - C_k) / T_k)`` within ``[1, tau_max]``.
     """
-    t = np.asarray(cluster_iter_times, dtype=np.float64)
-    tau = np.rint(tau_max * t.min() / t).astype(np.int64)
-    return np.clip(tau, tau_min, tau_max)
+    t = np.asarray(iteration_times, dtype=np.float64)
+    c = np.zeros_like(t) if overheads is None else np.asarray(overheads, dtype=np.float64)
+    round_time = max(float(np.min(c + tau_max * t)), float(np.max(c + t)))
+    tau = np.floor((round_time - c) / t + 1e-9).astype(np.int64)
+    return np.clip(tau, 1, tau_max)

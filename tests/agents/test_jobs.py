@@ -28,6 +28,12 @@ def job_state(run_id: str) -> str:
     return Job.objects.get(run_id=run_id).state
 
 
+def job_id(run_id: str) -> str:
+    from controlplane.experiments.models import Job
+
+    return str(Job.objects.get(run_id=run_id).id)
+
+
 def stored_points(run_id: str) -> dict[tuple[str, int], float]:
     from controlplane.metrics.models import MetricPoint
 
@@ -67,12 +73,12 @@ def test_it_cancels_a_running_job_within_seconds_and_takes_the_next(
 
     http = user_http(owner)
     agent = agent_factory("cloud-2")
-    long_run = launch(http, asgi_server, agent, LONG, "long")["runs"][0]["id"]
+    long_experiment = launch(http, asgi_server, agent, LONG, "long")
+    long_run = long_experiment["runs"][0]["id"]
     wait_for(lambda: len(stored_points(long_run)) > 0, 120, "the first points of the long run")
 
-    answer = http.post(f"{asgi_server}/api/v1/experiments/"
-                       f"{http.get(f'{asgi_server}/api/v1/runs/{long_run}/').json()['experiment']}"
-                       "/cancel/", timeout=30)
+    answer = http.post(f"{asgi_server}/api/v1/experiments/{long_experiment['id']}/cancel/",
+                       timeout=30)
     assert answer.status_code == 200, answer.text
     cancelled_at = time.monotonic()
 
@@ -83,19 +89,13 @@ def test_it_cancels_a_running_job_within_seconds_and_takes_the_next(
     assert job_state(long_run) == "cancelled"
     rounds_done = max(step for name, step in stored_points(long_run) if name == "accuracy")
     assert rounds_done < LONG["rounds"]
-    assert f"job {agent_job_id(long_run)} cancelled" in agent.output()
+    assert f"job {job_id(long_run)} cancelled" in agent.output()
 
     # The agent is free: the next experiment runs to the end on it.
     next_run = launch(http, asgi_server, agent, SMALL, "next")["runs"][0]["id"]
     wait_for(lambda: job_state(next_run) in ("succeeded", "failed"), 120, "the next job to finish")
     assert job_state(next_run) == "succeeded"
     print(f"cancelled job stopped {stopped_after_s:.1f}s after the cancel request")
-
-
-def agent_job_id(run_id: str) -> str:
-    from controlplane.experiments.models import Job
-
-    return str(Job.objects.get(run_id=run_id).id)
 
 
 def test_it_keeps_reported_points_when_the_agent_is_killed(

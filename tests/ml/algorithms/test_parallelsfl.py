@@ -78,9 +78,15 @@ def test_top_worker_is_the_member_with_most_compute_and_bandwidth(mnist_costs):
 
 
 def test_local_frequency_is_inverse_to_cluster_iteration_time():
-    tau = local_frequencies(np.array([0.1, 0.2, 0.4, 5.0]), tau_max=8)
-    assert tau.tolist() == [8, 4, 2, 1]
-    assert tau[:3] * np.array([0.1, 0.2, 0.4]) == pytest.approx([0.8] * 3)
+    times = np.array([0.1, 0.2, 0.4])
+    tau = local_frequencies(times, tau_max=8)
+    assert tau.tolist() == [8, 4, 2]  # every cluster's round takes 0.8 s
+    assert tau * times == pytest.approx([0.8] * 3)
+    # A straggler cluster sets the round; the others fill it, up to tau_max.
+    assert local_frequencies(np.array([0.1, 0.2, 0.4, 5.0]), 8).tolist() == [8, 8, 8, 1]
+    # The per-round model exchange counts towards the round.
+    tau = local_frequencies(times, tau_max=8, overheads=np.array([0.0, 0.0, 0.4]))
+    assert tau.tolist() == [8, 4, 1]
 
 
 def test_it_exchanges_full_models_between_top_workers_and_the_ps():

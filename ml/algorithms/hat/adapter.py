@@ -1,0 +1,211 @@
+"""HAT step 1 (continued): the adapter that turns input + output submodels into a draft model.
+
+The on-device draft model is input submodel → adapter → output submodel: it shares the LLM's
+embedding, first and last blocks and head, and replaces the cloud's middle blocks by a small
+adapter. Its design and training are ours [I] (papers.md §2 says only "lightweight adapter,
+trained by distillation with the LLM frozen"):
+
+- the adapter is ``adapter_layers`` decoder blocks of the LLM's width, initialised from the
+  first middle blocks (a warm start: the middle's first block is the best one-block guess);
+- distillation: on random windows of the training text, minimise the KL divergence from the
+  full model's next-token distribution to the draft model's (both through the same frozen output
+  submodel), plus 0.1 × the mean squared error between the adapter's and the middle's hidden
+  states, normalised by the latter's mean square; AdamW, cosine decay; the LLM stays frozen;
+- the result is cached beside the LLM under ``$ESTUARY_DATA_DIR/models`` (safetensors + JSON),
+  keyed by the LLM checkpoint, the cut and the training settings.
+
+:func:`draft_quality` measures on held-out text what speculative decoding will see: top-1
+agreement (greedy acceptance), ``1 - TV(p, q)`` (the acceptance rate of speculative sampling)
+and both models' perplexities.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from torch import nn
+from torch.nn import functional as F
+
+from ml.algorithms.hat.partition import USplit
+from ml.data.images import default_data_dir
+from ml.data.text import SequenceDataset
+from ml.models.checkpoints import checkpoint_paths, load_checkpoint, save_checkpoint
+from ml.models.transformer import Cache, DecoderBlock
+
+#: Weight of the hidden-state matching term next to the KL term (ours [I]).
+HIDDEN_LOSS_WEIGHT = 0.1
+
+
+class Adapter(nn.Module):
+    """``layers`` decoder blocks of the LLM's width standing in for the middle submodel."""
+
+    def __init__(self, split: USplit, layers: int = 1):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"an adapter needs at least one block, got {layers}")
+        cfg = split.model.cfg
+        self.blocks = nn.ModuleList(
+            DecoderBlock(cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff) for _ in range(layers))
+        start, end = split.middle_range
+        with torch.no_grad():  # warm start from the middle blocks (ours)
+            for i, block in enumerate(self.blocks):
+                source = split.model.blocks[start + i % (end - start)]
+                block.load_state_dict(source.state_dict())
+
+    def forward(self, h: torch.Tensor, rope, past: Cache | None = None
+                ) -> tuple[torch.Tensor, Cache]:
+        present: Cache = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, rope, None if past is None else past[i])
+            present.append(kv)
+        return h, present
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """How the adapter is trained; part of its cache key."""
+
+    steps: int = 300
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Parameters of ``module`` need no gradient inside the block (restored afterwards)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def teacher_and_student_logits(split: USplit, adapter: Adapter, x: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(p_logits, q_logits, h_mid, h_adapter)`` of token windows ``x`` [B, T], no caches.
+
+    Gradients flow to the adapter only (call inside :func:`frozen` of the LLM).
+    """
+    model = split.model
+    start, end = split.middle_range
+    rope = model.rotary(x.shape[1], 0, x.device)
+    with torch.no_grad():
+        h_in, _ = model.forward_blocks(model.embed_tokens(x), 0, start)
+        h_mid, _ = model.forward_blocks(h_in, start, end)
+        p_logits = model.logits_from_hidden(model.forward_blocks(h_mid, end, len(model.blocks))[0])
+    h_ad, _ = adapter(h_in, rope)
+    q_logits = model.logits_from_hidden(model.forward_blocks(h_ad, end, len(model.blocks))[0])
+    return p_logits, q_logits, h_mid, h_ad
+
+
+def distillation_loss(p_logits: torch.Tensor, q_logits: torch.Tensor, h_mid: torch.Tensor,
+                      h_ad: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) per position plus the normalised hidden-state error (weight 0.1)."""
+    log_p = F.log_softmax(p_logits, dim=-1)
+    log_q = F.log_softmax(q_logits, dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    hidden = (h_ad - h_mid).pow(2).mean() / h_mid.pow(2).mean().clamp_min(1e-8)
+    return kl + HIDDEN_LOSS_WEIGHT * hidden
+
+
+def distill_adapter(split: USplit, adapter: Adapter, train_tokens: torch.Tensor,
+                    settings: DistillSettings) -> dict:
+    """Train ``adapter`` in place against the frozen middle submodel; return loss figures."""
+    device = next(adapter.parameters()).device
+    data = SequenceDataset(train_tokens, settings.seq_len)
+    generator = torch.Generator().manual_seed(settings.seed)
+    opt = torch.optim.AdamW(adapter.parameters(), lr=settings.lr,
+                            weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.steps, settings.lr * 0.1)
+    adapter.train()
+    losses = []
+    start = time.perf_counter()
+    with frozen(split.model):
+        for _ in range(settings.steps):
+            x, _ = data.sample_batch(settings.batch_size, generator)
+            loss = distillation_loss(*teacher_and_student_logits(split, adapter, x.to(device)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+    adapter.eval()
+    tail = losses[-max(1, len(losses) // 10):]
+    return {"distill_loss_first": losses[0], "distill_loss_final": sum(tail) / len(tail),
+            "distill_time_s": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def draft_quality(split: USplit, adapter: Adapter, val_tokens: torch.Tensor, seq_len: int = 128,
+                  max_windows: int = 64) -> dict:
+    """Held-out agreement of the draft model (input → adapter → output) with the full model."""
+    device = next(adapter.parameters()).device
+    data = SequenceDataset(val_tokens, seq_len)
+    windows = min(len(data), max_windows)
+    x = torch.stack([data[i][0] for i in range(windows)]).to(device)
+    y = torch.stack([data[i][1] for i in range(windows)]).to(device)
+    p_logits, q_logits, _, _ = teacher_and_student_logits(split, adapter, x)
+    p, q = p_logits.softmax(-1), q_logits.softmax(-1)
+    return {
+        "draft_top1_agreement": (p.argmax(-1) == q.argmax(-1)).float().mean().item(),
+        "draft_expected_acceptance": torch.minimum(p, q).sum(-1).mean().item(),
+        "llm_val_perplexity": math.exp(F.cross_entropy(p_logits.flatten(0, 1), y.flatten()).item()),
+        "draft_val_perplexity": math.exp(F.cross_entropy(q_logits.flatten(0, 1),
+                                                         y.flatten()).item()),
+    }
+
+
+def adapter_key(llm_path: str, split: USplit, layers: int, settings: DistillSettings) -> str:
+    """Hex digest naming the adapter trained for this LLM checkpoint, cut and settings."""
+    payload = json.dumps({"llm": Path(llm_path).name, "input_layers": split.input_layers,
+                          "output_layers": split.output_layers, "layers": layers,
+                          "settings": asdict(settings), "version": 1}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def trained_adapter(split: USplit, llm_path: str, train_tokens: torch.Tensor,
+                    val_tokens: torch.Tensor, layers: int = 1,
+                    settings: DistillSettings | None = None,
+                    cache_dir: str | Path | None = None) -> tuple[Adapter, dict]:
+    """The adapter for ``split``: loaded from the cache, or distilled now and saved.
+
+    ``llm_path`` is the LLM checkpoint's file (its name is a content key). Returns the adapter
+    (eval mode, on the LLM's device) and its ``info``: distillation losses, held-out
+    :func:`draft_quality`, parameter count, ``cached``.
+    """
+    settings = settings or DistillSettings()
+    folder = Path(cache_dir) if cache_dir is not None else default_data_dir() / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"hat-adapter-{adapter_key(llm_path, split, layers, settings)}"
+    device = next(split.model.parameters()).device
+    with FileLock(str(path) + ".lock"):
+        adapter = Adapter(split, layers)
+        if checkpoint_paths(path)[0].is_file():
+            _, metadata = load_checkpoint(path, adapter)
+            info = {**metadata["metrics"], "cached": True}
+            adapter.to(device)
+        else:
+            torch.manual_seed(settings.seed)
+            adapter.to(device)
+            info = distill_adapter(split, adapter, train_tokens, settings)
+            info.update(draft_quality(split, adapter, val_tokens))
+            info["adapter_params"] = sum(p.numel() for p in adapter.parameters())
+            save_checkpoint(path, adapter.cpu(), config={"layers": layers, **asdict(settings)},
+                            step=settings.steps, metrics=info)
+            adapter.to(device)
+            info["cached"] = False
+    return adapter.eval(), info
