@@ -2,17 +2,19 @@
 
 Four regions of the ``cross-region-4`` preset (one H100 each, 1 Gbit/s WAN, 100 ms RTT) train
 replicas of the small decoder on their own shards of the pydoc corpus. The emulated clock charges
-each step as a 150M-parameter model on 8 × 1024 tokens (0.3 s on an H100, the authors'
-``simulated_comp_time``) and each reduce as that model's fragment on the WAN, so τ and N follow
-from the preset (see docs/methods/cocodc.md). Every method runs over the same seeds; the table
-gives the mean and standard deviation over seeds of the final held-out perplexity and of the
+each step as a 150M-parameter model on 8 × 1024 tokens (0.3 s on an H100; ours, chosen so that a
+fragment's reduce overlaps 6-9 steps, near the paper's τ = 5 and below ⌊H/P⌋) and each reduce as
+that model's fragment on the WAN, so τ and N follow from the preset (see docs/methods/diloco.md).
+Every method runs over the same seeds; the table gives the mean and standard deviation over seeds of the final held-out perplexity and of the
 steps and emulated time each needs to first reach two target perplexities (by default the worst
 method's mean final perplexity, which all can reach, and 1.5 times it, reached mid-run), plus
 traffic and emulated time spent blocked on the WAN.
 
-    python bench/reproduce_cocodc.py [--quick] [--seeds N] [--targets PPL PPL]
+    python bench/reproduce_cocodc.py [--quick] [--seeds N] [--targets PPL PPL] [--runs LABEL ...]
 
-``--quick``: one seed and a short run (about a minute).
+``--quick``: one seed and a short run (about a CPU-minute). ``--runs``: rows to run, among them
+the ablations ``cocodc-N=P`` and ``cocodc-staggered`` (give ``--targets`` to compare with a
+full run's table).
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ MODEL = {"d_model": 32, "layers": 4, "heads": 2, "batch_size": 16, "seq_len": 32
 COMMON = {**MODEL, "workers": 4, "testbed": "cross-region-4", "inner_lr": 3e-3,
           "weight_decay": 0.1, "emulated_params": 150_000_000,
           "emulated_tokens_per_step": 8 * 1024, "eval_windows": 256}
-FULL = {"inner_steps": 50, "rounds": 10, "warmup_steps": 50, "eval_every": 10}
+#: Sized to finish in about 20 minutes on a shared 2-core CPU (3 seeds x 3 methods x 250 steps).
+FULL = {"inner_steps": 50, "rounds": 5, "warmup_steps": 25, "eval_every": 10}
 QUICK = {"inner_steps": 40, "rounds": 3, "warmup_steps": 20, "eval_every": 10,
          "eval_windows": 128}
 
@@ -44,6 +47,16 @@ RUNS: list[tuple[str, str, dict]] = [
     ("diloco", "diloco", {"outer_lr": 0.7}),
     ("streaming-diloco", "streaming-diloco", {"outer_lr": 0.4, "fragments": 4, "alpha": 0.5}),
     ("cocodc", "cocodc", {"outer_lr": 0.4, "fragments": 4, "dc_lambda": 1.0}),
+]
+
+#: Ablations (``--runs``), to tell CoCoDC's two parts apart: Adaptive Transmission held to N = P
+#: sends per H (the same send count as Streaming DiLoCo, where the link-derived N may be larger),
+#: and the delay compensation alone on Streaming DiLoCo's staggered timetable.
+ABLATIONS: list[tuple[str, str, dict]] = [
+    ("cocodc-N=P", "cocodc", {"outer_lr": 0.4, "fragments": 4, "dc_lambda": 1.0,
+                              "transmissions_per_round": 4}),
+    ("cocodc-staggered", "cocodc", {"outer_lr": 0.4, "fragments": 4, "dc_lambda": 1.0,
+                                    "transmission": "staggered"}),
 ]
 
 CLAIM = ("Paper (arXiv 2504.17672; Llama-150M on C4, 4 regions, H=100, tau=5, N=8): CoCoDC needs "
@@ -78,15 +91,23 @@ def main() -> None:
     parser.add_argument("--targets", type=float, nargs=2, default=None,
                         help="two target perplexities (default: 1.5x and 1x the worst method's "
                              "mean final one)")
+    parser.add_argument("--runs", nargs="+", default=None,
+                        help="row labels to run (default: the three methods); also "
+                             + ", ".join(label for label, _, _ in ABLATIONS))
     args = parser.parse_args()
+    catalogue = {label: (label, method, o) for label, method, o in RUNS + ABLATIONS}
+    unknown = set(args.runs or []) - set(catalogue)
+    if unknown:
+        parser.error(f"unknown --runs {sorted(unknown)}; known: {sorted(catalogue)}")
+    selected = [catalogue[label] for label in args.runs] if args.runs else RUNS
     torch.set_num_threads(1)
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     schedule = QUICK if args.quick else FULL
     started = time.perf_counter()
 
-    runs: dict[str, list[dict]] = {label: [] for label, _, _ in RUNS}
+    runs: dict[str, list[dict]] = {label: [] for label, _, _ in selected}
     for seed in seeds:
-        for label, method, overrides in RUNS:
+        for label, method, overrides in selected:
             config = {**COMMON, **schedule, **overrides, "seed": seed}
             t0 = time.perf_counter()
             runs[label].append(run_one(method, config))
@@ -125,7 +146,8 @@ def main() -> None:
           f"d={MODEL['d_model']} x {MODEL['layers']} layers, H={schedule['inner_steps']}, "
           f"{steps_total} steps, seeds {seeds}, emulated 150M params x 8k tokens/step; "
           f"wall {time.perf_counter() - started:.0f} s")
-    for i, target in enumerate(targets):
+    compared = "cocodc" in runs and "streaming-diloco" in runs
+    for i, target in enumerate(targets if compared else []):
         cocodc, streaming = steps_to[("cocodc", i)], steps_to[("streaming-diloco", i)]
         if cocodc and streaming:
             fewer = 100 * (1 - statistics.mean(cocodc) / statistics.mean(streaming))

@@ -22,6 +22,9 @@ ALGORITHM_MODULES: list[str] = [
     "ml.algorithms.mergesfl",
     "ml.algorithms.parallelsfl",
     "ml.algorithms.imbnas",
+    "ml.algorithms.comp",
+    "ml.algorithms.hat",
+    "ml.algorithms.fedspine",
 ]
 
 RunFn = Callable[[Any, Reporter], dict]

@@ -37,6 +37,8 @@ class StackOptions:
     port: int = 8000
     host: str = "127.0.0.1"
     demo: bool = True   # launch the demo experiment
+    #: (device name, profile) of the local agents to start (bench scripts start fewer)
+    agents: tuple[tuple[str, str], ...] = tuple(DEMO_AGENTS)
 
 
 def say(message: str) -> None:
@@ -56,6 +58,7 @@ class Stack:
                         DJANGO_SETTINGS_MODULE="controlplane.settings")
         self.python = sys.executable
         self.experiment_id: str | None = None
+        self.devices: dict[str, dict] = {}  # the agents' devices by name, once online
         self.api: UserApi | None = None
         self.started_at = time.monotonic()
 
@@ -80,16 +83,18 @@ class Stack:
 
         token_file = self._write_secret(self.data_dir / "agents" / "enrolment-token",
                                         self.api.issue_enrolment_token())
-        say(f"starting {len(DEMO_AGENTS)} agents: {', '.join(f'{n} ({p})' for n, p in DEMO_AGENTS)}")
-        for name, profile in DEMO_AGENTS:
+        agents = self.options.agents
+        say(f"starting {len(agents)} agents: {', '.join(f'{n} ({p})' for n, p in agents)}")
+        for name, profile in agents:
             self._spawn(f"agent-{name}", [
                 "-m", "agents", "run", "--server", self.server, "--token-file", str(token_file),
                 "--name", name, "--profile", profile, "--state-dir", str(self.data_dir / "agents"),
                 "--broker", self.env["REDIS_URL"]])
-        devices = self.api.wait_for_devices([n for n, _ in DEMO_AGENTS], 120,
-                                            alive=self._check_children)
+        self.devices = self.api.wait_for_devices([n for n, _ in agents], 120,
+                                                 alive=self._check_children)
         if self.options.demo:
-            experiment = self.api.launch_demo_experiment([devices[n]["id"] for n, _ in DEMO_AGENTS])
+            experiment = self.api.launch_demo_experiment(
+                [self.devices[n]["id"] for n, _ in agents])
             self.experiment_id = str(experiment["id"])
         self._write_state()
         self._print_banner(user)

@@ -33,7 +33,7 @@ from ml.algorithms.split_control import (IterationCost, regulate_batch_sizes,
                                          uniform_batch_sizes)
 from ml.algorithms.splitfed import SplitFedConfig
 from ml.fl import build_federation, seeded_run, torch_device
-from ml.fl.config import PartitionScheme
+from ml.fl.config import DatasetName, PartitionScheme
 from ml.registry import Method, register
 from ml.reporting import Reporter
 
@@ -41,6 +41,9 @@ from ml.reporting import Reporter
 class AdaSFLConfig(SplitFedConfig):
     """SplitFed's knobs plus the batch-size regulation."""
 
+    dataset: DatasetName = Field(
+        default="digits",
+        description="Image data set (default digits, so that the default run takes seconds)")
     partition: PartitionScheme = Field(default="label-pattern",
                                        description="How data is split over workers")
     batch_regulation: bool = Field(

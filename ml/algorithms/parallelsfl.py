@@ -53,7 +53,7 @@ from ml.config import ConfigError
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
                    build_federation, derive_seed, evaluate, generator, get_weights, seeded_run,
                    set_weights, torch_device)
-from ml.fl.config import PartitionScheme
+from ml.fl.config import DatasetName, PartitionScheme
 from ml.registry import Method, register
 from ml.reporting import Reporter
 from ml.testbed.emulator import EmulatedDevice, Testbed
@@ -62,6 +62,9 @@ from ml.testbed.emulator import EmulatedDevice, Testbed
 class ParallelSFLConfig(SplitFedConfig):
     """SplitFed's knobs plus clustering and per-cluster local updating frequency."""
 
+    dataset: DatasetName = Field(
+        default="digits",
+        description="Image data set (default digits, so that the default run takes seconds)")
     partition: PartitionScheme = Field(default="label-pattern",
                                        description="How data is split over workers")
     local_iterations: int = Field(default=10, ge=1, le=100_000,

@@ -1,7 +1,7 @@
 """Data sets and partitioners shared by the methods.
 
 Images: :func:`load_dataset` (mnist, digits, cifar10, cifar100). Partitions across workers:
-:func:`partition` (iid, dirichlet, label-pattern, unequal) and :func:`long_tailed_indices`.
+:func:`partition` (iid, dirichlet, label-pattern, unequal, long-tailed) and :func:`long_tailed_indices`.
 Text: :func:`load_corpus`, tokenizers and :class:`SequenceDataset`.
 """
 from ml.data.images import DATASETS, ImageDataset, default_data_dir, load_dataset

@@ -11,6 +11,10 @@ Schemes of :func:`partition`:
 - ``unequal``: iid labels, unequal sizes (ours): worker shares follow an exponential profile
   from 1 down to ``1/rho`` (the largest worker holds ``rho`` times the smallest), assigned to
   workers in a seeded random order.
+- ``long-tailed``: the data set is first subsampled to a long-tailed one with imbalance ratio
+  ``rho`` (exp profile, :func:`long_tailed_indices`; class 0 is the head), which is then split
+  iid over the workers (ours: every worker sees the same global long tail). Only the kept
+  samples are assigned.
 
 Every scheme guarantees each worker at least ``min_size`` samples (ours): a worker left short
 takes random samples from the currently largest worker. This only acts in degenerate draws
@@ -28,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMES = ("iid", "dirichlet", "label-pattern", "unequal")
+SCHEMES = ("iid", "dirichlet", "label-pattern", "unequal", "long-tailed")
 PROFILES = ("exp", "step")
 
 
@@ -65,9 +69,10 @@ def partition(labels, workers: int, scheme: str, *, seed: int, alpha: float = 0.
     """Split the samples with ``labels`` (1-D ints) among ``workers`` by ``scheme``.
 
     ``alpha`` is the Dirichlet concentration (``dirichlet``), ``p`` the dominant-class share
-    (``label-pattern``), ``rho`` the largest/smallest size ratio (``unequal``). Every sample goes
-    to exactly one worker; each worker gets at least ``min_size`` samples. ``num_classes``
-    defaults to ``max(labels) + 1``.
+    (``label-pattern``), ``rho`` the largest/smallest size ratio (of workers for ``unequal``,
+    of classes for ``long-tailed``). Every sample goes to exactly one worker (for
+    ``long-tailed``: every kept sample); each worker gets at least ``min_size`` samples.
+    ``num_classes`` defaults to ``max(labels) + 1``.
     """
     labels = _check_labels(labels)
     if scheme not in SCHEMES:
@@ -98,6 +103,15 @@ def partition(labels, workers: int, scheme: str, *, seed: int, alpha: float = 0.
             raise ValueError(f"p must be in [0, 1], got {p}")
         params = {"p": p}
         shares = _split_classes(labels, label_pattern_fractions(classes, workers, p), rng)
+    elif scheme == "long-tailed":
+        if not rho >= 1.0:
+            raise ValueError(f"rho must be >= 1, got {rho}")
+        params = {"rho": rho, "profile": "exp"}
+        kept = long_tailed_indices(labels, rho, seed=seed, profile="exp")
+        if workers * min_size > len(kept):
+            raise ValueError(f"cannot give {workers} workers at least {min_size} samples each "
+                             f"from the {len(kept)} samples of the long tail (rho={rho:g})")
+        shares = np.array_split(kept[rng.permutation(len(kept))], workers)
     else:
         if not rho >= 1.0:
             raise ValueError(f"rho must be >= 1, got {rho}")

@@ -2,7 +2,9 @@
 
 The offline corpus ``pydoc`` is CPython's ``pydoc_data.topics`` (about 466 kB of English
 reference text with code), joined in sorted topic order so it is identical on every machine.
-Any other name is read as a local UTF-8 text file.
+Any other name is a local UTF-8 text file: a path, or a file name in the data folder
+(``$ESTUARY_DATA_DIR``, default ``var/``), so ``load_corpus("tiny-shakespeare.txt")`` reads
+``var/tiny-shakespeare.txt``.
 """
 from __future__ import annotations
 
@@ -13,17 +15,31 @@ from typing import Protocol
 import torch
 from torch.utils.data import Dataset
 
+from ml.data.images import default_data_dir
+
 
 def load_corpus(name_or_path: str = "pydoc") -> str:
-    """The text of corpus ``pydoc`` or of the UTF-8 file at ``name_or_path``."""
+    """The text of corpus ``pydoc`` or of the UTF-8 file ``name_or_path``.
+
+    A relative path that does not exist is also looked up in the data folder
+    (:func:`ml.data.images.default_data_dir`). ``FileNotFoundError`` says where to put the file.
+    """
     if name_or_path == "pydoc":
         from pydoc_data.topics import topics
 
         return "\n\n".join(topics[key] for key in sorted(topics))
     path = Path(name_or_path).expanduser()
-    if not path.is_file():
+    candidates = [path]
+    if not path.is_absolute():
+        candidates.append(default_data_dir().expanduser() / path)
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        tried = " or ".join(str(c.resolve()) for c in candidates)
         raise FileNotFoundError(
-            f"corpus {name_or_path!r} is neither 'pydoc' nor an existing text file")
+            f"corpus {name_or_path!r} is neither 'pydoc' nor an existing text file: put a "
+            f"UTF-8 text file at {tried} (the data folder is $ESTUARY_DATA_DIR, default var/), "
+            f"or give the corpus's full path")
+    path = found
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -16,7 +16,7 @@ from ml.testbed.presets import check_testbed_spec
 
 DatasetName = Literal["mnist", "digits", "cifar10", "cifar100"]
 ModelName = Literal["cnn", "alexnet", "resnet8", "resnet20", "resnet32", "resnet18"]
-PartitionScheme = Literal["iid", "dirichlet", "label-pattern", "unequal"]
+PartitionScheme = Literal["iid", "dirichlet", "label-pattern", "unequal", "long-tailed"]
 
 
 class FederatedConfig(MethodConfig):
@@ -37,6 +37,10 @@ class FederatedConfig(MethodConfig):
                                    description="Dirichlet concentration (partition=dirichlet)")
     partition_p: float = Field(default=0.8, ge=0, le=1,
                                description="Dominant-class share (partition=label-pattern)")
+    partition_rho: float = Field(default=10.0, ge=1, le=1000,
+                                 description="Largest/smallest ratio: of worker sizes "
+                                             "(partition=unequal) or of class sizes, exp profile "
+                                             "(partition=long-tailed)")
     eval_every: int = Field(default=1, ge=1,
                             description="Evaluate on the test set every this many rounds "
                                         "(and after the last)")

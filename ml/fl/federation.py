@@ -67,7 +67,8 @@ def build_federation(config: FederatedConfig, device: torch.device) -> Federatio
     try:
         parts = partition_labels(dataset.train_y.numpy(), config.workers, config.partition,
                                  seed=config.seed, alpha=config.partition_alpha,
-                                 p=config.partition_p, num_classes=dataset.num_classes)
+                                 p=config.partition_p, rho=config.partition_rho,
+                                 num_classes=dataset.num_classes)
     except ValueError as exc:
         raise ConfigError({"workers": str(exc)}) from None
     try:

@@ -11,12 +11,16 @@ Presets (each a function returning the device list, so parameters can be changed
   :func:`cross_region`.
 - ``local-3``: two edge devices and one cloud server, for demos.
 
+A preset with parameters takes them after a colon, e.g. ``cross-region-4:bandwidth_mbps=100,
+rtt_ms=250`` (ours), so a config's ``testbed`` string can set them.
+
 Roles (ours): the edge devices, in order, are the workers and the first cloud device is the
 server. A testbed of cloud devices only (``cross-region-4``) has all of them as workers, the
 first one doubling as the coordinator. Other cloud devices stay in ``Testbed.devices``, idle.
 """
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from typing import Any, Callable
 
@@ -121,12 +125,44 @@ def check_testbed_spec(spec: TestbedSpec, need_server: bool = False) -> None:
                          "has none")
 
 
+def preset_devices(spec: str) -> list[ProfileOverride]:
+    """The devices of preset string ``spec``: ``NAME`` or ``NAME:key=value,key=value``.
+
+    The keys are the preset function's parameters (e.g. ``bandwidth_mbps`` and ``rtt_ms`` of
+    ``cross-region-4``); values take the type of the parameter's default. Raises
+    :class:`ConfigError` naming ``testbed``.
+    """
+    name, _, params = spec.partition(":")
+    if name not in PRESETS:
+        raise ConfigError({"testbed": f"unknown testbed preset {name!r}; known: "
+                                      f"{', '.join(PRESETS)}"})
+    build = PRESETS[name]
+    accepted = {p.name: p.default for p in inspect.signature(build).parameters.values()}
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in params.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in accepted:
+            known = ", ".join(accepted) or "none"
+            raise ConfigError({"testbed": f"preset {name!r} got {item!r}; it takes key=value "
+                                          f"parameters among: {known}"})
+        try:
+            kwargs[key] = type(accepted[key])(raw.strip())
+        except ValueError:
+            raise ConfigError({"testbed": f"preset {name!r}: {key}={raw.strip()!r} is not a "
+                                          f"valid {type(accepted[key]).__name__}"}) from None
+    try:
+        return build(**kwargs)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError({"testbed": f"preset {name!r}: {err['loc'][0]}: {err['msg']}"}) from None
+    except ValueError as exc:
+        raise ConfigError({"testbed": f"preset {name!r}: {exc}"}) from None
+
+
 def _spec_items(spec: TestbedSpec) -> list[ProfileOverride]:
     if isinstance(spec, str):
-        if spec not in PRESETS:
-            raise ConfigError({"testbed": f"unknown testbed preset {spec!r}; known: "
-                                          f"{', '.join(PRESETS)}"})
-        return PRESETS[spec]()
+        return preset_devices(spec)
     if not spec:
         raise ConfigError({"testbed": "the device list is empty"})
     items = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,39 @@ class Agent:
 
     def log(self, run_id: str, lines: list[str]) -> None:
         self.post(f"/api/v1/runs/{run_id}/logs/", {"lines": lines})
+
+
+@pytest.fixture
+def keep_online():
+    """``keep_online(agent)``: heartbeat for ``agent`` every half interval until the test ends.
+
+    Once a test has started the control plane's worker, its reaper runs every second and fails
+    the jobs of a device silent for 3 s; a browser step on a busy machine can take longer.
+    """
+    from django.conf import settings
+
+    period_s = settings.ESTUARY["HEARTBEAT_INTERVAL_S"] / 2
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def beat(agent: Agent) -> None:
+        while not stop.wait(period_s):
+            try:
+                agent.heartbeat()
+            except (requests.RequestException, AssertionError):
+                pass  # the test's own calls report a broken server
+
+    def start(agent: Agent) -> Agent:
+        agent.heartbeat()
+        thread = threading.Thread(target=beat, args=(agent,), daemon=True)
+        thread.start()
+        threads.append(thread)
+        return agent
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=15)
 
 
 def user_api(base_url: str, user) -> requests.Session:

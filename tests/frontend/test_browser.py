@@ -49,10 +49,11 @@ def launch(base_url: str, user, agent: Agent, **body) -> dict:
 
 
 @pytest.fixture
-def reported_experiment(asgi_server, owner, device_factory, experiment_factory):
-    """splitfed vs fedavg with a few points per run, reported over HTTP by the hosting device."""
+def reported_experiment(asgi_server, owner, device_factory, experiment_factory, keep_online):
+    """splitfed vs fedavg with a few points per run, reported over HTTP by the hosting device
+    (kept online, so its queued jobs stay queued)."""
     enrolled = device_factory(owner, name="cloud-07")
-    agent = Agent(asgi_server, enrolled.credential, str(enrolled.device.id))
+    agent = keep_online(Agent(asgi_server, enrolled.credential, str(enrolled.device.id)))
     experiment = experiment_factory(owner, enrolled.device, algorithm="splitfed",
                                     baselines=["fedavg"], config={"rounds": 3},
                                     preset="local-3", name="split vs fed")
@@ -61,6 +62,7 @@ def reported_experiment(asgi_server, owner, device_factory, experiment_factory):
                                  ("accuracy", 2, 0.80, 3.0), ("loss", 2, 0.6, 3.0)])
     agent.report(str(fed.id), [("accuracy", 0, 0.40, 4.0), ("accuracy", 1, 0.55, 8.0),
                                ("loss", 1, 1.1, 8.0)])
+    agent.log(str(fed.id), ["fedavg round 1 done"])
     return experiment
 
 
@@ -120,10 +122,48 @@ class TestNewExperiment:
         expect(page.locator("#field-device option")).to_have_text(["cpu", "cuda"])
         expect(page.get_by_label("fedavg")).to_be_checked()
 
-    def test_it_shows_a_400_next_to_its_field_then_launches(self, owner_page, asgi_server,
-                                                            owner):
+    def test_it_builds_a_form_that_sends_the_defaults_for_every_method(self, owner_page):
+        """For each method of the registry: one input per config key, all its baselines
+        offered, and the form, submitted untouched, sends a config that the method's schema
+        parses back to its defaults. The page's POST is answered in the page by the test
+        (nothing is created; Playwright routing would turn off the shared HTTP cache)."""
         page = owner_page
-        agent = enrol_agent(asgi_server, owner, "cloud-01")
+        methods = registry.all_methods()
+        page.add_init_script("""
+            window.sentBodies = [];
+            const realFetch = window.fetch;
+            window.fetch = (url, init = {}) => {
+              if (init.method === "POST" && String(url).endsWith("/api/v1/experiments/")) {
+                window.sentBodies.push(JSON.parse(init.body));
+                return Promise.resolve(new Response(
+                  JSON.stringify({name: ["seen by the test"]}),
+                  {status: 400, headers: {"Content-Type": "application/json"}}));
+              }
+              return realFetch(url, init);
+            };""")
+        open_form(page, methods[0].name)
+        expect(page.locator("#algorithm option")).to_have_text([m.name for m in methods])
+        page.get_by_label("Experiment name").fill("every method")
+        for method in methods:
+            page.get_by_label("Algorithm", exact=True).select_option(method.name)
+            keys = page.evaluate(
+                "[...document.querySelectorAll('#config-fields [data-key]')].map(i => i.dataset.key)")
+            assert keys == [k for k in method.json_schema()["properties"] if k != "testbed"]
+            offered = page.evaluate(
+                "[...document.querySelectorAll('#baselines input:checked')].map(b => b.value)")
+            assert offered == list(method.baselines)
+            page.get_by_role("button", name="Launch experiment").click()
+            expect(page.locator('[data-error-for="name"]')).to_have_text("seen by the test")
+            body = page.evaluate("window.sentBodies.at(-1)")
+            assert (body["algorithm"], body["baselines"]) == (method.name, list(method.baselines))
+            config = method.parse_config({**body["config"], "testbed": body["preset"]})
+            assert config.model_dump(mode="json") == method.defaults(), method.name
+        assert page.evaluate("window.sentBodies.length") == len(methods)
+
+    def test_it_shows_a_400_next_to_its_field_then_launches(self, owner_page, asgi_server,
+                                                            owner, keep_online):
+        page = owner_page
+        keep_online(enrol_agent(asgi_server, owner, "cloud-01"))
         open_form(page, "splitfed")
         page.get_by_label("Experiment name").fill("from the form")
         page.get_by_label("rounds", exact=True).fill("0")
@@ -138,7 +178,6 @@ class TestNewExperiment:
         assert not Experiment.objects.exists()
 
         page.get_by_label("rounds", exact=True).fill("2")
-        agent.heartbeat()
         page.get_by_role("button", name="Launch experiment").click()
         expect(page).to_have_url(re.compile(rf"/experiments/{UUID}/$"))
         experiment = Experiment.objects.get()
@@ -156,9 +195,9 @@ class TestNewExperiment:
 
 
 class TestExperimentPage:
-    def test_it_extends_the_charts_live(self, owner_page, asgi_server, owner):
+    def test_it_extends_the_charts_live(self, owner_page, asgi_server, owner, keep_online):
         page = owner_page
-        agent = enrol_agent(asgi_server, owner, "cloud-02")
+        agent = keep_online(enrol_agent(asgi_server, owner, "cloud-02"))
         experiment = launch(asgi_server, owner, agent, name="live", algorithm="splitfed",
                             baselines=["fedavg"], preset="local-3", config={"rounds": 3})
         split, fed = experiment["runs"]
@@ -212,6 +251,7 @@ class TestExperimentPage:
         page.goto(f"/experiments/{reported_experiment.id}/")
         wait_for_trace_lengths(page, "accuracy", [3, 2])
         wait_for_trace_lengths(page, "loss", [1, 1])
+        expect(page.locator("#logs")).to_contain_text("[fedavg] fedavg round 1 done")
         with page.expect_download() as download:
             page.get_by_role("link", name="Export CSV").click()
         path = tmp_path / "experiment.csv"

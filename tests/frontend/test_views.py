@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 
 from controlplane.metrics.actions import ingest_metrics
+from ml import registry
 
 PLOTLY_BUNDLE = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
@@ -164,3 +165,17 @@ class TestPages:
         again = client.get("/vendor/plotly.min.js",
                            HTTP_IF_MODIFIED_SINCE=first["Last-Modified"])
         assert again.status_code == 304
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", [method.name for method in registry.all_methods()])
+def test_the_new_experiment_page_opens_on_every_method(owner, name):
+    """The page preselects any catalogue method; its form is built in the browser from the
+    catalogue URL it is given (test_browser builds and submits it for every method)."""
+    response = logged_in(owner).get("/experiments/new/", {"algorithm": name})
+    assert response.status_code == 200
+    data = response.context["page_data"]
+    assert data["initial_algorithm"] == name
+    assert data["algorithms_url"] == "/api/v1/algorithms/"
+    page = response.content.decode()
+    assert 'id="config-fields"' in page and 'id="new-experiment-data"' in page

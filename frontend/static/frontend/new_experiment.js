@@ -79,6 +79,7 @@ function renderField(key, property, defaultValue) {
       if (info.nullable) input.append(element("option", { value: "" }, "(none)"));
       for (const option of info.enum) input.append(element("option", { value: String(option) }, String(option)));
       input.value = defaultValue === null || defaultValue === undefined ? "" : String(defaultValue);
+      input.dataset.options = JSON.stringify(info.enum); // typed: a choice of 4, 8, 32 is sent as a number
     } else if (info.type === "integer" || info.type === "number") {
       const min = info.minimum ?? (info.exclusiveMinimum !== undefined ? info.exclusiveMinimum : undefined);
       const max = info.maximum ?? info.exclusiveMaximum;
@@ -117,6 +118,7 @@ function readConfig() {
     const raw = input.type === "checkbox" ? input.checked : input.value;
     if (kind === "boolean") config[key] = raw;
     else if (raw === "" && (nullable || kind === "integer" || kind === "number")) config[key] = null;
+    else if (kind === "enum") config[key] = JSON.parse(input.dataset.options).find((option) => String(option) === raw) ?? raw;
     else if (kind === "integer" || kind === "number") config[key] = Number.isFinite(Number(raw)) ? Number(raw) : raw;
     else if (kind === "json") {
       try {

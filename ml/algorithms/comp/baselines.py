@@ -14,10 +14,12 @@
 - ``wanda-channel``: Wanda-style structured channel pruning (Sun et al. 2023, arXiv 2306.11695,
   structured as in its ``wanda_sp`` variant): each MLP channel scores ``||h_j||_2 * ||w_j||_2``
   (activation norm times ``down_proj`` column norm) on the student's calibration activations,
-  block by block; the same number of channels is removed from every block; no recovery.
-- ``layer-drop``: ShortGPT-style layer removal (Men et al. 2024, arXiv 2403.03853): remove the
-  blocks with the lowest Block Influence, the smallest number whose parameters reach the budget
-  (whole blocks cannot hit it exactly, so the achieved ratio is at least the requested one).
+  block by block; the same number of channels is removed from every block; no recovery. With
+  ``score="magnitude"`` the score is the weight norm ``||w_j||_2`` alone (no activations).
+- ``layer-prune``: ShortGPT-style layer removal (Men et al. 2024, arXiv 2403.03853): remove the
+  blocks with the lowest Block Influence; whole blocks cannot hit the budget exactly, so (ours)
+  the number of blocks is the one whose parameters come closest to it (at least one block), and
+  the achieved ratio is reported beside the requested one.
 """
 from __future__ import annotations
 
@@ -138,7 +140,7 @@ def lora_recovery(model: DecoderLM, train_tokens: torch.Tensor, *, steps: int, b
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            on_step(step + 1, float(loss))
+            on_step(step + 1, loss.item())
     finally:
         model.eval()
         remove_lora(model, merge=True)
@@ -150,15 +152,17 @@ def lora_recovery(model: DecoderLM, train_tokens: torch.Tensor, *, steps: int, b
 
 def wanda_channel_prune(model: DecoderLM, calib_x: torch.Tensor, ratio: float, batch_size: int,
                         device: torch.device | None = None,
-                        check_stop: Callable[[], None] = lambda: None) -> int:
-    """Remove the same number of lowest-Wanda-score MLP channels from every block; return it."""
+                        check_stop: Callable[[], None] = lambda: None,
+                        score: str = "wanda") -> int:
+    """Remove the same number of lowest-score (``wanda`` or ``magnitude``) MLP channels from
+    every block; return that number."""
     target = removal_target(model, ratio)
     per_neuron = sum(neuron_parameters(b) for b in model.blocks)
     channels = int(round(target / per_neuron))
     if channels >= min(b.mlp.d_ff for b in model.blocks):
         raise ValueError(f"removing {ratio:.0%} of the model by MLP channels alone would empty "
                          "the MLPs; use a smaller ratio")
-    settings = BlockwiseSettings(neuron_score="wanda", mask_tuning=False, tune_heads=False,
+    settings = BlockwiseSettings(neuron_score=score, mask_tuning=False, tune_heads=False,
                                  batch_size=batch_size)
     prune_blockwise(model, calib_x, drop=set(), neurons_to_remove=channels, settings=settings,
                     device=device, check_stop=check_stop)
@@ -169,18 +173,19 @@ def wanda_channel_prune(model: DecoderLM, calib_x: torch.Tensor, ratio: float, b
 
 def layer_drop_prune(model: DecoderLM, calib_x: torch.Tensor, ratio: float, batch_size: int,
                      device: torch.device | None = None) -> tuple[list[int], list[float]]:
-    """Remove the lowest-BI blocks, as few as reach the budget; return (removed, BI scores)."""
+    """Remove the lowest-BI blocks, as many as bring the removed parameters closest to the
+    budget (at least one; ties remove more); return (removed, BI scores)."""
     scores = block_influence(model, calib_x, batch_size, device)
     target = removal_target(model, ratio)
     order = lowest(scores, len(model.blocks))
-    removed, total = [], 0
-    for i in order[:-1]:  # always keep one block
+    best, best_gap, total = 1, None, 0
+    for k, i in enumerate(order[:-1], start=1):  # always keep one block
+        total += parameter_count(model.blocks[i])
+        gap = abs(total - target)
+        if best_gap is None or gap <= best_gap:
+            best, best_gap = k, gap
         if total >= target:
             break
-        removed.append(i)
-        total += parameter_count(model.blocks[i])
-    if total < target:
-        raise ValueError(f"removing {ratio:.0%} of the model needs every block")
+    removed = order[:best]
     remove_blocks(model, removed)
     return sorted(removed), scores.tolist()
-

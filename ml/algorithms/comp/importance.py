@@ -31,6 +31,7 @@ depends only on the two extreme singular values, which ties most neurons.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ml.algorithms.comp.blockio import (
@@ -89,17 +90,18 @@ def condition_removal_order(gram: torch.Tensor, down_weight: torch.Tensor, n_rem
     if not 0 <= n_remove <= d_ff:
         raise ValueError(f"n_remove must be in [0, {d_ff}], got {n_remove}")
     inverse = torch.cholesky_inverse(torch.linalg.cholesky(damped_gram(gram, damping)))
-    weight_sq = down_weight.double().pow(2).sum(0)
-    alive = torch.ones(d_ff, dtype=torch.bool, device=gram.device)
+    # The greedy loop runs in NumPy: hundreds of tiny steps, cheaper without torch's dispatch.
+    inv = inverse.cpu().numpy()
+    weight_sq = down_weight.detach().double().pow(2).sum(0).cpu().numpy()
+    alive = np.ones(d_ff, dtype=bool)
     removed: list[int] = []
     for _ in range(n_remove):
-        scores = torch.where(alive, weight_sq / inverse.diagonal().clamp_min(1e-300),
-                             torch.full_like(weight_sq, float("inf")))
-        j = int(scores.argmin())
+        scores = np.where(alive, weight_sq / np.maximum(inv.diagonal(), 1e-300), np.inf)
+        j = int(np.argmin(scores))
         removed.append(j)
         alive[j] = False
-        column = inverse[:, j].clone()
-        inverse -= torch.outer(column, column) / column[j]
+        column = inv[:, j].copy()
+        inv -= np.outer(column, column) / column[j]
     return removed
 
 

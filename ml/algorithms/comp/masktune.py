@@ -17,9 +17,10 @@ micro-batch without ever forming ``A``:
 - Attention heads (ours: papers.md leaves open which layers are tuned; COMP never prunes heads,
   but their scales help a block absorb a removed block before it): ``c_h(t) = W_o[:, h] z_h(t)``.
 
-The system is solved in float64 with an SVD-based least-squares solver (``gelsd``, robust to
-rank deficiency). As in Kwon et al., a solution with any ``|m_i| > max_scale`` (10) is rejected
-and the layer keeps its unit scales. Scales are folded into the ``down_proj`` columns /
+The system is solved in float64 for the change from 1, with a small ridge toward 1 (as Kwon et
+al.'s LSMR ``damp``; :func:`solve_scales`) and an SVD-based least-squares solver (``gelsd``).
+As in Kwon et al., a solution with any ``|m_i| > max_scale`` (10) is rejected and the layer
+keeps its unit scales. Scales are folded into the ``down_proj`` columns /
 ``o_proj`` head columns: the block then computes exactly what the masked block computed.
 """
 from __future__ import annotations
@@ -100,14 +101,24 @@ def reconstruction_error(ata: torch.Tensor, atb: torch.Tensor, target_sq: float,
     return float(m @ ata @ m - 2 * m @ atb + target_sq)
 
 
-def solve_scales(ata: torch.Tensor, atb: torch.Tensor,
-                 max_scale: float = 10.0) -> torch.Tensor | None:
-    """Least-squares scales from the normal equations, or ``None`` when rejected (non-finite or
-    some ``|m_i| > max_scale``)."""
+def solve_scales(ata: torch.Tensor, atb: torch.Tensor, max_scale: float = 10.0,
+                 ridge: float = 1e-3) -> torch.Tensor | None:
+    """Least-squares scales from the normal equations, damped toward 1, or ``None`` when
+    rejected (non-finite or some ``|m_i| > max_scale``).
+
+    As Kwon et al. solve for the change ``d = m - 1`` (their LSMR with ``damp=1``), we solve
+    ``(A^T A + lambda I) d = A^T b - A^T A 1`` with ``lambda = ridge * mean(diag A^T A)`` (ours:
+    relative, so it does not depend on the activations' scale). The damped solution never fits
+    worse than ``m = 1``: ``||A m - b||^2 <= ||A 1 - b||^2 - lambda ||d||^2``.
+    """
     if len(atb) == 0:
         return None
     a, b = ata.double().cpu(), atb.double().cpu()
-    m = torch.linalg.lstsq(a, b.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+    ones = torch.ones_like(b)
+    lam = ridge * float(a.diagonal().mean().clamp_min(1e-300))
+    damped = a + lam * torch.eye(len(b), dtype=a.dtype)
+    d = torch.linalg.lstsq(damped, (b - a @ ones).unsqueeze(1), driver="gelsd").solution.squeeze(1)
+    m = ones + d
     if not bool(torch.isfinite(m).all()) or float(m.abs().max()) > max_scale:
         return None
     return m

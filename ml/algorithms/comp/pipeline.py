@@ -43,7 +43,7 @@ from ml.algorithms.comp.masktune import (
 from ml.algorithms.comp.prune import remove_blocks, remove_neurons
 from ml.models.transformer import DecoderBlock, DecoderLM
 
-NeuronScore = Literal["condition", "wanda"]
+NeuronScore = Literal["condition", "wanda", "magnitude"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class BlockwiseSettings:
     tune_heads: bool = True
     damping: float = 0.01
     max_scale: float = 10.0
+    ridge: float = 1e-3
     batch_size: int = 8
 
 
@@ -118,13 +119,15 @@ def prune_blockwise(model: DecoderLM, calib_x: torch.Tensor, *, drop: set[int] |
             down = work.mlp.down_proj.weight
             if settings.neuron_score == "condition":
                 removed = condition_removal_order(stats.gram, down, n_remove, settings.damping)
-            else:
+            elif settings.neuron_score == "wanda":
                 removed = lowest(wanda_scores(stats.gram, down), n_remove)
+            else:
+                removed = lowest(down.double().norm(dim=0), n_remove)
             kept = [i for i in range(work.mlp.d_ff) if i not in set(removed)]
             scales = None
             if settings.mask_tuning and kept:
                 ata, atb = stats.normal_equations(down, kept)
-                scales = solve_scales(ata, atb, settings.max_scale)
+                scales = solve_scales(ata, atb, settings.max_scale, settings.ridge)
                 ones = torch.ones(len(kept), dtype=torch.float64)
                 norm = max(stats.target_sq, 1e-30)
                 log.neuron_error_before = reconstruction_error(ata, atb, stats.target_sq, ones) / norm
@@ -158,7 +161,7 @@ def _teacher_pass_and_tune_heads(block: DecoderBlock, teacher: torch.Tensor,
             z = attention_heads(block, student[s], rope)
             heads.add(z, mid - student[s], block.attn.o_proj.weight)
     if heads is not None and heads.n_heads:
-        scales = solve_scales(heads.ata, heads.atb, settings.max_scale)
+        scales = solve_scales(heads.ata, heads.atb, settings.max_scale, settings.ridge)
         norm = max(heads.target_sq, 1e-30)
         ones = torch.ones(heads.n_heads, dtype=torch.float64)
         log.head_error_before = reconstruction_error(heads.ata, heads.atb, heads.target_sq, ones) / norm

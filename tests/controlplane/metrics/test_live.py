@@ -106,6 +106,27 @@ class TestExperimentWebSocket:
 
         assert asyncio.run(watch())["type"] == "history"
 
+    def test_it_stays_open_while_nothing_happens(self, asgi_server, owner, hosted_run):
+        """Quiet for longer than the channel layer's blocking read (5 s): the socket must
+        still deliver the next batch (redis-py 8's 5 s read timeout once closed it, 1011)."""
+        agent, run = hosted_run
+        metrics = f"/api/v1/runs/{run.id}/metrics/"
+
+        async def watch():
+            loop = asyncio.get_running_loop()
+            async with ws_connect(ws_url(asgi_server, run.experiment_id),
+                                  token=owner.api_token) as ws:
+                await ws.receive_json()  # history
+                quiet = await no_message(ws, within=8.0)
+                await loop.run_in_executor(None, post, asgi_server, metrics, agent.credential,
+                                           {"points": [point(step=1, value=0.5)]})
+                return quiet, await ws.receive_json()
+
+        quiet, live = asyncio.run(watch())
+        assert quiet
+        assert live == {"type": "points", "run": str(run.id),
+                        "points": [["accuracy", 1, 0.5, 2.0, 0.25]]}
+
     @pytest.mark.parametrize("who, code", [("anonymous", 4401), ("teammate", 4403),
                                            ("outsider", 4403)])
     def test_it_closes_for_anyone_but_the_owner(self, asgi_server, hosted_run, teammate,

@@ -180,3 +180,33 @@ def test_adaptive_transmission_never_resends_a_fragment_still_in_flight():
     assert sum(loop.stats.sends) >= 20
     intervals = [i for per_fragment in loop.stats.send_intervals for i in per_fragment[1:]]
     assert min(intervals) >= 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only host's error")
+def test_asking_for_cuda_without_a_gpu_is_a_config_error_naming_device():
+    method = registry.get("diloco")
+    with pytest.raises(ConfigError) as err:
+        method.run(method.parse_config({**TINY, "rounds": 1, "inner_steps": 2, "device": "cuda"}),
+                   MemoryReporter())
+    assert "device" in err.value.errors
+
+
+def test_cpu_is_the_default_device_and_runs_without_autocast():
+    from ml.algorithms.diloco.replica import autocast_for
+
+    assert DiLoCoConfig().device == "cpu"
+    assert build_setup(DiLoCoConfig(**TINY)).device.type == "cpu"
+    assert not autocast_for(torch.device("cpu"))._enabled
+
+
+def test_cocodc_sends_less_often_over_a_slower_link():
+    """N = ⌊H / τ_max⌋: a slower WAN makes a fragment's reduce span more steps, so fewer fit."""
+    periods = {}
+    for mbps in (10_000, 3_000, 1_000):
+        config = CoCoDCConfig(**TINY, inner_steps=40, fragments=4, wan_bandwidth_mbps=mbps,
+                              emulated_tokens_per_step=8 * 1024)
+        setup = build_setup(config)
+        loop = OuterLoop(setup.replicas, cocodc_policy(config, setup), setup.wan)
+        periods[mbps] = loop.policy.schedule.period
+        assert periods[mbps] >= max(loop.tau)  # a send never queues behind the previous one
+    assert periods[10_000] < periods[3_000] < periods[1_000]

@@ -99,6 +99,16 @@ def test_the_same_seed_gives_identical_metrics_bit_for_bit():
     assert metrics(first) != metrics(other)
 
 
+def test_the_long_tailed_partition_trains_on_the_exp_long_tail_only():
+    from ml.data import load_dataset, long_tailed_indices
+
+    _, result = run_fedavg(dataset="digits", workers=3, rounds=1, partition="long-tailed",
+                           partition_rho=20, testbed="local-3")
+    labels = load_dataset("digits", seed=0).train_y.numpy()
+    kept = long_tailed_indices(labels, rho=20, seed=0)
+    assert sum(w["samples"] for w in result["workers"]) == len(kept) < len(labels) // 2
+
+
 def test_it_reports_the_standard_metrics_every_round():
     reporter, result = run_fedavg(dataset="digits", workers=3, rounds=2, testbed="local-3")
     for name in ("accuracy", "loss", "train_loss", "traffic_bytes", "round_time_s", "sim_time_s"):

@@ -58,6 +58,30 @@ def test_cifar10_reads_the_python_batch_format(tmp_path):
     assert data.input_shape == (3, 32, 32) and data.num_classes == 10
 
 
+def test_cifar100_reads_fine_labels_from_the_batch_folder_itself(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 6), ("test", 4)):
+        batch = {b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+                 b"fine_labels": [99, 0, 42, 7, 1, 2][:n], b"coarse_labels": [0] * n}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+    data = load_dataset("cifar100", root=str(folder))  # the batch folder works as root too
+    assert data.num_classes == 100 and data.train_x.shape == (6, 3, 32, 32)
+    assert sorted(data.train_y.tolist()) == [0, 1, 2, 7, 42, 99]
+    assert sorted(data.test_y.tolist()) == [0, 7, 42, 99]
+
+
+def test_missing_cifar100_names_its_archive_and_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESTUARY_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset("cifar100")
+    message = str(err.value)
+    assert "cifar-100-python.tar.gz" in message and str(tmp_path / "cifar-100-python") in message
+    assert "ESTUARY_DATA_DIR" in message
+
+
 def test_cifar_batch_that_builds_arbitrary_objects_is_refused(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()

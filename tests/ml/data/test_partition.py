@@ -17,7 +17,7 @@ def test_every_sample_goes_to_exactly_one_worker(scheme):
     np.testing.assert_allclose(part.label_distributions().sum(axis=1), 1.0)
 
 
-@pytest.mark.parametrize("scheme", ["iid", "dirichlet", "label-pattern", "unequal"])
+@pytest.mark.parametrize("scheme", ["iid", "dirichlet", "label-pattern", "unequal", "long-tailed"])
 def test_same_seed_same_partition_other_seed_other_partition(scheme):
     a, b, c = (partition(LABELS, 5, scheme, seed=s) for s in (1, 1, 2))
     assert all(np.array_equal(x, y) for x, y in zip(a.indices, b.indices))
@@ -63,12 +63,29 @@ def test_long_tailed_counts_follow_the_exp_profile():
     assert step.tolist() == [100] * 5 + [10] * 5
 
 
+def test_long_tailed_scheme_splits_the_exp_long_tail_iid_over_workers():
+    part = partition(LABELS, 4, "long-tailed", seed=0, rho=10.0)
+    expected = [int(100 * 0.1 ** (c / 9)) for c in range(10)]
+    assert part.histograms.sum(axis=0).tolist() == expected  # the global long tail, head first
+    merged = np.sort(np.concatenate(part.indices))
+    assert np.array_equal(merged, long_tailed_indices(LABELS, rho=10.0, seed=0))
+    assert len(np.unique(merged)) == len(merged)  # no sample on two workers
+    assert part.sizes().max() - part.sizes().min() <= 1  # iid shares of the tail
+    assert part.params["rho"] == 10.0
+    again = partition(LABELS, 4, "long-tailed", seed=0, rho=10.0)
+    assert all(np.array_equal(a, b) for a, b in zip(part.indices, again.indices))
+    steeper = partition(LABELS, 4, "long-tailed", seed=0, rho=100.0)
+    assert steeper.histograms.sum(axis=0)[-1] == 1 and steeper.sizes().sum() < part.sizes().sum()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"workers": 0, "scheme": "iid"}, "workers"),
     ({"workers": 2, "scheme": "shards"}, "unknown partition scheme 'shards'"),
     ({"workers": 2, "scheme": "dirichlet", "alpha": 0}, "alpha must be > 0"),
     ({"workers": 2, "scheme": "label-pattern", "p": 1.5}, r"p must be in \[0, 1\]"),
     ({"workers": 2, "scheme": "unequal", "rho": 0.5}, "rho must be >= 1"),
+    ({"workers": 2, "scheme": "long-tailed", "rho": 0.5}, "rho must be >= 1"),
+    ({"workers": 300, "scheme": "long-tailed", "rho": 100}, "samples of the long tail"),
     ({"workers": 2000, "scheme": "iid"}, "cannot give 2000 workers"),
 ])
 def test_bad_arguments_are_refused_with_a_clear_message(kwargs, message):

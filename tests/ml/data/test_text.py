@@ -22,6 +22,22 @@ def test_corpus_from_a_file_and_a_clear_error_when_absent(tmp_path):
         load_corpus(str(tmp_path / "missing.txt"))
 
 
+def test_a_bare_file_name_is_read_from_the_data_folder_else_says_where_to_put_it(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("ESTUARY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        load_corpus("shakespeare.txt")
+    assert f"put a UTF-8 text file at {tmp_path / 'shakespeare.txt'} or " \
+           f"{tmp_path / 'data' / 'shakespeare.txt'}" in str(err.value)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "shakespeare.txt").write_text("To be, or not to be", encoding="utf-8")
+    assert load_corpus("shakespeare.txt") == "To be, or not to be"
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_corpus("bad.txt")
+
+
 def test_byte_tokenizer_round_trips_any_text():
     tok = ByteTokenizer()
     ids = tok.encode("naïve ☃")

@@ -37,6 +37,27 @@ def test_cross_region_links_have_the_given_bandwidth_and_rtt():
     assert slow.transfer_time(a, b, 1_000_000) == pytest.approx(0.125 + 0.08)
 
 
+def test_a_preset_string_sets_the_cross_region_bandwidth_and_rtt():
+    tb = resolve_testbed("cross-region-4:bandwidth_mbps=100, rtt_ms=250")
+    a, b = tb.workers[:2]
+    assert tb.transfer_time(a, b, 1_000_000) == pytest.approx(0.125 + 0.08)
+    assert len(resolve_testbed("cross-region-4:regions=2").workers) == 2
+    check_testbed_spec("cross-region-4:rtt_ms=20")  # what a config's validator calls
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("cross-region-4:latency=3", "parameters among: regions, bandwidth_mbps, rtt_ms, profile"),
+    ("cross-region-4:rtt_ms=fast", "rtt_ms='fast' is not a valid float"),
+    ("cross-region-4:regions=99", "regions must be in 1..8"),
+    ("cross-region-4:rtt_ms=-5", "rtt_ms: Input should be greater than or equal to 0"),
+    ("jetson80:workers=3", "parameters among: none"),
+])
+def test_bad_preset_parameters_are_a_config_error_naming_testbed(spec, message):
+    with pytest.raises(ConfigError) as info:
+        resolve_testbed(spec)
+    assert list(info.value.errors) == ["testbed"] and message in info.value.errors["testbed"]
+
+
 def test_local3_has_two_edge_workers_and_one_server():
     tb = resolve_testbed("local-3")
     assert [d.kind for d in tb.workers] == ["edge", "edge"]

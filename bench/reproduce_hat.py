@@ -1,0 +1,92 @@
+"""HAT against its baselines: TTFT and TBT at 1, 10 and 30 devices, prompts of 128 to 2,048 tokens.
+
+Every device of the ``jetson30-a6000`` preset (10 TX2, 10 NX, 10 AGX Orin; ``workers`` of them,
+stratified) sends one request at time 0 to the 8×A6000 server; the cloud batches everyone's
+requests (docs/methods/hat.md). The real passes run on the small pre-trained byte-level LM and
+decide every token (greedy, so all four methods emit the same tokens); the clock charges the
+passes of a Llama-2-7B-shaped model in fp16 (``served_model``), and device-cloud SD's draft as a
+68M-parameter Llama. TTFT and TBT are means over the devices.
+
+    python bench/reproduce_hat.py [--quick] [--devices 1 10 30] [--prompts 128 512 2048]
+
+``--quick``: 1 and 4 devices, prompts of 128 and 512 tokens, 16 new tokens (about a minute once
+the models are cached). The table is printed last.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from ml import registry  # noqa: E402
+from ml.cli import format_table  # noqa: E402
+from ml.reporting import MemoryReporter  # noqa: E402
+
+METHODS = ("hat", "u-shaped-inference", "device-cloud-sd", "cloud-only-inference")
+SHORT = {"hat": "hat", "u-shaped-inference": "u-split", "device-cloud-sd": "sd-tokens",
+         "cloud-only-inference": "cloud"}
+CLAIM = ("Paper (arXiv 2503.18989; 30 Jetsons + 8x A6000): HAT cuts TTFT by 41-54% and TBT by "
+         "41-77% against its baselines (which baselines, models and prompts: not found).")
+
+
+def run(method: str, config: dict) -> dict:
+    entry = registry.get(method)
+    known = {k: v for k, v in config.items() if k in entry.config.model_fields}
+    return entry.run(entry.parse_config(known), MemoryReporter())["final"]
+
+
+def change(new: float, old: float) -> str:
+    return f"{100 * (new - old) / old:+.0f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--devices", type=int, nargs="+")
+    parser.add_argument("--prompts", type=int, nargs="+")
+    parser.add_argument("--new-tokens", type=int)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    devices = args.devices or ([1, 4] if args.quick else [1, 10, 30])
+    prompts = args.prompts or ([128, 512] if args.quick else [128, 512, 2048])
+    new_tokens = args.new_tokens or (16 if args.quick else 32)
+    start = time.perf_counter()
+    rows, info = [], {}
+    for n in devices:
+        for prompt in prompts:
+            config = {"workers": n, "prompt_tokens": prompt, "new_tokens": new_tokens,
+                      "testbed": "jetson30-a6000", "temperature": 0.0}
+            results = {m: run(m, config) for m in METHODS}
+            hat = results["hat"]
+            print(f"devices={n} prompt={prompt}: " + ", ".join(
+                f"{SHORT[m]} ttft={r['ttft_ms']:.0f}ms tbt={r['tbt_ms']:.1f}ms"
+                for m, r in results.items()), flush=True)
+            info = hat
+            row = [n, prompt]
+            for m in METHODS:
+                row += [f"{results[m]['ttft_ms']:.0f}", f"{results[m]['tbt_ms']:.1f}"]
+            row += [change(hat["ttft_ms"], results["u-shaped-inference"]["ttft_ms"]),
+                    change(hat["tbt_ms"], results["u-shaped-inference"]["tbt_ms"]),
+                    change(hat["ttft_ms"], results["device-cloud-sd"]["ttft_ms"]),
+                    change(hat["tbt_ms"], results["device-cloud-sd"]["tbt_ms"]),
+                    f"{hat['acceptance_rate']:.2f}", f"{hat['tokens_per_round']:.2f}"]
+            rows.append(row)
+    headers = ["devices", "prompt"]
+    for m in METHODS:
+        headers += [f"{SHORT[m]} TTFT ms", f"{SHORT[m]} TBT ms"]
+    headers += ["HAT dTTFT vs u-split", "dTBT vs u-split", "dTTFT vs sd", "dTBT vs sd",
+                "accept", "tok/round"]
+    print(f"\nwall time {time.perf_counter() - start:.0f} s; {new_tokens} new tokens per request; "
+          f"last HAT run: uplink {info.get('uplink_bytes_per_token', 0):.0f} B/token, "
+          f"downlink {info.get('downlink_bytes_per_token', 0):.0f} B/token")
+    print(CLAIM)
+    print(format_table(headers, rows))
+
+
+if __name__ == "__main__":
+    main()

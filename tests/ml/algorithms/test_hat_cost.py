@@ -1,0 +1,53 @@
+"""HAT's clock and adapter: FLOP counts against torch's counter, the roofline, distillation."""
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ml.algorithms.hat.adapter import Adapter, DistillSettings, distill_adapter, draft_quality
+from ml.algorithms.hat.cost import LLAMA2_7B, Op, Pass, ServedModels, batch_seconds, shape_of
+from ml.algorithms.hat.partition import USplit
+from ml.models.transformer import DecoderConfig, DecoderLM
+from ml.testbed import resolve_testbed
+
+
+def test_linear_flops_match_torchs_counter():
+    model = DecoderLM(DecoderConfig(vocab_size=64, d_model=32, n_layers=3, n_heads=2, d_ff=96,
+                                    max_seq_len=32)).eval()
+    shape = shape_of(model)
+    x = torch.randint(0, 64, (1, 20))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    counted = sum(v for k, v in counter.get_flop_counts()["Global"].items()
+                  if "attention" not in str(k))
+    assert counted == 3 * shape.layer_linear_flops(20) + shape.head_flops(20)
+
+
+def test_roofline_reads_weights_once_per_batch():
+    bed = resolve_testbed("jetson30-a6000")
+    cloud = bed.require_server()
+    served = ServedModels(LLAMA2_7B, None, 1, 1)
+    one = served.charge(Op("middle", 1, 100))
+    single = batch_seconds(cloud, [one])
+    # One token is memory-bound: 30 devices' decoding steps cost far less than 30 times one.
+    assert batch_seconds(cloud, [one] * 30) < 0.2 * 30 * single
+    # Prefill is compute-bound: FLOPs add up.
+    big = Pass(LLAMA2_7B, 30, 2048, 0)
+    assert batch_seconds(cloud, [big] * 4) > 3.9 * batch_seconds(cloud, [big])
+
+
+def test_distillation_brings_the_draft_closer_to_the_llm():
+    torch.manual_seed(0)
+    model = DecoderLM(DecoderConfig(vocab_size=32, d_model=32, n_layers=4, n_heads=2, d_ff=64,
+                                    max_seq_len=32)).eval()
+    tokens = torch.arange(4000) % 29  # a periodic text the LM does not know yet
+    split = USplit(model, 1, 1)
+    adapter = Adapter(split, 1)
+    with torch.no_grad():  # start from a poor guess
+        for p in adapter.parameters():
+            p.mul_(0.1)
+    before = draft_quality(split, adapter, tokens, seq_len=16, max_windows=16)
+    info = distill_adapter(split, adapter, tokens, DistillSettings(steps=40, batch_size=8,
+                                                                   seq_len=16, lr=1e-2))
+    after = draft_quality(split, adapter, tokens, seq_len=16, max_windows=16)
+    assert info["distill_loss_final"] < info["distill_loss_first"]
+    assert after["draft_expected_acceptance"] > before["draft_expected_acceptance"]
+    assert after["llm_val_perplexity"] == before["llm_val_perplexity"]  # the LLM stays frozen
