@@ -13,7 +13,7 @@ docs/methods/mergesfl.md and parallelsfl.md for the discussion.
     python bench/reproduce_split_fl.py [--quick] [--dataset digits|mnist] [--budget SECONDS]
                                        [--target ACC] [--only LABEL ...] [--jobs N]
 
-Full mode: sklearn digits, 20 s of emulated time, every method and ablation (nine runs; about
+Full mode: sklearn digits, 20 s of emulated time, every method and ablation (eleven runs; about
 10 CPU-minutes). ``--dataset mnist`` is the heavier MNIST-5000 variant (28x28 inputs: a few
 CPU-minutes per emulated 10 s and method). ``--quick``: digits, a shorter budget, the five main
 methods only. ``--jobs N`` runs N methods at once in separate processes (one torch thread each).
@@ -52,6 +52,8 @@ RUNS: list[tuple[str, str, dict]] = [
                                                     "clustering": "random"}),
     ("parallelsfl fixed-frequency", "parallelsfl", {**SPLIT, "clusters": 4,
                                                     "adaptive_frequency": False}),
+    ("mergesfl top-lr sqrt", "mergesfl", {**SPLIT, "top_lr_scaling": "sqrt"}),
+    ("mergesfl top-lr none", "mergesfl", {**SPLIT, "top_lr_scaling": "none"}),
 ]
 
 CLAIMS = """Papers' claims (80 Jetsons; HAR, Speech, CIFAR-10, IMAGE-100):

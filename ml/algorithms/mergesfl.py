@@ -40,6 +40,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from ml.algorithms.adasfl import AdaSFLConfig, plan_sizes
 from ml.algorithms.regulated_sfl import PlanningInputs, RoundPlan, train_regulated_sfl
 from ml.algorithms.split_control import select_workers_ga
+from ml.algorithms.split_training import TopLRScaling
 from ml.fl import build_federation, derive_seed, participants_count, seeded_run, torch_device
 from ml.registry import Method, register
 from ml.reporting import Reporter
@@ -63,6 +64,16 @@ class MergeSFLConfig(AdaSFLConfig):
                                   "KL divergence in the selection objective")
     ga_population: int = Field(default=24, ge=2, le=1000, description="GA population size")
     ga_generations: int = Field(default=30, ge=1, le=10_000, description="GA generations")
+
+    top_lr_scaling: TopLRScaling = Field(
+        default="linear",
+        description="Learning rate of the merged top-model step against lr (ours): 'linear' "
+                    "multiplies it by merged batch / batch_size, 'sqrt' by the square root, "
+                    "'none' keeps lr")
+    top_lr_warmup_rounds: int = Field(
+        default=0, ge=0, le=100_000,
+        description="Rounds over which the top-model rate ramps linearly from lr to its scaled "
+                    "value (0: scaled from the start)")
 
     @field_validator("clients_per_round")
     @classmethod
@@ -99,7 +110,9 @@ def run(config: MergeSFLConfig, reporter: Reporter) -> dict:
     with seeded_run(config.seed, device):
         fed = build_federation(config, device)
         return train_regulated_sfl(config, fed, reporter, merging=config.feature_merging,
-                                   planner=make_planner(config))
+                                   planner=make_planner(config),
+                                   top_lr_scaling=config.top_lr_scaling,
+                                   top_lr_warmup_rounds=config.top_lr_warmup_rounds)
 
 
 METHOD = register(Method(
@@ -113,6 +126,6 @@ METHOD = register(Method(
     baselines=("adasfl", "splitfed", "fedavg"),
     metrics=("accuracy", "loss", "train_loss", "traffic_bytes", "traffic_bytes/features",
              "traffic_bytes/gradients", "traffic_bytes/model", "round_time_s", "sim_time_s",
-             "waiting_time_s", "batch_label_kl", "participants"),
+             "waiting_time_s", "batch_label_kl", "participants", "top_lr"),
     family="split-learning",
 ))

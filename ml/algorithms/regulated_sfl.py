@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from ml.algorithms.split_control import IterationCost, kl_to_uniform, label_distribution
-from ml.algorithms.split_training import (SampleStream, SplitCosts, WaitingLedger, draw_batches,
-                                          merged_iteration, round_end_barrier,
-                                          sequential_iteration)
+from ml.algorithms.split_training import (SampleStream, SplitCosts, TopLRScaling, WaitingLedger,
+                                          draw_batches, merged_iteration, round_end_barrier,
+                                          sequential_iteration, set_learning_rate, top_lr_factor)
 from ml.config import ConfigError
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
                    evaluate, generator, get_weights, set_weights)
@@ -50,8 +50,14 @@ Planner = Callable[[int, PlanningInputs], RoundPlan]
 
 
 def train_regulated_sfl(config: "AdaSFLConfig", fed: Federation, reporter: Reporter, *,
-                        merging: bool, planner: Planner) -> dict:
-    """Run ``config.rounds`` rounds; return the method's summary (``final`` metrics and more)."""
+                        merging: bool, planner: Planner, top_lr_scaling: TopLRScaling = "none",
+                        top_lr_warmup_rounds: int = 0) -> dict:
+    """Run ``config.rounds`` rounds; return the method's summary (``final`` metrics and more).
+
+    With ``merging``, the top model's learning rate in a round is ``config.lr`` times
+    :func:`top_lr_factor` of the merged batch against ``config.batch_size`` under
+    ``top_lr_scaling``, ramped up over the first ``top_lr_warmup_rounds`` rounds.
+    """
     wall_start = time.perf_counter()
     testbed, model = fed.testbed, fed.model
     server_device = testbed.require_server()
@@ -82,6 +88,11 @@ def train_regulated_sfl(config: "AdaSFLConfig", fed: Federation, reporter: Repor
         group = [workers[i] for i in plan.members]
         devices = [server_device, *(w.device for w in group)]
         round_start = testbed.barrier(devices)
+        if merging:
+            progress = step / top_lr_warmup_rounds if top_lr_warmup_rounds else 1.0
+            top_lr = config.lr * top_lr_factor(top_lr_scaling, int(plan.batch_sizes.sum()),
+                                               config.batch_size, progress)
+            set_learning_rate(server.optimizer, top_lr)
         for worker in group:
             testbed.transfer(server_device, worker.device, costs.bottom_bytes, "model")
             worker.set_weights(global_bottom)
@@ -110,6 +121,8 @@ def train_regulated_sfl(config: "AdaSFLConfig", fed: Federation, reporter: Repor
         log.round(step, round_end - round_start, loss_sum / max(samples, 1), evaluation)
         log.metric("batch_label_kl", step, float(np.mean(batch_kl)))
         log.metric("participants", step, len(group))
+        if merging:
+            log.metric("top_lr", step, server.optimizer.param_groups[0]["lr"])
         waiting.report(log, step)
 
     return {

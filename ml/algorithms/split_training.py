@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -131,6 +132,29 @@ def dispatch_gradients(merged_grad: torch.Tensor, sizes: list[int]) -> list[torc
     ``sum(sizes) / size``: worker i then receives the gradient of its *own* mean loss."""
     total = sum(sizes)
     return [g * (total / b) for g, b in zip(merged_grad.split(sizes), sizes)]
+
+
+TopLRScaling = Literal["none", "sqrt", "linear"]
+
+
+def top_lr_factor(rule: TopLRScaling, merged_batch: int, per_worker_batch: int,
+                  progress: float = 1.0) -> float:
+    """Learning-rate multiplier of the merged top-model step (ours; large-batch practice).
+
+    The merged step averages the loss over ``merged_batch`` samples, where SFL-V2 would take
+    ``merged_batch / per_worker_batch`` steps of ``per_worker_batch``; ``linear`` scales the rate
+    by that ratio (Goyal et al. 2017), ``sqrt`` by its square root (Krizhevsky 2014), ``none``
+    keeps it. ``progress`` in [0, 1] ramps the multiplier linearly from 1 (warm-up).
+    """
+    ratio = max(merged_batch / per_worker_batch, 1.0)
+    full = {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[rule]
+    return 1.0 + (full - 1.0) * min(max(progress, 0.0), 1.0)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate (the top model's, per round)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def emulate_merged(testbed: Testbed, hub: EmulatedDevice, devices: list[EmulatedDevice],

@@ -17,14 +17,15 @@ from ml.testbed.presets import check_testbed_spec
 
 
 class LoRAFedConfig(MethodConfig):
-    """Federated LoRA fine-tuning of the pre-trained base on the topic-classification task."""
+    """Federated LoRA fine-tuning of the pre-trained base on a byte-window classification task."""
 
     testbed: str | list[ProfileOverride] = Field(
         default="jetson80", description="A preset name or a list of device profiles (edge "
                                         "devices are the clients, the first cloud device the server)")
-    dataset: Literal["pydoc-topics"] = Field(
-        default="pydoc-topics", description="Downstream task: classify pydoc byte windows by "
-                                            "topic group (5 classes)")
+    dataset: Literal["source-kinds", "pydoc-topics"] = Field(
+        default="source-kinds", description="Downstream task: classify byte windows by file "
+                                            "kind (prose/Python/C/reST/test vectors) or pydoc "
+                                            "windows by topic group (5 classes each)")
     base: Literal["tiny", "small", "core"] = Field(
         default="small", description="Pre-trained decoder (next-byte LM on pydoc), frozen")
     workers: int = Field(default=4, ge=1, le=200, description="Clients (edge devices)")

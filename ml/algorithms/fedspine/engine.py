@@ -68,7 +68,7 @@ class Run:
         self.config, self.strategy, self.reporter = config, strategy, reporter
         self.base, self.base_info = load_base(config.base)
         self.data = data or load_topic_data(seq_len=self.base.cfg.max_seq_len, seed=0,
-                                            max_test=config.test_samples)
+                                            max_test=config.test_samples, task=config.dataset)
         self.testbed: Testbed = resolve_testbed(config.testbed, config.workers)
         self.server = self.testbed.require_server()
         self.ws = Workspace(self.base, self.data.train_x, self.data.train_y, config.lr,

@@ -19,7 +19,7 @@ from ml.config import ConfigError
 from ml.data.text import ByteTokenizer, load_corpus, train_val_split
 from ml.models.pretrained import pretrained_lm
 from ml.models.transformer import DecoderConfig, DecoderLM
-from ml.reporting import MemoryReporter
+from ml.reporting import Cancelled, MemoryReporter
 
 #: A quick job: the tiny LM, briefly pre-trained (cached in the test's data dir), small eval.
 FAST = {"model_size": "tiny", "pretrain_steps": 30, "seq_len": 32, "calibration_size": 8,
@@ -252,3 +252,23 @@ def test_hf_llama_checkpoint_round_trip_and_clear_errors(tmp_path):
     (folder / "config.json").write_text(config)
     with pytest.raises(UnsupportedCheckpoint, match="grouped-query"):
         load_llama(folder)
+
+
+class _StopAfter(MemoryReporter):
+    """Says stop once ``points`` metric points were reported."""
+
+    def __init__(self, points: int):
+        super().__init__()
+        self.after = points
+
+    def should_stop(self) -> bool:
+        return len(self.points) >= self.after
+
+
+def test_a_cancelled_job_stops_between_blocks(data_dir):
+    method = registry.get("comp")
+    reporter = _StopAfter(5)  # the dense model's five points, then stop
+    with pytest.raises(Cancelled):
+        method.run(method.parse_config({**FAST, "output_dir": str(data_dir / "cancel")}), reporter)
+    assert {p.step for p in reporter.points} == {0}
+    assert not (data_dir / "cancel").exists()

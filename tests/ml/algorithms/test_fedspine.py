@@ -40,6 +40,24 @@ def data():
     return load_topic_data(seq_len=64, max_test=60)
 
 
+def test_source_kinds_task_is_balanced_stratified_and_distinct_from_topics(data):
+    # Five kinds, every one present in train and test, windows of raw bytes of the right length.
+    assert data.classes == ("prose", "python", "c-header", "rest", "test-vectors")
+    assert data.train_x.shape[1] == 64 and data.train_x.max() < 256
+    counts = torch.bincount(data.train_y, minlength=5)
+    assert (counts > 100).all() and counts.max() <= 1500
+    assert set(data.test_y.tolist()) == set(range(5)) and len(data.test_y) == 60
+    # No window is both in train and in test (the split is by window index).
+    train_rows = {tuple(r) for r in data.train_x.tolist()}
+    assert sum(tuple(r) in train_rows for r in data.test_x.tolist()) <= 2  # duplicates in files
+    # The Python class really is Python source and the C class C headers.
+    py = bytes(data.train_x[data.train_y == 1].flatten().tolist())
+    c = bytes(data.train_x[data.train_y == 2].flatten().tolist())
+    assert py.count(b"def ") > py.count(b"#define") and c.count(b"#define") > c.count(b"def ")
+    topics = load_topic_data(seq_len=64, max_test=60, task="pydoc-topics")
+    assert topics.classes[0] == "statements" and len(topics.train_y) != len(data.train_y)
+
+
 def _pruned_structure(base) -> Structure:
     full = Structure.full(base)
     return full.without({(0, 1), (0, 3), (1, 0)}, {(b, c) for b in range(2) for c in range(0, 64, 2)})

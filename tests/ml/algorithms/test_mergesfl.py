@@ -14,7 +14,8 @@ from ml.algorithms.split_control import (kl_to_uniform, merged_distribution,
                                          regulate_batch_sizes, select_workers_ga,
                                          uniform_batch_sizes)
 from ml.algorithms.split_training import (SampleStream, SplitCosts, dispatch_gradients,
-                                          draw_batches, emulate_merged, merged_iteration)
+                                          draw_batches, emulate_merged, merged_iteration,
+                                          set_learning_rate, top_lr_factor)
 from ml.config import ConfigError
 from ml.data import load_dataset
 from ml.data.partition import partition
@@ -200,3 +201,51 @@ def test_regulated_sizes_equalise_each_workers_iteration_on_the_emulated_testbed
         spread[mode] = finished.max() / finished.min()
     assert spread["regulated"] <= 1.10
     assert spread["uniform"] > 1.3
+
+
+def test_top_lr_factor_follows_the_scaling_rule():
+    # 20 workers x 32 samples merged, against one worker's 32.
+    assert top_lr_factor("none", 640, 32) == 1.0
+    assert top_lr_factor("sqrt", 640, 32) == pytest.approx(20 ** 0.5)
+    assert top_lr_factor("linear", 640, 32) == pytest.approx(20.0)
+    # Warm-up ramps linearly from 1; a merged batch below one worker's never shrinks the rate.
+    assert top_lr_factor("linear", 640, 32, progress=0.5) == pytest.approx(10.5)
+    assert top_lr_factor("linear", 640, 32, progress=0.0) == 1.0
+    assert top_lr_factor("linear", 16, 32) == 1.0
+
+
+def test_scaled_top_step_is_the_factor_times_the_plain_step(digits):
+    """The merged top step with rate lr * k moves the top k times as far as with lr, while
+    the bottoms' steps (their own mean-loss gradients at lr) do not change."""
+    moves, bottoms = {}, {}
+    for factor in (1.0, 4.0):
+        testbed, members, server, streams, data, costs, _ = split_setup(digits, workers=4)
+        before = [p.detach().clone() for p in server.top.parameters()]
+        bottom_before = [p.detach().clone() for p in members[0].bottom.parameters()]
+        set_learning_rate(server.optimizer, 0.1 * factor)
+        batches = draw_batches(streams, data, list(range(4)), [8, 16, 8, 32])
+        merged_iteration(testbed, testbed.server, server, members, batches, costs, 10)
+        moves[factor] = [p.detach() - b for p, b in zip(server.top.parameters(), before)]
+        bottoms[factor] = [p.detach() - b
+                           for p, b in zip(members[0].bottom.parameters(), bottom_before)]
+    for plain, scaled in zip(moves[1.0], moves[4.0]):
+        torch.testing.assert_close(scaled, 4.0 * plain)
+    assert any(float(m.abs().max()) > 0 for m in moves[1.0])
+    for plain, scaled in zip(bottoms[1.0], bottoms[4.0]):
+        torch.testing.assert_close(scaled, plain)
+
+
+@pytest.mark.parametrize("rule,expected", [("none", [1.0, 1.0, 1.0]),
+                                           ("sqrt", [1.5, 2.0, 2.0]),
+                                           ("linear", [2.5, 4.0, 4.0])])
+def test_catalogue_run_sets_the_top_rate_by_the_rule_with_warmup(rule, expected):
+    """4 participants of batch 16 merge 64 samples: the top's rate is lr times 1, 2 or 4,
+    reached after a 2-round linear warm-up."""
+    method = registry.get("mergesfl")
+    reporter = MemoryReporter()
+    method.run(method.parse_config(
+        {"dataset": "digits", "workers": 4, "rounds": 3, "local_iterations": 1,
+         "batch_size": 16, "lr": 0.05, "top_lr_scaling": rule, "top_lr_warmup_rounds": 2}),
+        reporter)
+    got = [p.value for p in reporter.series("top_lr")]
+    assert got == pytest.approx([0.05 * f for f in expected])
