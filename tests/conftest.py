@@ -1,8 +1,15 @@
 """Shared test set-up. Process fixtures (Redis, ASGI server, Celery workers, agents) live in
 tests/fixtures/ and are real processes, never mocks."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("ESTUARY_HEARTBEAT_INTERVAL_S", "1")
+# Every session starts without cached models or data, as CI's clean clone does, and never
+# writes into the user's own data folder.
+os.environ["ESTUARY_DATA_DIR"] = tempfile.mkdtemp(prefix="estuary-test-data-")
+atexit.register(shutil.rmtree, os.environ["ESTUARY_DATA_DIR"], ignore_errors=True)
 
 import torch  # noqa: E402
 
