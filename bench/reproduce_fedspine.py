@@ -1,6 +1,6 @@
 """FedSpine against its baselines at equal sparsity on an emulated heterogeneous testbed.
 
-    .venv/bin/python bench/reproduce_fedspine.py --quick     # ~1 min on an idle core
+    .venv/bin/python bench/reproduce_fedspine.py --quick     # ~1.5 min of CPU on one thread
     .venv/bin/python bench/reproduce_fedspine.py             # full: more clients and rounds
     .venv/bin/python bench/reproduce_fedspine.py --central   # the task's central references
 

@@ -14,7 +14,7 @@ docs/methods/mergesfl.md and parallelsfl.md for the discussion.
                                        [--target ACC] [--only LABEL ...] [--jobs N]
 
 Full mode: sklearn digits, 20 s of emulated time, every method and ablation (eleven runs; about
-10 CPU-minutes). ``--dataset mnist`` is the heavier MNIST-5000 variant (28x28 inputs: a few
+13 CPU-minutes). ``--dataset mnist`` is the heavier MNIST-5000 variant (28x28 inputs: a few
 CPU-minutes per emulated 10 s and method). ``--quick``: digits, a shorter budget, the five main
 methods only. ``--jobs N`` runs N methods at once in separate processes (one torch thread each).
 """
