@@ -112,12 +112,21 @@ class TestExperimentWebSocket:
         agent, run = hosted_run
         metrics = f"/api/v1/runs/{run.id}/metrics/"
 
+        async def keep_online(loop):
+            # The device stays online, so a reaper started by an earlier test fails no job.
+            while True:
+                await loop.run_in_executor(None, post, asgi_server, "/api/v1/agents/heartbeat/",
+                                           agent.credential, {"running_jobs": []})
+                await asyncio.sleep(0.5)
+
         async def watch():
             loop = asyncio.get_running_loop()
+            heartbeat = asyncio.create_task(keep_online(loop))
             async with ws_connect(ws_url(asgi_server, run.experiment_id),
                                   token=owner.api_token) as ws:
                 await ws.receive_json()  # history
                 quiet = await no_message(ws, within=8.0)
+                heartbeat.cancel()
                 await loop.run_in_executor(None, post, asgi_server, metrics, agent.credential,
                                            {"points": [point(step=1, value=0.5)]})
                 return quiet, await ws.receive_json()
