@@ -27,6 +27,7 @@ from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, WeightedAver
                    build_federation, evaluate, generator, get_weights, participants_count,
                    sample_clients, seeded_run, set_weights, torch_device, work_per_sample)
 from ml.fl.config import FederatedConfig
+from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.models import model_bytes
 from ml.registry import Method, register
 from ml.reporting import Reporter
@@ -73,6 +74,7 @@ def _train(config: FedAvgConfig, fed: Federation, reporter: Reporter) -> dict:
     sampler = generator(config.seed, "clients")
     log = RoundLog(reporter, testbed)
     global_weights = get_weights(model)
+    waiting = WaitingLedger([w.device.name for w in workers])
     reporter.log(f"fedavg: {fed.describe()}; {per_round} workers per round")
 
     for step in range(1, config.rounds + 1):
@@ -91,13 +93,15 @@ def _train(config: FedAvgConfig, fed: Federation, reporter: Reporter) -> dict:
             loss_sum += result.loss * result.samples
             samples += result.samples
         global_weights = average.result(global_weights)
-        round_end = testbed.barrier([server, *(w.device for w in selected)])
+        round_end, idle = round_end_barrier(testbed, [server, *(w.device for w in selected)])
+        waiting.add_by_device(idle)
 
         evaluation = None
         if step % config.eval_every == 0 or step == config.rounds:
             set_weights(model, global_weights)
             evaluation = evaluate(model, fed.test_x, fed.test_y)
         log.round(step, round_end - round_start, loss_sum / max(samples, 1), evaluation)
+        waiting.report(log, step)
 
     return {
         "final": log.final,
@@ -123,6 +127,6 @@ METHOD = register(Method(
     run=run,
     baselines=(),
     metrics=("accuracy", "loss", "train_loss", "traffic_bytes", "traffic_bytes/model",
-             "round_time_s", "sim_time_s"),
+             "round_time_s", "sim_time_s", "waiting_time_s"),
     family="federated-learning",
 ))

@@ -45,15 +45,15 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from ml.algorithms.split_control import (cluster_workers, kl_to_uniform, label_distribution,
                                          local_frequencies, random_clusters)
-from ml.algorithms.split_training import (SampleStream, SplitCosts, WaitingLedger, draw_batches,
-                                          merged_iteration, merged_iteration_time,
-                                          round_end_barrier)
+from ml.algorithms.split_training import (SampleStream, SplitCosts, draw_batches,
+                                          merged_iteration, merged_iteration_time)
 from ml.algorithms.splitfed import SplitFedConfig
 from ml.config import ConfigError
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
                    build_federation, derive_seed, evaluate, generator, get_weights, seeded_run,
                    set_weights, torch_device)
 from ml.fl.config import DatasetName, PartitionScheme
+from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.registry import Method, register
 from ml.reporting import Reporter
 from ml.testbed.emulator import EmulatedDevice, Testbed

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from ml.algorithms.split_control import IterationCost, kl_to_uniform, label_distribution
-from ml.algorithms.split_training import (SampleStream, SplitCosts, TopLRScaling, WaitingLedger,
-                                          draw_batches, merged_iteration, round_end_barrier,
-                                          sequential_iteration, set_learning_rate, top_lr_factor)
+from ml.algorithms.split_training import (SampleStream, SplitCosts, TopLRScaling, draw_batches,
+                                          merged_iteration, sequential_iteration,
+                                          set_learning_rate, top_lr_factor)
+from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.config import ConfigError
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
                    evaluate, generator, get_weights, set_weights)

@@ -35,6 +35,7 @@ from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, 
                    build_federation, evaluate, get_weights, seeded_run, set_weights, torch_device,
                    work_per_sample)
 from ml.fl.config import FederatedConfig
+from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.models import model_bytes
 from ml.registry import Method, register
 from ml.reporting import Reporter
@@ -85,6 +86,7 @@ def _train(config: SplitFedConfig, fed: Federation, reporter: Reporter) -> dict:
     log = RoundLog(reporter, testbed)
     global_bottom = get_weights(bottom)
     split_point = config.split_point or model.default_split
+    waiting = WaitingLedger([w.device.name for w in workers])
     reporter.log(f"splitfed: {fed.describe()}; cut after {split_point}, features "
                  f"{list(feature_shape)} per sample")
 
@@ -123,13 +125,15 @@ def _train(config: SplitFedConfig, fed: Federation, reporter: Reporter) -> dict:
             testbed.transfer(worker.device, server_device, bottom_bytes, "model")
             average.add(worker.get_weights(), worker.num_samples)
         global_bottom = average.result(global_bottom)
-        round_end = testbed.barrier(everyone)
+        round_end, idle = round_end_barrier(testbed, everyone)
+        waiting.add_by_device(idle)
 
         evaluation = None
         if step % config.eval_every == 0 or step == config.rounds:
             set_weights(bottom, global_bottom)
             evaluation = evaluate(model, fed.test_x, fed.test_y)
         log.round(step, round_end - round_start, loss_sum.item() / max(samples, 1), evaluation)
+        waiting.report(log, step)
 
     return {
         "final": log.final,
@@ -155,6 +159,7 @@ METHOD = register(Method(
     run=run,
     baselines=("fedavg",),
     metrics=("accuracy", "loss", "train_loss", "traffic_bytes", "traffic_bytes/features",
-             "traffic_bytes/gradients", "traffic_bytes/model", "round_time_s", "sim_time_s"),
+             "traffic_bytes/gradients", "traffic_bytes/model", "round_time_s", "sim_time_s",
+             "waiting_time_s"),
     family="split-learning",
 ))

@@ -85,6 +85,19 @@ def test_a_device_ten_times_slower_makes_a_round_ten_times_longer():
     assert round_time(10.0) / round_time(1.0) == pytest.approx(10.0, rel=0.02)
 
 
+def test_the_fast_worker_waits_for_the_slow_one_at_the_end_of_a_round():
+    testbed = [{"profile": "jetson-nx", "compute_gflops": 15.0, **FAST_LINKS},
+               {"profile": "jetson-nx", **FAST_LINKS},
+               {"profile": "a6000-server", **FAST_LINKS}]
+    reporter, _ = run_fedavg(dataset="digits", workers=2, rounds=2, testbed=testbed)
+    slow, fast = (reporter.series(f"waiting_time_s/worker-{i:02d}") for i in (0, 1))
+    assert [p.value for p in slow] == [0.0, 0.0]
+    # The fast one idles about 9/10 of each round (same work, a tenth of the time).
+    round_s = sum(p.value for p in reporter.series("round_time_s"))
+    assert fast[-1].value == pytest.approx(0.9 * round_s, rel=0.02)
+    assert reporter.last("waiting_time_s") == pytest.approx(fast[-1].value / 2)
+
+
 def test_the_same_seed_gives_identical_metrics_bit_for_bit():
     values = dict(dataset="digits", workers=4, clients_per_round=0.5, rounds=3, momentum=0.9,
                   partition="dirichlet", seed=7)
