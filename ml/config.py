@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -45,6 +45,16 @@ class MethodConfig(BaseModel):
         default="jetson80",
         description="A preset name (see ml.testbed.presets) or a list of device profiles",
     )
+
+    @field_validator("testbed")
+    @classmethod
+    def _known_testbed(cls, value):
+        # Imported here: ml.testbed imports this module. Methods that need a server override
+        # this validator with check_testbed_spec(value, need_server=True).
+        from ml.testbed.presets import check_testbed_spec
+
+        check_testbed_spec(value)
+        return value
 
 
 def parse_config(cls: type[MethodConfig], values: dict[str, Any] | None) -> MethodConfig:

@@ -59,7 +59,7 @@ from ml.models.checkpoints import load_checkpoint, save_checkpoint
 from ml.models.transformer import DecoderLM
 from ml.registry import Method, register
 from ml.reporting import Cancelled, Reporter
-from ml.testbed import check_testbed_spec, resolve_testbed
+from ml.testbed import resolve_testbed
 
 PAPER = ("Xu, Xu, Xu, Liao, Yao, Xie, Lightweight and Post-Training Structured Pruning for "
          "On-Device Large Language Models (COMP), arXiv 2501.15255 (2025)")
@@ -102,11 +102,6 @@ class PruneConfig(MethodConfig):
                                    description="Where the pruned safetensors go; empty: "
                                                "$ESTUARY_DATA_DIR/pruned")
 
-    @field_validator("testbed")
-    @classmethod
-    def _testbed_exists(cls, value):
-        check_testbed_spec(value)
-        return value
 
 
 class CompConfig(PruneConfig):

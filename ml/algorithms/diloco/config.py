@@ -12,7 +12,6 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from ml.config import MethodConfig, ProfileOverride
-from ml.testbed.presets import check_testbed_spec
 
 #: Units of the decoder that fragments are made of: embedding, each block, final norm, head.
 NON_BLOCK_UNITS = 3
@@ -63,12 +62,6 @@ class DiLoCoConfig(MethodConfig):
         default=256 * 1024, ge=1, le=10**9,
         description="Tokens per inner step the emulated compute is charged for (empty: "
                     "batch_size × seq_len); default: the authors' 256 × 1024")
-
-    @field_validator("testbed")
-    @classmethod
-    def _known_testbed(cls, value):
-        check_testbed_spec(value)
-        return value
 
     @field_validator("heads")
     @classmethod

@@ -55,7 +55,7 @@ from ml.config import MethodConfig
 from ml.fl.seeding import derive_seed, torch_device
 from ml.registry import Method, register
 from ml.reporting import Cancelled, Reporter
-from ml.testbed import check_testbed_spec, resolve_testbed
+from ml.testbed import resolve_testbed
 
 PAPER = ("Duggal et al., IMB-NAS: Neural Architecture Search for Imbalanced Datasets, "
          "arXiv 2210.00136 (2022); reproduced in Yao, An Efficient NAS-based Approach for "
@@ -124,11 +124,6 @@ class ImbNasConfig(MethodConfig):
                                       description="FLOPs budget of the searched subnet, as a "
                                                   "fraction of the largest subnet's")
 
-    @field_validator("testbed")
-    @classmethod
-    def _testbed_exists(cls, value):
-        check_testbed_spec(value)
-        return value
 
     @field_validator("val_per_class")
     @classmethod
