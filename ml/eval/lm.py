@@ -7,11 +7,12 @@ measure from the local corpus (ours):
 - **Perplexity**: ``exp`` of the mean next-token cross-entropy over non-overlapping windows of the
   held-out split (:func:`ml.models.pretrained.evaluate_perplexity`).
 - **Next-word choice**: an item is a context (the ``context_chars`` characters of held-out text
-  before a word) and ``choices`` candidate words of the *same length* as the true next word: the
-  true word and distractors drawn from the training split's words of that length, weighted by
-  their frequency. The model picks the candidate with the highest total log-probability given
-  the context, as lm-eval-harness scores multiple choice. Equal lengths make raw and
-  length-normalised scores agree, so there is no length bias; chance is ``1 / choices``.
+  before a word) and ``choices`` candidate words of the *same number of tokens* as the true
+  next word (the same length in bytes with the byte tokenizer): the true word and distractors
+  drawn from the training split's words of that token count, weighted by their frequency. The
+  model picks the candidate with the highest total log-probability given the context, as
+  lm-eval-harness scores multiple choice. Equal token counts make raw and length-normalised
+  scores agree, so there is no length bias; chance is ``1 / choices``.
 """
 from __future__ import annotations
 
@@ -65,17 +66,26 @@ def next_word_choice_task(train_text: str, eval_text: str, tokenizer: Tokenizer,
         raise ValueError(f"choices must be >= 2, got {choices}")
     if not 1 <= min_word_len <= max_word_len:
         raise ValueError("need 1 <= min_word_len <= max_word_len")
+    # Candidates of one question share their token count (one batched forward scores them);
+    # with a byte tokenizer that is their length, with a subword one it is not.
+    token_counts: dict[str, int] = {}
+
+    def tokens_in(word: str) -> int:
+        if word not in token_counts:
+            token_counts[word] = len(tokenizer.encode(word))
+        return token_counts[word]
+
     by_length: dict[int, Counter] = defaultdict(Counter)
     for match in _WORD.finditer(train_text):
         word = match.group()
         if min_word_len <= len(word) <= max_word_len:
-            by_length[len(word)][word] += 1
+            by_length[tokens_in(word)][word] += 1
     pools = {length: (list(counts), np.array(list(counts.values()), dtype=np.float64))
              for length, counts in by_length.items()}
 
     def has_distractors(word: str) -> bool:
-        words = pools.get(len(word), ((), None))[0]
-        return len(words) - (word in by_length[len(word)]) >= choices - 1
+        words = pools.get(tokens_in(word), ((), None))[0]
+        return len(words) - (word in by_length[tokens_in(word)]) >= choices - 1
 
     spots = [m for m in _WORD.finditer(eval_text)
              if m.start() >= context_chars and min_word_len <= len(m.group()) <= max_word_len
@@ -86,9 +96,9 @@ def next_word_choice_task(train_text: str, eval_text: str, tokenizer: Tokenizer,
     task = []
     for match in spots:
         word = match.group()
-        words, counts = pools[len(word)]
+        words, counts = pools[tokens_in(word)]
         weights = counts.copy()
-        if word in by_length[len(word)]:
+        if word in by_length[tokens_in(word)]:
             weights[words.index(word)] = 0.0
         picked = rng.choice(len(words), size=choices - 1, replace=False, p=weights / weights.sum())
         candidates = [word] + [words[i] for i in picked]

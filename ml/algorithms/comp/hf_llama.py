@@ -6,8 +6,7 @@ local checkpoint folder maps onto it name for name (no ``transformers`` import, 
 - ``config.json`` with ``model_type`` ``llama`` (or ``architectures`` ``LlamaForCausalLM``);
 - weights in ``model.safetensors`` or shards listed by ``model.safetensors.index.json``
   (``.bin`` pickles are refused: loading them would unpickle);
-- ``tokenizer.json`` read with the ``tokenizers`` package (not in requirements.txt: install it
-  where you prune real checkpoints; without it the error says so).
+- ``tokenizer.json`` read with Hugging Face's ``tokenizers`` package.
 
 Supported (anything else raises :class:`UnsupportedCheckpoint` naming the field): multi-head
 attention (``num_key_value_heads == num_attention_heads``; grouped-query attention is not),
@@ -148,12 +147,8 @@ class HFTokenizer:
         path = Path(folder) / "tokenizer.json"
         if not path.is_file():
             raise UnsupportedCheckpoint(f"{folder} has no tokenizer.json")
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise UnsupportedCheckpoint(
-                "pruning a Hugging Face checkpoint needs the 'tokenizers' package to read "
-                "tokenizer.json; it is not installed here (pip install tokenizers)") from None
+        from tokenizers import Tokenizer
+
         self._tok = Tokenizer.from_file(str(path))
         self.path = str(path)
 

@@ -230,6 +230,22 @@ def test_peak_memory_counts_what_is_held_at_once():
     assert peak.bytes == 1_000_000
 
 
+def write_bpe_tokenizer(path, vocab_size: int) -> None:
+    """A byte-level BPE tokenizer.json trained on a little of the pydoc corpus."""
+    from pydoc_data.topics import topics
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(
+        list(topics.values())[:50],
+        trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    assert tokenizer.get_vocab_size() == vocab_size
+    tokenizer.save(str(path))
+
+
 def test_hf_llama_checkpoint_round_trip_and_clear_errors(tmp_path):
     torch.manual_seed(0)
     model = DecoderLM(DecoderConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2, d_ff=64,
@@ -245,6 +261,15 @@ def test_hf_llama_checkpoint_round_trip_and_clear_errors(tmp_path):
     with pytest.raises(UnsupportedCheckpoint, match="tokenizer"):
         registry.get("comp").run(registry.get("comp").parse_config(
             {**FAST, "checkpoint": str(folder)}), MemoryReporter())
+    # With a subword tokenizer.json (byte-level BPE, as Llama-3's), the job prunes it end to end.
+    write_bpe_tokenizer(folder / "tokenizer.json", vocab_size=300)
+    method = registry.get("comp")
+    result = method.run(method.parse_config({**FAST, "checkpoint": str(folder),
+                                             "output_dir": str(tmp_path / "out")}),
+                        MemoryReporter())
+    final = result["final"]
+    assert final["params"] < final["dense_params"] and final["reload_max_abs_diff"] == 0.0
+    assert 0.0 <= final["accuracy"] <= 1.0 and final["perplexity"] > 1.0
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_llama(tmp_path / "absent")
     config = (folder / "config.json").read_text().replace('"num_key_value_heads": 2',
