@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class ConfigError(ValueError):
@@ -53,7 +54,10 @@ class MethodConfig(BaseModel):
         # this validator with check_testbed_spec(value, need_server=True).
         from ml.testbed.presets import check_testbed_spec
 
-        check_testbed_spec(value)
+        try:
+            check_testbed_spec(value)
+        except ValueError as exc:
+            raise PydanticCustomError("testbed", str(exc)) from None
         return value
 
 
