@@ -7,7 +7,7 @@ dashboard renders both come from :meth:`Method.json_schema`.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -39,6 +39,8 @@ class MethodConfig(BaseModel):
     """Keys every method shares. Subclasses add their own fields with bounds and descriptions."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Methods with a server role (a cloud device) set this; their testbed must have one.
+    needs_server: ClassVar[bool] = False
 
     seed: int = Field(default=0, ge=0, description="Seed for data partition, init and sampling")
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="Torch device")
@@ -50,12 +52,10 @@ class MethodConfig(BaseModel):
     @field_validator("testbed")
     @classmethod
     def _known_testbed(cls, value):
-        # Imported here: ml.testbed imports this module. Methods that need a server override
-        # this validator with check_testbed_spec(value, need_server=True).
-        from ml.testbed.presets import check_testbed_spec
+        from ml.testbed.presets import check_testbed_spec  # ml.testbed imports this module
 
         try:
-            check_testbed_spec(value)
+            check_testbed_spec(value, need_server=cls.needs_server)
         except ValueError as exc:
             raise PydanticCustomError("testbed", str(exc)) from None
         return value

@@ -6,13 +6,11 @@ FedAvg, SplitFed and the split-FL methods built on them (MergeSFL, ParallelSFL, 
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field
 
 from ml.config import MethodConfig
-from ml.testbed.presets import check_testbed_spec
 
 DatasetName = Literal["mnist", "digits", "cifar10", "cifar100"]
 ModelName = Literal["cnn", "alexnet", "resnet8", "resnet20", "resnet32", "resnet18"]
@@ -45,11 +43,4 @@ class FederatedConfig(MethodConfig):
                             description="Evaluate on the test set every this many rounds "
                                         "(and after the last)")
 
-    @field_validator("testbed")
-    @classmethod
-    def _testbed_has_workers_and_server(cls, value):
-        try:
-            check_testbed_spec(value, need_server=True)
-        except ValueError as exc:
-            raise PydanticCustomError("testbed", str(exc)) from None
-        return value
+    needs_server: ClassVar[bool] = True

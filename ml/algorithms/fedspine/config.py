@@ -7,13 +7,12 @@ takes about a minute).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from ml.config import MethodConfig, ProfileOverride
-from ml.testbed.presets import check_testbed_spec
 
 
 class LoRAFedConfig(MethodConfig):
@@ -44,14 +43,7 @@ class LoRAFedConfig(MethodConfig):
     test_samples: int = Field(default=200, ge=10, le=100_000,
                               description="Held-out windows used for evaluation")
 
-    @field_validator("testbed")
-    @classmethod
-    def _testbed_has_server(cls, value):
-        try:
-            check_testbed_spec(value, need_server=True)
-        except ValueError as exc:
-            raise PydanticCustomError("testbed", str(exc)) from None
-        return value
+    needs_server: ClassVar[bool] = True
 
 
 class FedLoRAConfig(LoRAFedConfig):

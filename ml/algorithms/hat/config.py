@@ -5,13 +5,12 @@ serving keys live in :class:`ServingConfig` and each method adds only its own.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from ml.config import MethodConfig, ProfileOverride
 from ml.models.pretrained import DEFAULT_CONFIG, DEFAULT_STEPS
-from ml.testbed import check_testbed_spec
 
 
 class ServingConfig(MethodConfig):
@@ -34,11 +33,7 @@ class ServingConfig(MethodConfig):
     cloud_batch_tokens: int = Field(default=4096, ge=1, le=1_000_000,
                                     description="Most tokens the cloud puts in one batch")
 
-    @field_validator("testbed")
-    @classmethod
-    def _testbed(cls, value):
-        check_testbed_spec(value, need_server=True)
-        return value
+    needs_server: ClassVar[bool] = True
 
 
 class UShapedConfig(ServingConfig):
