@@ -8,8 +8,9 @@ import secrets
 
 
 def new_secret() -> str:
-    """A fresh URL-safe secret of 256 bits."""
-    return secrets.token_urlsafe(32)
+    """A fresh secret of 256 bits, in hex: a URL-safe one starts with '-' once in 64 draws,
+    and a command line (``--token SECRET``) then reads it as an option."""
+    return secrets.token_hex(32)
 
 
 def digest(secret: str) -> str:

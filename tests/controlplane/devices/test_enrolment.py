@@ -163,3 +163,9 @@ class TestEnrol:
     def test_it_refuses_a_wrong_credential(self, api):
         response = api(device="made-up").post(ENROL, {})
         assert response.status_code == 401
+
+
+def test_secrets_pass_on_a_command_line_as_they_are():
+    from controlplane.devices.credentials import new_secret
+
+    assert not any(new_secret().startswith("-") for _ in range(2000))
