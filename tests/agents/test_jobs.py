@@ -89,7 +89,9 @@ def test_it_cancels_a_running_job_within_seconds_and_takes_the_next(
     assert job_state(long_run) == "cancelled"
     rounds_done = max(step for name, step in stored_points(long_run) if name == "accuracy")
     assert rounds_done < LONG["rounds"]
-    assert f"job {job_id(long_run)} cancelled" in agent.output()
+    # The server has the state first; the agent logs the line once its method has returned.
+    wait_for(lambda: f"job {job_id(long_run)} cancelled" in agent.output(), 30,
+             "the agent's log line for the cancelled job")
 
     # The agent is free: the next experiment runs to the end on it.
     next_run = launch(http, asgi_server, agent, SMALL, "next")["runs"][0]["id"]
