@@ -10,17 +10,28 @@ Time model (papers.md §0, as the USTC group's code and FedScale do it):
   deterministic.
 - **Links (ours).** A device's ``rtt_ms`` is its round trip to the rest of the testbed; the link
   between two devices has the larger of the two RTTs (the slower access network dominates) and
-  the bandwidth ``min(src.uplink_mbps, dst.downlink_mbps)``. Links do not contend with each
-  other, as in the papers' simulators.
-- **Transfer.** A message of ``nbytes`` sent at ``start = src.clock`` arrives at::
+  the bandwidth ``min(src.uplink_mbps, dst.downlink_mbps)``.
+- **Transfer.** A message of ``nbytes`` sent at ``start = src.clock`` arrives, on an idle
+  receiver, at::
 
       arrival = start + rtt_ms / 2 / 1e3 + nbytes * 8 / (min(src.uplink, dst.downlink) * 1e6)
 
   (one-way latency is half the RTT). The sender is busy only while its own NIC serialises the
   message, ``nbytes * 8 / (src.uplink_mbps * 1e6)``, so a server can fan a model out to many
-  workers in parallel; the receiver's clock moves to ``max(dst.clock, arrival)``: nothing is
-  received before it was sent. :meth:`Testbed.send` and :meth:`Testbed.receive` are the two
-  halves, for a receiver that takes messages one at a time in arrival order (SplitFed's server).
+  workers in parallel, limited by its own uplink; the receiver's clock moves to
+  ``max(dst.clock, arrival)``: nothing is received before it was sent. :meth:`Testbed.send` and
+  :meth:`Testbed.receive` are the two halves, for a receiver that takes messages one at a time
+  in arrival order (SplitFed's server).
+- **Contention at the receiver (ours).** A device's downlink is one shared link: every message
+  to it occupies ``nbytes * 8 / (dst.downlink_mbps * 1e6)`` seconds of it, in the earliest gap
+  from the moment its first bit can arrive (:class:`LinkSchedule`), and is not complete before
+  that occupation ends. Below the downlink's capacity this changes nothing (a single message
+  always arrives as above); above it, messages queue. So many workers uploading to a server
+  whose access link (``downlink_mbps``) is smaller than the sum of their uplinks see the
+  parameter-server bottleneck that ParallelSFL is built to avoid. The sender-side counterpart is
+  the serialisation above. Messages are placed in the order they are sent, each into the first
+  gap that fits (work-conserving, no pre-emption); the delay that queueing added is booked per
+  receiver in :attr:`Testbed.ingress_delay_s`.
 - **Barrier.** A synchronous step waits for the slowest participant: ``barrier(devices)`` sets
   every clock to the largest and books the difference as that device's waiting time.
 
@@ -30,6 +41,7 @@ Every advance of a device's clock is booked to exactly one of ``compute_s``, ``s
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
@@ -107,6 +119,52 @@ class TrafficLedger:
         return dict(sorted(out.items()))
 
 
+class LinkSchedule:
+    """Busy intervals of one shared link, each message placed in the earliest gap that fits.
+
+    Intervals are kept sorted, disjoint and merged when they touch, so a link that is busy
+    without pause is one interval however many messages crossed it.
+    """
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def reserve(self, ready_s: float, duration_s: float) -> float:
+        """Occupy the link for ``duration_s`` from the first free moment at or after
+        ``ready_s``; return the end of the occupation."""
+        i = bisect_right(self.ends, ready_s)
+        t = ready_s
+        while i < len(self.starts) and self.starts[i] < t + duration_s:
+            t = max(t, self.ends[i])
+            i += 1
+        end = t + duration_s
+        if duration_s <= 0:
+            return end
+        touches_prev = i > 0 and self.ends[i - 1] >= t
+        touches_next = i < len(self.starts) and self.starts[i] <= end
+        if touches_prev and touches_next:
+            self.ends[i - 1] = self.ends.pop(i)
+            self.starts.pop(i)
+        elif touches_prev:
+            self.ends[i - 1] = end
+        elif touches_next:
+            self.starts[i] = t
+        else:
+            self.starts.insert(i, t)
+            self.ends.insert(i, end)
+        return end
+
+    def forget_before(self, t: float) -> None:
+        """Drop intervals that end by ``t`` (no message can be sent before ``t`` any more)."""
+        keep = bisect_right(self.ends, t)
+        if keep:
+            del self.starts[:keep], self.ends[:keep]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
 class Testbed:
     """Devices with clocks, the links between them, and the traffic they carried.
 
@@ -129,6 +187,9 @@ class Testbed:
             raise ValueError(f"device names must be unique, got {names}")
         self.traffic = TrafficLedger()
         self.host_gflops = host_gflops
+        self._ingress: dict[str, LinkSchedule] = defaultdict(LinkSchedule)
+        #: Seconds that queueing on each receiver's downlink added to its messages' arrivals.
+        self.ingress_delay_s: dict[str, float] = defaultdict(float)
 
     # -- compute -------------------------------------------------------------------------------
 
@@ -166,7 +227,8 @@ class Testbed:
         return min(src.profile.uplink_mbps, dst.profile.downlink_mbps) * 1e6
 
     def transfer_time(self, src: EmulatedDevice, dst: EmulatedDevice, nbytes: int) -> float:
-        """Seconds from sending to full arrival of ``nbytes`` (latency + bytes / bandwidth)."""
+        """Seconds from sending to full arrival of ``nbytes`` on an idle receiver (latency +
+        bytes / bandwidth)."""
         return self.latency_s(src, dst) + nbytes * 8 / self.bandwidth_bps(src, dst)
 
     @staticmethod
@@ -181,13 +243,20 @@ class Testbed:
              kind: str = "model") -> float:
         """Send ``nbytes`` from ``src`` now; count them; return the arrival time at ``dst``.
 
-        Advances only the sender (by its serialisation time); see :meth:`receive`.
+        Advances only the sender (by its serialisation time); see :meth:`receive`. The message
+        takes its share of ``dst``'s downlink (see the module's contention model).
         """
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
         if src is dst:
             return src.clock_s
-        arrival = src.clock_s + self.transfer_time(src, dst, nbytes)
+        first_bit = src.clock_s + self.latency_s(src, dst)
+        alone = first_bit + nbytes * 8 / self.bandwidth_bps(src, dst)
+        link = self._ingress[dst.name]
+        link.forget_before(min(d.clock_s for d in self.devices))
+        drained = link.reserve(first_bit, nbytes * 8 / (dst.profile.downlink_mbps * 1e6))
+        arrival = max(alone, drained)
+        self.ingress_delay_s[dst.name] += arrival - alone
         busy = nbytes * 8 / (src.profile.uplink_mbps * 1e6)
         src.clock_s += busy
         src.sending_s += busy
@@ -205,11 +274,14 @@ class Testbed:
 
     def transfer(self, src: EmulatedDevice, dst: EmulatedDevice, nbytes: int,
                  kind: str = "model") -> float:
-        """Send and receive ``nbytes``; return the transfer time (latency + bytes / bandwidth)."""
+        """Send and receive ``nbytes``; return the seconds from sending to arrival (latency +
+        bytes / bandwidth, plus any queueing on ``dst``'s downlink)."""
         if src is dst:
             return 0.0
-        self.receive(dst, self.send(src, dst, nbytes, kind))
-        return self.transfer_time(src, dst, nbytes)
+        start = src.clock_s
+        arrival = self.send(src, dst, nbytes, kind)
+        self.receive(dst, arrival)
+        return arrival - start
 
     # -- synchronisation -----------------------------------------------------------------------
 

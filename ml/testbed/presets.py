@@ -12,7 +12,8 @@ Presets (each a function returning the device list, so parameters can be changed
 - ``local-3``: two edge devices and one cloud server, for demos.
 
 A preset with parameters takes them after a colon, e.g. ``cross-region-4:bandwidth_mbps=100,
-rtt_ms=250`` (ours), so a config's ``testbed`` string can set them.
+rtt_ms=250`` or ``jetson80:server_mbps=250`` (ours), so a config's ``testbed`` string can set
+them.
 
 Roles (ours): the edge devices, in order, are the workers and the first cloud device is the
 server. A testbed of cloud devices only (``cross-region-4``) has all of them as workers, the
@@ -38,16 +39,29 @@ def _many(profile: str, count: int) -> list[ProfileOverride]:
             for i in range(1, count + 1)]
 
 
-def jetson80() -> list[ProfileOverride]:
-    """30 Jetson TX2, 40 Jetson NX, 10 Jetson AGX Orin and one A6000 server."""
+def _a6000_server(server_mbps: float) -> ProfileOverride:
+    return ProfileOverride(profile="a6000-server", name="a6000-server",
+                           uplink_mbps=server_mbps, downlink_mbps=server_mbps)
+
+
+def jetson80(server_mbps: float = 10_000.0) -> list[ProfileOverride]:
+    """30 Jetson TX2, 40 Jetson NX, 10 Jetson AGX Orin and one A6000 server.
+
+    ``server_mbps`` is the server's access link in each direction, shared by every worker (the
+    emulator queues messages beyond it): the default 10 GbE never limits 80 Jetsons; a campus
+    uplink or one Wi-Fi access point (a few hundred Mbit/s) makes the server a bottleneck.
+    """
     return (_many("jetson-tx2", 30) + _many("jetson-nx", 40) + _many("jetson-agx-orin", 10)
-            + [ProfileOverride(profile="a6000-server", name="a6000-server")])
+            + [_a6000_server(server_mbps)])
 
 
-def jetson30_a6000() -> list[ProfileOverride]:
-    """30 Jetsons (10 TX2, 10 NX, 10 AGX Orin: ours) and a server with 8 A6000 GPUs."""
+def jetson30_a6000(server_mbps: float = 10_000.0) -> list[ProfileOverride]:
+    """30 Jetsons (10 TX2, 10 NX, 10 AGX Orin: ours) and a server with 8 A6000 GPUs.
+
+    ``server_mbps``: the server's shared access link, as in :func:`jetson80`.
+    """
     return (_many("jetson-tx2", 10) + _many("jetson-nx", 10) + _many("jetson-agx-orin", 10)
-            + [ProfileOverride(profile="a6000-server", name="a6000-server")])
+            + [_a6000_server(server_mbps)])
 
 
 REGIONS = ("us-east", "eu-west", "ap-northeast", "us-west", "eu-central", "ap-southeast",

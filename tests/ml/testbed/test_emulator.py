@@ -2,6 +2,7 @@
 import pytest
 
 from ml.testbed import EmulatedDevice, Testbed, TrafficKey
+from ml.testbed.emulator import LinkSchedule
 from ml.testbed.profiles import DeviceProfile
 
 EDGE = DeviceProfile("edge-test", "edge", compute_gflops=100.0, memory_mib=1024,
@@ -74,6 +75,46 @@ def test_a_server_fans_out_in_parallel_limited_by_its_own_uplink():
     first, second = tb.workers
     assert first.clock_s == pytest.approx(tb.transfer_time(server, first, nbytes))
     assert second.clock_s == pytest.approx(serialise + tb.transfer_time(server, second, nbytes))
+
+
+def test_uploads_within_the_receivers_downlink_do_not_contend():
+    # 50 edges x 10 Mbit/s = 500 Mbit/s into a 1 Gbit/s downlink: every message as if alone
+    tb = make_testbed(edges=50)
+    arrivals = [tb.send(edge, tb.server, 1_000_000, "features") for edge in tb.workers]
+    alone = tb.transfer_time(tb.workers[0], tb.server, 1_000_000)
+    assert arrivals == pytest.approx([alone] * 50)
+    assert tb.ingress_delay_s["server"] == 0.0
+
+
+def test_uploads_beyond_the_receivers_downlink_queue_on_it():
+    # 10 edges x 10 Mbit/s into a 20 Mbit/s server link: the link, not the uplinks, sets the pace
+    slow_server = DeviceProfile("ap", "cloud", 10_000.0, 1024, uplink_mbps=20.0,
+                                downlink_mbps=20.0, rtt_ms=2.0, accelerator="-")
+    workers = [EmulatedDevice(f"edge-{i}", EDGE) for i in range(10)]
+    tb = Testbed(workers, EmulatedDevice("server", slow_server))
+    nbytes = 1_000_000
+    arrivals = [tb.send(edge, tb.server, nbytes, "features") for edge in workers]
+    latency = tb.latency_s(workers[0], tb.server)
+    # the downlink drains 8 Mbit in 0.4 s per message, one after another
+    assert max(arrivals) == pytest.approx(latency + 10 * nbytes * 8 / 20e6)
+    assert sorted(arrivals)[0] == pytest.approx(latency + nbytes * 8 / 10e6)
+    assert tb.ingress_delay_s["server"] > 0
+    for arrival in arrivals:
+        tb.receive(tb.server, arrival)
+    assert tb.server.clock_s == pytest.approx(max(arrivals))
+    assert_clock_is_sum_of_buckets(tb.server)
+
+
+def test_a_link_schedule_fills_the_earliest_gap_that_fits():
+    link = LinkSchedule()
+    assert link.reserve(0.0, 1.0) == 1.0
+    assert link.reserve(3.0, 1.0) == 4.0
+    assert link.reserve(0.5, 1.0) == 2.0      # queued behind [0, 1), fits in the gap [1, 3)
+    assert link.reserve(0.0, 1.5) == 5.5      # no gap of 1.5 before 4.0
+    assert link.reserve(2.0, 1.0) == 3.0      # touching intervals merge
+    assert (link.starts, link.ends) == ([0.0], [5.5])
+    link.forget_before(6.0)
+    assert len(link) == 0
 
 
 def test_barrier_waits_for_the_slowest_and_books_waiting_time():

@@ -45,12 +45,22 @@ def test_a_preset_string_sets_the_cross_region_bandwidth_and_rtt():
     check_testbed_spec("cross-region-4:rtt_ms=20")  # what a config's validator calls
 
 
+def test_a_preset_string_sets_the_servers_shared_access_link():
+    tb = resolve_testbed("jetson80:server_mbps=250", workers=20)
+    assert tb.server.profile.uplink_mbps == tb.server.profile.downlink_mbps == 250.0
+    # 20 workers' uplinks add up to 760 Mbit/s, so their uploads queue on the 250 Mbit/s link
+    arrivals = [tb.send(w, tb.server, 100_000, "features") for w in tb.workers]
+    assert max(arrivals) >= 20 * 100_000 * 8 / 250e6
+    assert resolve_testbed("jetson80").server.profile.downlink_mbps == 10_000.0
+
+
 @pytest.mark.parametrize("spec, message", [
     ("cross-region-4:latency=3", "parameters among: regions, bandwidth_mbps, rtt_ms, profile"),
     ("cross-region-4:rtt_ms=fast", "rtt_ms='fast' is not a valid float"),
     ("cross-region-4:regions=99", "regions must be in 1..8"),
     ("cross-region-4:rtt_ms=-5", "rtt_ms: Input should be greater than or equal to 0"),
-    ("jetson80:workers=3", "parameters among: none"),
+    ("jetson80:workers=3", "parameters among: server_mbps"),
+    ("jetson80:server_mbps=0", "uplink_mbps: Input should be greater than 0"),
 ])
 def test_bad_preset_parameters_are_a_config_error_naming_testbed(spec, message):
     with pytest.raises(ConfigError) as info:
