@@ -19,11 +19,12 @@ Steps:
 4. One iteration inside cluster k: every member runs its bottom on a batch of ``batch_size`` and
    sends features and labels to the top worker, which merges them (as MergeSFL), takes one
    top-model step and returns each member its gradient slice (scaled to the member's mean
-   loss); the members back-propagate and step.
+   loss); the members back-propagate and step. The top step's learning rate is scaled with the
+   merged batch as MergeSFL's (``top_lr_scaling``, ours).
 5. After tau_k iterations the members send their bottoms to the top worker, which averages them
    (weighted by data size, ours) and uploads the full model (bottom + top) to the PS.
-6. The PS aggregates the clusters' full models weighted by data size x tau_k [I], sends the
-   result back to the top workers (which pass the bottom on to their members), and re-clusters
+6. The PS aggregates the clusters' full models weighted by data size x tau_k [I] (other rules:
+   ``aggregation``, :class:`ClusterAggregate`), sends the result back to the top workers (which pass the bottom on to their members), and re-clusters
    every ``recluster_every`` rounds.
 
 Ours besides: t_i in the utility is worker i's per-iteration time at ``batch_size`` against the
@@ -41,18 +42,21 @@ import time
 from typing import Literal
 
 import numpy as np
+import torch
 from pydantic import Field, ValidationInfo, field_validator
 
 from ml.algorithms.split_control import (cluster_workers, kl_to_uniform, label_distribution,
                                          local_frequencies, random_clusters)
-from ml.algorithms.split_training import (SampleStream, SplitCosts, draw_batches,
-                                          merged_iteration, merged_iteration_time)
+from ml.algorithms.split_training import (SampleStream, SplitCosts, TopLRScaling, draw_batches,
+                                          merged_iteration, merged_iteration_time,
+                                          set_learning_rate, top_lr_factor)
 from ml.algorithms.splitfed import SplitFedConfig
 from ml.config import ConfigError
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
                    build_federation, derive_seed, evaluate, generator, get_weights, seeded_run,
                    set_weights, torch_device)
 from ml.fl.config import DatasetName, PartitionScheme
+from ml.fl.weights import Weights
 from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.registry import Method, register
 from ml.reporting import Reporter
@@ -80,6 +84,16 @@ class ParallelSFLConfig(SplitFedConfig):
         default="utility", description="Cluster by the utility, or deal workers at random")
     adaptive_frequency: bool = Field(
         default=True, description="tau_k proportional to 1/T_k (off: local_iterations for all)")
+    top_lr_scaling: TopLRScaling = Field(
+        default="linear",
+        description="Learning rate of each cluster's merged top-model step against lr (ours, as "
+                    "MergeSFL): 'linear' multiplies it by merged batch / batch_size, 'sqrt' by "
+                    "the square root, 'none' keeps lr")
+    aggregation: Literal["normalized", "data-tau", "data"] = Field(
+        default="data-tau",
+        description="How the PS averages the clusters' models: 'data-tau' weights them by data "
+                    "x tau_k, 'data' by data, 'normalized' averages each cluster's update "
+                    "divided by tau_k and scales it by the mean tau (FedNova)")
     recluster_every: int = Field(default=5, ge=1, le=100_000,
                                  description="Re-cluster every this many rounds (R)")
 
@@ -143,6 +157,45 @@ def choose_top_worker(costs: SplitCosts, members: list[EmulatedDevice], batch_si
     return int(np.argmin(times))
 
 
+class ClusterAggregate:
+    """The PS's average of the clusters' full models, by :attr:`ParallelSFLConfig.aggregation`.
+
+    Clusters run different numbers of iterations. ``data-tau`` (papers.md's reading, default)
+    weights each model by data x tau_k, favouring the fast clusters' data; ``data`` lets a
+    cluster that took one step pull the model back towards the start; ``normalized`` (after
+    FedNova, Wang et al. 2020) divides each cluster's update ``w_k - w`` by tau_k, averages the
+    per-iteration updates with data weights and scales the result by the data-weighted mean tau.
+    Measured in docs/methods/parallelsfl.md: ``data-tau`` trains best on our testbed.
+    """
+
+    def __init__(self, rule: str):
+        self.rule = rule
+        self.models = WeightedAverage()
+        self.steps = WeightedAverage()
+        self.mean_tau = 0.0
+        self.total = 0.0
+
+    def add(self, full: Weights, num_samples: int, tau: int) -> None:
+        if self.rule == "normalized":
+            self.models.add(full, num_samples / tau)
+            self.mean_tau += num_samples * tau
+            self.total += num_samples
+        else:
+            self.models.add(full, num_samples * (tau if self.rule == "data-tau" else 1))
+
+    @torch.no_grad()
+    def result(self, start: Weights) -> Weights:
+        """The new global model from ``start`` (the model every cluster began the round with)."""
+        average = self.models.result(start)
+        if self.rule != "normalized" or self.total <= 0:
+            return average
+        # sum_k p_k (w_k - w) / tau_k, with the weights above normalised to sum 1 rather than
+        # to sum_k p_k / tau_k: rescale, then take mean-tau steps of it
+        scale = (self.mean_tau / self.total) * self.models.total_weight / self.total
+        return [w + (a - w) * scale if w.is_floating_point() else a
+                for w, a in zip(start, average)]
+
+
 class Cluster:
     """One cluster: its members, the top worker holding the top model, and tau_k."""
 
@@ -203,13 +256,16 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
         round_start = testbed.barrier(everyone)
         for cluster in clusters:  # the PS sends every top worker the model at once
             testbed.transfer(ps, cluster.hub.device, costs.full_bytes, "model")
-        average = WeightedAverage()
+        average = ClusterAggregate(config.aggregation)
         uploads = []
         loss_sum, samples = 0.0, 0
         for cluster in clusters:  # clusters run in parallel, each on its own devices' clocks
             hub = cluster.hub.device
             set_weights(cluster.server.top, global_top)
             cluster.server.optimizer.state.clear()
+            set_learning_rate(cluster.server.optimizer, config.lr * top_lr_factor(
+                config.top_lr_scaling, config.batch_size * len(cluster.members),
+                config.batch_size))
             for worker in cluster.members:
                 testbed.transfer(hub, worker.device, costs.bottom_bytes, "model")
                 worker.set_weights(global_bottom)
@@ -228,7 +284,7 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
                 bottoms.add(worker.get_weights(), worker.num_samples)
             uploads.append(testbed.send(hub, ps, costs.full_bytes, "model"))
             full = bottoms.result(global_bottom) + get_weights(cluster.server.top)
-            average.add(full, cluster.num_samples * cluster.tau)
+            average.add(full, cluster.num_samples, cluster.tau)
         for arrival in uploads:
             testbed.receive(ps, arrival)
         merged = average.result(global_bottom + global_top)
@@ -258,6 +314,7 @@ def _train(config: ParallelSFLConfig, fed: Federation, reporter: Reporter) -> di
         "clusters": [{"members": [w.name for w in c.members], "top_worker": c.hub.name,
                       "tau": c.tau, "iteration_time_s": c.iteration_time_s,
                       "exchange_time_s": c.exchange_time_s,
+                      "top_lr": c.server.optimizer.param_groups[0]["lr"],
                       "label_kl": kl_to_uniform(_cluster_distribution(c, histograms))}
                      for c in clusters],
         "sim_time_s": testbed.now(),

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ml import registry
-from ml.algorithms.parallelsfl import choose_top_worker, cluster_iteration_time
+from ml.algorithms.parallelsfl import (ClusterAggregate, choose_top_worker,
+                                      cluster_iteration_time)
 from ml.algorithms.split_control import (cluster_workers, clustering_utility, kl_to_uniform,
                                          local_frequencies, random_clusters)
 from ml.algorithms.split_training import SplitCosts
@@ -102,6 +103,9 @@ def test_it_exchanges_full_models_between_top_workers_and_the_ps():
         w["name"] for w in summary["workers"])
     assert all(c["top_worker"] in c["members"] for c in clusters)
     assert max(c["tau"] for c in clusters) == 3
+    # each top step is taken at lr scaled by the merged batch over batch_size (linear rule)
+    assert [c["top_lr"] for c in clusters] == pytest.approx(
+        [config.lr * len(c["members"]) for c in clusters])
     # Per round: the PS and each top worker swap the full model; every other member swaps its
     # bottom with its top worker.
     per_round = 2 * 2 * summary["full_model_bytes"] + 2 * (6 - 2) * summary["bottom_model_bytes"]
@@ -112,6 +116,28 @@ def test_it_exchanges_full_models_between_top_workers_and_the_ps():
     assert reporter.series("sim_time_s")[1].value > reporter.series("sim_time_s")[0].value
 
 
+@pytest.mark.parametrize("rule, expected", [
+    ("data-tau", (100 * 10 * 10 + 100 * 1 * 3) / (100 * 10 + 100 * 1)),
+    ("data", (10 + 3) / 2),
+    # per-iteration updates 1 and 3 average to 2; times the mean tau, 5.5
+    ("normalized", 2 * 5.5),
+])
+def test_the_ps_averages_clusters_that_ran_different_numbers_of_iterations(rule, expected):
+    start = [torch.zeros(2)]
+    aggregate = ClusterAggregate(rule)
+    aggregate.add([torch.full((2,), 10.0)], num_samples=100, tau=10)  # fast: 10 steps of +1
+    aggregate.add([torch.full((2,), 3.0)], num_samples=100, tau=1)    # slow: 1 step of +3
+    assert aggregate.result(start)[0].tolist() == pytest.approx([expected] * 2)
+
+
+def test_normalized_aggregation_is_plain_averaging_when_every_cluster_ran_alike():
+    start = [torch.tensor([1.0])]
+    aggregate = ClusterAggregate("normalized")
+    aggregate.add([torch.tensor([3.0])], num_samples=300, tau=4)
+    aggregate.add([torch.tensor([7.0])], num_samples=100, tau=4)
+    assert aggregate.result(start)[0].item() == pytest.approx((3 * 300 + 7 * 100) / 400)
+
+
 def test_impossible_cluster_sizes_name_the_field():
     method = registry.get("parallelsfl")
     with pytest.raises(ConfigError) as err:
@@ -120,3 +146,9 @@ def test_impossible_cluster_sizes_name_the_field():
     with pytest.raises(ConfigError) as err:
         method.parse_config({"workers": 3, "clusters": 4, "min_cluster_size": 1})
     assert "clusters" in err.value.errors
+
+
+def test_an_unknown_aggregation_rule_names_the_field():
+    with pytest.raises(ConfigError) as err:
+        registry.get("parallelsfl").parse_config({"aggregation": "median"})
+    assert list(err.value.errors) == ["aggregation"]
