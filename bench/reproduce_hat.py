@@ -2,15 +2,18 @@
 
 Every device of the ``jetson30-a6000`` preset (10 TX2, 10 NX, 10 AGX Orin; ``workers`` of them,
 stratified) sends one request at time 0 to the 8×A6000 server; the cloud batches everyone's
-requests (docs/methods/hat.md). The real passes run on the small pre-trained byte-level LM and
+requests (docs/methods/hat.md). The real passes run on the small pre-trained byte-level LM,
+extended to 2,048-byte windows (``extend_steps``, ``context_tokens``; ml.models.long_context), and
 decide every token (greedy, so all four methods emit the same tokens); the clock charges the
 passes of a Llama-2-7B-shaped model in fp16 (``served_model``), and device-cloud SD's draft as a
 68M-parameter Llama. TTFT and TBT are means over the devices.
 
     python bench/reproduce_hat.py [--quick] [--devices 1 10 30] [--prompts 128 512 2048]
+                                  [--extend-steps N] [--context N]
 
 ``--quick``: 1 and 4 devices, prompts of 128 and 512 tokens, 16 new tokens (about a minute once
-the models are cached). The table is printed last.
+the models are cached). Each row is printed as it finishes; the table is printed last.
+``--extend-steps 0`` serves the LM pre-trained on 128-byte windows as is (the earlier setup).
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ def main() -> None:
     parser.add_argument("--devices", type=int, nargs="+")
     parser.add_argument("--prompts", type=int, nargs="+")
     parser.add_argument("--new-tokens", type=int)
+    parser.add_argument("--extend-steps", type=int, help="long-context extension steps")
+    parser.add_argument("--context", type=int, help="long-context extension window")
     args = parser.parse_args()
     torch.set_num_threads(1)
     devices = args.devices or ([1, 4] if args.quick else [1, 10, 30])
@@ -61,11 +66,19 @@ def main() -> None:
         for prompt in prompts:
             config = {"workers": n, "prompt_tokens": prompt, "new_tokens": new_tokens,
                       "testbed": "jetson30-a6000", "temperature": 0.0}
+            if args.extend_steps is not None:
+                config["extend_steps"] = args.extend_steps
+            if args.context is not None:
+                config["context_tokens"] = args.context
             results = {m: run(m, config) for m in METHODS}
             hat = results["hat"]
             print(f"devices={n} prompt={prompt}: " + ", ".join(
                 f"{SHORT[m]} ttft={r['ttft_ms']:.0f}ms tbt={r['tbt_ms']:.1f}ms"
-                for m, r in results.items()), flush=True)
+                for m, r in results.items())
+                + f"; hat accept={hat['acceptance_rate']:.2f}"
+                f" tok/round={hat['tokens_per_round']:.2f}"
+                f" sd accept={results['device-cloud-sd']['acceptance_rate']:.2f}"
+                f" ({time.perf_counter() - start:.0f} s)", flush=True)
             info = hat
             row = [n, prompt]
             for m in METHODS:
@@ -74,13 +87,14 @@ def main() -> None:
                     change(hat["tbt_ms"], results["u-shaped-inference"]["tbt_ms"]),
                     change(hat["ttft_ms"], results["device-cloud-sd"]["ttft_ms"]),
                     change(hat["tbt_ms"], results["device-cloud-sd"]["tbt_ms"]),
-                    f"{hat['acceptance_rate']:.2f}", f"{hat['tokens_per_round']:.2f}"]
+                    f"{hat['acceptance_rate']:.2f}", f"{hat['tokens_per_round']:.2f}",
+                    f"{results['device-cloud-sd']['acceptance_rate']:.2f}"]
             rows.append(row)
     headers = ["devices", "prompt"]
     for m in METHODS:
         headers += [f"{SHORT[m]} TTFT ms", f"{SHORT[m]} TBT ms"]
     headers += ["HAT dTTFT vs u-split", "dTBT vs u-split", "dTTFT vs sd", "dTBT vs sd",
-                "accept", "tok/round"]
+                "accept", "tok/round", "sd accept"]
     print(f"\nwall time {time.perf_counter() - start:.0f} s; {new_tokens} new tokens per request; "
           f"last HAT run: uplink {info.get('uplink_bytes_per_token', 0):.0f} B/token, "
           f"downlink {info.get('downlink_bytes_per_token', 0):.0f} B/token")

@@ -3,7 +3,8 @@
 ``save_checkpoint("dir/name", model, ...)`` writes ``dir/name.safetensors`` (weights only) and
 ``dir/name.json`` (config, step, metrics, and for a :class:`DecoderLM` its possibly pruned
 architecture). Loading never unpickles anything. Both files are written to a temporary name and
-renamed, so a reader never sees a half-written checkpoint.
+renamed, so a reader never sees a half-written checkpoint. :func:`load_or_train` is the disk
+cache of trained models (pre-trained LMs, their extensions, HAT's adapters).
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from filelock import FileLock
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -95,3 +97,27 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
         model = DecoderLM.from_architecture(metadata["architecture"])
     load_model(model, tensors_path, strict=strict)
     return model, metadata
+
+
+def load_or_train(path: str | Path, train: Callable[[], tuple[nn.Module, dict[str, Any]]], *,
+                  config: dict, step: int, model: nn.Module | None = None
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """The checkpoint at ``path`` if it is there, else ``train()``'s model, saved there.
+
+    A file lock beside the checkpoint makes concurrent callers train once. ``train`` returns
+    ``(model, info)`` with JSON-able ``info`` (floats are stored as metrics, the rest as
+    extra); ``model`` is what to load into (see :func:`load_checkpoint`). Returns the model and
+    the info (as trained, or as stored) with ``cached`` and ``path`` (the tensors file) added.
+    """
+    tensors_path, _ = checkpoint_paths(path)
+    with FileLock(str(tensors_path.with_suffix("")) + ".lock"):
+        if tensors_path.is_file():
+            model, metadata = load_checkpoint(path, model)
+            info = {**metadata.get("metrics", {}), **metadata.get("extra", {}), "cached": True}
+        else:
+            model, info = train()
+            metrics = {k: v for k, v in info.items() if isinstance(v, float)}
+            save_checkpoint(path, model, config=config, step=step, metrics=metrics,
+                            extra={k: v for k, v in info.items() if k not in metrics})
+            info = {**info, "cached": False}
+    return model, {**info, "path": str(tensors_path)}

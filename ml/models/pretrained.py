@@ -9,6 +9,9 @@ config and training settings load it. A file lock keeps concurrent callers from 
 
 Measured on the pydoc corpus (see the defaults below and docs): held-out perplexity is
 reported in ``info["val_perplexity"]`` next to the unigram baseline ``info["unigram_perplexity"]``.
+
+The model knows 128-byte contexts only; the serving methods (HAT and its baselines) use its
+long-context extension, :func:`ml.models.long_context.long_context_lm`, which leaves this one as is.
 """
 from __future__ import annotations
 
@@ -20,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
 from ml.data.images import default_data_dir
 from ml.data.text import ByteTokenizer, SequenceDataset, load_corpus, train_val_split
-from ml.models.checkpoints import checkpoint_paths, load_checkpoint, save_checkpoint
+from ml.models.checkpoints import load_or_train
 from ml.models.transformer import DecoderConfig, DecoderLM, lm_loss
 
 #: The default pre-trained model: 4 layers, d_model 128, ~0.9 M parameters.
@@ -80,21 +82,8 @@ def pretrained_lm(corpus: str = "pydoc", cfg: DecoderConfig | None = None,
     folder = Path(cache_dir) if cache_dir is not None else default_data_dir() / "models"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / cache_key(text, cfg, settings)
-    tensors_path, _ = checkpoint_paths(path)
-
-    with FileLock(str(path) + ".lock"):
-        if tensors_path.is_file():
-            model, metadata = load_checkpoint(path)
-            info = {**metadata["metrics"], **metadata["extra"], "cached": True}
-        else:
-            model, info = _pretrain(tokenizer.encode(text), cfg, settings)
-            save_checkpoint(path, model, config={"corpus": corpus, **settings.__dict__},
-                            step=steps, metrics={k: info[k] for k in
-                                                 ("val_loss", "val_perplexity", "unigram_perplexity")},
-                            extra={k: v for k, v in info.items()
-                                   if k not in ("val_loss", "val_perplexity", "unigram_perplexity")})
-            info["cached"] = False
-    info["path"] = str(tensors_path)
+    model, info = load_or_train(path, lambda: _pretrain(tokenizer.encode(text), cfg, settings),
+                                config={"corpus": corpus, **settings.__dict__}, step=steps)
     return model.eval(), tokenizer, info
 
 
@@ -122,17 +111,17 @@ def unigram_loss(train: torch.Tensor, val: torch.Tensor, vocab_size: int) -> flo
     return float(-logp[val].mean())
 
 
-def _pretrain(tokens: torch.Tensor, cfg: DecoderConfig,
-              s: PretrainSettings) -> tuple[DecoderLM, dict]:
-    train, val = train_val_split(tokens, VAL_FRACTION)
-    torch.manual_seed(s.seed)
-    model = DecoderLM(cfg)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+def train_lm(model: DecoderLM, tokens: torch.Tensor, seq_len: int,
+             s: PretrainSettings) -> dict:
+    """Train ``model`` in place for ``s.steps`` AdamW steps on random ``seq_len`` windows of
+    ``tokens`` (weight decay on matrices only, warm-up then cosine decay, clipped gradients);
+    return ``final_train_loss``, ``train_time_s``, ``train_cpu_s`` and ``threads``."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=s.lr, betas=(0.9, 0.95))
-    data = SequenceDataset(train, cfg.max_seq_len)
+    data = SequenceDataset(tokens, seq_len)
     generator = torch.Generator().manual_seed(s.seed)
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     model.train()
@@ -145,13 +134,21 @@ def _pretrain(tokens: torch.Tensor, cfg: DecoderConfig,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         opt.step()
-    train_time, train_cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
+    return {"final_train_loss": loss.item(), "train_time_s": time.perf_counter() - start_wall,
+            "train_cpu_s": time.process_time() - start_cpu, "threads": torch.get_num_threads()}
+
+
+def _pretrain(tokens: torch.Tensor, cfg: DecoderConfig,
+              s: PretrainSettings) -> tuple[DecoderLM, dict]:
+    train, val = train_val_split(tokens, VAL_FRACTION)
+    torch.manual_seed(s.seed)
+    model = DecoderLM(cfg)
+    trained = train_lm(model, train, cfg.max_seq_len, s)
     val_loss = evaluate_perplexity(model, val, cfg.max_seq_len)
     uni = unigram_loss(train, val, cfg.vocab_size)
     return model.eval(), {
         "val_loss": val_loss, "val_perplexity": math.exp(val_loss),
-        "unigram_perplexity": math.exp(uni), "final_train_loss": loss.item(),
-        "train_time_s": train_time, "train_cpu_s": train_cpu, "threads": torch.get_num_threads(),
+        "unigram_perplexity": math.exp(uni), **trained,
         "steps": s.steps, "params": model.num_parameters(), "config": cfg.to_dict(),
         "tokenizer": ByteTokenizer().to_dict(), "train_tokens": len(train), "val_tokens": len(val),
     }

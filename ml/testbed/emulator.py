@@ -251,17 +251,32 @@ class Testbed:
         if src is dst:
             return src.clock_s
         first_bit = src.clock_s + self.latency_s(src, dst)
-        alone = first_bit + nbytes * 8 / self.bandwidth_bps(src, dst)
-        link = self._ingress[dst.name]
-        link.forget_before(min(d.clock_s for d in self.devices))
-        drained = link.reserve(first_bit, nbytes * 8 / (dst.profile.downlink_mbps * 1e6))
-        arrival = max(alone, drained)
-        self.ingress_delay_s[dst.name] += arrival - alone
+        arrival = self.through_downlink(dst, first_bit,
+                                        first_bit + nbytes * 8 / self.bandwidth_bps(src, dst),
+                                        nbytes)
         busy = nbytes * 8 / (src.profile.uplink_mbps * 1e6)
         src.clock_s += busy
         src.sending_s += busy
         key = TrafficKey(src.name, dst.name, self.direction(src, dst), kind)
         self.traffic.add(key, int(nbytes))
+        return arrival
+
+    def through_downlink(self, dst: EmulatedDevice, first_bit_s: float, alone_s: float,
+                         nbytes: int, settled_s: float | None = None) -> float:
+        """Arrival of a message at ``dst`` once it has shared ``dst``'s downlink.
+
+        ``first_bit_s`` is when its first bit can reach ``dst``, ``alone_s`` when it would be
+        complete on an idle downlink. Reserves the downlink (see the module's contention model),
+        books the queueing in :attr:`ingress_delay_s` and returns the arrival time.
+        ``settled_s``: no later message will be sent before it (default: the earliest device
+        clock), so the link's schedule before it can be forgotten.
+        """
+        link = self._ingress[dst.name]
+        link.forget_before(min(d.clock_s for d in self.devices) if settled_s is None
+                           else settled_s)
+        drained = link.reserve(first_bit_s, nbytes * 8 / (dst.profile.downlink_mbps * 1e6))
+        arrival = max(alone_s, drained)
+        self.ingress_delay_s[dst.name] += arrival - alone_s
         return arrival
 
     @staticmethod

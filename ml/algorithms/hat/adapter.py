@@ -11,6 +11,12 @@ trained by distillation with the LLM frozen"):
   full model's next-token distribution to the draft model's (both through the same frozen output
   submodel), plus 0.1 × the mean squared error between the adapter's and the middle's hidden
   states, normalised by the latter's mean square; AdamW, cosine decay; the LLM stays frozen;
+- long prompts: as in serving, where the draft model only sees the last ``draft_window`` prompt
+  positions but the input submodel has read the whole prompt, the teacher (the full model) runs
+  over a window of ``context`` tokens cut to a log-uniform random length in ``[seq_len,
+  context]`` (prompts of every scale equally likely) and the student (adapter and its output
+  path) over the last ``seq_len`` positions of it, at their true rotary positions
+  (``context == seq_len``: plain windows, the student sees all of it);
 - the result is cached beside the LLM under ``$ESTUARY_DATA_DIR/models`` (safetensors + JSON),
   keyed by the LLM checkpoint, the cut and the training settings.
 
@@ -29,14 +35,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from torch import nn
 from torch.nn import functional as F
 
 from ml.algorithms.hat.partition import USplit
 from ml.data.images import default_data_dir
 from ml.data.text import SequenceDataset
-from ml.models.checkpoints import checkpoint_paths, load_checkpoint, save_checkpoint
+from ml.models.checkpoints import load_or_train
 from ml.models.transformer import Cache, DecoderBlock
 
 #: Weight of the hidden-state matching term next to the KL term (ours [I]).
@@ -74,7 +79,8 @@ class DistillSettings:
 
     steps: int = 300
     batch_size: int = 16
-    seq_len: int = 128
+    seq_len: int = 128  # the student's window (the last seq_len positions)
+    context: int = 128  # the teacher's longest window (>= seq_len)
     lr: float = 2e-3
     weight_decay: float = 0.0
     seed: int = 0
@@ -93,22 +99,27 @@ def frozen(module: nn.Module):
             p.requires_grad_(flag)
 
 
-def teacher_and_student_logits(split: USplit, adapter: Adapter, x: torch.Tensor
+def teacher_and_student_logits(split: USplit, adapter: Adapter, x: torch.Tensor,
+                               student_from: int = 0
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(p_logits, q_logits, h_mid, h_adapter)`` of token windows ``x`` [B, T], no caches.
+    """``(p_logits, q_logits, h_mid, h_adapter)`` of token windows ``x`` [B, T], no caches, at
+    positions ``student_from..T-1``: the full model reads the whole window, the draft model
+    (adapter and its output path) only those positions, as with a draft window in serving.
 
     Gradients flow to the adapter only (call inside :func:`frozen` of the LLM).
     """
     model = split.model
     start, end = split.middle_range
-    rope = model.rotary(x.shape[1], 0, x.device)
+    rope = model.rotary(x.shape[1] - student_from, student_from, x.device)
     with torch.no_grad():
         h_in, _ = model.forward_blocks(model.embed_tokens(x), 0, start)
         h_mid, _ = model.forward_blocks(h_in, start, end)
-        p_logits = model.logits_from_hidden(model.forward_blocks(h_mid, end, len(model.blocks))[0])
-    h_ad, _ = adapter(h_in, rope)
-    q_logits = model.logits_from_hidden(model.forward_blocks(h_ad, end, len(model.blocks))[0])
-    return p_logits, q_logits, h_mid, h_ad
+        h_out, _ = model.forward_blocks(h_mid, end, len(model.blocks))
+        p_logits = model.logits_from_hidden(h_out[:, student_from:])
+    h_ad, _ = adapter(h_in[:, student_from:], rope)
+    q_logits = model.logits_from_hidden(
+        model.forward_blocks(h_ad, end, len(model.blocks), pos_offset=student_from)[0])
+    return p_logits, q_logits, h_mid[:, student_from:], h_ad
 
 
 def distillation_loss(p_logits: torch.Tensor, q_logits: torch.Tensor, h_mid: torch.Tensor,
@@ -125,7 +136,9 @@ def distill_adapter(split: USplit, adapter: Adapter, train_tokens: torch.Tensor,
                     settings: DistillSettings) -> dict:
     """Train ``adapter`` in place against the frozen middle submodel; return loss figures."""
     device = next(adapter.parameters()).device
-    data = SequenceDataset(train_tokens, settings.seq_len)
+    if settings.context < settings.seq_len:
+        raise ValueError(f"context ({settings.context}) must be >= seq_len ({settings.seq_len})")
+    data = SequenceDataset(train_tokens, settings.context)
     generator = torch.Generator().manual_seed(settings.seed)
     opt = torch.optim.AdamW(adapter.parameters(), lr=settings.lr,
                             weight_decay=settings.weight_decay)
@@ -136,7 +149,12 @@ def distill_adapter(split: USplit, adapter: Adapter, train_tokens: torch.Tensor,
     with frozen(split.model):
         for _ in range(settings.steps):
             x, _ = data.sample_batch(settings.batch_size, generator)
-            loss = distillation_loss(*teacher_and_student_logits(split, adapter, x.to(device)))
+            if settings.context > settings.seq_len:  # a prompt of log-uniform random length
+                u = float(torch.rand((), generator=generator))
+                length = round(settings.seq_len * (settings.context / settings.seq_len) ** u)
+                x = x[:, :min(settings.context, max(settings.seq_len, length))]
+            loss = distillation_loss(*teacher_and_student_logits(
+                split, adapter, x.to(device), x.shape[1] - settings.seq_len))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
@@ -151,14 +169,17 @@ def distill_adapter(split: USplit, adapter: Adapter, train_tokens: torch.Tensor,
 
 @torch.no_grad()
 def draft_quality(split: USplit, adapter: Adapter, val_tokens: torch.Tensor, seq_len: int = 128,
-                  max_windows: int = 64) -> dict:
-    """Held-out agreement of the draft model (input → adapter → output) with the full model."""
+                  max_windows: int = 64, context: int | None = None) -> dict:
+    """Held-out agreement of the draft model (input → adapter → output) with the full model, on
+    the last ``seq_len`` positions of windows of ``context`` tokens (default ``seq_len``)."""
     device = next(adapter.parameters()).device
-    data = SequenceDataset(val_tokens, seq_len)
+    context = min(context or seq_len, len(val_tokens) - 1)
+    data = SequenceDataset(val_tokens, context)
     windows = min(len(data), max_windows)
     x = torch.stack([data[i][0] for i in range(windows)]).to(device)
-    y = torch.stack([data[i][1] for i in range(windows)]).to(device)
-    p_logits, q_logits, _, _ = teacher_and_student_logits(split, adapter, x)
+    y = torch.stack([data[i][1] for i in range(windows)]).to(device)[:, -seq_len:]
+    p_logits, q_logits, _, _ = teacher_and_student_logits(split, adapter, x,
+                                                          max(0, context - seq_len))
     p, q = p_logits.softmax(-1), q_logits.softmax(-1)
     return {
         "draft_top1_agreement": (p.argmax(-1) == q.argmax(-1)).float().mean().item(),
@@ -173,7 +194,7 @@ def adapter_key(llm_path: str, split: USplit, layers: int, settings: DistillSett
     """Hex digest naming the adapter trained for this LLM checkpoint, cut and settings."""
     payload = json.dumps({"llm": Path(llm_path).name, "input_layers": split.input_layers,
                           "output_layers": split.output_layers, "layers": layers,
-                          "settings": asdict(settings), "version": 1}, sort_keys=True)
+                          "settings": asdict(settings), "version": 3}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -192,20 +213,17 @@ def trained_adapter(split: USplit, llm_path: str, train_tokens: torch.Tensor,
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"hat-adapter-{adapter_key(llm_path, split, layers, settings)}"
     device = next(split.model.parameters()).device
-    with FileLock(str(path) + ".lock"):
-        adapter = Adapter(split, layers)
-        if checkpoint_paths(path)[0].is_file():
-            _, metadata = load_checkpoint(path, adapter)
-            info = {**metadata["metrics"], "cached": True}
-            adapter.to(device)
-        else:
-            torch.manual_seed(settings.seed)
-            adapter.to(device)
-            info = distill_adapter(split, adapter, train_tokens, settings)
-            info.update(draft_quality(split, adapter, val_tokens))
-            info["adapter_params"] = sum(p.numel() for p in adapter.parameters())
-            save_checkpoint(path, adapter.cpu(), config={"layers": layers, **asdict(settings)},
-                            step=settings.steps, metrics=info)
-            adapter.to(device)
-            info["cached"] = False
+
+    def distill() -> tuple[Adapter, dict]:
+        torch.manual_seed(settings.seed)
+        adapter = Adapter(split, layers).to(device)
+        info = distill_adapter(split, adapter, train_tokens, settings)
+        info.update(draft_quality(split, adapter, val_tokens, settings.seq_len, 64,
+                                  settings.context))
+        info["adapter_params"] = sum(p.numel() for p in adapter.parameters())
+        return adapter.cpu(), info
+
+    adapter, info = load_or_train(path, distill, config={"layers": layers, **asdict(settings)},
+                                  step=settings.steps, model=Adapter(split, layers).cpu())
+    adapter.to(device)
     return adapter.eval(), info

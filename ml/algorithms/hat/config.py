@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ml.config import MethodConfig, ProfileOverride
+from ml.models.long_context import DEFAULT_CONTEXT, DEFAULT_EXTEND_STEPS
 from ml.models.pretrained import DEFAULT_CONFIG, DEFAULT_STEPS
 
 
@@ -30,6 +31,13 @@ class ServingConfig(MethodConfig):
         "run on the small pre-trained LM): a Llama-2-7B stand-in (fp16) or the real model (fp32)")
     pretrain_steps: int = Field(default=DEFAULT_STEPS, ge=1, le=100_000,
                                 description="Training steps of the pre-trained LM (cached)")
+    context_tokens: int = Field(default=DEFAULT_CONTEXT, ge=16, le=8192,
+                                description="Window of the long-context extension of the LM "
+                                            "(and of SD's draft LM and the adapter's teacher)")
+    extend_steps: int = Field(default=DEFAULT_EXTEND_STEPS, ge=0, le=100_000,
+                              description="Long-context extension steps on context_tokens "
+                                          "windows (cached); 0 serves the 128-byte-window LM "
+                                          "as is")
     cloud_batch_tokens: int = Field(default=4096, ge=1, le=1_000_000,
                                     description="Most tokens the cloud puts in one batch")
 

@@ -178,13 +178,16 @@ class Engine:
 
     # -- links --------------------------------------------------------------------------------
     def transmit(self, src: EmulatedDevice, dst: EmulatedDevice, nbytes: int, kind: str) -> float:
-        """Queue ``nbytes`` on the ``src -> dst`` link now; return their arrival time."""
+        """Queue ``nbytes`` on the ``src -> dst`` link now; return their arrival time (they
+        share ``dst``'s downlink with everything else sent to it, as in the emulator)."""
         start = max(self.now, self._link_free.get((src.name, dst.name), 0.0))
         end = start + nbytes * 8 / self.testbed.bandwidth_bps(src, dst)
         self._link_free[(src.name, dst.name)] = end
         key = TrafficKey(src.name, dst.name, self.testbed.direction(src, dst), kind)
         self.testbed.traffic.add(key, int(nbytes))
-        return end + self.testbed.latency_s(src, dst)
+        latency = self.testbed.latency_s(src, dst)
+        return self.testbed.through_downlink(dst, start + latency, end + latency, nbytes,
+                                             settled_s=self.now)
 
     # -- cloud --------------------------------------------------------------------------------
     def _arrive(self, request: Request) -> None:

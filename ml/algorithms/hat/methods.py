@@ -15,6 +15,7 @@ from ml.algorithms.hat.partition import USplit
 from ml.algorithms.hat.protocols import Context, Trace, cloud_only, device_cloud_sd, hat
 from ml.algorithms.hat.session import CloudMiddle
 from ml.data.text import ByteTokenizer, load_corpus, train_val_split
+from ml.models.long_context import long_context_lm
 from ml.models.pretrained import VAL_FRACTION, pretrained_lm
 from ml.models.transformer import DecoderConfig, DecoderLM
 from ml.registry import Method, register
@@ -34,32 +35,55 @@ def corpus_tokens() -> tuple[torch.Tensor, torch.Tensor]:
     return train_val_split(ByteTokenizer().encode(load_corpus("pydoc")), VAL_FRACTION)
 
 
+def _lm(cfg: DecoderConfig | None, steps: int, context: int, extend_steps: int
+        ) -> tuple[DecoderLM, dict]:
+    """The pre-trained LM, extended to ``context``-token windows unless ``extend_steps`` is 0."""
+    if extend_steps == 0:
+        model, _, info = pretrained_lm("pydoc", cfg=cfg, steps=steps)
+        return model, {**info, "context": model.cfg.max_seq_len, "extend_steps": 0}
+    model, _, info = long_context_lm("pydoc", cfg=cfg, base_steps=steps, context=context,
+                                     steps=extend_steps)
+    return model, {**info, "extend_steps": extend_steps}
+
+
 @functools.lru_cache(maxsize=4)
-def llm(steps: int, device: str = "cpu") -> tuple[DecoderLM, dict]:
-    """The pre-trained LM (cached on disk and in this process)."""
-    model, _, info = pretrained_lm("pydoc", steps=steps)
+def llm(steps: int, context: int, extend_steps: int, device: str = "cpu"
+        ) -> tuple[DecoderLM, dict]:
+    """The served LM: the pre-trained LM after its long-context extension (cached on disk and
+    in this process)."""
+    model, info = _lm(None, steps, context, extend_steps)
     return model.to(device), info
 
 
+def served_llm(config: ServingConfig) -> tuple[DecoderLM, dict]:
+    """:func:`llm` of a serving config."""
+    return llm(config.pretrain_steps, config.context_tokens, config.extend_steps, config.device)
+
+
 @functools.lru_cache(maxsize=8)
-def adapter_for(steps: int, input_layers: int, output_layers: int, layers: int,
-                distill_steps: int, device: str = "cpu") -> tuple[USplit, Adapter, dict]:
-    """The U-shaped cut of the pre-trained LM and its distilled adapter (cached)."""
-    model, info = llm(steps, device)
+def adapter_for(steps: int, context: int, extend_steps: int, input_layers: int,
+                output_layers: int, layers: int, distill_steps: int, device: str = "cpu"
+                ) -> tuple[USplit, Adapter, dict]:
+    """The U-shaped cut of the served LM and its distilled adapter (cached): the teacher reads
+    windows of up to ``context`` tokens, the adapter the last 128 of them (ours)."""
+    model, info = llm(steps, context, extend_steps, device)
     split = USplit(model, input_layers, output_layers)
     train, val = corpus_tokens()
+    window = min(128, context)
     adapter, ad_info = trained_adapter(split, info["path"], train, val, layers,
-                                       DistillSettings(steps=distill_steps))
+                                       DistillSettings(steps=distill_steps, seq_len=window,
+                                                       context=max(window, info["context"])))
     return split, adapter, ad_info
 
 
 @functools.lru_cache(maxsize=4)
-def draft_lm(d_model: int, layers: int, steps: int, device: str = "cpu"
-             ) -> tuple[DecoderLM, dict]:
-    """The separate small draft LM of device-cloud speculative decoding (ours: same corpus)."""
+def draft_lm(d_model: int, layers: int, steps: int, context: int, extend_steps: int,
+             device: str = "cpu") -> tuple[DecoderLM, dict]:
+    """The separate small draft LM of device-cloud speculative decoding (ours: same corpus,
+    pre-trained on 128-byte windows and extended like the served LM)."""
     cfg = DecoderConfig(vocab_size=256, d_model=d_model, n_layers=layers,
                         n_heads=max(1, d_model // 32), d_ff=3 * d_model, max_seq_len=128)
-    model, _, info = pretrained_lm("pydoc", cfg=cfg, steps=steps)
+    model, info = _lm(cfg, steps, context, extend_steps)
     return model.to(device), info
 
 
@@ -82,8 +106,7 @@ def serve(config: ServingConfig, reporter: Reporter, protocol: Protocol, models:
     torch.manual_seed(config.seed)
     testbed = resolve_testbed(config.testbed, workers=config.workers)
     cut = (getattr(config, "input_layers", 1), getattr(config, "output_layers", 1))
-    served = served_models(config.served_model, llm(config.pretrain_steps, config.device)[0],
-                           clock_draft, *cut)
+    served = served_models(config.served_model, served_llm(config)[0], clock_draft, *cut)
     engine = Engine(testbed, config.cloud_batch_tokens, reporter.should_stop)
     traces = []
     for i, (device, prompt) in enumerate(zip(testbed.workers,
@@ -146,18 +169,25 @@ def summarise(config: ServingConfig, reporter: Reporter, engine: Engine, traces:
 
 
 def _llm_info(config: ServingConfig) -> dict:
-    info = llm(config.pretrain_steps, config.device)[1]
-    return {"llm_val_perplexity": info["val_perplexity"],
-            "llm_unigram_perplexity": info["unigram_perplexity"], "llm_params": info["params"]}
+    info = served_llm(config)[1]
+    out = {"llm_val_perplexity": info["val_perplexity"],
+           "llm_unigram_perplexity": info["unigram_perplexity"], "llm_params": info["params"],
+           "llm_context": info["context"], "llm_extend_steps": info["extend_steps"]}
+    # By position (held-out, context windows): the base LM and its extension.
+    out.update({f"llm_{k}": v for k, v in info.items() if "ppl_" in k})
+    return out
 
 
 def run_hat(config: HATConfig, reporter: Reporter) -> dict:
     """HAT (see :mod:`ml.algorithms.hat`)."""
-    split, adapter, ad_info = adapter_for(config.pretrain_steps, config.input_layers,
+    split, adapter, ad_info = adapter_for(config.pretrain_steps, config.context_tokens,
+                                          config.extend_steps, config.input_layers,
                                           config.output_layers, config.adapter_layers,
                                           config.distill_steps, config.device)
     cloud = CloudMiddle(split)
-    models = {**_llm_info(config), **{k: v for k, v in ad_info.items() if k != "cached"}}
+    # The adapter's check measures the LLM on its own windows; keep the LLM's figure apart.
+    models = {**{("adapter_check_" + k if k.startswith("llm_") else k): v
+                 for k, v in ad_info.items() if k != "cached"}, **_llm_info(config)}
     return serve(config, reporter,
                  lambda ctx, trace: hat(ctx, split, adapter, cloud, config.gamma,
                                         config.chunk_size, config.parallel_drafting, trace,
@@ -167,8 +197,7 @@ def run_hat(config: HATConfig, reporter: Reporter) -> dict:
 
 def run_u_shaped(config: UShapedConfig, reporter: Reporter) -> dict:
     """Plain U-shaped split inference: one hidden-state round trip per token, no chunking."""
-    split = USplit(llm(config.pretrain_steps, config.device)[0], config.input_layers,
-                   config.output_layers)
+    split = USplit(served_llm(config)[0], config.input_layers, config.output_layers)
     cloud = CloudMiddle(split)
     return serve(config, reporter,
                  lambda ctx, trace: hat(ctx, split, None, cloud, 0, config.prompt_tokens,
@@ -178,16 +207,16 @@ def run_u_shaped(config: UShapedConfig, reporter: Reporter) -> dict:
 
 def run_cloud_only(config: ServingConfig, reporter: Reporter) -> dict:
     """Cloud-only inference: tokens up, the whole LLM in the cloud."""
-    model = llm(config.pretrain_steps, config.device)[0]
+    model = served_llm(config)[0]
     return serve(config, reporter, lambda ctx, trace: cloud_only(ctx, model, trace),
                  _llm_info(config))
 
 
 def run_device_cloud_sd(config: DeviceCloudSDConfig, reporter: Reporter) -> dict:
     """Device-cloud speculative decoding with a separate draft LM sending raw tokens."""
-    model = llm(config.pretrain_steps, config.device)[0]
+    model = served_llm(config)[0]
     draft, info = draft_lm(config.draft_d_model, config.draft_layers, config.draft_steps,
-                           config.device)
+                           config.context_tokens, config.extend_steps, config.device)
     models = {**_llm_info(config), "draft_val_perplexity": info["val_perplexity"],
               "draft_params": info["params"]}
     return serve(config, reporter,

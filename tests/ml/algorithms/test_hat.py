@@ -198,6 +198,17 @@ def test_every_protocol_is_exact_and_the_cloud_batches_its_load(protocol):
     assert sum(t.tbt_s for t in busy) / 6 > traces[0].tbt_s
 
 
+def test_uploads_queue_on_a_slow_cloud_link_and_outputs_do_not_change():
+    # ten devices upload 64 hidden states of a 7B shape (8 KiB each) at once
+    _, _, fast, _ = serve_all("u", 10)
+    _, _, slow, bed = serve_all("u", 10, testbed="jetson30-a6000:server_mbps=10")
+    assert [t.tokens for t in slow] == [t.tokens for t in fast]
+    assert bed.ingress_delay_s["a6000-server"] > 0
+    # 10 x 64 x 8 KiB through 10 Mbit/s: the last first token cannot come before ~4.2 s
+    assert max(t.ttft_s for t in slow) > 10 * 64 * 8192 * 8 / 10e6
+    assert max(t.ttft_s for t in fast) < 10 * 64 * 8192 * 8 / 10e6
+
+
 def test_hat_uploads_hidden_states_never_tokens():
     model, engine, traces, bed = serve_all("hat", 1, chunk=16)
     d_bytes = served_models("llama2-7b", model, None, 1, 1).llm.hidden_bytes(1)

@@ -2,7 +2,8 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ml.algorithms.hat.adapter import Adapter, DistillSettings, distill_adapter, draft_quality
+from ml.algorithms.hat.adapter import (Adapter, DistillSettings, distill_adapter, draft_quality,
+                                       teacher_and_student_logits)
 from ml.algorithms.hat.cost import LLAMA2_7B, Op, Pass, ServedModels, batch_seconds, shape_of
 from ml.algorithms.hat.partition import USplit
 from ml.models.transformer import DecoderConfig, DecoderLM
@@ -51,3 +52,27 @@ def test_distillation_brings_the_draft_closer_to_the_llm():
     assert info["distill_loss_final"] < info["distill_loss_first"]
     assert after["draft_expected_acceptance"] > before["draft_expected_acceptance"]
     assert after["llm_val_perplexity"] == before["llm_val_perplexity"]  # the LLM stays frozen
+
+
+def test_long_window_distillation_reads_the_whole_window_and_learns():
+    torch.manual_seed(0)
+    model = DecoderLM(DecoderConfig(vocab_size=32, d_model=32, n_layers=4, n_heads=2, d_ff=64,
+                                    max_seq_len=64)).eval()
+    tokens = torch.arange(4000) % 29
+    split = USplit(model, 1, 1)
+    adapter = Adapter(split, 1)
+    # The teacher is the full model over the whole window; the student covers its last positions.
+    x = tokens[:40].unsqueeze(0)
+    p_logits, q_logits, h_mid, h_ad = teacher_and_student_logits(split, adapter, x, 24)
+    with torch.no_grad():
+        assert torch.allclose(p_logits, model(x)[0][:, 24:], atol=1e-5)
+    assert q_logits.shape == p_logits.shape and h_mid.shape == h_ad.shape == (1, 16, 32)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.mul_(0.1)
+    before = draft_quality(split, adapter, tokens, seq_len=16, max_windows=16, context=48)
+    info = distill_adapter(split, adapter, tokens, DistillSettings(steps=40, batch_size=8,
+                                                                   seq_len=16, context=48, lr=1e-2))
+    after = draft_quality(split, adapter, tokens, seq_len=16, max_windows=16, context=48)
+    assert info["distill_loss_final"] < info["distill_loss_first"]
+    assert after["draft_expected_acceptance"] > before["draft_expected_acceptance"]

@@ -6,7 +6,8 @@ from ml.config import ConfigError
 from ml.reporting import MemoryReporter
 
 SMALL = {"workers": 3, "prompt_tokens": 48, "new_tokens": 8, "pretrain_steps": 15,
-         "distill_steps": 5, "draft_steps": 5, "testbed": "local-3"}
+         "distill_steps": 5, "draft_steps": 5, "testbed": "local-3", "context_tokens": 64,
+         "extend_steps": 3}
 
 
 def test_hat_is_registered_with_its_baselines():
@@ -48,4 +49,7 @@ def test_hat_and_baselines_run_and_report(tmp_path, monkeypatch):
     # Hidden states go up under HAT (d_model values per position), token ids under the others.
     assert hat["uplink_bytes_per_token"] > results["cloud-only-inference"]["final"][
         "uplink_bytes_per_token"]
-    assert results["hat"]["models"]["llm_val_perplexity"] > 1
+    models = results["hat"]["models"]
+    assert models["llm_val_perplexity"] > 1
+    assert models["llm_context"] == 64 and models["llm_extend_steps"] == 3
+    assert {"llm_ppl_0-64", "llm_base_ppl_0-64"} <= set(models)
