@@ -6,7 +6,6 @@ Login and logout pages (/accounts/login/, /accounts/logout/) are the dashboard's
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import SimpleRouter
 
 from controlplane.devices.views import DeviceViewSet, EnrolmentTokenView, EnrolView, HeartbeatView
@@ -17,6 +16,7 @@ from controlplane.experiments.views import (
     JobStartView,
     RunViewSet,
 )
+from controlplane.login import TokenView
 from controlplane.metrics.views import RunLogsView, RunMetricsView
 
 router = SimpleRouter(use_regex_path=False)
@@ -25,7 +25,7 @@ router.register("experiments", ExperimentViewSet, basename="experiment")
 router.register("runs", RunViewSet, basename="run")
 
 api = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", TokenView.as_view(), name="api-token"),
     path("algorithms/", AlgorithmListView.as_view(), name="algorithm-list"),
     path("algorithms/<str:name>/", AlgorithmDetailView.as_view(), name="algorithm-detail"),
     path("enrolment-tokens/", EnrolmentTokenView.as_view(), name="enrolment-tokens"),
