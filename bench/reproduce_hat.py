@@ -9,13 +9,16 @@ passes of a Llama-2-7B-shaped model in fp16 (``served_model``), and device-cloud
 68M-parameter Llama. TTFT and TBT are means over the devices.
 
     python bench/reproduce_hat.py [--quick] [--devices 1 10 30] [--prompts 128 512 2048]
-                                  [--extend-steps N] [--context N]
+                                  [--extend-steps N] [--context N] [--requests N]
+                                  [--checkpoint FOLDER --draft-checkpoint FOLDER]
 
 Every row serves at least ``--requests`` (10) requests: with fewer devices the row is run again
 with seeds 1, 2, ... (each seed draws other prompts) and averaged, so a 1-device row is ten
 prompts, not one. ``--quick``: 1 and 4 devices, prompts of 128 and 512 tokens, 16 new tokens
 (about a minute once the models are cached). Each row is printed as it finishes; the table is printed last.
 ``--extend-steps 0`` serves the LM pre-trained on 128-byte windows as is (the earlier setup).
+``--checkpoint`` serves a local Hugging Face Llama folder instead, and the clock then charges
+its own shape (``served_model=pretrained``); ``--draft-checkpoint`` is device-cloud SD's draft.
 """
 from __future__ import annotations
 
@@ -64,6 +67,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int)
     parser.add_argument("--extend-steps", type=int, help="long-context extension steps")
     parser.add_argument("--context", type=int, help="long-context extension window")
+    parser.add_argument("--checkpoint", help="local Hugging Face Llama folder to serve")
+    parser.add_argument("--draft-checkpoint", help="its draft LM for device-cloud SD")
     parser.add_argument("--requests", type=int, default=10,
                         help="at least this many requests per row: fewer devices than this "
                              "are run again with other seeds (other prompts) and averaged")
@@ -82,6 +87,9 @@ def main() -> None:
                 config["extend_steps"] = args.extend_steps
             if args.context is not None:
                 config["context_tokens"] = args.context
+            if args.checkpoint:
+                config.update(checkpoint=args.checkpoint, draft_checkpoint=args.draft_checkpoint,
+                              served_model="pretrained")
             seeds = range(-(-args.requests // n))
             results = {m: run(m, config, seeds) for m in METHODS}
             hat = results["hat"]

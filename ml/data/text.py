@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch.utils.data import Dataset
@@ -156,8 +156,12 @@ class SequenceDataset(Dataset):
         return windows[:, :-1], windows[:, 1:]
 
 
-def train_val_split(tokens: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a token stream into ``(train, val)``: the last ``val_fraction`` is held out."""
+Split = TypeVar("Split", torch.Tensor, str)
+
+
+def train_val_split(tokens: Split, val_fraction: float = 0.1) -> tuple[Split, Split]:
+    """Split a token stream (or a text, before tokenizing it) into ``(train, val)``: the last
+    ``val_fraction`` is held out."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     cut = len(tokens) - int(round(len(tokens) * val_fraction))

@@ -47,7 +47,7 @@ from ml.algorithms.comp.baselines import (
     layer_drop_prune, llm_pruner_plan, llm_pruner_prune, lora_recovery, wanda_channel_prune,
 )
 from ml.algorithms.comp.evaluate import ModelReport, evaluate_model
-from ml.algorithms.comp.hf_llama import set_norm_eps
+from ml.models.hf_llama import set_norm_eps
 from ml.algorithms.comp.hybrid import comp_prune
 from ml.algorithms.comp.memory import PeakMemory
 from ml.algorithms.comp.pipeline import BlockwiseSettings

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ml.algorithms.comp.hf_llama import HFTokenizer, load_llama
+from ml.models.hf_llama import HFTokenizer, load_llama
 from ml.data.text import ByteTokenizer, SequenceDataset, load_corpus, train_val_split
 from ml.eval.lm import ChoiceItem, next_word_choice_task
 from ml.fl.seeding import generator
@@ -50,9 +50,7 @@ def load_source(corpus: str, checkpoint: str | None, model_size: str, pretrain_s
         folder = Path(checkpoint).expanduser()
         model, eps = load_llama(folder)
         tokenizer = HFTokenizer(folder)
-        text = load_corpus(corpus)
-        cut = len(text) - int(round(len(text) * VAL_FRACTION))
-        train_text, val_text = text[:cut], text[cut:]
+        train_text, val_text = train_val_split(load_corpus(corpus), VAL_FRACTION)
         return Source(model, tokenizer, tokenizer.encode(train_text),
                       tokenizer.encode(val_text), train_text, val_text, eps,
                       {"checkpoint": str(folder)})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ml.config import MethodConfig, ProfileOverride
 from ml.models.long_context import DEFAULT_CONTEXT, DEFAULT_EXTEND_STEPS
@@ -28,7 +28,12 @@ class ServingConfig(MethodConfig):
                                description="Sampling temperature; 0 is greedy decoding")
     served_model: Literal["llama2-7b", "pretrained"] = Field(
         default="llama2-7b", description="Model shape the clock charges for (the real passes "
-        "run on the small pre-trained LM): a Llama-2-7B stand-in (fp16) or the real model (fp32)")
+        "run on the served LM): a Llama-2-7B stand-in (fp16) or the served model itself (fp32: "
+        "our pre-trained LM, or the checkpoint)")
+    checkpoint: str | None = Field(
+        default=None, description="Local Hugging Face Llama-style folder (config.json, "
+        "safetensors weights, tokenizer.json) to serve instead of our pre-trained LM; prompts "
+        "and distillation come from the pydoc corpus in its tokenizer")
     pretrain_steps: int = Field(default=DEFAULT_STEPS, ge=1, le=100_000,
                                 description="Training steps of the pre-trained LM (cached)")
     context_tokens: int = Field(default=DEFAULT_CONTEXT, ge=16, le=8192,
@@ -54,7 +59,9 @@ class UShapedConfig(ServingConfig):
 
     @model_validator(mode="after")
     def _leaves_a_middle(self):
-        if self.input_layers + self.output_layers >= DEFAULT_CONFIG.n_layers:
+        # a checkpoint's depth is known only once it is loaded (USplit checks it then)
+        if self.checkpoint is None and \
+                self.input_layers + self.output_layers >= DEFAULT_CONFIG.n_layers:
             raise ValueError(f"input_layers + output_layers must leave a middle submodel in the "
                              f"{DEFAULT_CONFIG.n_layers}-layer pre-trained LM")
         return self
@@ -80,11 +87,25 @@ class HATConfig(UShapedConfig):
 class DeviceCloudSDConfig(ServingConfig):
     """Device-cloud speculative decoding with a separate small draft LM sending raw tokens."""
 
+    draft_checkpoint: str | None = Field(
+        default=None, validate_default=True,
+        description="Local Hugging Face Llama-style folder of the draft LM, sharing the "
+                    "checkpoint's vocabulary (needed with checkpoint); empty: a small LM "
+                    "pre-trained on the corpus")
+
     gamma: int = Field(default=4, ge=1, le=32, description="Draft tokens per round")
     draft_d_model: int = Field(default=64, ge=8, le=1024, description="Width of the draft LM")
     draft_layers: int = Field(default=2, ge=1, le=32, description="Decoder blocks of the draft LM")
     draft_steps: int = Field(default=300, ge=1, le=100_000,
                              description="Training steps of the draft LM (cached)")
+
+    @field_validator("draft_checkpoint")
+    @classmethod
+    def _draft_for_a_checkpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("checkpoint"):
+            raise ValueError("serving a checkpoint needs a draft LM of its vocabulary: give "
+                             "its local folder")
+        return value
 
     @model_validator(mode="after")
     def _draft_width(self):

@@ -3,7 +3,11 @@ the event engine, report TTFT, TBT, acceptance and traffic."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -14,9 +18,12 @@ from ml.algorithms.hat.engine import Engine
 from ml.algorithms.hat.partition import USplit
 from ml.algorithms.hat.protocols import Context, Trace, cloud_only, device_cloud_sd, hat
 from ml.algorithms.hat.session import CloudMiddle
+from ml.config import ConfigError
 from ml.data.text import ByteTokenizer, load_corpus, train_val_split
+from ml.models.hf_llama import HFTokenizer, UnsupportedCheckpoint, load_llama
 from ml.models.long_context import long_context_lm
-from ml.models.pretrained import VAL_FRACTION, pretrained_lm
+from ml.models.pretrained import (VAL_FRACTION, evaluate_perplexity, pretrained_lm,
+                                  unigram_loss)
 from ml.models.transformer import DecoderConfig, DecoderLM
 from ml.registry import Method, register
 from ml.reporting import Reporter
@@ -27,6 +34,17 @@ METRICS = ("ttft_ms", "tbt_ms", "acceptance_rate", "tokens_per_round", "uplink_b
            "ttft_ms/<device>", "tbt_ms/<device>")
 PAPER = ("Xie, Xu, Xu, Liao, Yao (USTC), HAT, arXiv 2503.18989: U-shaped device-cloud "
          "inference with speculative decoding and prompt chunking")
+
+
+@dataclass(frozen=True)
+class ServedLM:
+    """The served LLM and the pydoc corpus in its tokenizer: the training split for distilling
+    HAT's adapter, the held-out split for the prompts. ``info["path"]`` names its weights."""
+
+    model: DecoderLM
+    train: torch.Tensor
+    val: torch.Tensor
+    info: dict
 
 
 @functools.lru_cache(maxsize=4)
@@ -46,33 +64,66 @@ def _lm(cfg: DecoderConfig | None, steps: int, context: int, extend_steps: int
     return model, {**info, "extend_steps": extend_steps}
 
 
+def _checkpoint_lm(field: str, folder: str) -> tuple[DecoderLM, HFTokenizer, dict]:
+    """A local Hugging Face Llama folder; what is wrong with it is a config error of ``field``."""
+    try:
+        model, _ = load_llama(Path(folder).expanduser())
+        tokenizer = HFTokenizer(Path(folder).expanduser())
+    except (FileNotFoundError, UnsupportedCheckpoint) as exc:
+        raise ConfigError({field: str(exc)}) from None
+    digest = hashlib.sha256(str(Path(folder).resolve()).encode())
+    for file in sorted(Path(folder).expanduser().glob("*.safetensors")):
+        digest.update(f"{file.name}:{file.stat().st_size}:{file.stat().st_mtime_ns}".encode())
+    info = {"checkpoint": str(folder), "path": f"hf-{digest.hexdigest()[:20]}",
+            "params": model.num_parameters(), "context": model.cfg.max_seq_len,
+            "extend_steps": 0}
+    return model, tokenizer, info
+
+
 @functools.lru_cache(maxsize=4)
-def llm(steps: int, context: int, extend_steps: int, device: str = "cpu"
-        ) -> tuple[DecoderLM, dict]:
-    """The served LM: the pre-trained LM after its long-context extension (cached on disk and
-    in this process)."""
-    model, info = _lm(None, steps, context, extend_steps)
-    return model.to(device), info
+def llm(checkpoint: str | None, steps: int, context: int, extend_steps: int,
+        device: str = "cpu") -> ServedLM:
+    """The served LLM (cached on disk and in this process): ``checkpoint`` if given, else the
+    pre-trained LM after its long-context extension."""
+    if checkpoint is None:
+        model, info = _lm(None, steps, context, extend_steps)
+        train, val = corpus_tokens()
+        return ServedLM(model.to(device), train, val, info)
+    model, tokenizer, info = _checkpoint_lm("checkpoint", checkpoint)
+    train_text, val_text = train_val_split(load_corpus("pydoc"), VAL_FRACTION)
+    train, val = tokenizer.encode(train_text), tokenizer.encode(val_text)
+    info.update(val_perplexity=held_out_perplexity(model, val),
+                unigram_perplexity=math.exp(unigram_loss(train, val, model.cfg.vocab_size)))
+    return ServedLM(model.to(device), train, val, info)
 
 
-def served_llm(config: ServingConfig) -> tuple[DecoderLM, dict]:
+def held_out_perplexity(model: DecoderLM, val: torch.Tensor, windows: int = 16) -> float:
+    """Perplexity of a checkpoint on the first ``windows`` held-out windows of up to 256
+    tokens (a few, so that a large model on a CPU is measured in seconds)."""
+    window = min(256, model.cfg.max_seq_len)
+    return math.exp(evaluate_perplexity(model, val[:windows * window + 1], window))
+
+
+def served_llm(config: ServingConfig) -> ServedLM:
     """:func:`llm` of a serving config."""
-    return llm(config.pretrain_steps, config.context_tokens, config.extend_steps, config.device)
+    return llm(config.checkpoint, config.pretrain_steps, config.context_tokens,
+               config.extend_steps, config.device)
 
 
 @functools.lru_cache(maxsize=8)
-def adapter_for(steps: int, context: int, extend_steps: int, input_layers: int,
-                output_layers: int, layers: int, distill_steps: int, device: str = "cpu"
-                ) -> tuple[USplit, Adapter, dict]:
-    """The U-shaped cut of the served LM and its distilled adapter (cached): the teacher reads
-    windows of up to ``context`` tokens, the adapter the last 128 of them (ours)."""
-    model, info = llm(steps, context, extend_steps, device)
-    split = USplit(model, input_layers, output_layers)
-    train, val = corpus_tokens()
-    window = min(128, context)
-    adapter, ad_info = trained_adapter(split, info["path"], train, val, layers,
-                                       DistillSettings(steps=distill_steps, seq_len=window,
-                                                       context=max(window, info["context"])))
+def adapter_for(checkpoint: str | None, steps: int, context: int, extend_steps: int,
+                input_layers: int, output_layers: int, layers: int, distill_steps: int,
+                device: str = "cpu") -> tuple[USplit, Adapter, dict]:
+    """The U-shaped cut of the served LLM and its distilled adapter (cached): the teacher reads
+    windows of up to ``context`` tokens (at most the LLM's own), the adapter the last 128 of
+    them (ours)."""
+    served = llm(checkpoint, steps, context, extend_steps, device)
+    split = USplit(served.model, input_layers, output_layers)
+    teacher = min(context, served.info["context"])
+    window = min(128, teacher)
+    adapter, ad_info = trained_adapter(split, served.info["path"], served.train, served.val,
+                                       layers, DistillSettings(steps=distill_steps,
+                                                               seq_len=window, context=teacher))
     return split, adapter, ad_info
 
 
@@ -87,9 +138,23 @@ def draft_lm(d_model: int, layers: int, steps: int, context: int, extend_steps: 
     return model.to(device), info
 
 
-def prompts(count: int, length: int, seed: int) -> list[list[int]]:
-    """``count`` prompts of ``length`` held-out tokens at seeded random offsets."""
-    _, val = corpus_tokens()
+@functools.lru_cache(maxsize=4)
+def draft_checkpoint_lm(folder: str, checkpoint: str, steps: int, context: int,
+                        extend_steps: int, device: str = "cpu") -> tuple[DecoderLM, dict]:
+    """Device-cloud SD's draft LM from a local folder; it must share the vocabulary of the
+    served ``checkpoint``, on whose held-out text its perplexity is measured."""
+    served = llm(checkpoint, steps, context, extend_steps, device)
+    model, _, info = _checkpoint_lm("draft_checkpoint", folder)
+    if model.cfg.vocab_size != served.model.cfg.vocab_size:
+        raise ConfigError({"draft_checkpoint": f"its vocabulary has {model.cfg.vocab_size} "
+                                               f"tokens, the served checkpoint's "
+                                               f"{served.model.cfg.vocab_size}"})
+    info["val_perplexity"] = held_out_perplexity(model, served.val)
+    return model.to(device), info
+
+
+def prompts(val: torch.Tensor, count: int, length: int, seed: int) -> list[list[int]]:
+    """``count`` prompts of ``length`` held-out tokens ``val`` at seeded random offsets."""
     if length + 1 > len(val):
         raise ValueError(f"prompts of {length} tokens exceed the held-out text ({len(val)})")
     generator = torch.Generator().manual_seed(seed)
@@ -106,12 +171,12 @@ def serve(config: ServingConfig, reporter: Reporter, protocol: Protocol, models:
     torch.manual_seed(config.seed)
     testbed = resolve_testbed(config.testbed, workers=config.workers)
     cut = (getattr(config, "input_layers", 1), getattr(config, "output_layers", 1))
-    served = served_models(config.served_model, served_llm(config)[0], clock_draft, *cut)
+    source = served_llm(config)
+    served = served_models(config.served_model, source.model, clock_draft, *cut)
     engine = Engine(testbed, config.cloud_batch_tokens, reporter.should_stop)
     traces = []
-    for i, (device, prompt) in enumerate(zip(testbed.workers,
-                                             prompts(len(testbed.workers), config.prompt_tokens,
-                                                     config.seed))):
+    requests = prompts(source.val, len(testbed.workers), config.prompt_tokens, config.seed)
+    for i, (device, prompt) in enumerate(zip(testbed.workers, requests)):
         ctx = Context(engine, served, device, prompt, config.new_tokens, config.temperature,
                       torch.Generator().manual_seed(config.seed * 100_003 + i))
         trace = Trace(device.name)
@@ -169,19 +234,32 @@ def summarise(config: ServingConfig, reporter: Reporter, engine: Engine, traces:
 
 
 def _llm_info(config: ServingConfig) -> dict:
-    info = served_llm(config)[1]
+    info = served_llm(config).info
     out = {"llm_val_perplexity": info["val_perplexity"],
            "llm_unigram_perplexity": info["unigram_perplexity"], "llm_params": info["params"],
            "llm_context": info["context"], "llm_extend_steps": info["extend_steps"]}
+    if "checkpoint" in info:
+        out["llm_checkpoint"] = info["checkpoint"]
     # By position (held-out, context windows): the base LM and its extension.
     out.update({f"llm_{k}": v for k, v in info.items() if "ppl_" in k})
     return out
 
 
+def _check_cut(config: UShapedConfig) -> None:
+    """The U-shaped cut must leave the served model a middle (a checkpoint's depth is known only
+    once it is loaded)."""
+    try:
+        USplit(served_llm(config).model, config.input_layers, config.output_layers)
+    except ValueError as exc:
+        raise ConfigError({"input_layers": str(exc)}) from None
+
+
 def run_hat(config: HATConfig, reporter: Reporter) -> dict:
     """HAT (see :mod:`ml.algorithms.hat`)."""
-    split, adapter, ad_info = adapter_for(config.pretrain_steps, config.context_tokens,
-                                          config.extend_steps, config.input_layers,
+    _check_cut(config)
+    split, adapter, ad_info = adapter_for(config.checkpoint, config.pretrain_steps,
+                                          config.context_tokens, config.extend_steps,
+                                          config.input_layers,
                                           config.output_layers, config.adapter_layers,
                                           config.distill_steps, config.device)
     cloud = CloudMiddle(split)
@@ -197,7 +275,8 @@ def run_hat(config: HATConfig, reporter: Reporter) -> dict:
 
 def run_u_shaped(config: UShapedConfig, reporter: Reporter) -> dict:
     """Plain U-shaped split inference: one hidden-state round trip per token, no chunking."""
-    split = USplit(served_llm(config)[0], config.input_layers, config.output_layers)
+    _check_cut(config)
+    split = USplit(served_llm(config).model, config.input_layers, config.output_layers)
     cloud = CloudMiddle(split)
     return serve(config, reporter,
                  lambda ctx, trace: hat(ctx, split, None, cloud, 0, config.prompt_tokens,
@@ -207,16 +286,21 @@ def run_u_shaped(config: UShapedConfig, reporter: Reporter) -> dict:
 
 def run_cloud_only(config: ServingConfig, reporter: Reporter) -> dict:
     """Cloud-only inference: tokens up, the whole LLM in the cloud."""
-    model = served_llm(config)[0]
+    model = served_llm(config).model
     return serve(config, reporter, lambda ctx, trace: cloud_only(ctx, model, trace),
                  _llm_info(config))
 
 
 def run_device_cloud_sd(config: DeviceCloudSDConfig, reporter: Reporter) -> dict:
     """Device-cloud speculative decoding with a separate draft LM sending raw tokens."""
-    model = served_llm(config)[0]
-    draft, info = draft_lm(config.draft_d_model, config.draft_layers, config.draft_steps,
-                           config.context_tokens, config.extend_steps, config.device)
+    model = served_llm(config).model
+    if config.draft_checkpoint is not None:
+        draft, info = draft_checkpoint_lm(config.draft_checkpoint, config.checkpoint,
+                                          config.pretrain_steps, config.context_tokens,
+                                          config.extend_steps, config.device)
+    else:
+        draft, info = draft_lm(config.draft_d_model, config.draft_layers, config.draft_steps,
+                               config.context_tokens, config.extend_steps, config.device)
     models = {**_llm_info(config), "draft_val_perplexity": info["val_perplexity"],
               "draft_params": info["params"]}
     return serve(config, reporter,

@@ -7,7 +7,8 @@ import torch
 from ml import registry
 from ml.algorithms.comp.baselines import llm_pruner_plan, llm_pruner_prune
 from ml.algorithms.comp.blockio import embed, rope_for
-from ml.algorithms.comp.hf_llama import UnsupportedCheckpoint, load_llama, save_llama, set_norm_eps
+from ml.models.hf_llama import UnsupportedCheckpoint, load_llama, save_llama, set_norm_eps
+from tests.fixtures.llama import write_bpe_tokenizer
 from ml.algorithms.comp.hybrid import comp_prune
 from ml.algorithms.comp.importance import condition_removal_order, condition_scores
 from ml.algorithms.comp.memory import PeakMemory
@@ -228,22 +229,6 @@ def test_peak_memory_counts_what_is_held_at_once():
         c = torch.ones(500, 250)
         del b, c
     assert peak.bytes == 1_000_000
-
-
-def write_bpe_tokenizer(path, vocab_size: int) -> None:
-    """A byte-level BPE tokenizer.json trained on a little of the pydoc corpus."""
-    from pydoc_data.topics import topics
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(
-        list(topics.values())[:50],
-        trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    assert tokenizer.get_vocab_size() == vocab_size
-    tokenizer.save(str(path))
 
 
 def test_hf_llama_checkpoint_round_trip_and_clear_errors(tmp_path):

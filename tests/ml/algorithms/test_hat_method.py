@@ -53,3 +53,59 @@ def test_hat_and_baselines_run_and_report(tmp_path, monkeypatch):
     assert models["llm_val_perplexity"] > 1
     assert models["llm_context"] == 64 and models["llm_extend_steps"] == 3
     assert {"llm_ppl_0-64", "llm_base_ppl_0-64"} <= set(models)
+
+
+def test_a_local_hugging_face_checkpoint_is_served_exactly_by_every_method(tmp_path,
+                                                                             monkeypatch):
+    from tests.fixtures.llama import llama_folder
+
+    monkeypatch.setenv("ESTUARY_DATA_DIR", str(tmp_path))
+    served = llama_folder(tmp_path / "llm", vocab_size=300, layers=4, seed=0)
+    draft = llama_folder(tmp_path / "draft", vocab_size=300, layers=1, seed=1)
+    config = {**SMALL, "checkpoint": str(served), "draft_checkpoint": str(draft)}
+    outputs = {}
+    for name in ("hat", "cloud-only-inference", "u-shaped-inference", "device-cloud-sd"):
+        method = registry.get(name)
+        result = method.run(method.parse_config({k: v for k, v in config.items()
+                                                 if k in method.config.model_fields}),
+                            MemoryReporter())
+        assert result["models"]["llm_checkpoint"] == str(served)
+        assert result["models"]["llm_params"] > 0 and result["models"]["llm_val_perplexity"] > 1
+        outputs[name] = [d["output"] for d in result["devices"]]
+    # Greedy, the full model decides every token whatever the protocol; the subword vocabulary
+    # (300 ids) is the checkpoint's, not our byte-level LM's.
+    assert outputs["hat"] == outputs["cloud-only-inference"] == outputs["u-shaped-inference"] \
+        == outputs["device-cloud-sd"]
+    assert max(t for out in outputs["hat"] for t in out) < 300
+
+
+def test_a_checkpoint_without_a_draft_or_with_an_unfit_one_names_the_field(tmp_path):
+    from tests.fixtures.llama import llama_folder
+
+    sd = registry.get("device-cloud-sd")
+    with pytest.raises(ConfigError) as err:
+        sd.parse_config({"checkpoint": str(tmp_path / "llm")})
+    assert list(err.value.errors) == ["draft_checkpoint"]
+    with pytest.raises(ConfigError) as err:  # the folder is checked when the job loads it
+        registry.get("cloud-only-inference").run(registry.get("cloud-only-inference")
+                                                 .parse_config({**{k: SMALL[k] for k in (
+                                                     "workers", "testbed")},
+                                                     "checkpoint": str(tmp_path / "absent")}),
+                                                 MemoryReporter())
+    assert list(err.value.errors) == ["checkpoint"] and "does not exist" in \
+        err.value.errors["checkpoint"]
+    served = llama_folder(tmp_path / "llm", vocab_size=300, layers=4)
+    other = llama_folder(tmp_path / "other", vocab_size=280, layers=1)
+    with pytest.raises(ConfigError) as err:
+        sd.run(sd.parse_config({**{k: v for k, v in SMALL.items() if k in sd.config.model_fields},
+                                "checkpoint": str(served), "draft_checkpoint": str(other)}),
+               MemoryReporter())
+    assert list(err.value.errors) == ["draft_checkpoint"] and "280" in \
+        err.value.errors["draft_checkpoint"]
+    hat = registry.get("hat")  # a cut that leaves no middle in a 4-block checkpoint
+    with pytest.raises(ConfigError) as err:
+        hat.run(hat.parse_config({**{k: v for k, v in SMALL.items()
+                                     if k in hat.config.model_fields},
+                                  "checkpoint": str(served), "input_layers": 2,
+                                  "output_layers": 2}), MemoryReporter())
+    assert list(err.value.errors) == ["input_layers"]
