@@ -42,7 +42,7 @@ from ml.algorithms.hat.partition import USplit
 from ml.data.images import default_data_dir
 from ml.data.text import SequenceDataset
 from ml.models.checkpoints import load_or_train
-from ml.models.transformer import Cache, DecoderBlock
+from ml.models.transformer import Cache, DecoderBlock, DecoderLM
 
 #: Weight of the hidden-state matching term next to the KL term (ours [I]).
 HIDDEN_LOSS_WEIGHT = 0.1
@@ -84,6 +84,9 @@ class DistillSettings:
     lr: float = 2e-3
     weight_decay: float = 0.0
     seed: int = 0
+    generated_fraction: float = 0.5  # share of steps on the LLM's own greedy continuations
+    generated_tokens: int = 64  # continuation length of each such window
+    generated_batches: int = 32  # distinct batches of continuations, made once
 
 
 @contextmanager
@@ -140,19 +143,21 @@ def distill_adapter(split: USplit, adapter: Adapter, train_tokens: torch.Tensor,
         raise ValueError(f"context ({settings.context}) must be >= seq_len ({settings.seq_len})")
     data = SequenceDataset(train_tokens, settings.context)
     generator = torch.Generator().manual_seed(settings.seed)
+    start = time.perf_counter()
+    generated = continuation_batches(split.model, data, settings, generator)
     opt = torch.optim.AdamW(adapter.parameters(), lr=settings.lr,
                             weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.steps, settings.lr * 0.1)
     adapter.train()
     losses = []
-    start = time.perf_counter()
     with frozen(split.model):
         for _ in range(settings.steps):
-            x, _ = data.sample_batch(settings.batch_size, generator)
-            if settings.context > settings.seq_len:  # a prompt of log-uniform random length
-                u = float(torch.rand((), generator=generator))
-                length = round(settings.seq_len * (settings.context / settings.seq_len) ** u)
-                x = x[:, :min(settings.context, max(settings.seq_len, length))]
+            if generated and float(torch.rand((), generator=generator)) < \
+                    settings.generated_fraction:
+                x = generated[int(torch.randint(len(generated), (), generator=generator))]
+            else:
+                x = data.sample_batch(settings.batch_size, generator)[0]
+                x = x[:, :window_length(settings, generator)]
             loss = distillation_loss(*teacher_and_student_logits(
                 split, adapter, x.to(device), x.shape[1] - settings.seq_len))
             opt.zero_grad(set_to_none=True)
@@ -165,6 +170,44 @@ def distill_adapter(split: USplit, adapter: Adapter, train_tokens: torch.Tensor,
     tail = losses[-max(1, len(losses) // 10):]
     return {"distill_loss_first": losses[0], "distill_loss_final": sum(tail) / len(tail),
             "distill_time_s": time.perf_counter() - start}
+
+
+def window_length(settings: DistillSettings, generator: torch.Generator,
+                  shortest: int | None = None) -> int:
+    """A window of log-uniform random length in ``[shortest or seq_len, context]``: prompts of
+    every scale equally likely, as in serving."""
+    low = shortest or settings.seq_len
+    if settings.context <= low:
+        return settings.context
+    u = float(torch.rand((), generator=generator))
+    return min(settings.context, max(low, round(low * (settings.context / low) ** u)))
+
+
+@torch.no_grad()
+def continuation_batches(model: DecoderLM, data: SequenceDataset, settings: DistillSettings,
+                         generator: torch.Generator) -> list[torch.Tensor]:
+    """``generated_batches`` batches of training prompts, each followed by the LLM's own greedy
+    continuation of ``generated_tokens`` (ours, after DistillSpec, Zhou et al. 2023: the draft
+    then learns the text it will be asked to draft, not only the corpus). Empty when
+    ``generated_fraction`` is 0."""
+    if settings.generated_fraction <= 0:
+        return []
+    new = min(settings.generated_tokens, settings.seq_len // 2)  # leave the window a prompt
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    batches = []
+    for _ in range(settings.generated_batches):
+        prompt_len = window_length(settings, generator, settings.seq_len) - new
+        x = data.sample_batch(settings.batch_size, generator)[0][:, :prompt_len].to(device)
+        logits, cache = model(x, use_cache=True)
+        tokens = [x]
+        for _ in range(new):
+            tokens.append(logits[:, -1:].argmax(-1))
+            logits, cache = model(tokens[-1], cache, use_cache=True)
+        batches.append(torch.cat(tokens, dim=1).cpu())
+    model.train(was_training)
+    return batches
 
 
 @torch.no_grad()

@@ -2,10 +2,11 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ml.algorithms.hat.adapter import (Adapter, DistillSettings, distill_adapter, draft_quality,
-                                       teacher_and_student_logits)
+from ml.algorithms.hat.adapter import (Adapter, DistillSettings, continuation_batches,
+                                       distill_adapter, draft_quality, teacher_and_student_logits)
 from ml.algorithms.hat.cost import LLAMA2_7B, Op, Pass, ServedModels, batch_seconds, shape_of
 from ml.algorithms.hat.partition import USplit
+from ml.data.text import SequenceDataset
 from ml.models.transformer import DecoderConfig, DecoderLM
 from ml.testbed import resolve_testbed
 
@@ -76,3 +77,25 @@ def test_long_window_distillation_reads_the_whole_window_and_learns():
     after = draft_quality(split, adapter, tokens, seq_len=16, max_windows=16, context=48)
     assert info["distill_loss_final"] < info["distill_loss_first"]
     assert after["draft_expected_acceptance"] > before["draft_expected_acceptance"]
+
+
+def test_distillation_windows_end_in_the_llms_own_greedy_continuation():
+    torch.manual_seed(0)
+    model = DecoderLM(DecoderConfig(vocab_size=32, d_model=32, n_layers=4, n_heads=2, d_ff=64,
+                                    max_seq_len=64)).eval()
+    data = SequenceDataset(torch.arange(4000) % 29, 48)
+    settings = DistillSettings(batch_size=4, seq_len=16, context=48, generated_tokens=6,
+                               generated_batches=3)
+    batches = continuation_batches(model, data, settings, torch.Generator().manual_seed(0))
+    assert len(batches) == 3
+    for x in batches:
+        assert 16 <= x.shape[1] <= 48 and x.shape[0] == 4
+        with torch.no_grad():
+            greedy = model(x)[0].argmax(-1)
+        # each of the last 6 tokens is the full model's argmax after what precedes it
+        assert torch.equal(x[:, -6:], greedy[:, -7:-1])
+        # and the prompt before them is corpus text (here: counting mod 29)
+        prompt = x[:, :-6]
+        assert torch.equal(prompt[:, 1:] % 29, (prompt[:, :-1] + 1) % 29)
+    assert continuation_batches(model, data, DistillSettings(generated_fraction=0.0),
+                                torch.Generator()) == []
