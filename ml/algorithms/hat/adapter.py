@@ -17,6 +17,9 @@ trained by distillation with the LLM frozen"):
   context]`` (prompts of every scale equally likely) and the student (adapter and its output
   path) over the last ``seq_len`` positions of it, at their true rotary positions
   (``context == seq_len``: plain windows, the student sees all of it);
+- on-policy text (ours, after DistillSpec): ``generated_fraction`` of the steps use windows that
+  end in the LLM's own greedy continuation (:func:`continuation_batches`), the text a draft is
+  asked to predict in serving;
 - the result is cached beside the LLM under ``$ESTUARY_DATA_DIR/models`` (safetensors + JSON),
   keyed by the LLM checkpoint, the cut and the training settings.
 
