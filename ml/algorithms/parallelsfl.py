@@ -171,7 +171,6 @@ class ClusterAggregate:
     def __init__(self, rule: str):
         self.rule = rule
         self.models = WeightedAverage()
-        self.steps = WeightedAverage()
         self.mean_tau = 0.0
         self.total = 0.0
 

@@ -66,13 +66,14 @@ def _lm(cfg: DecoderConfig | None, steps: int, context: int, extend_steps: int
 
 def _checkpoint_lm(field: str, folder: str) -> tuple[DecoderLM, HFTokenizer, dict]:
     """A local Hugging Face Llama folder; what is wrong with it is a config error of ``field``."""
+    path = Path(folder).expanduser()
     try:
-        model, _ = load_llama(Path(folder).expanduser())
-        tokenizer = HFTokenizer(Path(folder).expanduser())
+        model, _ = load_llama(path)
+        tokenizer = HFTokenizer(path)
     except (FileNotFoundError, UnsupportedCheckpoint) as exc:
         raise ConfigError({field: str(exc)}) from None
-    digest = hashlib.sha256(str(Path(folder).resolve()).encode())
-    for file in sorted(Path(folder).expanduser().glob("*.safetensors")):
+    digest = hashlib.sha256(str(path.resolve()).encode())
+    for file in sorted(path.glob("*.safetensors")):
         digest.update(f"{file.name}:{file.stat().st_size}:{file.stat().st_mtime_ns}".encode())
     info = {"checkpoint": str(folder), "path": f"hf-{digest.hexdigest()[:20]}",
             "params": model.num_parameters(), "context": model.cfg.max_seq_len,
