@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agents.client import AgentError
 from agents.credentials import NAME_PATTERN, default_state_dir
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", type=Path, default=None,
                      help=f"credentials and spooled points (default {default_state_dir()})")
     run.add_argument("--broker", dest="broker_url", default=None,
-                     help="Celery broker URL if the server's own is not reachable from here")
+                     help="another address (redis://host:port/db, no user or password) of the "
+                          "broker the server names, if that one is not reachable from here")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -72,6 +74,13 @@ def options_from(args: argparse.Namespace) -> AgentOptions:
                          f"known: {', '.join(sorted(PROFILES))}")
     if not args.server.startswith(("http://", "https://")):
         raise AgentError(f"--server {args.server!r}: expected an http:// or https:// URL")
+    if args.broker_url is not None:
+        broker = urlsplit(args.broker_url)
+        if broker.scheme not in ("redis", "rediss", "unix"):
+            raise AgentError("--broker: expected a redis://, rediss:// or unix:// URL")
+        if "@" in broker.netloc:
+            raise AgentError("--broker: give only the address; the agent logs in as its "
+                             "device's own broker user, with its credential")
     token = args.token
     if args.token_file is not None:
         try:

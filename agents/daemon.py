@@ -27,7 +27,7 @@ from agents.jobs import JobRunner
 from agents.resend import resend_spool
 from agents.spool import Spool
 from agents.tracker import JobTracker
-from agents.worker import build_app, request_stop, run_worker
+from agents.worker import broker_url_via, build_app, request_stop, run_worker
 
 log = logging.getLogger("agents")
 
@@ -42,7 +42,7 @@ class AgentOptions:
     state_dir: Path
     token: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
-    broker_url: str | None = None  # overrides the broker URL the server returned
+    broker_url: str | None = None  # another address of the broker the server returned
 
 
 def _credential_from(answer: dict, server: str, name: str) -> Credential:
@@ -142,7 +142,10 @@ class Agent:
         registry.load_all()  # import torch and every method now, not when the first job waits
 
         runner = JobRunner(client, tracker, spool)
-        app = build_app(self.options.broker_url or credential.broker_url, runner)
+        broker_url = credential.broker_url
+        if self.options.broker_url:
+            broker_url = broker_url_via(self.options.broker_url, broker_url)
+        app = build_app(broker_url, runner, credential.queue)
         log.info("agent %s online as device %s, consuming %s", self.options.name,
                  credential.device_id, credential.queue)
         try:

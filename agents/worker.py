@@ -4,10 +4,16 @@ The control plane sends ``estuary.run_job(job_id=...)`` to ``device.<id>``. Mess
 tasks are acknowledged late (after the job ends), so a job whose agent dies is not silently
 lost; the control plane's reaper fails it, and a redelivered message is skipped because
 ``start/`` answers 409.
+
+At the broker the agent logs in as its device's own Redis user, which reaches only keys named
+after its queue (and kombu's binding sets of it): kombu's bookkeeping of unacknowledged messages
+is therefore kept under the queue's name too (:func:`transport_options`), not in the ``unacked``
+hash that every consumer shares by default.
 """
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
 from celery.worker import state as worker_state
@@ -17,8 +23,30 @@ from agents.jobs import JobRunner
 TASK_NAME = "estuary.run_job"
 
 
-def build_app(broker_url: str, runner: JobRunner) -> Celery:
-    """A Celery app that knows only ``estuary.run_job``, bound to ``runner``."""
+def transport_options(queue: str) -> dict[str, str]:
+    """kombu Redis transport options that keep the consumer's unacked messages under ``queue``."""
+    return {"unacked_key": f"{queue}.unacked", "unacked_index_key": f"{queue}.unacked_index",
+            "unacked_mutex_key": f"{queue}.unacked_mutex"}
+
+
+def broker_url_via(address: str, device_url: str) -> str:
+    """``device_url`` (with the device's own broker user) reached at another ``address``.
+
+    ``address`` (the agent's ``--broker``) gives scheme, host, port, database and query; the
+    user and password stay the device's: any other identity is refused.
+    """
+    override, device = urlsplit(address), urlsplit(device_url)
+    if "@" in override.netloc:
+        raise ValueError("--broker must not hold a user or password: the agent logs in as its "
+                         "device's own broker user")
+    userinfo = device.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{override.netloc}" if userinfo else override.netloc
+    return urlunsplit(override._replace(netloc=netloc))
+
+
+def build_app(broker_url: str, runner: JobRunner, queue: str) -> Celery:
+    """A Celery app that knows only ``estuary.run_job``, bound to ``runner``, consuming
+    ``queue`` as the device's broker user."""
     # No fixups: with DJANGO_SETTINGS_MODULE in the environment Celery would set up Django
     # (and its logging) inside the agent, which has no business with the control plane's DB.
     app = Celery("estuary-agent", broker=broker_url, set_as_current=False, fixups=[])
@@ -34,6 +62,7 @@ def build_app(broker_url: str, runner: JobRunner) -> Celery:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options(queue),
     )
 
     @app.task(name=TASK_NAME)

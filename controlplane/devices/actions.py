@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from controlplane.devices import broker
 from controlplane.devices.credentials import digest, new_secret
 from controlplane.devices.models import Device, EnrolmentToken
 from controlplane.errors import Conflict
@@ -56,7 +57,8 @@ def enrol_device(token_secret: str, name: str, profile: str,
     """Exchange an enrolment token for a device credential.
 
     A name the token's owner already uses re-enrols that device: same id, a new credential
-    (the old one stops working), the profile replaced. A name of another owner is refused.
+    (the old one stops working, at the broker too), the profile replaced. A name of another
+    owner is refused. The device's broker user is created (or replaced) on commit.
     """
     token = EnrolmentToken.objects.filter(token_hash=digest(token_secret)).first()
     if token is None or not token.is_valid():
@@ -74,12 +76,15 @@ def enrol_device(token_secret: str, name: str, profile: str,
     device.credential_hash = digest(credential)
     device.last_seen = timezone.now()
     device.save()
+    broker.on_commit(broker.grant_device, device.id, device.credential_hash,
+                     disconnect=not created)
     return Enrolment(device=device, credential=credential, created=created)
 
 
 @transaction.atomic
 def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any]) -> Device:
-    """A restarted agent presenting its credential: refresh last_seen and, if given, the profile."""
+    """A restarted agent presenting its credential: refresh last_seen and, if given, the
+    profile; its broker user is re-asserted on commit (in case Redis lost it)."""
     if profile is not None:
         for field, value in _profile_values(profile, overrides).items():
             setattr(device, field, value)
@@ -88,6 +93,7 @@ def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any
             setattr(device, field, value)
     device.last_seen = timezone.now()
     device.save()
+    broker.on_commit(broker.grant_device, device.id, device.credential_hash)
     return device
 
 
@@ -119,11 +125,13 @@ def update_device(device: Device, changes: dict[str, Any]) -> Device:
 def delete_device(device: Device) -> None:
     """Delete ``device``; refused (409) while it hosts a running job.
 
-    Jobs still queued on it can never start, so they fail with a clear error first.
+    Jobs still queued on it can never start, so they fail with a clear error first. Its broker
+    user and queue go on commit.
     """
     device = Device.objects.select_for_update().get(pk=device.pk)
     if device.jobs.filter(state=Job.State.RUNNING).exists():
         raise Conflict("The device hosts a running job; cancel its experiment first.")
     fail_jobs(device.jobs.filter(state=Job.State.QUEUED),
               f"Hosting device {device.name} was deleted before the job started.")
+    broker.on_commit(broker.revoke_device, device.id)
     device.delete()

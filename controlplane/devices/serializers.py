@@ -69,8 +69,9 @@ class ReenrolSerializer(StrictSerializer):
 class EnrolmentSerializer(serializers.Serializer):
     device_id = serializers.UUIDField()
     credential = serializers.CharField(help_text="Send as `Authorization: Device <credential>`")
-    broker_url = serializers.CharField()
-    queue = serializers.CharField()
+    broker_url = serializers.CharField(
+        help_text="The Celery broker, with this device's own broker user and credential")
+    queue = serializers.CharField(help_text="The only queue this device's broker user reaches")
     heartbeat_interval_s = serializers.IntegerField()
 
 

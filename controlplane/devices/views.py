@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.auth import DeviceCredentialAuthentication, IsDevice, IsOwner
-from controlplane.devices import actions
+from controlplane.devices import actions, broker
 from controlplane.devices.models import Device
 from controlplane.devices.queries import devices_for
 from controlplane.devices.serializers import (
@@ -59,8 +59,10 @@ class EnrolmentTokenView(APIView):
 
 
 def _enrolment(device: Device, credential: str) -> dict:
+    broker_url = broker.device_broker_url(settings.ESTUARY["PUBLIC_BROKER_URL"], device.id,
+                                          credential)
     return {"device_id": device.id, "credential": credential,
-            "broker_url": settings.ESTUARY["PUBLIC_BROKER_URL"], "queue": device.queue,
+            "broker_url": broker_url, "queue": device.queue,
             "heartbeat_interval_s": settings.ESTUARY["HEARTBEAT_INTERVAL_S"]}
 
 

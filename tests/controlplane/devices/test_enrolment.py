@@ -1,12 +1,14 @@
 """Enrolment tokens and agent enrolment: POST /api/v1/enrolment-tokens/, /agents/enrol/."""
 from datetime import timedelta
 from hashlib import sha256
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
 from django.utils import timezone
 
 from controlplane.devices.actions import create_enrolment_token
+from controlplane.devices.broker import broker_username, device_broker_url
 from controlplane.devices.models import Device, EnrolmentToken
 from ml.testbed.profiles import PROFILES
 
@@ -73,7 +75,9 @@ class TestEnrol:
             profile.kind, profile.compute_gflops, profile.uplink_mbps)
         assert device.rtt_ms == 42
         assert body["queue"] == f"device.{device.id}"
-        assert body["broker_url"] == settings.ESTUARY["PUBLIC_BROKER_URL"]
+        assert body["broker_url"] == device_broker_url(settings.ESTUARY["PUBLIC_BROKER_URL"],
+                                                       device.id, body["credential"])
+        assert urlsplit(body["broker_url"]).username == broker_username(device.id)
         assert body["heartbeat_interval_s"] == settings.ESTUARY["HEARTBEAT_INTERVAL_S"]
         assert device.status() == "online"
 
