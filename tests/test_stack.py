@@ -1,5 +1,6 @@
 """``./estuary up``, smoke test: the stack in a fresh data folder (SQLite, a Redis of its own) runs
 the demo experiment on its three agents, and Ctrl-C stops every process it started, nothing else.
+Its Redis is locked as production's: a password for the control plane, a user per device.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 import requests
 
 from tests.fixtures.agents import wait_for
@@ -39,6 +41,30 @@ def alive(process: psutil.Process) -> bool:
 def banner_value(output: Path, label: str) -> str | None:
     found = re.search(rf"^  {label}:\s+(\S+)", output.read_text(), re.MULTILINE)
     return found.group(1) if found else None
+
+
+def assert_the_broker_is_locked(data_dir: Path, output: Path, state: dict) -> None:
+    """Nobody gets in without the password, which is kept 0600 and never shown; an agent has
+    only its device's user, which cannot list keys nor read another device's queue."""
+    port = int(re.search(r"started Redis on port (\d+)", output.read_text()).group(1))
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=port, socket_timeout=5).get("anything")
+    config = data_dir / "redis" / "auth.conf"
+    assert config.stat().st_mode & 0o777 == 0o600
+    password = config.read_text().split()[1]
+    shown = output.read_text() + "".join(
+        log.read_text(errors="replace") for log in (data_dir / "log").glob("*.log"))
+    assert password not in shown
+
+    a6000 = json.loads((data_dir / "agents" / "a6000-1.json").read_text())
+    jetson = json.loads((data_dir / "agents" / "jetson-nx-1.json").read_text())
+    device = redis.Redis.from_url(a6000["broker_url"], socket_timeout=5)
+    assert device.ping()
+    for command in (("SCAN", 0), ("LRANGE", jetson["queue"], 0, -1), ("PUBLISH", "x", "y")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            device.execute_command(*command)
+    agent_env = psutil.Process(state["children"]["agent-a6000-1"]).environ()
+    assert "REDIS_URL" not in agent_env and password not in "".join(agent_env.values())
 
 
 def test_it_runs_the_demo_and_ctrl_c_stops_only_what_it_started(tmp_path):
@@ -81,6 +107,7 @@ def test_it_runs_the_demo_and_ctrl_c_stops_only_what_it_started(tmp_path):
 
         points = wait_for(first_points, 300, "the demo run's first metrics", interval_s=1)
         assert {"accuracy", "sim_time_s"} <= {point["name"] for point in points}
+        assert_the_broker_is_locked(data_dir, output, state)
 
         stack.send_signal(signal.SIGINT)
         assert stack.wait(timeout=120) == 0, output.read_text()

@@ -66,3 +66,16 @@ def test_it_reports_a_refused_token_with_the_servers_reason(asgi_server, tmp_pat
                                   "enrolment token.")
     assert not (tmp_path / "dev-1.json").exists()
     assert not Device.objects.exists()
+
+
+@pytest.mark.parametrize("broker, message", [
+    ("redis://default:secret@127.0.0.1:6379/0", "--broker: give only the address; the agent "
+                                               "logs in as its device's own broker user"),
+    ("http://127.0.0.1:6379/0", "--broker: expected a redis://, rediss:// or unix:// URL"),
+])
+def test_it_refuses_a_broker_identity_other_than_the_devices(tmp_path, broker, message):
+    result = run_agent("--server", "http://127.0.0.1:1", "--token", "t", "--name", "dev-1",
+                       "--profile", "jetson-nx", "--broker", broker, "--state-dir", str(tmp_path))
+
+    assert_one_line_error(result, message)
+    assert "secret" not in result.stderr
