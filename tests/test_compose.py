@@ -74,3 +74,13 @@ def test_every_dependency_and_volume_is_declared(compose):
             source = volume.split(":", 1)[0]
             if not source.startswith((".", "/")):
                 assert source in compose["volumes"], f"{name}: volume {source} not declared"
+
+
+def test_its_redis_takes_a_password_that_only_the_control_plane_has(compose):
+    services = compose["services"]
+    assert "--requirepass" in " ".join(services["redis"]["command"])
+    for name in ("web", "worker", "migrate"):
+        assert services[name]["environment"]["REDIS_URL"].startswith("redis://:$"), name
+    for name, service in services.items():
+        if name.startswith("agent-"):
+            assert "REDIS_URL" not in (service.get("environment") or {}), name
