@@ -84,6 +84,9 @@ class TestSettings:
         ({"DATABASE_URL": "mongodb://x/y"}, "DATABASE_URL"),
         ({"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL"),
         ({"DEBUG": "0"}, "SECRET_KEY"),
+        ({"ESTUARY_PUBLIC_BROKER_URL": "redis://admin:secret@broker.lab:6379/0"},
+         "ESTUARY_PUBLIC_BROKER_URL must not hold a user or password"),
+        ({"ESTUARY_BROKER_USER_PREFIX": "two words"}, "ESTUARY_BROKER_USER_PREFIX"),
     ])
     def test_it_refuses_to_start_with_a_bad_value(self, tmp_path, env, message):
         result = run_python("import django; django.setup()", tmp_path, **env)
@@ -99,6 +102,12 @@ class TestSettings:
                             "print(s.ESTUARY['PUBLIC_BROKER_URL'])", tmp_path,
                             ESTUARY_PUBLIC_BROKER_URL="redis://broker.lab:6379/0")
         assert result.stdout.strip() == "redis://broker.lab:6379/0"
+
+    def test_it_never_tells_agents_the_control_planes_redis_password(self, tmp_path):
+        result = run_python("from django.conf import settings as s; "
+                            "print(s.ESTUARY['PUBLIC_BROKER_URL'])", tmp_path,
+                            REDIS_URL="redis://:admin-secret@10.0.0.5:6379/2")
+        assert result.stdout.strip() == "redis://10.0.0.5:6379/2"
 
     @pytest.mark.django_db
     def test_it_tests_on_a_database_other_processes_can_open(self):
@@ -116,7 +125,9 @@ class TestCheckDeploy:
             [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
             env={**{k: v for k, v in os.environ.items() if k not in PROJECT_VARIABLES},
-                 "ESTUARY_DATA_DIR": str(tmp_path), **production_env()})
+                 "ESTUARY_DATA_DIR": str(tmp_path), **production_env(),
+                 # The broker check asks the session's Redis (which may not be on 6379).
+                 "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")})
         assert result.returncode == 0, result.stdout + result.stderr
         assert "no issues" in result.stdout
 
