@@ -76,7 +76,7 @@ def enrol_device(token_secret: str, name: str, profile: str,
     device.credential_hash = digest(credential)
     device.last_seen = timezone.now()
     device.save()
-    broker.on_commit(broker.grant_device, device.id, device.credential_hash,
+    broker.apply_on_commit(broker.grant_device, device.id, device.credential_hash,
                      disconnect=not created)
     return Enrolment(device=device, credential=credential, created=created)
 
@@ -93,7 +93,7 @@ def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any
             setattr(device, field, value)
     device.last_seen = timezone.now()
     device.save()
-    broker.on_commit(broker.grant_device, device.id, device.credential_hash)
+    broker.apply_on_commit(broker.grant_device, device.id, device.credential_hash)
     return device
 
 
@@ -133,5 +133,5 @@ def delete_device(device: Device) -> None:
         raise Conflict("The device hosts a running job; cancel its experiment first.")
     fail_jobs(device.jobs.filter(state=Job.State.QUEUED),
               f"Hosting device {device.name} was deleted before the job started.")
-    broker.on_commit(broker.revoke_device, device.id)
+    broker.apply_on_commit(broker.revoke_device, device.id)
     device.delete()

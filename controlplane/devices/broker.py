@@ -167,7 +167,7 @@ def reconcile_device_users(client: redis.Redis | None = None) -> Reconciliation:
     return Reconciliation(granted=len(devices), revoked=len(stale))
 
 
-def on_commit(change: Callable[..., None], *args, **kwargs) -> None:
+def apply_on_commit(change: Callable[..., None], *args, **kwargs) -> None:
     """Apply a broker change once the current transaction commits.
 
     Best-effort: the database change has committed, so a broker failure is logged, never

@@ -17,7 +17,6 @@ from django.conf import settings
 
 from controlplane.celery import device_queue
 from controlplane.devices import actions, broker
-from controlplane.devices.views import _enrolment
 from tests.fixtures.servers import EnrolledDevice, delete_broker_users, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,10 +29,15 @@ def enrol(user, name: str) -> EnrolledDevice:
     return EnrolledDevice(enrolment.device, enrolment.credential)
 
 
+def broker_url_of(enrolled: EnrolledDevice) -> str:
+    """The ``broker_url`` of the device's enrolment answer."""
+    return broker.device_broker_url(settings.ESTUARY["PUBLIC_BROKER_URL"], enrolled.device.id,
+                                    enrolled.credential)
+
+
 def broker_as(enrolled: EnrolledDevice) -> redis.Redis:
     """A Redis client logged in exactly as the device's agent is told to at enrolment."""
-    url = _enrolment(enrolled.device, enrolled.credential)["broker_url"]
-    return redis.Redis.from_url(url, socket_timeout=5)
+    return redis.Redis.from_url(broker_url_of(enrolled), socket_timeout=5)
 
 
 @pytest.fixture
@@ -120,7 +124,7 @@ class TestTheChannelsLayer:
         """channels_redis's own client, pointed at the broker as B: group_send is refused."""
         from channels_redis.core import RedisChannelLayer
 
-        url = _enrolment(device_b.device, device_b.credential)["broker_url"]
+        url = broker_url_of(device_b)
         config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
         layer = RedisChannelLayer(hosts=[url], prefix=config["prefix"])
         with pytest.raises(redis.exceptions.NoPermissionError):
