@@ -145,7 +145,6 @@ CHANNEL_LAYERS = {
 }
 
 
-
 def _public_broker_url() -> str:
     """ESTUARY_PUBLIC_BROKER_URL, else REDIS_URL without its (admin) user and password."""
     public = envurl("ESTUARY_PUBLIC_BROKER_URL", REDIS_URL, schemes=("redis", "rediss", "unix"))

@@ -73,7 +73,8 @@ def redis_argv(port: int, data_dir: Path, persist: bool = True,
     """Command line of a loopback-only Redis keeping its data in ``data_dir``; ``config`` is a
     file of more directives (e.g. :func:`admin_config`'s)."""
     return [
-        redis_server_binary(), *([str(config)] if config else []), "--port", str(port), "--bind", "127.0.0.1",
+        redis_server_binary(), *([str(config)] if config else []),  # a config file comes first
+        "--port", str(port), "--bind", "127.0.0.1",
         "--protected-mode", "yes", "--daemonize", "no", "--dir", str(data_dir),
         "--save", "60 1" if persist else "", "--appendonly", "no", "--logfile", "",
     ]

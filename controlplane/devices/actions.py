@@ -77,7 +77,7 @@ def enrol_device(token_secret: str, name: str, profile: str,
     device.last_seen = timezone.now()
     device.save()
     broker.apply_on_commit(broker.grant_device, device.id, device.credential_hash,
-                     disconnect=not created)
+                           disconnect=not created)
     return Enrolment(device=device, credential=credential, created=created)
 
 
