@@ -13,8 +13,9 @@ from celery import Celery
 from celery.worker import state as worker_state
 
 from agents.jobs import JobRunner
+from ml import wire
 
-TASK_NAME = "estuary.run_job"
+TASK_NAME = wire.RUN_JOB_TASK
 
 
 def build_app(broker_url: str, runner: JobRunner) -> Celery:

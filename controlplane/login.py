@@ -13,6 +13,7 @@ from rest_framework import exceptions
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 
 class TokenView(ObtainAuthToken):
@@ -21,6 +22,9 @@ class TokenView(ObtainAuthToken):
     A username that failed ``AXES_FAILURE_LIMIT`` times from one address is refused from that
     address for ``AXES_COOLOFF_TIME`` with a 429, even with the right password.
     """
+
+    # ObtainAuthToken names its own parsers (form, multipart, plain JSON): take the API's.
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
 
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

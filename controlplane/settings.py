@@ -15,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from controlplane.env import envbool, envint, envlist, envstr, envurl
+from ml import wire
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -154,9 +155,11 @@ ESTUARY = {
     "PUBLIC_BROKER_URL": envurl("ESTUARY_PUBLIC_BROKER_URL", REDIS_URL,
                                 schemes=("redis", "rediss", "unix")),
     "CONTROLPLANE_QUEUE": "controlplane",
-    "MAX_POINTS_PER_BATCH": 5000,
-    "MAX_LOG_LINES_PER_BATCH": 1000,
-    "MAX_LOG_LINE_CHARS": 10_000,
+    # Limits the agents share (ml.wire): one definition for both ends of the wire.
+    "MAX_POINTS_PER_BATCH": wire.MAX_POINTS_PER_BATCH,
+    "MAX_LOG_LINES_PER_BATCH": wire.MAX_LOG_LINES_PER_BATCH,
+    "MAX_LOG_LINE_CHARS": wire.MAX_LOG_LINE_CHARS,
+    "MAX_JSON_DEPTH": wire.MAX_JSON_DEPTH,
     "MAX_ENROLMENT_TTL_HOURS": 24 * 30,
     # Lines of each run's log sent with the WebSocket history.
     "HISTORY_LOG_LINES": 200,
@@ -220,7 +223,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["controlplane.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
