@@ -225,6 +225,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["controlplane.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every list is paginated (controlplane/pagination.py: page_size default 50, at most 500).
+    "DEFAULT_PAGINATION_CLASS": "controlplane.pagination.Pagination",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 

@@ -46,7 +46,7 @@ def check_metric_name(name: object) -> str:
         raise WireError("name", "Must be a string.")
     if not 1 <= len(name) <= MAX_METRIC_NAME_CHARS:
         raise WireError("name", f"Must be 1 to {MAX_METRIC_NAME_CHARS} characters.")
-    if not _METRIC_NAME.match(name):
+    if not _METRIC_NAME.fullmatch(name):  # match() would let a trailing newline through
         raise WireError("name", "Letters, digits and _ . : / - only.")
     return name
 
