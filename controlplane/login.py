@@ -9,11 +9,15 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from django.http import HttpRequest
-from rest_framework import exceptions
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import exceptions, serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
+
+from controlplane.schema import error_response
 
 
 class TokenView(ObtainAuthToken):
@@ -26,6 +30,9 @@ class TokenView(ObtainAuthToken):
     # ObtainAuthToken names its own parsers (form, multipart, plain JSON): take the API's.
     parser_classes = api_settings.DEFAULT_PARSER_CLASSES
 
+    @extend_schema(request=AuthTokenSerializer, responses={
+        200: inline_serializer("Token", {"token": serializers.CharField()}),
+        429: error_response("Too many failed logins for this username from this address.")})
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         try:

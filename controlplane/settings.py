@@ -243,6 +243,12 @@ SPECTACULAR_SETTINGS = {
         "ExperimentStatusEnum": "controlplane.experiments.models.Experiment.Status",
         "DeviceKindEnum": "controlplane.devices.models.Device.Kind",
     },
+    # The schema is the truth: errors declared, unknown request fields refused (schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "controlplane.schema.declare_error_responses",
+        "controlplane.schema.forbid_unknown_fields",
+    ],
     # Schema generation warnings become `check --deploy` warnings.
     "ENABLE_DJANGO_DEPLOY_CHECK": True,
 }

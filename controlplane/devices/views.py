@@ -27,6 +27,7 @@ from controlplane.devices.serializers import (
     ReenrolSerializer,
 )
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
+from controlplane.schema import CONFLICT
 
 
 class DeviceQuerySerializer(ListQuerySerializer):
@@ -50,7 +51,8 @@ class DeviceQuerySerializer(ListQuerySerializer):
         return queryset.order_by("name", "id")
 
 
-@extend_schema_view(list=extend_schema(parameters=[DeviceQuerySerializer]))
+@extend_schema_view(list=extend_schema(parameters=[DeviceQuerySerializer]),
+                    destroy=extend_schema(responses={204: None, 409: CONFLICT}))
 class DeviceViewSet(FilteredListMixin, mixins.RetrieveModelMixin,
                     mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """The user's devices: list, detail, PATCH (name, profile fields), DELETE (409 while busy)."""

@@ -32,6 +32,7 @@ from controlplane.experiments.serializers import (
 )
 from controlplane.fields import JSONObjectField, StrictSerializer
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
+from controlplane.schema import CONFLICT
 
 
 class ExperimentQuerySerializer(ListQuerySerializer):
@@ -145,7 +146,7 @@ class JobStartView(APIView):
 
     permission_classes = [IsDevice]
 
-    @extend_schema(request=None, responses=JobStartSerializer)
+    @extend_schema(request=None, responses={200: JobStartSerializer, 409: CONFLICT})
     def post(self, request: Request, job_id) -> Response:
         job = get_object_or_404(jobs_for_device(request.auth), pk=job_id)
         job = actions.start_job(job)
@@ -158,8 +159,8 @@ class JobFinishView(APIView):
 
     permission_classes = [IsDevice]
 
-    @extend_schema(request=JobFinishSerializer, responses=inline_serializer(
-        "JobFinished", {"state": serializers.CharField()}))
+    @extend_schema(request=JobFinishSerializer, responses={200: inline_serializer(
+        "JobFinished", {"state": serializers.CharField()}), 409: CONFLICT})
     def post(self, request: Request, job_id) -> Response:
         job = get_object_or_404(jobs_for_device(request.auth), pk=job_id)
         body = JobFinishSerializer(data=request.data)
