@@ -15,8 +15,9 @@ from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
+from rest_framework.parsers import FormParser
 
+from controlplane.parsers import BoundedJSONParser
 from controlplane.schema import error_response
 
 
@@ -27,8 +28,9 @@ class TokenView(ObtainAuthToken):
     address for ``AXES_COOLOFF_TIME`` with a 429, even with the right password.
     """
 
-    # ObtainAuthToken names its own parsers (form, multipart, plain JSON): take the API's.
-    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
+    # ObtainAuthToken names its own parsers (form, multipart, plain JSON): the API's bounded
+    # JSON, and forms (flat, nothing to nest) for `curl -d username=... -d password=...`.
+    parser_classes = [BoundedJSONParser, FormParser]
 
     @extend_schema(request=AuthTokenSerializer, responses={
         200: inline_serializer("Token", {"token": serializers.CharField()}),
