@@ -105,6 +105,7 @@ class JSONObjectField(serializers.DictField):
     default_error_messages = {
         "too_large": "Must encode to at most {max_bytes} bytes of JSON.",
         "nul": "Must not contain NUL characters.",
+        "not_finite": "Numbers must be finite.",
     }
 
     def __init__(self, *, max_bytes: int = 1_000_000, **kwargs):
@@ -113,7 +114,10 @@ class JSONObjectField(serializers.DictField):
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        encoded = json.dumps(value)
+        try:  # the parser refuses NaN and infinity already; no database column takes them
+            encoded = json.dumps(value, allow_nan=False)
+        except ValueError:
+            self.fail("not_finite")
         if len(encoded) > self.max_bytes:
             self.fail("too_large", max_bytes=self.max_bytes)
         if _has_nul(value):
