@@ -186,3 +186,38 @@ class TestSharedWireRules:
                                                      {"points": [point(name)]})
         assert response.status_code == 400
         assert list(response.json()["points"]["0"]) == ["name"]
+
+
+@pytest.mark.django_db(transaction=True)
+class TestWebSocketInput:
+    def test_a_deep_message_from_the_browser_is_ignored_unparsed(self, asgi_server, owner,
+                                                                 device_factory,
+                                                                 experiment_factory):
+        import asyncio
+
+        import requests
+        from django.test import Client
+
+        from tests.fixtures.servers import ws_connect
+
+        agent = device_factory(owner)
+        run = Run.objects.get(experiment=experiment_factory(owner, host=agent.device))
+        client = Client()
+        client.force_login(owner)
+        cookie = f"sessionid={client.cookies['sessionid'].value}"
+        url = f"{asgi_server.replace('http://', 'ws://')}/ws/experiments/{run.experiment_id}/"
+
+        def post_point() -> None:
+            answer = requests.post(f"{asgi_server}/api/v1/runs/{run.id}/metrics/",
+                                   json={"points": [point(step=1)]}, timeout=10,
+                                   headers={"Authorization": f"Device {agent.credential}"})
+            assert answer.status_code == 200, answer.text
+
+        async def watch():
+            async with ws_connect(url, cookie=cookie, origin=asgi_server) as ws:
+                assert (await ws.receive_json())["type"] == "history"
+                await ws.connection.send("[" * 100_000 + "]" * 100_000)
+                await asyncio.get_running_loop().run_in_executor(None, post_point)
+                return await ws.receive_json()  # the socket is still open and live
+
+        assert asyncio.run(watch())["type"] == "points"
