@@ -20,7 +20,7 @@ from django.db import close_old_connections
 from controlplane.wsgi import application
 
 #: Examples per operation: the whole run stays well under a minute.
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 15
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
