@@ -60,6 +60,20 @@ class TestDeepNesting:
         assert "name" in response.json()
 
 
+@pytest.mark.parametrize("text, too_deep", [
+    ('{"a": "[[[[[[", "b": [[1]]}', False),       # brackets inside a string
+    ('{"a": "\\"[[[[[[", "b": [[1]]}', False),    # ... after an escaped quote
+    ('{"a": "x\\\\", "b": [[[1]]]}', True),      # a string ending in a backslash
+    ('[[["]]]"]]]', False),
+    ('[[[["]]]"]]]]', True),
+])
+def test_the_depth_scan_skips_strings(text, too_deep):
+    from controlplane.parsers import json_depth_exceeds
+
+    json.loads(text)  # each is valid JSON
+    assert json_depth_exceeds(text, 3) is too_deep
+
+
 @pytest.mark.django_db
 class TestNonFiniteNumbers:
     def test_an_overflowing_result_is_refused_naming_it_and_the_job_stays_open(self, api,
