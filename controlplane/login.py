@@ -17,8 +17,13 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
 from rest_framework.parsers import FormParser
 
+from controlplane.fields import StrictSerializer
 from controlplane.parsers import BoundedJSONParser
 from controlplane.schema import error_response
+
+
+class TokenRequestSerializer(StrictSerializer, AuthTokenSerializer):
+    """DRF's username and password, typed strictly (``123`` is not a username)."""
 
 
 class TokenView(ObtainAuthToken):
@@ -31,8 +36,9 @@ class TokenView(ObtainAuthToken):
     # ObtainAuthToken names its own parsers (form, multipart, plain JSON): the API's bounded
     # JSON, and forms (flat, nothing to nest) for `curl -d username=... -d password=...`.
     parser_classes = [BoundedJSONParser, FormParser]
+    serializer_class = TokenRequestSerializer
 
-    @extend_schema(request=AuthTokenSerializer, responses={
+    @extend_schema(request=TokenRequestSerializer, responses={
         200: inline_serializer("Token", {"token": serializers.CharField()}),
         429: error_response("Too many failed logins for this username from this address.")})
     def post(self, request, *args, **kwargs):

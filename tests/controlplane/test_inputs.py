@@ -128,6 +128,11 @@ class TestWrongTypes:
         assert response.status_code == 400
         assert response.json() == {"name": ["Must be a string."]}
 
+    def test_a_number_is_not_a_username(self, api):
+        response = api().post("/api/v1/auth/token/", {"username": 123, "password": "x"})
+        assert response.status_code == 400
+        assert response.json() == {"username": ["Must be a string."]}
+
     def test_a_number_is_not_a_device_name(self, api, owner, device_factory):
         agent = device_factory(owner)
         response = api(owner).patch(f"/api/v1/devices/{agent.device.id}/", {"name": 42})

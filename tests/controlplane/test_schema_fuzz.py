@@ -4,6 +4,8 @@ Every operation of ``/api/schema/`` is called with generated requests (valid and
 an authenticated user who owns a device and an experiment; any 5xx, an undocumented status
 code or a response that does not match its declared schema fails the test.
 """
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -19,8 +21,10 @@ from django.db import close_old_connections
 
 from controlplane.wsgi import application
 
-#: Examples per operation: the whole run stays well under a minute.
-EXAMPLES_PER_OPERATION = 15
+#: Examples per operation: the whole run stays well under a minute. To explore further, set
+#: ESTUARY_FUZZ_EXAMPLES (and ESTUARY_FUZZ_RANDOM=1 for new examples on each run).
+EXAMPLES_PER_OPERATION = int(os.environ.get("ESTUARY_FUZZ_EXAMPLES", "15"))
+RANDOM = os.environ.get("ESTUARY_FUZZ_RANDOM") == "1"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
@@ -67,7 +71,7 @@ def test_the_server_answers_as_its_schema_says(api_schema, owner, agent):
                    else f"Token {owner.api_token}"}
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=not RANDOM,
                   database=None, suppress_health_check=list(HealthCheck))
         def answers_as_declared(case):
             case.call_and_validate(headers=headers, checks=CHECKS)
