@@ -33,12 +33,21 @@ from controlplane.experiments.serializers import (
 from controlplane.fields import JSONObjectField, StrictSerializer
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
 from controlplane.schema import CONFLICT
+from ml import registry
+
+
+def known_method(name: str) -> str:
+    """A filter's method name must be in the catalogue (a typo is an error, not an empty list)."""
+    try:
+        return registry.get(name).name
+    except registry.UnknownMethod:
+        raise serializers.ValidationError(f"Unknown method {name!r}.") from None
 
 
 class ExperimentQuerySerializer(ListQuerySerializer):
     status = serializers.ChoiceField(choices=Experiment.Status.choices, required=False)
-    algorithm = serializers.CharField(max_length=63, required=False)
-    method = serializers.CharField(max_length=63, required=False,
+    algorithm = serializers.CharField(max_length=63, required=False, validators=[known_method])
+    method = serializers.CharField(max_length=63, required=False, validators=[known_method],
                                    help_text="Experiments with a run of this method")
     name = serializers.CharField(max_length=200, required=False,
                                  help_text="Experiments whose name contains this (any case)")
@@ -99,7 +108,7 @@ class ExperimentViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.G
 class RunQuerySerializer(ListQuerySerializer):
     experiment = serializers.UUIDField(required=False)
     state = serializers.ChoiceField(choices=JobState.choices, required=False)
-    method = serializers.CharField(max_length=63, required=False)
+    method = serializers.CharField(max_length=63, required=False, validators=[known_method])
     name = serializers.CharField(max_length=200, required=False,
                                  help_text="Runs of experiments whose name contains this")
 

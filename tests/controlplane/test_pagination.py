@@ -69,10 +69,13 @@ class TestExperimentFilters:
             "Split run", "mnist baseline"]
         assert names(client.get("/api/v1/experiments/?name=SPLIT")) == ["Split run"]
 
-    def test_an_unknown_status_is_refused_naming_it(self, api, owner):
-        response = api(owner).get("/api/v1/experiments/?status=exploded")
+    @pytest.mark.parametrize("parameter, value", [("status", "exploded"),
+                                                  ("algorithm", "fedavgg"), ("method", "nope")])
+    def test_an_unknown_value_is_refused_naming_the_parameter(self, api, owner, parameter,
+                                                              value):
+        response = api(owner).get(f"/api/v1/experiments/?{parameter}={value}")
         assert response.status_code == 400
-        assert list(response.json()) == ["status"]
+        assert list(response.json()) == [parameter]
 
 
 @pytest.mark.django_db
