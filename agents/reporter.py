@@ -10,8 +10,6 @@ ingests idempotently on (run, name, step), so a resent batch never duplicates.
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 import time
 
@@ -19,16 +17,15 @@ from agents.client import ControlPlane, Rejected, Retryable
 from agents.retry import with_backoff
 from agents.spool import Spool
 from agents.tracker import RunningJob
+from ml import wire
 
 log = logging.getLogger(__name__)
 
 #: Log lines kept while the server is unreachable; older ones are dropped past this.
 MAX_BUFFERED_LINES = 10_000
-#: The server's limits on a log batch (settings.ESTUARY MAX_LOG_*).
-MAX_LINES_PER_POST = 1000
-MAX_LINE_CHARS = 10_000
-#: Metric names the server accepts: the standard ones and suffixed series (``name/worker-03``).
-METRIC_NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,100}$")
+#: The server's limits on a log batch.
+MAX_LINES_PER_POST = wire.MAX_LOG_LINES_PER_BATCH
+MAX_LINE_CHARS = wire.MAX_LOG_LINE_CHARS
 
 
 class HttpReporter:
@@ -63,15 +60,8 @@ class HttpReporter:
     def metric(self, name: str, step: int, value: float, sim_time_s: float) -> None:
         # Checked here, as the server would: one bad point must fail the method that made it,
         # not get a whole batch refused later.
-        value, step, sim_time_s = float(value), int(step), float(sim_time_s)
-        if not METRIC_NAME.match(name):
-            raise ValueError(f"metric name {name!r}: use 1-100 letters, digits and _ . : / -")
-        if not math.isfinite(value):
-            raise ValueError(f"metric {name} at step {step} is not finite: {value}")
-        if step < 0 or not (math.isfinite(sim_time_s) and sim_time_s >= 0):
-            raise ValueError(f"metric {name}: step {step} and sim_time_s {sim_time_s} must be >= 0")
-        point = {"name": name, "step": step, "value": value, "sim_time_s": sim_time_s,
-                 "wall_time_s": time.perf_counter() - self._start}
+        point = wire.check_point(name, step, value, sim_time_s,
+                                 time.perf_counter() - self._start)
         with self._lock:
             self._points.append(point)
             full = len(self._points) >= self.batch_size

@@ -19,8 +19,9 @@ from celery import Celery
 from celery.worker import state as worker_state
 
 from agents.jobs import JobRunner
+from ml import wire
 
-TASK_NAME = "estuary.run_job"
+TASK_NAME = wire.RUN_JOB_TASK
 
 
 def transport_options(queue: str) -> dict[str, str]:

@@ -12,6 +12,8 @@ import os
 
 from celery import Celery
 
+from ml import wire
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
 app = Celery("controlplane")
@@ -19,7 +21,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 #: The task each agent's worker defines (in agents/); only its name travels here.
-RUN_JOB_TASK = "estuary.run_job"
+RUN_JOB_TASK = wire.RUN_JOB_TASK
 
 
 def device_queue(device_id: object) -> str:

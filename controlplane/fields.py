@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 from rest_framework import serializers
 
@@ -32,27 +33,69 @@ class FiniteFloatField(serializers.FloatField):
         return value
 
 
+def json_type_error(field: serializers.Field, value: Any) -> Any:
+    """Why ``value`` (as JSON decoded it) is the wrong JSON type for ``field``, or None.
+
+    DRF converts freely (``true`` to 1, ``123`` to "123", ``"0.5"`` to 0.5); a client that
+    sends the wrong type has a bug we would rather name than guess around. Lists and objects
+    are checked item by item, keyed by index or key as DRF keys their errors.
+    """
+    if value is None:
+        return None  # allow_null decides, with DRF's own message
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else ["Must be true or false."]
+    if isinstance(field, serializers.IntegerField):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else ["Must be an integer."]
+    if isinstance(field, (serializers.FloatField, serializers.DecimalField)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else ["Must be a number."]
+    if isinstance(field, (serializers.CharField, serializers.UUIDField,
+                          serializers.DateTimeField, serializers.DateField)):
+        return None if isinstance(value, str) else ["Must be a string."]
+    if isinstance(field, serializers.ChoiceField) and all(
+            isinstance(choice, str) for choice in field.choices):
+        return None if isinstance(value, str) else ["Must be a string."]
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        errors = {str(i): error for i, item in enumerate(value)
+                  if (error := json_type_error(field.child, item)) is not None}
+        return errors or None
+    if isinstance(field, serializers.DictField) and isinstance(value, dict):
+        errors = {str(key): error for key, item in value.items()
+                  if (error := json_type_error(field.child, item)) is not None}
+        return errors or None
+    return None  # nested serializers check their own fields; other fields validate as DRF does
+
+
+def _check_input(serializer: serializers.Serializer, data: Any, writable: set[str],
+                 unknown_message: str) -> None:
+    if not isinstance(data, dict):
+        return  # DRF answers "Invalid data. Expected a dictionary"
+    errors: dict[str, Any] = {key: [unknown_message] for key in sorted(set(data) - writable)}
+    for name in writable & set(data):
+        error = json_type_error(serializer.fields[name], data[name])
+        if error is not None:
+            errors[name] = error
+    if errors:
+        raise serializers.ValidationError(errors)
+
+
 class StrictSerializer(serializers.Serializer):
-    """Rejects keys it does not know (a typo is an error, not silently ignored)."""
+    """Rejects keys it does not know (a typo is an error, not silently ignored) and values of
+    the wrong JSON type (``true`` is not an integer, ``"0.5"`` not a number, ``123`` not a
+    string)."""
 
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        _check_input(self, data, set(self.fields), "Unknown field.")
         return super().to_internal_value(data)
 
 
 class StrictModelSerializer(serializers.ModelSerializer):
-    """ModelSerializer that rejects unknown and read-only keys in the input."""
+    """ModelSerializer that rejects unknown and read-only keys, and wrong JSON types."""
 
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            writable = {name for name, field in self.fields.items() if not field.read_only}
-            unknown = sorted(set(data) - writable)
-            if unknown:
-                raise serializers.ValidationError(
-                    {key: ["Unknown or read-only field."] for key in unknown})
+        writable = {name for name, field in self.fields.items() if not field.read_only}
+        _check_input(self, data, writable, "Unknown or read-only field.")
         return super().to_internal_value(data)
 
 
@@ -62,6 +105,7 @@ class JSONObjectField(serializers.DictField):
     default_error_messages = {
         "too_large": "Must encode to at most {max_bytes} bytes of JSON.",
         "nul": "Must not contain NUL characters.",
+        "not_finite": "Numbers must be finite.",
     }
 
     def __init__(self, *, max_bytes: int = 1_000_000, **kwargs):
@@ -70,7 +114,10 @@ class JSONObjectField(serializers.DictField):
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        encoded = json.dumps(value)
+        try:  # the parser refuses NaN and infinity already; no database column takes them
+            encoded = json.dumps(value, allow_nan=False)
+        except ValueError:
+            self.fail("not_finite")
         if len(encoded) > self.max_bytes:
             self.fail("too_large", max_bytes=self.max_bytes)
         if _has_nul(value):
@@ -79,10 +126,16 @@ class JSONObjectField(serializers.DictField):
 
 
 def _has_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+    """True if a string anywhere in ``value`` holds NUL; iterative, so depth cannot crash it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False

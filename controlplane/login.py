@@ -9,10 +9,21 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from django.http import HttpRequest
-from rest_framework import exceptions
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import exceptions, serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
+from rest_framework.parsers import FormParser
+
+from controlplane.fields import StrictSerializer
+from controlplane.parsers import BoundedJSONParser
+from controlplane.schema import error_response
+
+
+class TokenRequestSerializer(StrictSerializer, AuthTokenSerializer):
+    """DRF's username and password, typed strictly (``123`` is not a username)."""
 
 
 class TokenView(ObtainAuthToken):
@@ -22,6 +33,14 @@ class TokenView(ObtainAuthToken):
     address for ``AXES_COOLOFF_TIME`` with a 429, even with the right password.
     """
 
+    # ObtainAuthToken names its own parsers (form, multipart, plain JSON): the API's bounded
+    # JSON, and forms (flat, nothing to nest) for `curl -d username=... -d password=...`.
+    parser_classes = [BoundedJSONParser, FormParser]
+    serializer_class = TokenRequestSerializer
+
+    @extend_schema(request=TokenRequestSerializer, responses={
+        200: inline_serializer("Token", {"token": serializers.CharField()}),
+        429: error_response("Too many failed logins for this username from this address.")})
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         try:

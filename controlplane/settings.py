@@ -17,6 +17,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from controlplane.env import envbool, envint, envlist, envstr, envurl
+from ml import wire
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -183,9 +184,11 @@ ESTUARY = {
     "BROKER_ACL_INTERVAL_S": envint("ESTUARY_BROKER_ACL_INTERVAL_S", 30, minimum=1,
                                     maximum=3600),
     "CONTROLPLANE_QUEUE": "controlplane",
-    "MAX_POINTS_PER_BATCH": 5000,
-    "MAX_LOG_LINES_PER_BATCH": 1000,
-    "MAX_LOG_LINE_CHARS": 10_000,
+    # Limits the agents share (ml.wire): one definition for both ends of the wire.
+    "MAX_POINTS_PER_BATCH": wire.MAX_POINTS_PER_BATCH,
+    "MAX_LOG_LINES_PER_BATCH": wire.MAX_LOG_LINES_PER_BATCH,
+    "MAX_LOG_LINE_CHARS": wire.MAX_LOG_LINE_CHARS,
+    "MAX_JSON_DEPTH": wire.MAX_JSON_DEPTH,
     "MAX_ENROLMENT_TTL_HOURS": 24 * 30,
     # Lines of each run's log sent with the WebSocket history.
     "HISTORY_LOG_LINES": 200,
@@ -256,8 +259,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["controlplane.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every list is paginated (controlplane/pagination.py: page_size default 50, at most 500).
+    "DEFAULT_PAGINATION_CLASS": "controlplane.pagination.Pagination",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
@@ -274,6 +279,12 @@ SPECTACULAR_SETTINGS = {
         "ExperimentStatusEnum": "controlplane.experiments.models.Experiment.Status",
         "DeviceKindEnum": "controlplane.devices.models.Device.Kind",
     },
+    # The schema is the truth: errors declared, unknown request fields refused (schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "controlplane.schema.declare_error_responses",
+        "controlplane.schema.forbid_unknown_fields",
+    ],
     # Schema generation warnings become `check --deploy` warnings.
     "ENABLE_DJANGO_DEPLOY_CHECK": True,
 }

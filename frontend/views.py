@@ -21,6 +21,7 @@ from django.views.decorators.http import condition, require_GET
 from controlplane.devices.queries import devices_for
 from controlplane.devices.serializers import DeviceSerializer
 from controlplane.experiments.queries import experiments_for, runs_for
+from controlplane.experiments.results import spreadsheet_safe
 from frontend import tables
 from ml.testbed.presets import PRESETS
 from ml.testbed.profiles import PROFILES
@@ -184,12 +185,12 @@ def results_export(request: HttpRequest, fmt: str) -> HttpResponse:
     else:
         response = HttpResponse(content_type="text/csv; charset=utf-8")
         writer = csv.writer(response)
-        writer.writerow(["experiment", "experiment_name", "algorithm", "run", "method", "state",
-                         *metrics])
+        writer.writerow([spreadsheet_safe(cell) for cell in [
+            "experiment", "experiment_name", "algorithm", "run", "method", "state", *metrics]])
         for row in rows:
-            writer.writerow([row.experiment_id, row.experiment_name, row.algorithm, row.id,
-                             row.method, row.state,
-                             *("" if value is None else value for value in row.values(metrics))])
+            writer.writerow([spreadsheet_safe(cell) for cell in [
+                row.experiment_id, row.experiment_name, row.algorithm, row.id, row.method,
+                row.state, *("" if value is None else value for value in row.values(metrics))]])
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

@@ -7,10 +7,20 @@ dashboard renders both come from :meth:`Method.json_schema`.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
+
+
+def validate_strictly(cls: type[BaseModel], values: Any) -> Any:
+    """``cls`` validated from ``values`` in pydantic's strict mode, read as the JSON it is."""
+    try:
+        text = json.dumps(values)
+    except (TypeError, ValueError):  # not plain JSON (model instances): strict Python mode
+        return cls.model_validate(values, strict=True)
+    return cls.model_validate_json(text, strict=True)
 
 
 class ConfigError(ValueError):
@@ -24,7 +34,7 @@ class ConfigError(ValueError):
 class ProfileOverride(BaseModel):
     """One emulated device given inline: a catalogue profile name, optionally overridden."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     profile: str = Field(description="Catalogue profile name, e.g. jetson-nx")
     name: str | None = Field(default=None, description="Device name shown in metrics")
@@ -38,7 +48,7 @@ class ProfileOverride(BaseModel):
 class MethodConfig(BaseModel):
     """Keys every method shares. Subclasses add their own fields with bounds and descriptions."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     #: Methods with a server role (a cloud device) set this; their testbed must have one.
     needs_server: ClassVar[bool] = False
 
@@ -62,9 +72,13 @@ class MethodConfig(BaseModel):
 
 
 def parse_config(cls: type[MethodConfig], values: dict[str, Any] | None) -> MethodConfig:
-    """Validate ``values`` against ``cls``; raise :class:`ConfigError` naming each bad field."""
+    """Validate ``values`` against ``cls``; raise :class:`ConfigError` naming each bad field.
+
+    Strictly, as JSON: ``true`` is not an integer, ``"3"`` is not a number and ``3`` is not a
+    string (pydantic's strict mode on the JSON text, which still reads arrays and enum values).
+    """
     try:
-        return cls.model_validate(values or {})
+        return validate_strictly(cls, values or {})
     except ValidationError as exc:
         errors: dict[str, str] = {}
         for err in exc.errors():

@@ -7,11 +7,12 @@ one round.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
+
+from ml import wire
 
 #: Metric names every method uses with the same meaning (see docs/architecture.md).
 STANDARD_METRICS = (
@@ -59,11 +60,10 @@ class MemoryReporter:
     _start: float = field(default_factory=time.perf_counter)
 
     def metric(self, name: str, step: int, value: float, sim_time_s: float) -> None:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"metric {name} at step {step} is not finite: {value}")
-        self.points.append(MetricPoint(name, int(step), value, float(sim_time_s),
-                                       time.perf_counter() - self._start))
+        # The control plane's rules (ml.wire), so a run the CLI accepts an agent can report.
+        point = wire.check_point(name, step, value, sim_time_s,
+                                 time.perf_counter() - self._start)
+        self.points.append(MetricPoint(**point))
 
     def log(self, message: str) -> None:
         self.logs.append(message)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlencode
 from typing import Any, Callable
 
 import requests
@@ -13,6 +14,8 @@ from agents.stack import StackError
 DEMO_ALGORITHM = "splitfed"
 DEMO_BASELINES = ["fedavg"]
 DEMO_CONFIG: dict[str, Any] = {"rounds": 10, "dataset": "mnist", "workers": 2}
+#: The largest page the API serves (controlplane/pagination.py).
+MAX_PAGE_SIZE = 500
 
 
 class UserApi:
@@ -48,9 +51,17 @@ class UserApi:
     def issue_enrolment_token(self, ttl_hours: int = 24) -> str:
         return self.post("/api/v1/enrolment-tokens/", {"ttl_hours": ttl_hours})["token"]
 
-    def devices(self) -> list[dict]:
-        answer = self.get("/api/v1/devices/")
-        return answer["results"] if isinstance(answer, dict) else answer
+    def list(self, path: str, **filters: str) -> list[dict]:
+        """Every item of a list endpoint (lists are paginated: this follows their pages)."""
+        answer = self.get(f"{path}?{urlencode({'page_size': MAX_PAGE_SIZE, **filters})}")
+        items = list(answer["results"])
+        while answer["next"]:
+            answer = self.get(answer["next"][len(self.server):])  # an absolute URL
+            items.extend(answer["results"])
+        return items
+
+    def devices(self, **filters: str) -> list[dict]:
+        return self.list("/api/v1/devices/", **filters)
 
     def wait_for_devices(self, names: list[str], timeout_s: float,
                          alive: Callable[[], None] | None = None) -> dict[str, dict]:
@@ -69,7 +80,7 @@ class UserApi:
 
     def launch_demo_experiment(self, device_ids: list[str]) -> dict:
         """Create the demo experiment on the given devices; returns the experiment."""
-        catalogue = {m["name"]: m for m in self.get("/api/v1/algorithms/")}
+        catalogue = {m["name"]: m for m in self.list("/api/v1/algorithms/")}
         if DEMO_ALGORITHM not in catalogue:
             raise StackError(f"the catalogue has no {DEMO_ALGORITHM!r}; known: {', '.join(sorted(catalogue))}")
         known_keys = set(catalogue[DEMO_ALGORITHM]["schema"].get("properties", {}))

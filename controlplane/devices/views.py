@@ -1,9 +1,12 @@
 """Device endpoints: owners manage devices and enrolment tokens; agents enrol and heartbeat."""
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from django.db.models import Q, QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,7 +14,7 @@ from rest_framework.views import APIView
 
 from controlplane.auth import DeviceCredentialAuthentication, IsDevice, IsOwner
 from controlplane.devices import actions, broker
-from controlplane.devices.models import Device
+from controlplane.devices.models import Device, offline_cutoff
 from controlplane.devices.queries import devices_for
 from controlplane.devices.serializers import (
     DeviceSerializer,
@@ -23,13 +26,39 @@ from controlplane.devices.serializers import (
     HeartbeatSerializer,
     ReenrolSerializer,
 )
+from controlplane.pagination import FilteredListMixin, ListQuerySerializer
+from controlplane.schema import CONFLICT
 
 
-class DeviceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+class DeviceQuerySerializer(ListQuerySerializer):
+    status = serializers.ChoiceField(choices=Device.Status.choices, required=False)
+    kind = serializers.ChoiceField(choices=Device.Kind.choices, required=False)
+    name = serializers.CharField(max_length=63, required=False,
+                                 help_text="Devices whose name contains this (any case)")
+
+    def apply(self, queryset: QuerySet, filters: dict[str, Any]) -> QuerySet:
+        if "status" in filters:
+            online = Q(last_seen__gte=offline_cutoff())
+            queryset = queryset.filter({
+                Device.Status.OFFLINE: ~online | Q(last_seen__isnull=True),
+                Device.Status.ONLINE: online & Q(running_jobs=0),
+                Device.Status.BUSY: online & Q(running_jobs__gt=0),
+            }[filters["status"]])
+        if "kind" in filters:
+            queryset = queryset.filter(kind=filters["kind"])
+        if "name" in filters:
+            queryset = queryset.filter(name__icontains=filters["name"])
+        return queryset.order_by("name", "id")
+
+
+@extend_schema_view(list=extend_schema(parameters=[DeviceQuerySerializer]),
+                    destroy=extend_schema(responses={204: None, 409: CONFLICT}))
+class DeviceViewSet(FilteredListMixin, mixins.RetrieveModelMixin,
                     mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """The user's devices: list, detail, PATCH (name, profile fields), DELETE (409 while busy)."""
 
     serializer_class = DeviceSerializer
+    query_serializer_class = DeviceQuerySerializer
     lookup_value_converter = "uuid"
     permission_classes = [IsOwner]
     http_method_names = ["get", "patch", "delete", "head", "options"]

@@ -6,7 +6,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.generics import GenericAPIView
 from rest_framework.views import APIView
+
+from controlplane.pagination import FilteredListMixin, ListQuerySerializer
 
 from ml import registry
 
@@ -24,10 +27,23 @@ class AlgorithmSerializer(serializers.Serializer):
     schema = serializers.DictField(help_text="JSON schema of the method's config")
 
 
-class AlgorithmListView(APIView):
-    @extend_schema(responses=AlgorithmSerializer(many=True))
+class AlgorithmQuerySerializer(ListQuerySerializer):
+    def apply(self, queryset: list, filters: dict) -> list:
+        return queryset
+
+
+class AlgorithmListView(FilteredListMixin, GenericAPIView):
+    """The catalogue, by name, paginated like every list."""
+
+    serializer_class = AlgorithmSerializer
+    query_serializer_class = AlgorithmQuerySerializer
+
+    def get_queryset(self) -> list[dict]:
+        return [method.describe() for method in registry.all_methods()]
+
+    @extend_schema(parameters=[AlgorithmQuerySerializer])
     def get(self, request: Request) -> Response:
-        return Response([method.describe() for method in registry.all_methods()])
+        return self.list(request)
 
 
 class AlgorithmDetailView(APIView):

@@ -34,8 +34,23 @@ def final_values(experiment: Experiment) -> dict[str, Any]:
     }
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A text cell that would start a formula, prefixed with ``'`` so it is shown as text.
+
+    Numbers are written as they are: only client-chosen text (names, messages) can carry a
+    formula, and a negative number must stay a number.
+    """
+    if isinstance(cell, str) and cell.startswith(FORMULA_TRIGGERS):
+        return "'" + cell
+    return cell
+
+
 class ResultsCSVRenderer(BaseRenderer):
-    """``?format=csv``: one row per run, one column per metric."""
+    """``?format=csv``: one row per run, one column per metric; text cells spreadsheet-safe."""
 
     media_type = "text/csv"
     format = "csv"
@@ -44,12 +59,16 @@ class ResultsCSVRenderer(BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
+
+        def write(cells: list) -> None:
+            writer.writerow([spreadsheet_safe(cell) for cell in cells])
+
         if "metrics" not in data:  # an error answer: keep its message readable
-            writer.writerow(["error"])
-            writer.writerow([data.get("detail", data)])
+            write(["error"])
+            write([str(data.get("detail", data))])
             return out.getvalue()
-        writer.writerow(["run", "method", "state", *data["metrics"]])
+        write(["run", "method", "state", *data["metrics"]])
         for row in data["runs"]:
-            writer.writerow([row["run"], row["method"], row["state"],
-                             *(row["final"].get(name, "") for name in data["metrics"])])
+            write([row["run"], row["method"], row["state"],
+                   *(row["final"].get(name, "") for name in data["metrics"])])
         return out.getvalue()

@@ -17,7 +17,8 @@ from ml.testbed.presets import PRESETS
 
 
 class JobSerializer(serializers.ModelSerializer):
-    device_name = serializers.CharField(source="device.name", read_only=True, default=None)
+    device_name = serializers.CharField(source="device.name", read_only=True, default=None,
+                                        allow_null=True, help_text="null once the device is deleted")
 
     class Meta:
         model = Job

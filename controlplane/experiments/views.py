@@ -1,8 +1,16 @@
 """Experiment, run and agent-job endpoints: thin wrappers around queries and actions."""
 from __future__ import annotations
 
+from typing import Any
+
+from django.db.models import Exists, OuterRef, QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.renderers import JSONRenderer
@@ -12,6 +20,7 @@ from rest_framework.views import APIView
 
 from controlplane.auth import IsDevice, IsOwner
 from controlplane.experiments import actions
+from controlplane.experiments.models import Experiment, JobState, Run
 from controlplane.experiments.queries import experiments_for, jobs_for_device, runs_for
 from controlplane.experiments.results import ResultsCSVRenderer, final_values
 from controlplane.experiments.serializers import (
@@ -22,13 +31,46 @@ from controlplane.experiments.serializers import (
     RunSerializer,
 )
 from controlplane.fields import JSONObjectField, StrictSerializer
+from controlplane.pagination import FilteredListMixin, ListQuerySerializer
+from controlplane.schema import CONFLICT
+from ml import registry
 
 
-class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                        viewsets.GenericViewSet):
+def known_method(name: str) -> str:
+    """A filter's method name must be in the catalogue (a typo is an error, not an empty list)."""
+    try:
+        return registry.get(name).name
+    except registry.UnknownMethod:
+        raise serializers.ValidationError(f"Unknown method {name!r}.") from None
+
+
+class ExperimentQuerySerializer(ListQuerySerializer):
+    status = serializers.ChoiceField(choices=Experiment.Status.choices, required=False)
+    algorithm = serializers.CharField(max_length=63, required=False, validators=[known_method])
+    method = serializers.CharField(max_length=63, required=False, validators=[known_method],
+                                   help_text="Experiments with a run of this method")
+    name = serializers.CharField(max_length=200, required=False,
+                                 help_text="Experiments whose name contains this (any case)")
+
+    def apply(self, queryset: QuerySet, filters: dict[str, Any]) -> QuerySet:
+        if "status" in filters:
+            queryset = queryset.filter(status=filters["status"])
+        if "algorithm" in filters:
+            queryset = queryset.filter(algorithm=filters["algorithm"])
+        if "method" in filters:
+            queryset = queryset.filter(
+                Exists(Run.objects.filter(experiment=OuterRef("pk"), method=filters["method"])))
+        if "name" in filters:
+            queryset = queryset.filter(name__icontains=filters["name"])
+        return queryset.order_by("-created", "id")
+
+
+@extend_schema_view(list=extend_schema(parameters=[ExperimentQuerySerializer]))
+class ExperimentViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The user's experiments; creating one validates it and dispatches its jobs."""
 
     serializer_class = ExperimentSerializer
+    query_serializer_class = ExperimentQuerySerializer
     lookup_value_converter = "uuid"
     permission_classes = [IsOwner]
 
@@ -63,28 +105,36 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         return response
 
 
-class RunFilterSerializer(serializers.Serializer):
+class RunQuerySerializer(ListQuerySerializer):
     experiment = serializers.UUIDField(required=False)
+    state = serializers.ChoiceField(choices=JobState.choices, required=False)
+    method = serializers.CharField(max_length=63, required=False, validators=[known_method])
+    name = serializers.CharField(max_length=200, required=False,
+                                 help_text="Runs of experiments whose name contains this")
+
+    def apply(self, queryset: QuerySet, filters: dict[str, Any]) -> QuerySet:
+        if "experiment" in filters:
+            queryset = queryset.filter(experiment_id=filters["experiment"])
+        if "state" in filters:
+            queryset = queryset.filter(state=filters["state"])
+        if "method" in filters:
+            queryset = queryset.filter(method=filters["method"])
+        if "name" in filters:
+            queryset = queryset.filter(experiment__name__icontains=filters["name"])
+        return queryset.order_by("-experiment__created", "experiment_id", "position")
 
 
-class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """The user's runs (``?experiment=<id>`` narrows to one experiment)."""
+@extend_schema_view(list=extend_schema(parameters=[RunQuerySerializer]))
+class RunViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The user's runs (``?experiment=``, ``?state=``, ``?method=``, ``?name=`` narrow them)."""
 
     serializer_class = RunSerializer
+    query_serializer_class = RunQuerySerializer
     lookup_value_converter = "uuid"
     permission_classes = [IsOwner]
 
     def get_queryset(self):
         return runs_for(self.request.user).select_related("job__device")
-
-    @extend_schema(parameters=[RunFilterSerializer])
-    def list(self, request: Request) -> Response:
-        params = RunFilterSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        runs = self.get_queryset()
-        if "experiment" in params.validated_data:
-            runs = runs.filter(experiment_id=params.validated_data["experiment"])
-        return Response(RunSerializer(runs, many=True).data)
 
 
 class JobStartSerializer(serializers.Serializer):
@@ -105,7 +155,7 @@ class JobStartView(APIView):
 
     permission_classes = [IsDevice]
 
-    @extend_schema(request=None, responses=JobStartSerializer)
+    @extend_schema(request=None, responses={200: JobStartSerializer, 409: CONFLICT})
     def post(self, request: Request, job_id) -> Response:
         job = get_object_or_404(jobs_for_device(request.auth), pk=job_id)
         job = actions.start_job(job)
@@ -118,8 +168,8 @@ class JobFinishView(APIView):
 
     permission_classes = [IsDevice]
 
-    @extend_schema(request=JobFinishSerializer, responses=inline_serializer(
-        "JobFinished", {"state": serializers.CharField()}))
+    @extend_schema(request=JobFinishSerializer, responses={200: inline_serializer(
+        "JobFinished", {"state": serializers.CharField()}), 409: CONFLICT})
     def post(self, request: Request, job_id) -> Response:
         job = get_object_or_404(jobs_for_device(request.auth), pk=job_id)
         body = JobFinishSerializer(data=request.data)

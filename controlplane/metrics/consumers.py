@@ -84,8 +84,9 @@ class ExperimentConsumer(AsyncJsonWebsocketConsumer):
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def receive_json(self, content: Any, **kwargs) -> None:
-        """The browser only listens; anything it sends is ignored."""
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        """The browser only listens; anything it sends is ignored, unparsed (so no body, however
+        deep, reaches a JSON decoder)."""
 
     async def experiment_event(self, message: dict[str, Any]) -> None:
         event = message["event"]

@@ -1,20 +1,34 @@
-"""Shapes of metric batches and log lines; every field is checked (finite, bounded)."""
+"""Shapes of metric batches and log lines; every field is checked (finite, bounded).
+
+The rules are ml.wire's, which agents and ``python -m ml run`` check with too.
+"""
 from django.conf import settings
 from rest_framework import serializers
 
 from controlplane.fields import FiniteFloatField, StrictSerializer
+from ml import wire
 
-#: Metric names: the standard ones and per-entity series such as ``waiting_time_s/worker-03``.
-METRIC_NAME = r"^[A-Za-z0-9_.:/-]+$"
+
+def validate_metric_name(name: str) -> str:
+    try:
+        return wire.check_metric_name(name)
+    except wire.WireError as exc:
+        raise serializers.ValidationError(exc.message) from None
 
 
 class PointSerializer(StrictSerializer):
-    name = serializers.RegexField(METRIC_NAME, max_length=100, error_messages={
-        "invalid": "Letters, digits and _ . : / - only."})
-    step = serializers.IntegerField(min_value=0, max_value=2**53)
+    name = serializers.CharField(max_length=wire.MAX_METRIC_NAME_CHARS, trim_whitespace=False,
+                                 validators=[validate_metric_name])
+    step = serializers.IntegerField(min_value=0, max_value=wire.MAX_STEP)
     value = FiniteFloatField()
     sim_time_s = FiniteFloatField(min_value=0)
     wall_time_s = FiniteFloatField(min_value=0)
+
+    def validate(self, attrs: dict) -> dict:
+        try:  # the fields above already hold; this keeps the server and ml.wire one rule
+            return wire.check_point(**attrs)
+        except wire.WireError as exc:
+            raise serializers.ValidationError({exc.field: [exc.message]}) from None
 
 
 class MetricBatchSerializer(StrictSerializer):
@@ -29,7 +43,8 @@ class IngestResultSerializer(serializers.Serializer):
 
 
 class SeriesQuerySerializer(serializers.Serializer):
-    name = serializers.RegexField(METRIC_NAME, max_length=100, required=False)
+    name = serializers.CharField(max_length=wire.MAX_METRIC_NAME_CHARS, required=False,
+                                 validators=[validate_metric_name])
     since_step = serializers.IntegerField(min_value=0, required=False,
                                           help_text="Only points with step > since_step")
 

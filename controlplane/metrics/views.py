@@ -4,7 +4,6 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +13,7 @@ from controlplane.auth import IsDevice
 from controlplane.experiments.models import FINISHED_STATES, Run
 from controlplane.experiments.queries import runs_for, runs_hosted_by
 from controlplane.metrics import actions
+from controlplane.parsers import BoundedJSONParser
 from controlplane.metrics.serializers import (
     IngestResultSerializer,
     LogBatchSerializer,
@@ -29,11 +29,11 @@ from controlplane.metrics.serializers import (
 MAX_LOG_LINES_PER_READ = 5000
 
 
-class NonFiniteJSONParser(JSONParser):
-    """Parses NaN and Infinity too, so the serializer can name the point that holds one
-    (instead of a parse error that names nothing)."""
+class NonFiniteJSONParser(BoundedJSONParser):
+    """Parses NaN and Infinity too (nesting still bounded), so the serializer can name the
+    point that holds one as ``{"points": {"3": {"value": [...]}}}``."""
 
-    strict = False
+    allow_non_finite = True
 
 
 class RunReportView(APIView):

@@ -22,12 +22,13 @@ first one doubling as the coordinator. Other cloud devices stay in ``Testbed.dev
 from __future__ import annotations
 
 import inspect
+import math
 from collections import Counter
 from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from ml.config import ConfigError, ProfileOverride
+from ml.config import ConfigError, ProfileOverride, validate_strictly
 from ml.testbed.emulator import EmulatedDevice, Testbed
 from ml.testbed.profiles import PROFILES, DeviceProfile
 
@@ -160,18 +161,28 @@ def preset_devices(spec: str) -> list[ProfileOverride]:
             known = ", ".join(accepted) or "none"
             raise ConfigError({"testbed": f"preset {name!r} got {item!r}; it takes key=value "
                                           f"parameters among: {known}"})
-        try:
-            kwargs[key] = type(accepted[key])(raw.strip())
-        except ValueError:
-            raise ConfigError({"testbed": f"preset {name!r}: {key}={raw.strip()!r} is not a "
-                                          f"valid {type(accepted[key]).__name__}"}) from None
+        kwargs[key] = _preset_parameter(name, key, raw.strip(), type(accepted[key]))
     try:
         return build(**kwargs)
     except ValidationError as exc:
+        # The model's field (uplink_mbps) is not what the user wrote: name the parameters.
+        given = ",".join(f"{k}={v}" for k, v in kwargs.items())
         err = exc.errors()[0]
-        raise ConfigError({"testbed": f"preset {name!r}: {err['loc'][0]}: {err['msg']}"}) from None
+        raise ConfigError({"testbed": f"preset {name!r}: {given}: {err['msg']}"}) from None
     except ValueError as exc:
         raise ConfigError({"testbed": f"preset {name!r}: {exc}"}) from None
+
+
+def _preset_parameter(preset: str, key: str, raw: str, kind: type) -> Any:
+    """``raw`` as the preset parameter's type: an int is digits, a float a finite number."""
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)):
+        noun = "a finite number" if kind is float else f"a valid {kind.__name__}"
+        raise ConfigError({"testbed": f"preset {preset!r}: {key}={raw!r} is not {noun}"})
+    return value
 
 
 def _spec_items(spec: TestbedSpec) -> list[ProfileOverride]:
@@ -183,7 +194,7 @@ def _spec_items(spec: TestbedSpec) -> list[ProfileOverride]:
     for i, item in enumerate(spec):
         try:
             items.append(item if isinstance(item, ProfileOverride)
-                         else ProfileOverride.model_validate(item))
+                         else validate_strictly(ProfileOverride, item))
         except ValidationError as exc:
             err = exc.errors()[0]
             path = ".".join(str(p) for p in ("testbed", i, *err["loc"]))

@@ -259,8 +259,7 @@ algorithmSelect.addEventListener("change", () => {
 
 async function start() {
   try {
-    algorithms = await api(page.algorithms_url);
-    if (!Array.isArray(algorithms)) algorithms = algorithms.results || [];
+    algorithms = await apiList(page.algorithms_url);
   } catch (error) {
     formAlert.textContent = `Could not load the algorithm catalogue: ${error.message}`;
     return;

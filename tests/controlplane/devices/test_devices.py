@@ -19,7 +19,7 @@ class TestDeviceList:
         device_factory(owner, name="a-jetson", profile="jetson-nx")
         response = api(owner).get(DEVICES)
         assert response.status_code == 200
-        devices = response.json()
+        devices = response.json()["results"]
         assert [d["name"] for d in devices] == ["a-jetson", "b-server"]
         assert devices[0]["kind"] == "edge" and devices[1]["kind"] == "cloud"
         assert devices[0]["profile_name"] == "jetson-nx"
@@ -28,8 +28,8 @@ class TestDeviceList:
 
     def test_it_hides_other_users_devices(self, api, owner, teammate, outsider, device_factory):
         device_factory(owner)
-        assert api(teammate).get(DEVICES).json() == []
-        assert api(outsider).get(DEVICES).json() == []
+        assert api(teammate).get(DEVICES).json()["results"] == []
+        assert api(outsider).get(DEVICES).json()["results"] == []
 
     def test_it_refuses_anonymous_users(self, api):
         assert api().get(DEVICES).status_code == 401

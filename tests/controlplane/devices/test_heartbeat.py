@@ -92,5 +92,5 @@ class TestDeviceStatus:
         assert agent.device.status() == "online"  # queued is not busy
         actions.start_job(job)
         assert agent.device.status() == "busy"
-        listed = api(owner).get("/api/v1/devices/").json()
+        listed = api(owner).get("/api/v1/devices/").json()["results"]
         assert [d["status"] for d in listed] == ["busy"]

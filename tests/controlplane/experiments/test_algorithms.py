@@ -10,7 +10,7 @@ class TestAlgorithmList:
     def test_it_lists_every_registered_method(self, api, owner):
         response = api(owner).get("/api/v1/algorithms/")
         assert response.status_code == 200
-        listed = {entry["name"]: entry for entry in response.json()}
+        listed = {entry["name"]: entry for entry in response.json()["results"]}
         assert set(listed) == {method.name for method in registry.all_methods()}
         fedavg = listed["fedavg"]
         assert fedavg["paper"] and "rounds" in fedavg["defaults"]

@@ -80,9 +80,10 @@ def names_field(errors: dict, key: str) -> bool:
 
 @pytest.fixture
 def catalogue(api, owner) -> dict[str, dict]:
-    response = api(owner).get("/api/v1/algorithms/")
+    response = api(owner).get("/api/v1/algorithms/?page_size=500")
     assert response.status_code == 200
-    return {entry["name"]: entry for entry in response.json()}
+    assert response.json()["next"] is None
+    return {entry["name"]: entry for entry in response.json()["results"]}
 
 
 @pytest.mark.django_db

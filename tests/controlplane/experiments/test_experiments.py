@@ -29,13 +29,13 @@ class TestExperimentList:
         host = device_factory(owner).device
         experiment_factory(owner, host=host, name="first")
         experiment_factory(owner, host=host, name="second")
-        listed = api(owner).get("/api/v1/experiments/").json()
+        listed = api(owner).get("/api/v1/experiments/").json()["results"]
         assert [e["name"] for e in listed] == ["second", "first"]
         assert listed[0]["runs"][0]["job"]["device_name"] == host.name
 
     def test_it_hides_other_users_experiments(self, api, teammate, outsider, experiment):
-        assert api(teammate).get("/api/v1/experiments/").json() == []
-        assert api(outsider).get("/api/v1/experiments/").json() == []
+        assert api(teammate).get("/api/v1/experiments/").json()["results"] == []
+        assert api(outsider).get("/api/v1/experiments/").json()["results"] == []
 
     def test_it_refuses_anonymous_users(self, api):
         assert api().get("/api/v1/experiments/").status_code == 401
@@ -62,9 +62,9 @@ class TestExperimentDetail:
 class TestRuns:
     def test_it_lists_runs_of_one_experiment(self, api, owner, experiment, experiment_factory):
         experiment_factory(owner, host=Job.objects.first().device)
-        runs = api(owner).get(f"/api/v1/runs/?experiment={experiment.id}").json()
+        runs = api(owner).get(f"/api/v1/runs/?experiment={experiment.id}").json()["results"]
         assert [run["experiment"] for run in runs] == [str(experiment.id)] * 2
-        assert len(api(owner).get("/api/v1/runs/").json()) == 3
+        assert api(owner).get("/api/v1/runs/").json()["count"] == 3
 
     def test_it_rejects_a_bad_filter(self, api, owner):
         response = api(owner).get("/api/v1/runs/?experiment=nope")
@@ -73,7 +73,7 @@ class TestRuns:
 
     def test_it_hides_other_users_runs(self, api, outsider, experiment):
         run = experiment.runs.first()
-        assert api(outsider).get("/api/v1/runs/").json() == []
+        assert api(outsider).get("/api/v1/runs/").json()["results"] == []
         assert api(outsider).get(f"/api/v1/runs/{run.id}/").status_code == 404
 
 

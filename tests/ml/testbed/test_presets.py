@@ -56,11 +56,15 @@ def test_a_preset_string_sets_the_servers_shared_access_link():
 
 @pytest.mark.parametrize("spec, message", [
     ("cross-region-4:latency=3", "parameters among: regions, bandwidth_mbps, rtt_ms, profile"),
-    ("cross-region-4:rtt_ms=fast", "rtt_ms='fast' is not a valid float"),
+    ("cross-region-4:rtt_ms=fast", "rtt_ms='fast' is not a finite number"),
     ("cross-region-4:regions=99", "regions must be in 1..8"),
-    ("cross-region-4:rtt_ms=-5", "rtt_ms: Input should be greater than or equal to 0"),
+    ("cross-region-4:regions=2.5", "regions='2.5' is not a valid int"),
+    ("cross-region-4:rtt_ms=-5", "rtt_ms=-5.0: Input should be greater than or equal to 0"),
     ("jetson80:workers=3", "parameters among: server_mbps"),
-    ("jetson80:server_mbps=0", "uplink_mbps: Input should be greater than 0"),
+    # The message names the parameter given, not the profile field it sets (uplink_mbps).
+    ("jetson80:server_mbps=0", "server_mbps=0.0: Input should be greater than 0"),
+    ("jetson80:server_mbps=inf", "server_mbps='inf' is not a finite number"),
+    ("jetson80:server_mbps=nan", "server_mbps='nan' is not a finite number"),
 ])
 def test_bad_preset_parameters_are_a_config_error_naming_testbed(spec, message):
     with pytest.raises(ConfigError) as info:
