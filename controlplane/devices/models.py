@@ -17,7 +17,8 @@ def offline_cutoff(now: datetime | None = None) -> datetime:
 
     Only heartbeats missed while the control plane was accepting them count (see
     :class:`ServerUptime`): silence during a server outage is not held against devices, and
-    after the server comes back they get one full missed-heartbeats window to report again.
+    after the server comes back they get one full missed-heartbeats window (the grace) to
+    report again. A device silent for a window before the outage stays offline.
     """
     knobs = settings.ESTUARY
     silence = timedelta(seconds=knobs["HEARTBEAT_INTERVAL_S"] * knobs["MISSED_HEARTBEATS"])
@@ -26,11 +27,9 @@ def offline_cutoff(now: datetime | None = None) -> datetime:
     if uptime is None:  # no server has marked itself (in-process use): count all silence
         return now - silence
     end = min(now, uptime.seen_at) if uptime.is_down(now) else now
-    accepted = end - uptime.up_since
-    if accepted >= silence:
-        return end - silence
-    # Back from an outage for less than a window: count the accepting time before it too.
-    return uptime.down_since - (silence - accepted)
+    if uptime.down_since < uptime.up_since and end - uptime.up_since < silence:
+        return uptime.down_since - silence  # the grace: judge by what came before the outage
+    return end - silence
 
 
 class ServerUptime(models.Model):

@@ -146,17 +146,21 @@ def finish_job(job: Job, state: str, error: str, result: dict[str, Any]) -> Job:
 def fail_jobs(jobs: QuerySet[Job], error: str) -> list[uuid.UUID]:
     """Fail those of ``jobs`` that are unfinished with ``error``; returns their ids.
 
-    Each job is claimed by one conditional UPDATE (``jobs`` still matching, not finished) in
-    its own transaction, so of two concurrent callers (two reapers) only one fails and
-    publishes it, on PostgreSQL and SQLite alike.
+    Each job is claimed in its own transaction by an UPDATE whose WHERE names only the job's
+    own row (PostgreSQL re-checks such a condition after waiting for a concurrent writer; it
+    would not re-check one on joined rows), so of two concurrent callers (two reapers) only
+    one fails and publishes it, on PostgreSQL and SQLite alike.
     """
     now = timezone.now()
     unfinished = jobs.exclude(state__in=FINISHED_STATES)
     failed = []
     for job_id in list(unfinished.values_list("id", flat=True)):
         with transaction.atomic():
-            if not unfinished.filter(pk=job_id).update(state=JobState.FAILED):
-                continue  # finished, or no longer matching, meanwhile
+            if not unfinished.filter(pk=job_id).exists():
+                continue  # no longer matching (e.g. its device heartbeated meanwhile)
+            claim = Job.objects.filter(pk=job_id).exclude(state__in=FINISHED_STATES)
+            if not claim.update(state=JobState.FAILED):
+                continue  # finished meanwhile, by another reaper or its agent
             _set_state(_locked(Job(pk=job_id)), JobState.FAILED, now, error=error)
         failed.append(job_id)
     return failed
