@@ -15,17 +15,14 @@ from ml.registry import load_all  # noqa: E402
 # Import every algorithm (and torch) now, so the first catalogue request is not the slow one.
 load_all()
 
-from controlplane.devices.uptime import start_marking  # noqa: E402
-
-# The reaper counts agents' silence only while a server accepts heartbeats.
-start_marking()
-
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from controlplane.devices.uptime import marks_uptime  # noqa: E402
 from controlplane.routing import websocket_urlpatterns  # noqa: E402
 from controlplane.wsauth import websocket_auth_stack  # noqa: E402
 
-application = ProtocolTypeRouter({
+# The reaper counts agents' silence only while a server accepts heartbeats: mark it.
+application = marks_uptime(ProtocolTypeRouter({
     "http": django_asgi_app,
     "websocket": websocket_auth_stack(URLRouter(websocket_urlpatterns)),
-})
+}))

@@ -1,11 +1,17 @@
 """The web server's liveness mark: each ASGI process records, every half heartbeat interval,
 that it is accepting requests, so the reaper can tell a dead agent from a control-plane outage
-(see docs/controlplane.md, "Jobs and the reaper")."""
+(see docs/controlplane.md, "Jobs and the reaper").
+
+Marks begin with the first request the process serves (:func:`marks_uptime`), not when the
+application is imported: a server can take many seconds from import to listening, and marks
+from a server nobody can reach yet would use up the agents' grace.
+"""
 from __future__ import annotations
 
 import logging
 import threading
 from datetime import datetime
+from typing import Any, Awaitable, Callable
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -47,3 +53,20 @@ def start_marking() -> threading.Thread:
     thread = threading.Thread(target=loop, name="uptime-mark", daemon=True)
     thread.start()
     return thread
+
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]],
+                   Awaitable[Any]]
+
+
+def marks_uptime(app: ASGIApp) -> ASGIApp:
+    """Wrap an ASGI application so that its first request starts :func:`start_marking`."""
+    started = threading.Event()
+
+    async def application(scope, receive, send):
+        if not started.is_set() and scope["type"] in ("http", "websocket"):
+            started.set()
+            start_marking()
+        return await app(scope, receive, send)
+
+    return application
