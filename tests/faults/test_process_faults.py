@@ -14,6 +14,7 @@ import re
 import signal
 import time
 
+import psutil
 import pytest
 
 from tests.agents.test_jobs import LONG, SMALL, job_state, launch
@@ -91,8 +92,12 @@ def test_a_killed_worker_comes_back_with_one_reaper_per_interval(controlplane_wo
     from django.conf import settings
 
     interval = settings.ESTUARY["HEARTBEAT_INTERVAL_S"]
+    descendants = psutil.Process(controlplane_worker.worker.popen.pid).children(recursive=True)
     os.kill(controlplane_worker.worker.popen.pid, signal.SIGKILL)
     controlplane_worker.worker.popen.wait(timeout=30)
+    # Nothing of the worker outlives it (an embedded beat, `worker -B`, would, and keep firing).
+    gone, alive = psutil.wait_procs(descendants, timeout=10)
+    assert alive == [], [process.cmdline() for process in alive]
     worker = controlplane_worker.restart_worker()
     time.sleep(2 * interval)  # past what was queued while it was down
 
