@@ -109,8 +109,9 @@ def obtain_credential(options: AgentOptions) -> Credential:
         return reenrol(options, stored)
     except AuthRejected as exc:
         if not options.token:
-            raise CredentialRefused(f"the control plane refused the stored credential in {path} "
-                             f"({describe_errors(exc.body)}); pass --token to enrol again") from None
+            raise CredentialRefused(
+                f"the control plane refused the stored credential in {path} "
+                f"({describe_errors(exc.body)}); pass --token to enrol again") from None
         log.warning("stored credential refused (%s); enrolling again", exc)
         return enrol(options)
 

@@ -5,9 +5,9 @@ server, the control plane's Celery worker and beat, and three local agents, then
 experiment. Every process it starts runs in its own process group, is restarted if it dies, and
 is stopped, in reverse order, when the stack stops; nothing else is touched.
 
-Modules: ``processes`` (start, supervise and stop children), ``redis`` (a Redis of our own), ``api`` (the REST
-calls the stack makes), ``demo_user`` (the demo account, run inside Django), ``up`` and
-``testrun`` (the two commands), ``__main__`` (their command line).
+Modules: ``processes`` (start, supervise and stop children), ``redis`` (a Redis of our own),
+``api`` (the REST calls the stack makes), ``demo_user`` (the demo account, run inside Django),
+``up`` and ``testrun`` (the two commands), ``__main__`` (their command line).
 """
 
 

@@ -114,7 +114,8 @@ class Supervisor:
             if status is None:
                 continue
             _signal_group(child.pid, signal.SIGKILL)  # what is left of its group goes too
-            how = f"was killed by {_signal_name(-status)}" if status < 0 else f"exited with status {status}"
+            how = (f"was killed by {_signal_name(-status)}" if status < 0
+                   else f"exited with status {status}")
             if status in LEFT_STOPPED:
                 child.left_stopped = LEFT_STOPPED[status]
                 lines.append(self._note(child, f"{child.name} {how}; leaving it stopped: "

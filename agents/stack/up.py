@@ -81,7 +81,8 @@ class Stack:
         self._spawn("controlplane-worker", [
             "-m", "celery", "-A", "controlplane", "worker", "-Q", "controlplane",
             "-c", "1", "-l", "INFO", "-n", f"controlplane-{self.options.port}@%h"])
-        self._spawn("controlplane-beat", ["-m", "celery", "-A", "controlplane", "beat", "-l", "INFO"])
+        self._spawn("controlplane-beat",
+                    ["-m", "celery", "-A", "controlplane", "beat", "-l", "INFO"])
         wait_for_http(f"{self.server}/api/v1/", 90, alive=self._check_children)
 
         token_file = self._write_secret(self.data_dir / "agents" / "enrolment-token",
