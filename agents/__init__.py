@@ -7,6 +7,7 @@ worker on the device's own queue (``device.<id>``). Each job runs a method of ``
 
 Modules, one job each:
   cli         the command line (argument parsing, one-line errors)
+  exit_status what the agent's exit statuses mean to a supervisor
   credentials the credential file in the state directory
   client      HTTP calls to the control plane (timeouts, error classes)
   retry       backoff for calls whose failure may be temporary

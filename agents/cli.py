@@ -1,7 +1,8 @@
 """``python -m agents run ...``: parse and check the arguments, then run the daemon.
 
 Every expected failure (unreachable server, refused token, unknown profile, bad override) ends
-with one ``error:`` line and exit status 2, not a traceback.
+with one ``error:`` line and exit status 2, not a traceback; a refused device credential with
+status 3 (see :mod:`agents.exit_status`).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agents import exit_status
 from agents.client import AgentError
 from agents.credentials import NAME_PATTERN, default_state_dir
-from agents.daemon import Agent, AgentOptions, install_signal_handlers
+from agents.daemon import Agent, AgentOptions, CredentialRefused, install_signal_handlers
 from ml.testbed.profiles import PROFILES, DeviceProfile
 
 #: Profile fields a device may override (its catalogue name is not one of them).
@@ -104,4 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         return agent.run()
     except AgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if isinstance(exc, CredentialRefused):
+            return exit_status.CREDENTIAL_REFUSED
+        return exit_status.USAGE_ERROR

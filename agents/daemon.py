@@ -9,6 +9,8 @@ Life of an agent:
 4. Heartbeat on a thread; run the Celery worker on ``device.<id>`` in the main thread.
 5. On SIGINT/SIGTERM: flag the running job to stop (it ends as failed, its points flushed),
    then stop the worker. A second signal exits at once.
+6. If the control plane refuses the credential (the device was deleted), stop likewise and
+   exit with :data:`agents.exit_status.CREDENTIAL_REFUSED`, so a supervisor leaves it stopped.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents import exit_status
 from agents.client import AgentError, AuthRejected, ControlPlane, Rejected, describe_errors
 from agents.credentials import Credential, credential_path, load_credential, save_credential
 from agents.heartbeat import Heartbeat
@@ -106,10 +109,15 @@ def obtain_credential(options: AgentOptions) -> Credential:
         return reenrol(options, stored)
     except AuthRejected as exc:
         if not options.token:
-            raise AgentError(f"the control plane refused the stored credential in {path} "
-                             f"({describe_errors(exc.body)}); pass --token to enrol again") from None
+            raise CredentialRefused(
+                f"the control plane refused the stored credential in {path} "
+                f"({describe_errors(exc.body)}); pass --token to enrol again") from None
         log.warning("stored credential refused (%s); enrolling again", exc)
         return enrol(options)
+
+
+class CredentialRefused(AgentError):
+    """The control plane refuses the stored credential and there is no token to enrol again."""
 
 
 class Agent:
@@ -118,6 +126,7 @@ class Agent:
     def __init__(self, options: AgentOptions):
         self.options = options
         self.shutdown = threading.Event()
+        self.exit_status = exit_status.STOPPED
 
     def stop(self, reason: str = "") -> None:
         """Stop the running job (it ends as failed, points flushed), then the worker."""
@@ -134,7 +143,7 @@ class Agent:
         heartbeat = Heartbeat(
             client, tracker, credential.heartbeat_interval_s,
             after_beat=lambda: resend_spool(client, spool, tracker.active_runs()),
-            on_credential_rejected=lambda why: self.stop("credential refused"))
+            on_credential_rejected=self._credential_refused)
         heartbeat.start()
         resend_spool(client, spool)
 
@@ -155,7 +164,11 @@ class Agent:
             heartbeat.stop()
             heartbeat.join(timeout=credential.heartbeat_interval_s + 5)
         log.info("agent %s stopped", self.options.name)
-        return 0
+        return self.exit_status
+
+    def _credential_refused(self, why: str) -> None:
+        self.exit_status = exit_status.CREDENTIAL_REFUSED
+        self.stop(f"credential refused ({why}); exiting with status {self.exit_status}")
 
 
 def install_signal_handlers(agent: Agent) -> None:

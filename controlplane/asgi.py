@@ -17,10 +17,12 @@ load_all()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from controlplane.devices.uptime import marks_uptime  # noqa: E402
 from controlplane.routing import websocket_urlpatterns  # noqa: E402
 from controlplane.wsauth import websocket_auth_stack  # noqa: E402
 
-application = ProtocolTypeRouter({
+# The reaper counts agents' silence only while a server accepts heartbeats: mark it.
+application = marks_uptime(ProtocolTypeRouter({
     "http": django_asgi_app,
     "websocket": websocket_auth_stack(URLRouter(websocket_urlpatterns)),
-})
+}))

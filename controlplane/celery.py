@@ -3,7 +3,8 @@
 It sends ``estuary.run_job`` to each agent's own queue (``device.<id>``) and runs the control
 plane's periodic tasks on queue ``controlplane``::
 
-    celery -A controlplane worker -B -Q controlplane
+    celery -A controlplane worker -Q controlplane
+    celery -A controlplane beat        # exactly one, as its own process (never worker -B)
 
 All configuration lives in settings.py under the ``CELERY_`` prefix: JSON only, late acks,
 prefetch 1, the reaper's beat schedule.

@@ -40,13 +40,15 @@ def test_compose_config_parses_it():
 
 def test_it_has_the_services_with_healthchecks(compose):
     services = compose["services"]
-    assert {"redis", "postgres", "migrate", "web", "worker", "bootstrap"} <= set(services)
+    assert {"redis", "postgres", "migrate", "web", "worker", "beat", "bootstrap"} <= set(services)
     for name in ("redis", "postgres", "web"):
         assert services[name]["healthcheck"]["test"], name
     assert "daphne" in services["web"]["command"]
     assert "controlplane.asgi:application" in services["web"]["command"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "controlplane", "worker"]
-    assert "-B" in services["worker"]["command"]
+    # Beat runs as its own service, so it cannot outlive the worker (two beats = two reapers).
+    assert "-B" not in services["worker"]["command"]
+    assert services["beat"]["command"][:4] == ["celery", "-A", "controlplane", "beat"]
     assert (REPO_ROOT / services["web"]["build"] / "Dockerfile").is_file()
 
 

@@ -1,6 +1,9 @@
-"""``./estuary up``, smoke test: the stack in a fresh data folder (SQLite, a Redis of its own) runs
-the demo experiment on its three agents, and Ctrl-C stops every process it started, nothing else.
-Its Redis is locked as production's: a password for the control plane, a user per device.
+"""``./estuary up``: the stack in a fresh data folder (SQLite, a Redis of its own) runs the demo
+experiment on its three agents; its supervisor restarts an agent that dies and leaves one whose
+device was deleted stopped, the others running; Ctrl-C stops every process it started, nothing
+else. Its Redis is locked as production's: a password for the control plane, a user per device.
+The stack starts once for the whole module (it takes tens of seconds); the tests run in order,
+the last one stops it.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -18,7 +22,7 @@ import pytest
 import redis
 import requests
 
-from tests.fixtures.agents import wait_for
+from tests.fixtures.agents import ONLINE_MARK, wait_for
 from tests.fixtures.servers import REPO_ROOT, free_port
 
 #: What a fresh machine does not have: the stack must start its own Redis and use SQLite. The
@@ -27,8 +31,8 @@ from tests.fixtures.servers import REPO_ROOT, free_port
 NOT_CONFIGURED = ("REDIS_URL", "DATABASE_URL", "ESTUARY_PUBLIC_BROKER_URL", "ESTUARY_DATA_DIR",
                   "ESTUARY_TEST_DB_NAME", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "DEBUG",
                   "ALLOWED_HOSTS", "PORT", "ESTUARY_HEARTBEAT_INTERVAL_S")
-EXPECTED_CHILDREN = {"redis", "web", "controlplane-worker", "agent-jetson-nx-1",
-                     "agent-jetson-orin-nano-1", "agent-a6000-1"}
+EXPECTED_CHILDREN = {"redis", "web", "controlplane-worker", "controlplane-beat",
+                     "agent-jetson-nx-1", "agent-jetson-orin-nano-1", "agent-a6000-1"}
 
 
 def alive(process: psutil.Process) -> bool:
@@ -43,9 +47,94 @@ def banner_value(output: Path, label: str) -> str | None:
     return found.group(1) if found else None
 
 
-def assert_the_broker_is_locked(data_dir: Path, output: Path, state: dict) -> None:
+@dataclass
+class RunningStack:
+    process: subprocess.Popen
+    output: Path
+    data_dir: Path
+    port: int
+    bystander: subprocess.Popen
+    started: list[psutil.Process]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def state(self) -> dict:
+        return json.loads((self.data_dir / "stack.json").read_text())
+
+    def text(self) -> str:
+        return self.output.read_text()
+
+    def log(self, child: str) -> str:
+        return (self.data_dir / "log" / f"{child}.log").read_text(errors="replace")
+
+    def http(self) -> requests.Session:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {banner_value(self.output, 'API token')}"
+        return session
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("stack")
+    data_dir, port = tmp_path / "var", free_port()
+    env = {k: v for k, v in os.environ.items() if k not in NOT_CONFIGURED}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)"])
+    output = tmp_path / "stack.out"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agents.stack", "up", "--port", str(port),
+             "--data-dir", str(data_dir)],
+            cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    running = RunningStack(process, output, data_dir, port, bystander, [])
+    try:
+        def dashboard_or_exit():
+            return "exited" if process.poll() is not None else banner_value(output, "Dashboard")
+
+        dashboard = wait_for(dashboard_or_exit, 300, "the dashboard URL", interval_s=1)
+        assert dashboard != "exited", output.read_text()
+        running.started = psutil.Process(process.pid).children(recursive=True)
+        yield running
+    finally:
+        if process.poll() is None:  # a test failed before Ctrl-C: stop it the same way
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=120)
+        for child in psutil.Process().children(recursive=True):
+            if child.pid != bystander.pid and child in running.started and alive(child):
+                child.kill()
+        bystander.kill()
+        bystander.wait()
+
+
+def test_it_runs_the_demo(stack):
+    dashboard = banner_value(stack.output, "Dashboard")
+    assert dashboard.startswith(f"{stack.url}/experiments/")
+    assert banner_value(stack.output, "Log in as") == "demo"
+    state = stack.state()
+    assert set(state["children"]) == EXPECTED_CHILDREN
+    assert "started Redis on port" in stack.text()
+    assert {child.pid for child in stack.started} >= set(state["children"].values())
+
+    http = stack.http()
+    experiment = http.get(f"{stack.url}/api/v1/experiments/{state['experiment']}/",
+                          timeout=30).json()
+    assert [run["method"] for run in experiment["runs"]] == ["splitfed", "fedavg"]
+    first_run = experiment["runs"][0]["id"]
+
+    def first_points():
+        answer = http.get(f"{stack.url}/api/v1/runs/{first_run}/metrics/", timeout=30)
+        return answer.ok and answer.json()["points"]
+
+    points = wait_for(first_points, 300, "the demo run's first metrics", interval_s=1)
+    assert {"accuracy", "sim_time_s"} <= {point["name"] for point in points}
+
+
+def test_its_broker_is_locked(stack):
     """Nobody gets in without the password, which is kept 0600 and never shown; an agent has
     only its device's user, which cannot list keys nor read another device's queue."""
+    data_dir, output, state = stack.data_dir, stack.output, stack.state()
     port = int(re.search(r"started Redis on port (\d+)", output.read_text()).group(1))
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis(port=port, socket_timeout=5).get("anything")
@@ -67,69 +156,69 @@ def assert_the_broker_is_locked(data_dir: Path, output: Path, state: dict) -> No
     assert "REDIS_URL" not in agent_env and password not in "".join(agent_env.values())
 
 
-def test_it_runs_the_demo_and_ctrl_c_stops_only_what_it_started(tmp_path):
-    data_dir, port = tmp_path / "var", free_port()
-    env = {k: v for k, v in os.environ.items() if k not in NOT_CONFIGURED}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    output = tmp_path / "stack.out"
-    with output.open("wb") as sink:
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "agents.stack", "up", "--port", str(port),
-             "--data-dir", str(data_dir)],
-            cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    started: list[psutil.Process] = []
-    try:
-        def dashboard_or_exit():
-            return "exited" if stack.poll() is not None else banner_value(output, "Dashboard")
+def test_its_supervisor_restarts_a_killed_agent(stack):
+    before = stack.state()["children"]
+    killed = before["agent-jetson-nx-1"]
+    os.kill(killed, signal.SIGKILL)
 
-        dashboard = wait_for(dashboard_or_exit, 300, "the dashboard URL", interval_s=1)
-        assert dashboard != "exited", output.read_text()
-        assert dashboard.startswith(f"http://127.0.0.1:{port}/experiments/")
-        assert banner_value(output, "Log in as") == "demo"
-        state = json.loads((data_dir / "stack.json").read_text())
-        assert set(state["children"]) == EXPECTED_CHILDREN
-        assert "started Redis on port" in output.read_text()
-        started = psutil.Process(stack.pid).children(recursive=True)
-        assert {child.pid for child in started} >= set(state["children"].values())
+    def restarted_pid():
+        pid = stack.state()["children"].get("agent-jetson-nx-1")
+        return pid if pid not in (None, killed) else None
 
-        http = requests.Session()
-        http.headers["Authorization"] = f"Token {banner_value(output, 'API token')}"
-        experiment = http.get(f"http://127.0.0.1:{port}/api/v1/experiments/"
-                              f"{state['experiment']}/", timeout=30).json()
-        assert [run["method"] for run in experiment["runs"]] == ["splitfed", "fedavg"]
-        first_run = experiment["runs"][0]["id"]
+    pid = wait_for(restarted_pid, 60, "the agent's restart", interval_s=0.5)
+    assert "agent-jetson-nx-1 was killed by SIGKILL; restarting it in 1 s" in stack.text()
+    assert f"restarted agent-jetson-nx-1 (pid {pid})" in stack.text()
+    assert "supervisor: restarted agent-jetson-nx-1" in stack.log("agent-jetson-nx-1")
+    wait_for(lambda: stack.log("agent-jetson-nx-1").count(ONLINE_MARK) == 2, 180,
+             "the restarted agent to come online again", interval_s=1)
+    # Nothing else was touched: same pids, all alive, the stack still running.
+    after = stack.state()["children"]
+    assert {name: pid for name, pid in after.items() if name != "agent-jetson-nx-1"} == {
+        name: pid for name, pid in before.items() if name != "agent-jetson-nx-1"}
+    assert all(psutil.pid_exists(pid) for pid in after.values())
+    assert stack.process.poll() is None
 
-        def first_points():
-            answer = http.get(f"http://127.0.0.1:{port}/api/v1/runs/{first_run}/metrics/",
-                              timeout=30)
-            return answer.ok and answer.json()["points"]
 
-        points = wait_for(first_points, 300, "the demo run's first metrics", interval_s=1)
-        assert {"accuracy", "sim_time_s"} <= {point["name"] for point in points}
-        assert_the_broker_is_locked(data_dir, output, state)
+def test_it_leaves_an_agent_whose_device_was_deleted_stopped(stack):
+    http = stack.http()
+    before = stack.state()["children"]
+    devices = http.get(f"{stack.url}/api/v1/devices/", params={"name": "jetson-orin-nano-1"},
+                       timeout=30).json()["results"]
+    device = next(d for d in devices if d["name"] == "jetson-orin-nano-1")
+    answer = http.delete(f"{stack.url}/api/v1/devices/{device['id']}/", timeout=30)
+    assert answer.status_code == 204, answer.text
 
-        stack.send_signal(signal.SIGINT)
-        assert stack.wait(timeout=120) == 0, output.read_text()
-    finally:
-        if stack.poll() is None:  # the test failed before Ctrl-C: stop it the same way
-            stack.send_signal(signal.SIGTERM)
-            stack.wait(timeout=120)
-        leftovers = [process for process in started if alive(process)]
-        for process in leftovers:
-            process.kill()
-        bystander_alive = bystander.poll() is None
-        bystander.kill()
-        bystander.wait()
+    # Its next heartbeat is refused: the agent exits with status 3 and stays stopped.
+    line = ("agent-jetson-orin-nano-1 exited with status 3; leaving it stopped: the control "
+            "plane refused its credential")
+    wait_for(lambda: line in stack.text(), 60, "the agent to exit", interval_s=0.5)
+    time.sleep(3)  # longer than the first restart delay: it must not come back
+    state = stack.state()
+    assert "agent-jetson-orin-nano-1" not in state["children"]
+    assert "refused its credential" in state["stopped"]["agent-jetson-orin-nano-1"]
+    assert "restarted agent-jetson-orin-nano-1" not in stack.text()
+    assert {name: pid for name, pid in state["children"].items()} == {
+        name: pid for name, pid in before.items() if name != "agent-jetson-orin-nano-1"}
+    assert http.get(f"{stack.url}/api/v1/algorithms/", timeout=30).status_code == 200
+    assert stack.process.poll() is None
 
-    assert leftovers == [], output.read_text()
-    assert bystander_alive
-    assert not (data_dir / "stack.json").exists()
-    assert "cancelled the demo experiment" in output.read_text()
-    assert "stopped." in output.read_text()
-    # Each agent was asked to stop (SIGTERM to its group) and stopped cleanly.
-    for name in ("a6000-1", "jetson-nx-1", "jetson-orin-nano-1"):
-        log = (data_dir / "log" / f"agent-{name}.log").read_text()
+
+def test_ctrl_c_stops_only_what_it_started(stack):
+    running = stack.state()["children"]
+    everything = stack.started + [psutil.Process(pid) for pid in running.values()
+                                  if pid not in {p.pid for p in stack.started}]
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(timeout=120) == 0, stack.text()
+
+    leftovers = [process for process in everything if alive(process)]
+    assert leftovers == [], stack.text()
+    assert stack.bystander.poll() is None
+    assert not (stack.data_dir / "stack.json").exists()
+    assert "cancelled the demo experiment" in stack.text()
+    assert "stopped." in stack.text()
+    # Each running agent was asked to stop (SIGTERM to its group) and stopped cleanly.
+    for name in ("a6000-1", "jetson-nx-1"):
+        log = stack.log(f"agent-{name}")
         assert "stopping: received SIGTERM" in log and f"agent {name} stopped" in log
     with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+        requests.get(f"{stack.url}/", timeout=5)

@@ -1,8 +1,15 @@
-"""Children of the stack: each in its own process group, logged to a file, stopped in reverse.
+"""Children of the stack: each in its own process group, logged to a file, supervised, stopped
+in reverse.
 
 Own process groups mean a Ctrl-C in the terminal reaches only the stack, which then stops its
 children in order (agents before the server they report to, Redis last), and a child's own
-children (Celery's pool, beat) go with it. Nothing outside these groups is ever signalled.
+children (Celery's pool) go with it. Nothing outside these groups is ever signalled.
+
+Supervision (:meth:`Supervisor.supervise`): a child that dies is restarted after a backoff
+(1 s, doubling up to 60 s; back to 1 s once it has run a minute), except one that stopped on
+purpose: exit status 0 (someone stopped it) or :data:`agents.exit_status.CREDENTIAL_REFUSED`
+(its device was deleted), which is left stopped. Each decision is a line on the terminal and
+in the child's log.
 """
 from __future__ import annotations
 
@@ -11,27 +18,52 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents import exit_status
+
 log = logging.getLogger(__name__)
+
+#: Restart backoff: first delay, cap, and how long a child must run to count as healthy again.
+BACKOFF_FIRST_S = 1.0
+BACKOFF_CAP_S = 60.0
+HEALTHY_AFTER_S = 60.0
+
+#: Exit statuses meaning "stopped on purpose": the child is left stopped, with this reason.
+LEFT_STOPPED = {
+    exit_status.STOPPED: "it stopped on purpose (status 0)",
+    exit_status.CREDENTIAL_REFUSED: "the control plane refused its credential (its device was "
+                                    "deleted?); restarting it would not help",
+}
 
 
 @dataclass
 class Child:
-    """A process the stack started."""
+    """A process the stack started, and how to start it again."""
 
     name: str
-    process: subprocess.Popen
+    argv: list[str]
+    env: dict[str, str] | None
+    cwd: Path | None
     log_path: Path
+    process: subprocess.Popen = field(repr=False)
+    started_at: float = 0.0
+    failures: int = 0                 # restarts in a row without a healthy run between
+    restart_at: float | None = None   # when a dead child starts again
+    left_stopped: str | None = None   # why it is not restarted
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def running(self) -> bool:
+        return self.restart_at is None and self.left_stopped is None
+
 
 class Supervisor:
-    """Starts children and stops every one of them (and only them)."""
+    """Starts children, restarts those that die, and stops every one of them (and only them)."""
 
     def __init__(self, log_dir: Path):
         self.log_dir = Path(log_dir)
@@ -41,24 +73,67 @@ class Supervisor:
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
               cwd: Path | None = None) -> Child:
         """Start ``argv`` in a new session; stdout and stderr go to ``<log_dir>/<name>.log``."""
-        log_path = self.log_dir / f"{name}.log"
+        child = Child(name, list(argv), env, cwd, self.log_dir / f"{name}.log",
+                      process=self._popen(self.log_dir / f"{name}.log", argv, env, cwd),
+                      started_at=time.monotonic())
+        self.children.append(child)
+        log.debug("started %s (pid %d)", name, child.pid)
+        return child
+
+    @staticmethod
+    def _popen(log_path: Path, argv: list[str], env, cwd) -> subprocess.Popen:
         with open(log_path, "ab") as log_file:
             log_file.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
             log_file.flush()
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
-                                       stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                       start_new_session=True)
-        child = Child(name, process, log_path)
-        self.children.append(child)
-        log.debug("started %s (pid %d)", name, process.pid)
-        return child
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                    start_new_session=True)
 
     def exited(self) -> Child | None:
-        """The first child that has exited, if any."""
+        """The first child that has exited, if any (used while the stack starts)."""
         for child in self.children:
             if child.process.poll() is not None:
                 return child
         return None
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Handle children that died since the last call and restart those due; returns one
+        line per decision (also written to the child's log)."""
+        now = time.monotonic() if now is None else now
+        lines = []
+        for child in self.children:
+            if child.left_stopped is not None:
+                continue
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.process = self._popen(child.log_path, child.argv, child.env, child.cwd)
+                    child.started_at, child.restart_at = now, None
+                    lines.append(self._note(child, f"restarted {child.name} (pid {child.pid})"))
+                continue
+            status = child.process.poll()
+            if status is None:
+                continue
+            _signal_group(child.pid, signal.SIGKILL)  # what is left of its group goes too
+            how = (f"was killed by {_signal_name(-status)}" if status < 0
+                   else f"exited with status {status}")
+            if status in LEFT_STOPPED:
+                child.left_stopped = LEFT_STOPPED[status]
+                lines.append(self._note(child, f"{child.name} {how}; leaving it stopped: "
+                                               f"{child.left_stopped}"))
+                continue
+            if now - child.started_at >= HEALTHY_AFTER_S:
+                child.failures = 0
+            delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** child.failures)
+            child.failures += 1
+            child.restart_at = now + delay
+            lines.append(self._note(child, f"{child.name} {how}; restarting it in {delay:.0f} s"))
+        return lines
+
+    @staticmethod
+    def _note(child: Child, line: str) -> str:
+        with open(child.log_path, "a") as log_file:
+            log_file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} supervisor: {line}\n")
+        return line
 
     def stop_all(self, timeout_s: float = 20.0) -> None:
         """SIGTERM each child's group, newest first, waiting for each; SIGKILL stragglers."""
@@ -82,6 +157,13 @@ class Supervisor:
             child.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.error("%s (pid %d) could not be stopped", child.name, child.pid)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

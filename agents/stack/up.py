@@ -1,10 +1,12 @@
 """``./estuary up``: the whole stack on this machine, a demo experiment, and Ctrl-C to stop it.
 
 Steps: Redis (``REDIS_URL``, or our own on a free port with data in ``<data>/redis``), migrate,
-the demo user, the ASGI server (daphne), the control plane's Celery worker with beat, an
-enrolment token, three agents (two Jetsons and an A6000 server), then the demo experiment
-through the REST API. Each child logs to ``<data>/log/<name>.log``; ``<data>/stack.json`` lists
-their pids while the stack runs.
+the demo user, the ASGI server (daphne), the control plane's Celery worker and its beat (two
+processes, so a beat never outlives its worker), an enrolment token, three agents (two Jetsons
+and an A6000 server), then the demo experiment through the REST API. Each child logs to
+``<data>/log/<name>.log``; ``<data>/stack.json`` lists their current pids while the stack runs.
+Once started, children that die are restarted (see :mod:`agents.stack.processes`); only Ctrl-C
+or SIGTERM stops the stack.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def say(message: str) -> None:
 
 
 class Stack:
-    """The processes of a local Estuary; :meth:`run` blocks until a signal or a child dies."""
+    """The processes of a local Estuary; :meth:`watch` supervises them until a signal."""
 
     def __init__(self, options: StackOptions):
         self.options = options
@@ -82,8 +84,10 @@ class Stack:
         self._spawn("web", ["-m", "daphne", "-b", self.options.host, "-p", str(self.options.port),
                             "controlplane.asgi:application"])
         self._spawn("controlplane-worker", [
-            "-m", "celery", "-A", "controlplane", "worker", "-B", "-Q", "controlplane",
+            "-m", "celery", "-A", "controlplane", "worker", "-Q", "controlplane",
             "-c", "1", "-l", "INFO", "-n", f"controlplane-{self.options.port}@%h"])
+        self._spawn("controlplane-beat",
+                    ["-m", "celery", "-A", "controlplane", "beat", "-l", "INFO"])
         wait_for_http(f"{self.server}/api/v1/", 90, alive=self._check_children)
 
         token_file = self._write_secret(self.data_dir / "agents" / "enrolment-token",
@@ -151,8 +155,11 @@ class Stack:
                              f"see {child.log_path}")
 
     def _write_state(self) -> None:
+        """Current pids of the running children, and why any is left stopped."""
+        children = self.supervisor.children
         state = {"pid": os.getpid(), "server": self.server, "experiment": self.experiment_id,
-                 "children": {c.name: c.pid for c in self.supervisor.children}}
+                 "children": {c.name: c.pid for c in children if c.running},
+                 "stopped": {c.name: c.left_stopped for c in children if c.left_stopped}}
         (self.data_dir / "stack.json").write_text(json.dumps(state, indent=2))
 
     def _print_banner(self, user: dict) -> None:
@@ -169,11 +176,15 @@ class Stack:
 
     # -- run and stop -------------------------------------------------------------------------
     def watch(self) -> None:
-        """Block until a child exits (an error) or a signal arrives; report run states."""
+        """Supervise the children until a signal arrives; report run states."""
         states: dict[str, str] = {}
         next_poll = 0.0
         while True:
-            self._check_children()
+            lines = self.supervisor.supervise()
+            for line in lines:
+                say(line)
+            if lines:
+                self._write_state()
             if self.experiment_id and time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + 5
                 states = self._report_runs(states)
@@ -193,7 +204,7 @@ class Stack:
     def _cancel_demo(self) -> None:
         """The demo cannot go on without the agents: cancel what is left of it, so it ends as
         cancelled rather than failed or queued for the next start."""
-        if not self.experiment_id or self.supervisor.exited() is not None:
+        if not self.experiment_id:
             return
         self.api.timeout_s = 5.0  # stopping must not hang on a stuck server
         try:
@@ -223,7 +234,7 @@ class Stack:
 
 
 def run_stack(options: StackOptions) -> int:
-    """Start the stack, keep it running until Ctrl-C or SIGTERM, then stop all of it."""
+    """Start the stack, supervise it until Ctrl-C or SIGTERM, then stop all of it."""
     def interrupt(_signum, _frame):
         raise KeyboardInterrupt
 

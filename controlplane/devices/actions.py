@@ -102,13 +102,15 @@ def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID]) -> list[u
     """Mark ``device`` alive; return the jobs it reports running that it should stop.
 
     A job should stop when it is not this device's queued or running job any more: cancelled
-    by its owner, failed by the reaper, or unknown.
+    by its owner, failed by the reaper, or unknown. The jobs it lists are marked as listed now;
+    a running job it stops listing is failed by the reaper (``reap_stale_jobs``).
     """
-    Device.objects.filter(pk=device.pk).update(last_seen=timezone.now())
-    still_wanted = set(
-        Job.objects.filter(device=device, id__in=running_job_ids,
-                           state__in=[Job.State.QUEUED, Job.State.RUNNING])
-        .values_list("id", flat=True))
+    now = timezone.now()
+    Device.objects.filter(pk=device.pk).update(last_seen=now)
+    wanted = Job.objects.filter(device=device, id__in=running_job_ids,
+                                state__in=[Job.State.QUEUED, Job.State.RUNNING])
+    still_wanted = set(wanted.values_list("id", flat=True))
+    wanted.update(listed_at=now)
     return [job_id for job_id in running_job_ids if job_id not in still_wanted]
 
 

@@ -13,10 +13,49 @@ from controlplane.celery import device_queue
 
 
 def offline_cutoff(now: datetime | None = None) -> datetime:
-    """Devices last seen before this instant have missed the allowed heartbeats: offline."""
+    """Devices last seen before this instant missed the allowed heartbeats: offline.
+
+    Only heartbeats missed while the control plane was accepting them count (see
+    :class:`ServerUptime`): silence during a server outage is not held against devices, and
+    after the server comes back they get one full missed-heartbeats window (the grace) to
+    report again. A device silent for a window before the outage stays offline.
+    """
     knobs = settings.ESTUARY
-    silence = knobs["HEARTBEAT_INTERVAL_S"] * knobs["MISSED_HEARTBEATS"]
-    return (now or timezone.now()) - timedelta(seconds=silence)
+    silence = timedelta(seconds=knobs["HEARTBEAT_INTERVAL_S"] * knobs["MISSED_HEARTBEATS"])
+    now = now or timezone.now()
+    uptime = ServerUptime.objects.filter(pk=ServerUptime.ROW).first()
+    if uptime is None:  # no server has marked itself (in-process use): count all silence
+        return now - silence
+    end = min(now, uptime.seen_at) if uptime.is_down(now) else now
+    if uptime.down_since < uptime.up_since and end - uptime.up_since < silence:
+        return uptime.down_since - silence  # the grace: judge by what came before the outage
+    return end - silence
+
+
+class ServerUptime(models.Model):
+    """When the web servers accepted requests: one row, marked by every ASGI process every half
+    heartbeat interval (controlplane/devices/uptime.py). No mark for a heartbeat interval means
+    no server is accepting, so agents cannot heartbeat and their silence does not count.
+    """
+
+    ROW = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=ROW, editable=False)
+    up_since = models.DateTimeField(help_text="Start of the current accepting period")
+    seen_at = models.DateTimeField(help_text="Latest mark of a server")
+    down_since = models.DateTimeField(
+        help_text="End of the accepting period before the last outage (up_since if none)")
+
+    @staticmethod
+    def allowed_gap() -> timedelta:
+        """Longer than this between marks is an outage."""
+        return timedelta(seconds=settings.ESTUARY["HEARTBEAT_INTERVAL_S"])
+
+    def is_down(self, now: datetime) -> bool:
+        return now - self.seen_at > self.allowed_gap()
+
+    def __str__(self) -> str:
+        return f"servers accepting since {self.up_since:%Y-%m-%d %H:%M:%S}"
 
 
 class Device(models.Model):

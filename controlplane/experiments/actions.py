@@ -5,8 +5,8 @@ that rolled back. Arguments are validated by the serializers; actions trust them
 """
 from __future__ import annotations
 
+import logging
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -16,33 +16,15 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from controlplane.devices.models import Device, offline_cutoff
+from controlplane.devices.models import offline_cutoff
 from controlplane.errors import Conflict
-from controlplane.experiments.dispatch import dispatch_job
-from controlplane.experiments.models import FINISHED_STATES, Experiment, Job, JobState, Run
+from controlplane.experiments.dispatch import send_job
 from controlplane.experiments.events import run_event
+from controlplane.experiments.models import FINISHED_STATES, Experiment, Job, JobState, Run
+from controlplane.experiments.plans import ExperimentPlan
 from controlplane.metrics.events import publish_on_commit
 
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """One method of an experiment with its config, validated by that method's schema."""
-
-    method: str
-    config: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ExperimentPlan:
-    """A validated experiment, ready to store and dispatch."""
-
-    name: str
-    algorithm: str
-    config: dict[str, Any]
-    runs: list[PlannedRun]
-    testbed: str | list[dict[str, Any]]
-    seed: int
-    host: Device
+log = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -57,6 +39,17 @@ def create_experiment(owner, plan: ExperimentPlan) -> Experiment:
         job = Job.objects.create(run=run, device=plan.host, celery_task_id=str(uuid.uuid4()))
         transaction.on_commit(partial(dispatch_job, job.id, job.celery_task_id, plan.host.id))
     return experiment
+
+
+def dispatch_job(job_id: uuid.UUID, task_id: str, device_id: uuid.UUID) -> None:
+    """Send the job to its device's queue (after the creating transaction committed, so the
+    agent finds the job when it asks). If the broker is unreachable, the job fails with that
+    error instead of staying queued forever."""
+    try:
+        send_job(job_id, task_id, device_id)
+    except Exception as exc:  # noqa: BLE001  (any broker failure must surface on the job)
+        log.exception("could not dispatch job %s", job_id)
+        fail_jobs(Job.objects.filter(pk=job_id), f"Could not dispatch the job: {exc}")
 
 
 def _set_state(job: Job, state: str, now: datetime, error: str = "",
@@ -116,11 +109,19 @@ def _locked(job: Job) -> Job:
 
 @transaction.atomic
 def start_job(job: Job) -> Job:
-    """The hosting agent begins a job; 409 unless it is still queued (e.g. cancelled)."""
+    """The hosting agent begins a job; 409 unless it is still queued (e.g. cancelled).
+
+    Idempotent for the hosting device (views only pass its own jobs): a retry of a start whose
+    answer was lost finds the job running with nothing reported yet and gets the same spec.
+    """
     job = _locked(job)
+    if job.state == JobState.RUNNING and not job.run.points.exists():
+        return job
     if job.state != JobState.QUEUED:
         raise Conflict(f"The job is {job.state}, not queued: do not run it.")
-    _set_state(job, JobState.RUNNING, timezone.now())
+    now = timezone.now()
+    job.listed_at = now  # a full window to show up in its device's heartbeats
+    _set_state(job, JobState.RUNNING, now)
     return job
 
 
@@ -143,39 +144,65 @@ def finish_job(job: Job, state: str, error: str, result: dict[str, Any]) -> Job:
 
 
 def fail_jobs(jobs: QuerySet[Job], error: str) -> list[uuid.UUID]:
-    """Fail the given unfinished jobs with ``error`` (inside the caller's transaction)."""
+    """Fail those of ``jobs`` that are unfinished with ``error``; returns their ids.
+
+    Each job is claimed in its own transaction by an UPDATE whose WHERE names only the job's
+    own row (PostgreSQL re-checks such a condition after waiting for a concurrent writer; it
+    would not re-check one on joined rows), so of two concurrent callers (two reapers) only
+    one fails and publishes it, on PostgreSQL and SQLite alike.
+    """
     now = timezone.now()
+    unfinished = jobs.exclude(state__in=FINISHED_STATES)
     failed = []
-    for job in jobs.select_for_update().select_related("run").exclude(state__in=FINISHED_STATES):
-        _set_state(job, JobState.FAILED, now, error=error)
-        failed.append(job.id)
+    for job_id in list(unfinished.values_list("id", flat=True)):
+        with transaction.atomic():
+            if not unfinished.filter(pk=job_id).exists():
+                continue  # no longer matching (e.g. its device heartbeated meanwhile)
+            claim = Job.objects.filter(pk=job_id).exclude(state__in=FINISHED_STATES)
+            if not claim.update(state=JobState.FAILED):
+                continue  # finished meanwhile, by another reaper or its agent
+            _set_state(_locked(Job(pk=job_id)), JobState.FAILED, now, error=error)
+        failed.append(job_id)
     return failed
 
 
-@transaction.atomic
 def reap_stale_jobs() -> list[uuid.UUID]:
-    """Fail the unfinished jobs whose device missed its heartbeats; returns their ids.
+    """Fail the unfinished jobs no agent is running any more; returns their ids.
 
-    A running job's agent is presumed dead; a queued job would never start. If the agent comes
-    back, the server tells it to stop (heartbeat ``cancel_jobs``, 409 on start).
+    - A running or queued job whose device missed its heartbeats: the agent is presumed dead
+      (a queued job would never start).
+    - A running job whose device heartbeats but has not listed it for as long: its agent does
+      not run it (e.g. the answer to its ``start/`` was lost and it gave up).
+    Only heartbeats missed while a server accepted them count (:func:`offline_cutoff`). If the
+    agent comes back, the server tells it to stop (heartbeat ``cancel_jobs``, 409 on start).
+    Safe to run concurrently (see :func:`fail_jobs`).
     """
     cutoff = offline_cutoff()
-    stale = (Job.objects.exclude(state__in=FINISHED_STATES)
-             .filter(Q(device__isnull=True) | Q(device__last_seen__lt=cutoff)
-                     | Q(device__last_seen__isnull=True))
-             .select_related("device"))
+    silent = (Q(device__isnull=True) | Q(device__last_seen__lt=cutoff)
+              | Q(device__last_seen__isnull=True))
+    unlisted = Q(listed_at__lt=cutoff) | Q(listed_at__isnull=True, started_at__lt=cutoff)
     failed = []
-    for job in stale:
-        failed += fail_jobs(Job.objects.filter(pk=job.pk), _silence_error(job))
+    for job in (Job.objects.filter(state=JobState.QUEUED).filter(silent)
+                .select_related("device")):
+        failed += fail_jobs(Job.objects.filter(pk=job.pk).filter(silent), _silence_error(job))
+    for job in (Job.objects.filter(state=JobState.RUNNING).filter(silent | unlisted)
+                .select_related("device")):
+        still_stale = Job.objects.filter(pk=job.pk, state=JobState.RUNNING).filter(silent | unlisted)
+        failed += fail_jobs(still_stale, _silence_error(job, cutoff))
     return failed
 
 
-def _silence_error(job: Job) -> str:
+def _silence_error(job: Job, cutoff: datetime | None = None) -> str:
     missed = settings.ESTUARY["MISSED_HEARTBEATS"]
     if job.device is None:
         return "The hosting device was deleted."
     seen = job.device.last_seen.isoformat() if job.device.last_seen else "never"
-    if job.state == JobState.RUNNING:
+    if job.state == JobState.QUEUED:
+        return f"Device {job.device.name} went offline (last seen {seen}) before the job started."
+    if job.device.last_seen is None or (cutoff is not None and job.device.last_seen < cutoff):
         return (f"Device {job.device.name} missed {missed} heartbeats (last seen {seen}); "
                 "its agent is presumed dead and the job failed.")
-    return (f"Device {job.device.name} went offline (last seen {seen}) before the job started.")
+    listed = (job.listed_at or job.started_at).isoformat()
+    return (f"Device {job.device.name} is alive but its agent has not listed this job as "
+            f"running in {missed} heartbeats (last listed {listed}); it is not running there, "
+            "so the job failed.")

@@ -4,14 +4,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from controlplane.experiments.models import Run
+from controlplane.experiments.serializers import RunSerializer
 from controlplane.metrics.events import plain_json
 
 
 def run_event(run_id: uuid.UUID) -> dict[str, Any]:
     """``{"type": "run", "run": {...}, "experiment": {"id", "status"}}`` as committed now."""
-    from controlplane.experiments.models import Run
-    from controlplane.experiments.serializers import RunSerializer
-
     run = Run.objects.select_related("experiment", "job__device").get(pk=run_id)
     return {
         "type": "run",

@@ -92,6 +92,9 @@ class Job(models.Model):
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The latest start or heartbeat in which its device said it runs the job: a running job
+    # its device stops listing is reconciled (failed) by the reaper.
+    listed_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
 
     class Meta:

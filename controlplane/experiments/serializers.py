@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Case, IntegerField, Value, When
 from rest_framework import serializers
 
-from controlplane.devices.models import Device
-from controlplane.devices.queries import devices_for, online_devices_for
-from controlplane.experiments.actions import ExperimentPlan, PlannedRun
+from controlplane.devices.queries import devices_for
 from controlplane.experiments.models import Experiment, Job, Run
+from controlplane.experiments.plans import ExperimentPlan, PlannedRun
+from controlplane.experiments.scheduling import choose_host
 from controlplane.fields import JSONObjectField, StrictSerializer
 from ml import registry
 from ml.config import ConfigError
@@ -120,7 +119,7 @@ class ExperimentCreateSerializer(StrictSerializer):
         return {"plan": ExperimentPlan(
             name=attrs["name"], algorithm=method.name, config=config, runs=runs,
             testbed=config["testbed"], seed=config["seed"],
-            host=self._host(user, attrs.get("host")))}
+            host=choose_host(user, attrs.get("host")))}
 
     @staticmethod
     def _baselines(method: registry.Method, names: list[str]) -> list[registry.Method]:
@@ -159,27 +158,6 @@ class ExperimentCreateSerializer(StrictSerializer):
             raise serializers.ValidationError(
                 {"devices": [f"Unknown device: {device_id}." for device_id in missing]})
         return [found[device_id].testbed_entry() for device_id in wanted]
-
-    @staticmethod
-    def _host(user, host_id) -> Device:
-        if host_id is not None:
-            host = devices_for(user).filter(id=host_id).first()
-            if host is None:
-                raise serializers.ValidationError({"host": ["Unknown device."]})
-            if not host.is_online():
-                raise serializers.ValidationError(
-                    {"host": [f"Device {host.name} is offline; start its agent first."]})
-            return host
-        # An online cloud device by default, an idle one before a busy one.
-        host = (online_devices_for(user)
-                .annotate(edge=Case(When(kind=Device.Kind.CLOUD, then=Value(0)), default=Value(1),
-                                    output_field=IntegerField()))
-                .order_by("edge", "running_jobs", "name").first())
-        if host is None:
-            raise serializers.ValidationError({"host": [
-                "No online device to host the experiment; start an agent "
-                "(python -m agents run --server URL --token TOKEN --name NAME --profile ...)."]})
-        return host
 
 
 class CancelResultSerializer(serializers.Serializer):

@@ -3,6 +3,7 @@ import pytest
 
 from controlplane.experiments import actions
 from controlplane.experiments.models import Experiment, Job
+from tests.controlplane.metrics.points import point
 
 
 def start(job) -> str:
@@ -34,10 +35,21 @@ class TestJobStart:
         assert (job.state, job.run.state) == ("running", "running")
         assert job.started_at and job.run.started_at
 
-    def test_it_is_409_once_started(self, api, hosted):
+    def test_it_answers_a_retry_whose_answer_was_lost_with_the_same_spec(self, api, hosted):
         agent, _, job = hosted
-        api(device=agent.credential).post(start(job))
-        assert api(device=agent.credential).post(start(job)).status_code == 409
+        first = api(device=agent.credential).post(start(job))
+        retry = api(device=agent.credential).post(start(job))
+        assert (first.status_code, retry.status_code) == (200, 200)
+        assert retry.json() == first.json()
+        job.refresh_from_db()
+        assert job.state == "running"
+
+    def test_it_is_409_once_the_job_reported_points(self, api, hosted):
+        agent, _, job = hosted
+        device = api(device=agent.credential)
+        device.post(start(job))
+        device.post(f"/api/v1/runs/{job.run_id}/metrics/", {"points": [point()]}, format="json")
+        assert device.post(start(job)).status_code == 409
 
     def test_it_is_409_for_a_cancelled_job(self, api, hosted):
         agent, experiment, job = hosted

@@ -1,5 +1,6 @@
 """reap_stale_jobs: jobs of devices that missed their heartbeats fail, in-process and through
 the real control plane worker (Celery beat)."""
+import threading
 import time
 from datetime import timedelta
 
@@ -7,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from controlplane.devices.actions import record_heartbeat
 from controlplane.experiments import actions
 from controlplane.experiments.models import Experiment, Job
 
@@ -51,6 +53,33 @@ class TestReapStaleJobs:
         job.refresh_from_db()
         assert job.state == "running"
 
+    def test_it_fails_a_running_job_its_heartbeating_device_does_not_list(
+            self, owner, device_factory, experiment_factory):
+        agent = device_factory(owner, name="jetson-08")
+        job = actions.start_job(
+            Job.objects.get(run__experiment=experiment_factory(owner, host=agent.device)))
+        record_heartbeat(agent.device, [])  # alive, but not running it (its start was lost)
+        assert actions.reap_stale_jobs() == []  # a just-started job has a full window
+        interval = settings.ESTUARY["HEARTBEAT_INTERVAL_S"]
+        Job.objects.filter(pk=job.pk).update(
+            listed_at=timezone.now() - timedelta(seconds=3.5 * interval))
+        record_heartbeat(agent.device, [])
+        assert actions.reap_stale_jobs() == [job.id]
+        job.refresh_from_db()
+        assert job.state == "failed"
+        assert "jetson-08 is alive but its agent has not listed this job" in job.error
+
+    def test_it_spares_a_running_job_its_device_lists(self, owner, device_factory,
+                                                      experiment_factory):
+        agent = device_factory(owner)
+        job = actions.start_job(
+            Job.objects.get(run__experiment=experiment_factory(owner, host=agent.device)))
+        interval = settings.ESTUARY["HEARTBEAT_INTERVAL_S"]
+        Job.objects.filter(pk=job.pk).update(
+            listed_at=timezone.now() - timedelta(seconds=3.5 * interval))
+        record_heartbeat(agent.device, [job.id])
+        assert actions.reap_stale_jobs() == []
+
     def test_it_leaves_finished_jobs_alone(self, owner, device_factory, experiment_factory):
         agent = device_factory(owner)
         experiment = experiment_factory(owner, host=agent.device)
@@ -58,6 +87,38 @@ class TestReapStaleJobs:
         go_silent(agent.device)
         assert actions.reap_stale_jobs() == []
         assert Job.objects.get().state == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+class TestConcurrentReapers:
+    def test_two_reapers_fail_a_job_once(self, owner, device_factory, experiment_factory):
+        agent = device_factory(owner)
+        for _ in range(3):
+            experiment_factory(owner, host=agent.device)
+        jobs = list(Job.objects.all())
+        for job in jobs:
+            actions.start_job(job)
+        go_silent(agent.device)
+        results: list[list] = []
+        start = threading.Barrier(2)
+
+        def reap():
+            start.wait()
+            try:
+                results.append(actions.reap_stale_jobs())
+            finally:
+                from django.db import connection
+                connection.close()
+
+        threads = [threading.Thread(target=reap) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        failed = [job_id for result in results for job_id in result]
+        assert len(results) == 2
+        assert sorted(failed) == sorted(job.id for job in jobs)  # each exactly once
+        assert set(Job.objects.values_list("state", flat=True)) == {"failed"}
 
 
 @pytest.mark.django_db(transaction=True)
