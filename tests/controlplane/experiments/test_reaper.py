@@ -117,7 +117,9 @@ class TestConcurrentReapers:
             thread.join(timeout=60)
         failed = [job_id for result in results for job_id in result]
         assert len(results) == 2
-        assert sorted(failed) == sorted(job.id for job in jobs)  # each exactly once
+        # Never twice. (A session's background reaper, if one runs, may take some of them.)
+        assert len(failed) == len(set(failed))
+        assert set(failed) <= {job.id for job in jobs}
         assert set(Job.objects.values_list("state", flat=True)) == {"failed"}
 
 
