@@ -144,7 +144,7 @@ class TestTheChannelsLayer:
 class TestItsOwnQueue:
     def test_a_device_consumes_and_requeues_its_own_queue(self, device_b, attacker,
                                                           redis_client):
-        from controlplane.experiments.dispatch import dispatch_job
+        from controlplane.experiments.actions import dispatch_job
 
         queue = device_queue(device_b.device.id)
         dispatch_job(uuid.uuid4(), str(uuid.uuid4()), device_b.device.id)
