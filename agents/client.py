@@ -108,8 +108,11 @@ class ControlPlane:
         """Send a batch; returns ``{"accepted": n, "cancelled": bool}``. Idempotent server side."""
         return self._post(f"/api/v1/runs/{run_id}/metrics/", {"points": points})
 
-    def post_logs(self, run_id: str, lines: list[str]) -> dict:
-        return self._post(f"/api/v1/runs/{run_id}/logs/", {"lines": lines})
+    def post_logs(self, run_id: str, first_seq: int, lines: list[str]) -> dict:
+        """Send lines ``first_seq``, ``first_seq + 1``, ... of the run's log. Idempotent server
+        side on (run, seq); answers like :meth:`post_metrics`."""
+        return self._post(f"/api/v1/runs/{run_id}/logs/",
+                          {"first_seq": first_seq, "lines": lines})
 
     # -- plumbing ---------------------------------------------------------------------------
     def _session(self) -> requests.Session:

@@ -2,12 +2,17 @@
 
 Every message is ``{"type": "experiment.event", "event": <what the browser receives>}``; the
 consumer forwards ``event`` as is (formats in docs/architecture.md).
+
+Publishing is best-effort: the data is already committed, so a broker failure must never turn
+the request into a 5xx. Each failure is logged with the running count of failures of this
+process (:func:`publish_failures`), the live view simply misses that event.
 """
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import uuid
-from functools import partial
 from typing import Any, Callable, Iterable
 
 from asgiref.sync import async_to_sync
@@ -16,6 +21,10 @@ from django.db import transaction
 from rest_framework.utils.encoders import JSONEncoder
 
 Event = dict[str, Any]
+
+log = logging.getLogger(__name__)
+_failures = 0
+_failures_lock = threading.Lock()
 
 
 def plain_json(data: Any) -> Any:
@@ -46,13 +55,34 @@ def log_event(run_id: uuid.UUID, lines: list[str]) -> Event:
 def publish_on_commit(experiment_id: uuid.UUID, event: Event | Callable[[], Event]) -> None:
     """Send ``event`` (or what the callable builds at commit time) once the transaction commits.
 
-    A broker failure is logged, never raised: the data is stored, only the live view misses it.
+    A broker failure is logged and counted, never raised: the data is stored, only the live
+    view misses it.
     """
-    transaction.on_commit(partial(_publish, experiment_id, event), robust=True)
+
+    def publish() -> None:
+        publish_now(experiment_id, event)
+
+    transaction.on_commit(publish)
 
 
-def _publish(experiment_id: uuid.UUID, event: Event | Callable[[], Event]) -> None:
-    if callable(event):
-        event = event()
-    async_to_sync(get_channel_layer().group_send)(
-        group_name(experiment_id), {"type": "experiment.event", "event": event})
+def publish_now(experiment_id: uuid.UUID, event: Event | Callable[[], Event]) -> bool:
+    """Send ``event`` to the experiment's group now; False (logged, counted) if it failed."""
+    global _failures
+    try:
+        if callable(event):
+            event = event()
+        async_to_sync(get_channel_layer().group_send)(
+            group_name(experiment_id), {"type": "experiment.event", "event": event})
+    except Exception as exc:  # noqa: BLE001  (best-effort: any failure is logged, not raised)
+        with _failures_lock:
+            _failures += 1
+            failures = _failures
+        log.warning("live event of experiment %s not published (%d failures so far): %s: %s",
+                    experiment_id, failures, type(exc).__name__, exc)
+        return False
+    return True
+
+
+def publish_failures() -> int:
+    """Live events this process failed to publish since it started."""
+    return _failures
