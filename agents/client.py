@@ -90,9 +90,15 @@ class ControlPlane:
         and answers like enrolment (same device and credential, current broker and interval)."""
         return self._post("/api/v1/agents/enrol/", {"profile": profile, "overrides": overrides})
 
-    def heartbeat(self, running_jobs: list[str]) -> list[str]:
-        """Report the running jobs; returns the ids of those the server wants cancelled."""
-        answer = self._post("/api/v1/agents/heartbeat/", {"running_jobs": running_jobs})
+    def heartbeat(self, running_jobs: list[str], worker: dict[str, Any] | None = None
+                  ) -> list[str]:
+        """Report the running jobs and whether the worker consumes its queue
+        (``{"consuming": bool, "detail": str}``); returns the ids of the jobs the server wants
+        cancelled."""
+        body: dict[str, Any] = {"running_jobs": running_jobs}
+        if worker is not None:
+            body["worker"] = worker
+        answer = self._post("/api/v1/agents/heartbeat/", body)
         return [str(job) for job in answer.get("cancel_jobs", [])]
 
     # -- jobs -------------------------------------------------------------------------------

@@ -3,11 +3,14 @@
 The control plane sends ``estuary.run_job(job_id=...)`` to ``device.<id>``. Messages are JSON;
 tasks are acknowledged late (after the job ends), so a job whose agent dies is not silently
 lost; the control plane's reaper fails it, and a redelivered message is skipped because
-``start/`` answers 409.
+``start/`` answers 409. The daemon may stop a worker and start a new one in the same process
+(see :mod:`agents.consumer_watch`).
 """
 from __future__ import annotations
 
 import logging
+
+from typing import Callable
 
 from celery import Celery
 from celery.worker import state as worker_state
@@ -43,13 +46,17 @@ def build_app(broker_url: str, runner: JobRunner) -> Celery:
     return app
 
 
-def run_worker(app: Celery, queue: str, hostname: str, loglevel: int = logging.INFO) -> None:
+def run_worker(app: Celery, queue: str, hostname: str, loglevel: int = logging.INFO,
+               on_ready: Callable[..., None] | None = None) -> None:
     """Consume ``queue`` in this thread until :func:`request_stop` (blocks).
 
-    A ``WorkController`` rather than ``app.Worker``: the latter installs Celery's own signal
-    handlers, and the daemon has its own (stop the job, flush, then stop the worker).
+    ``on_ready`` is called once the worker consumes. A ``WorkController`` rather than
+    ``app.Worker``: the latter installs Celery's own signal handlers, and the daemon has its
+    own (stop the job, flush, then stop the worker).
     """
+    worker_state.should_stop = None  # a fresh worker after an earlier one was stopped
     worker = app.WorkController(
+        ready_callback=on_ready,
         hostname=hostname,
         queues=[queue],
         pool_cls="solo",

@@ -92,13 +92,19 @@ def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any
 
 
 @transaction.atomic
-def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
+                     worker: dict[str, Any] | None = None) -> list[uuid.UUID]:
     """Mark ``device`` alive; return the jobs it reports running that it should stop.
 
-    A job should stop when it is not this device's queued or running job any more: cancelled
-    by its owner, failed by the reaper, or unknown.
+    ``worker`` (``{"consuming", "detail"}``) is whether its agent takes jobs from its queue;
+    a heartbeat without it counts as consuming. A job should stop when it is not this device's
+    queued or running job any more: cancelled by its owner, failed by the reaper, or unknown.
     """
-    Device.objects.filter(pk=device.pk).update(last_seen=timezone.now())
+    worker = worker or {"consuming": True}
+    consuming = worker["consuming"]
+    Device.objects.filter(pk=device.pk).update(
+        last_seen=timezone.now(), worker_consuming=consuming,
+        worker_detail="" if consuming else worker.get("detail", ""))
     still_wanted = set(
         Job.objects.filter(device=device, id__in=running_job_ids,
                            state__in=[Job.State.QUEUED, Job.State.RUNNING])
