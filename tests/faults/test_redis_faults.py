@@ -174,3 +174,34 @@ def test_redis_outage_during_a_job(agent_factory, owner, user_http, fault_server
           f"Redis stopped; degraded shown {degraded_after:.1f}s after; next job done "
           f"{next_job_after:.1f}s after Redis returned; new WebSocket: history {history_s:.2f}s, "
           f"first live points {live_s:.2f}s")
+
+
+async def first_message_or_close(url: str, token: str, timeout_s: float) -> tuple[object, float]:
+    """(the first message's type, or the close code; seconds it took)."""
+    started = time.monotonic()
+    async with ws_connect(url, token=token) as ws:
+        try:
+            message = await ws.receive_json(timeout=timeout_s)
+        except WebSocketClosed as closed:
+            return closed.code, time.monotonic() - started
+        return message["type"], time.monotonic() - started
+
+
+def test_a_websocket_without_redis_is_closed_at_once_and_served_after_it_returns(
+        owner, user_http, device_factory, fault_server, fault_redis):
+    host = device_factory(owner, name="fault-host")
+    experiment = launch(user_http(owner), fault_server.url, str(host.device.id), SMALL,
+                        "watched without Redis")
+    url = f"{fault_server.url.replace('http://', 'ws://')}/ws/experiments/{experiment['id']}/"
+
+    fault_redis.stop()
+    try:
+        # Not "Live" on a socket that will never get an event: closed, so the page retries.
+        code, _ = asyncio.run(first_message_or_close(url, owner.api_token, timeout_s=20))
+        assert code == 4503
+    finally:
+        fault_redis.start()
+    kind, seconds = asyncio.run(first_message_or_close(url, owner.api_token, timeout_s=20))
+    assert kind == "history"
+    print(f"\n[websocket] closed 4503 while Redis was down; history {seconds:.2f}s after it "
+          "returned")

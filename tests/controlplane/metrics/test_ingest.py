@@ -217,3 +217,50 @@ class TestLogs:
         assert api(device=other.credential).post(logs(run), {"first_seq": 0, "lines": ["x"]}).status_code == 403
         assert api(outsider).get(logs(run)).status_code == 404
         assert not RunLog.objects.exists()
+
+
+@pytest.fixture
+def broker_down(settings):
+    """The channel layer points at a port nothing listens on (connections are refused)."""
+    from tests.fixtures.servers import free_port
+
+    layer = settings.CHANNEL_LAYERS["default"]
+    host = {**layer["CONFIG"]["hosts"][0], "address": f"redis://127.0.0.1:{free_port()}/0"}
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {**layer["CONFIG"],
+                                                               "hosts": [host]}}}
+
+
+@pytest.mark.django_db
+class TestWithTheBrokerDown:
+    """Publishing is best-effort: what was committed answers 2xx, the failure is counted."""
+
+    def test_metrics_are_stored_and_answered_200(self, api, hosted_run, broker_down,
+                                                 django_capture_on_commit_callbacks):
+        from controlplane.metrics.events import publish_failures
+
+        agent, run = hosted_run
+        before = publish_failures()
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = api(device=agent.credential).post(metrics(run), {"points": [point()]})
+        assert response.status_code == 200
+        assert len(callbacks) == 1  # the publish ran, and failed
+        assert publish_failures() == before + 1
+        assert len(stored(run)) == 1
+
+    def test_log_lines_and_job_changes_answer_2xx(self, api, hosted_run, broker_down,
+                                                  django_capture_on_commit_callbacks):
+        from controlplane.metrics.events import publish_failures
+
+        agent, run = hosted_run
+        client = api(device=agent.credential)
+        before = publish_failures()
+        with django_capture_on_commit_callbacks(execute=True):
+            started = client.post(f"/api/v1/agents/jobs/{run.job.id}/start/", {})
+            logged = client.post(logs(run), {"first_seq": 0, "lines": ["round 1"]})
+            finished = client.post(f"/api/v1/agents/jobs/{run.job.id}/finish/",
+                                   {"state": "succeeded", "error": "", "result": {}})
+        assert [started.status_code, logged.status_code, finished.status_code] == [200] * 3
+        assert publish_failures() == before + 3
+        run.refresh_from_db()
+        assert run.state == "succeeded"
+        assert list(RunLog.objects.filter(run=run).values_list("line", flat=True)) == ["round 1"]
