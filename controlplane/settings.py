@@ -146,7 +146,7 @@ CHANNEL_LAYERS = {
             # After Redis restarts, the pool's idle connections are dead; without a retry the
             # first command on each fails ("Connection closed by server"), so the first
             # WebSocket after a restart failed to join its group. One retry reconnects.
-            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
         }]},
     },
 }
