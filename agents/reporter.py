@@ -143,7 +143,7 @@ class HttpReporter:
             self._send_lines(lines, give_up_after_s, stop)
 
     def _send_points(self, points: list[dict], give_up_after_s: float,
-                     stop: threading.Event | None) -> None:
+                    stop: threading.Event | None) -> None:
         had_spool = bool(self._unsent)
         for start in range(0, len(points), self.batch_size):
             chunk = points[start:start + self.batch_size]
@@ -169,7 +169,7 @@ class HttpReporter:
             self.spool.replace_points(self.run_id, [])
 
     def _send_lines(self, lines: list[tuple[int, str]], give_up_after_s: float,
-                     stop: threading.Event | None) -> None:
+                    stop: threading.Event | None) -> None:
         for start, chunk in consecutive_batches(lines, MAX_LINES_PER_POST):
             first_seq = chunk[0][0]
             texts = [line for _, line in chunk]
