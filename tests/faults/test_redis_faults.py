@@ -135,6 +135,10 @@ def test_redis_outage_during_a_job(agent_factory, owner, user_http, fault_server
     wait_for(lambda: job_of(run_id).state in FINISHED, 120, "the job to finish without Redis")
     finished_after = time.monotonic() - down_at
     assert job_of(run_id).state == "succeeded", job_of(run_id).error
+    # The job's task returned (its ack failed: Redis is still down), the wedge of a Celery
+    # consumer that never reconnects by itself.
+    wait_for(lambda: re.search(r"Task estuary\.run_job\[\S+\] succeeded", agent.output()), 30,
+             "the agent's task to end while Redis is down")
     watcher.join(30)
     assert watcher.close_code == 1011  # the page shows "Reconnecting…"
     device = wait_for(lambda: (answer := device_answer(http, server, device_id))["status"]
