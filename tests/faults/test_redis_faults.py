@@ -159,7 +159,8 @@ def test_redis_outage_during_a_job(agent_factory, owner, user_http, fault_server
     assert job_of(next_run).state == "succeeded", job_of(next_run).error
 
     # Every request whose commit succeeded answered 2xx, Redis or not.
-    reports = fault_server.statuses(r"/(metrics|logs)/$|/agents/(heartbeat|jobs/.*/(start|finish))/$")
+    reports = fault_server.statuses(
+        r"/(metrics|logs)/$|/agents/(heartbeat|jobs/.*/(start|finish))/$")
     assert not {status for status in reports if status >= 500}, reports
     # Every point the method produced, stored once, step by step.
     expected = expected_points(run_id)
@@ -170,7 +171,8 @@ def test_redis_outage_during_a_job(agent_factory, owner, user_http, fault_server
     # Every log line once, in the order the agent logged it.
     from controlplane.metrics.models import RunLog
 
-    lines = list(RunLog.objects.filter(run_id=run_id).order_by("seq").values_list("line", flat=True))
+    lines = list(RunLog.objects.filter(run_id=run_id).order_by("seq")
+                 .values_list("line", flat=True))
     assert lines == logged_lines(agent.output(), run_id)
     assert "fedavg finished" in lines
 

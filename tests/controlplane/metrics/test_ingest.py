@@ -214,7 +214,8 @@ class TestLogs:
             self, api, owner, outsider, hosted_run, device_factory):
         _, run = hosted_run
         other = device_factory(owner)
-        assert api(device=other.credential).post(logs(run), {"first_seq": 0, "lines": ["x"]}).status_code == 403
+        batch = {"first_seq": 0, "lines": ["x"]}
+        assert api(device=other.credential).post(logs(run), batch).status_code == 403
         assert api(outsider).get(logs(run)).status_code == 404
         assert not RunLog.objects.exists()
 
