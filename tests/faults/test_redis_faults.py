@@ -11,6 +11,8 @@ saw (docs/controlplane.md, "Staying up"):
   with the reason) and takes the next job once Redis is back;
 - a WebSocket opened during the outage is closed (1011), and one opened after Redis is back
   gets its history and live points within seconds.
+
+and, without an agent, what a page and an agent see while Redis is stopped or hangs.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from tests.fixtures.agents import wait_for
 from tests.fixtures.servers import WebSocketClosed, ws_connect
@@ -211,3 +214,29 @@ def test_a_websocket_without_redis_is_closed_at_once_and_served_after_it_returns
     assert kind == "history"
     print(f"\n[websocket] closed 4503 while Redis was down; history {seconds:.2f}s after it "
           "returned")
+
+
+def test_a_hung_redis_fails_no_committed_request_and_no_page_shows_live(
+        owner, user_http, device_factory, fault_server, fault_redis):
+    host = device_factory(owner, name="hung-host")
+    experiment = launch(user_http(owner), fault_server.url, str(host.device.id), SMALL,
+                        "watched while Redis hangs")
+    job = experiment["runs"][0]["job"]["id"]
+    url = f"{fault_server.url.replace('http://', 'ws://')}/ws/experiments/{experiment['id']}/"
+    agent = requests.Session()
+    agent.headers["Authorization"] = f"Device {host.credential}"
+
+    fault_redis.hang()
+    try:
+        code, _ = asyncio.run(first_message_or_close(url, owner.api_token, timeout_s=60))
+        started = agent.post(f"{fault_server.url}/api/v1/agents/jobs/{job}/start/", json={},
+                             timeout=90)
+        finished = agent.post(f"{fault_server.url}/api/v1/agents/jobs/{job}/finish/",
+                              json={"state": "succeeded", "error": "", "result": {}}, timeout=90)
+    finally:
+        fault_redis.resume()
+    assert code == 4503
+    assert (started.status_code, finished.status_code) == (200, 200)
+    assert job_of(experiment["runs"][0]["id"]).state == "succeeded"
+    kind, _ = asyncio.run(first_message_or_close(url, owner.api_token, timeout_s=20))
+    assert kind == "history"
