@@ -48,6 +48,8 @@ class ConsumerWatch:
         """Ping the broker, restart the worker if it just came back; returns :meth:`state`."""
         try:
             self._ping()
+        except redis.ResponseError:
+            self._broker_up()  # it answered (e.g. an ACL without PING): it is there
         except (redis.RedisError, OSError) as exc:
             self._broker_down(exc)
         else:
