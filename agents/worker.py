@@ -9,7 +9,6 @@ lost; the control plane's reaper fails it, and a redelivered message is skipped 
 from __future__ import annotations
 
 import logging
-
 from typing import Callable
 
 from celery import Celery

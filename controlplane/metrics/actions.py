@@ -41,12 +41,12 @@ def append_logs(run: Run, first_seq: int, lines: list[str]) -> list[str]:
     Idempotent on (run, seq) like metrics: lines already stored (a retried batch) are skipped,
     and only new lines are published.
     """
-    numbered = dict(enumerate(lines, start=first_seq))
-    if not numbered:
+    if not lines:
         return []
-    stored = set(RunLog.objects.filter(run=run, seq__gte=first_seq, seq__lt=first_seq + len(lines))
+    seqs = range(first_seq, first_seq + len(lines))
+    stored = set(RunLog.objects.filter(run=run, seq__range=(seqs[0], seqs[-1]))
                  .values_list("seq", flat=True))
-    new = [(seq, line) for seq, line in numbered.items() if seq not in stored]
+    new = [(seq, line) for seq, line in zip(seqs, lines) if seq not in stored]
     RunLog.objects.bulk_create([RunLog(run=run, seq=seq, line=line) for seq, line in new],
                                ignore_conflicts=True)
     if new:
