@@ -90,9 +90,15 @@ class ControlPlane:
         and answers like enrolment (same device and credential, current broker and interval)."""
         return self._post("/api/v1/agents/enrol/", {"profile": profile, "overrides": overrides})
 
-    def heartbeat(self, running_jobs: list[str]) -> list[str]:
-        """Report the running jobs; returns the ids of those the server wants cancelled."""
-        answer = self._post("/api/v1/agents/heartbeat/", {"running_jobs": running_jobs})
+    def heartbeat(self, running_jobs: list[str], worker: dict[str, Any] | None = None
+                  ) -> list[str]:
+        """Report the running jobs and whether the worker consumes its queue
+        (``{"consuming": bool, "detail": str}``); returns the ids of the jobs the server wants
+        cancelled."""
+        body: dict[str, Any] = {"running_jobs": running_jobs}
+        if worker is not None:
+            body["worker"] = worker
+        answer = self._post("/api/v1/agents/heartbeat/", body)
         return [str(job) for job in answer.get("cancel_jobs", [])]
 
     # -- jobs -------------------------------------------------------------------------------
@@ -108,8 +114,11 @@ class ControlPlane:
         """Send a batch; returns ``{"accepted": n, "cancelled": bool}``. Idempotent server side."""
         return self._post(f"/api/v1/runs/{run_id}/metrics/", {"points": points})
 
-    def post_logs(self, run_id: str, lines: list[str]) -> dict:
-        return self._post(f"/api/v1/runs/{run_id}/logs/", {"lines": lines})
+    def post_logs(self, run_id: str, first_seq: int, lines: list[str]) -> dict:
+        """Send lines ``first_seq``, ``first_seq + 1``, ... of the run's log. Idempotent server
+        side on (run, seq); answers like :meth:`post_metrics`."""
+        return self._post(f"/api/v1/runs/{run_id}/logs/",
+                          {"first_seq": first_seq, "lines": lines})
 
     # -- plumbing ---------------------------------------------------------------------------
     def _session(self) -> requests.Session:

@@ -6,7 +6,9 @@ Life of an agent:
    given, enrol with the token and store the new credential (0600).
 2. Note the broker and heartbeat interval the server returned.
 3. Resend whatever the spool kept from an earlier life; preload the method catalogue.
-4. Heartbeat on a thread; run the Celery worker on ``device.<id>`` in the main thread.
+4. Heartbeat on a thread; run the Celery worker on ``device.<id>`` in the main thread. Each
+   heartbeat says whether the worker consumes (:mod:`agents.consumer_watch`); after a broker
+   outage the worker is restarted in-process, since Celery's own may never reconnect.
 5. On SIGINT/SIGTERM: flag the running job to stop (it ends as failed, its points flushed),
    then stop the worker. A second signal exits at once.
 6. If the control plane refuses the credential (the device was deleted), stop likewise and
@@ -24,6 +26,7 @@ from typing import Any
 
 from agents import exit_status
 from agents.client import AgentError, AuthRejected, ControlPlane, Rejected, describe_errors
+from agents.consumer_watch import ConsumerWatch
 from agents.credentials import Credential, credential_path, load_credential, save_credential
 from agents.heartbeat import Heartbeat
 from agents.jobs import JobRunner
@@ -140,8 +143,12 @@ class Agent:
         client = ControlPlane(credential.server, credential.credential)
         tracker = JobTracker(self.shutdown)
         spool = Spool(self.options.state_dir / "spool" / self.options.name)
+        broker_url = credential.broker_url
+        if self.options.broker_url:
+            broker_url = broker_url_via(self.options.broker_url, broker_url)
+        watch = ConsumerWatch(broker_url, restart_worker=request_stop)
         heartbeat = Heartbeat(
-            client, tracker, credential.heartbeat_interval_s,
+            client, tracker, credential.heartbeat_interval_s, worker_state=watch.check,
             after_beat=lambda: resend_spool(client, spool, tracker.active_runs()),
             on_credential_rejected=self._credential_refused)
         heartbeat.start()
@@ -151,15 +158,15 @@ class Agent:
         registry.load_all()  # import torch and every method now, not when the first job waits
 
         runner = JobRunner(client, tracker, spool)
-        broker_url = credential.broker_url
-        if self.options.broker_url:
-            broker_url = broker_url_via(self.options.broker_url, broker_url)
         app = build_app(broker_url, runner, credential.queue)
         log.info("agent %s online as device %s, consuming %s", self.options.name,
                  credential.device_id, credential.queue)
         try:
-            if not self.shutdown.is_set():
-                run_worker(app, credential.queue, hostname=f"{self.options.name}@estuary-agent")
+            while not self.shutdown.is_set():
+                run_worker(app, credential.queue, hostname=f"{self.options.name}@estuary-agent",
+                           on_ready=watch.ready)
+                if not self.shutdown.wait(1.0):  # (a worker that fails at once must not spin)
+                    log.info("worker stopped; starting a new one on %s", credential.queue)
         finally:
             heartbeat.stop()
             heartbeat.join(timeout=credential.heartbeat_interval_s + 5)

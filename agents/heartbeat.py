@@ -1,14 +1,15 @@
 """The heartbeat thread: tells the control plane the agent is alive and which jobs it runs.
 
 The answer's ``cancel_jobs`` flags those jobs in the :class:`~agents.tracker.JobTracker`; their
-reporters see it through ``should_stop()``. After each heartbeat that got through, spooled points
-and finish reports of finished jobs are resent (see :mod:`agents.resend`).
+reporters see it through ``should_stop()``. Each heartbeat also carries the worker's state
+(``{"consuming", "detail"}``, from ``worker_state``). After each heartbeat that got through,
+spooled points and finish reports of finished jobs are resent (see :mod:`agents.resend`).
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from agents.client import AuthRejected, ControlPlane, Rejected, Retryable
 from agents.tracker import JobTracker
@@ -20,12 +21,14 @@ class Heartbeat(threading.Thread):
     """Posts a heartbeat every ``interval_s`` until :meth:`stop`."""
 
     def __init__(self, client: ControlPlane, tracker: JobTracker, interval_s: float,
+                 worker_state: Callable[[], dict[str, Any]] | None = None,
                  after_beat: Callable[[], None] | None = None,
                  on_credential_rejected: Callable[[str], None] | None = None):
         super().__init__(name="heartbeat", daemon=True)
         self.client = client
         self.tracker = tracker
         self.interval_s = interval_s
+        self.worker_state = worker_state
         self.after_beat = after_beat
         self.on_credential_rejected = on_credential_rejected
         self._stop_event = threading.Event()
@@ -33,7 +36,8 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         """One heartbeat; raises the client's errors (the caller decides)."""
-        cancelled = self.tracker.cancel(self.client.heartbeat(self.tracker.running()))
+        worker = self.worker_state() if self.worker_state else None
+        cancelled = self.tracker.cancel(self.client.heartbeat(self.tracker.running(), worker))
         for job_id in cancelled:
             log.info("job %s cancelled by the control plane", job_id)
 

@@ -6,12 +6,17 @@ buffer. A background thread sends the buffer every ``flush_interval_s`` or as so
 are written to the device's :class:`~agents.spool.Spool` and sent first on the next flush (or
 by the daemon's resender after the job, or at the next start), so none is dropped; the server
 ingests idempotently on (run, name, step), so a resent batch never duplicates.
+
+Log lines are numbered per run from 0 (``seq``) as they are logged; the server stores each
+(run, seq) once, so a batch retried after a lost answer stores nothing twice. Lines it cannot
+deliver are spooled with their numbers, like points.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from typing import Iterator
 
 from agents.client import ControlPlane, Rejected, Retryable
 from agents.retry import with_backoff
@@ -50,8 +55,10 @@ class HttpReporter:
         self._start = time.perf_counter()
         self._lock = threading.Lock()
         self._points: list[dict] = []
-        self._lines: list[str] = []
         self._unsent: list[dict] = spool.points(run_id)  # left over from an earlier attempt
+        self._lines: list[tuple[int, str]] = spool.lines(run_id)  # (seq, line), oldest first
+        self._next_seq = self._lines[-1][0] + 1 if self._lines else 0
+        self._lines_spooled = bool(self._lines)
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"reporter-{run_id[:8]}", daemon=True)
@@ -71,7 +78,8 @@ class HttpReporter:
     def log(self, message: str) -> None:
         lines = [line[:MAX_LINE_CHARS] for line in str(message).splitlines()] or [""]
         with self._lock:
-            self._lines.extend(lines)
+            self._lines.extend(enumerate(lines, start=self._next_seq))
+            self._next_seq += len(lines)
             del self._lines[:-MAX_BUFFERED_LINES]
         for line in lines:
             log.info("[run %s] %s", self.run_id[:8], line)
@@ -125,7 +133,7 @@ class HttpReporter:
             self._send_lines(lines, give_up_after_s, stop)
 
     def _send_points(self, points: list[dict], give_up_after_s: float,
-                     stop: threading.Event | None) -> None:
+                    stop: threading.Event | None) -> None:
         had_spool = bool(self._unsent)
         for start in range(0, len(points), self.batch_size):
             chunk = points[start:start + self.batch_size]
@@ -150,17 +158,38 @@ class HttpReporter:
         if had_spool:
             self.spool.replace_points(self.run_id, [])
 
-    def _send_lines(self, lines: list[str], give_up_after_s: float,
+    def _send_lines(self, lines: list[tuple[int, str]], give_up_after_s: float,
                     stop: threading.Event | None) -> None:
-        for start in range(0, len(lines), MAX_LINES_PER_POST):
-            chunk = lines[start:start + MAX_LINES_PER_POST]
+        for start, chunk in consecutive_batches(lines, MAX_LINES_PER_POST):
+            first_seq = chunk[0][0]
+            texts = [line for _, line in chunk]
             try:
-                with_backoff(lambda: self.client.post_logs(self.run_id, chunk),
+                with_backoff(lambda: self.client.post_logs(self.run_id, first_seq, texts),
                              give_up_after_s=give_up_after_s, stop=stop, what="log lines")
             except Retryable:
                 with self._lock:  # keep them, in order, ahead of newer lines
                     self._lines[:0] = lines[start:]
                     del self._lines[:-MAX_BUFFERED_LINES]
+                    pending = list(self._lines)
+                self.spool.replace_lines(self.run_id, pending)
+                self._lines_spooled = True
                 return
             except Rejected as exc:
                 log.error("server refused %d log lines of run %s: %s", len(chunk), self.run_id, exc)
+        if self._lines_spooled:
+            self.spool.replace_lines(self.run_id, [])
+            self._lines_spooled = False
+
+
+def consecutive_batches(lines: list[tuple[int, str]], size: int
+                        ) -> Iterator[tuple[int, list[tuple[int, str]]]]:
+    """``(index in lines, batch)``: at most ``size`` ``(seq, line)`` pairs whose numbers follow
+    each other, as one ``first_seq`` + lines post carries them."""
+    start = 0
+    while start < len(lines):
+        end = start + 1
+        while (end < len(lines) and end - start < size
+               and lines[end][0] == lines[end - 1][0] + 1):
+            end += 1
+        yield start, lines[start:end]
+        start = end

@@ -1,9 +1,10 @@
 """Points and job outcomes the control plane could not take yet, kept on disk until it can.
 
-One directory per device. ``<run_id>.points.json`` holds a run's unsent points;
-``<job_id>.finish.json`` a finish report that must follow them. Files are replaced atomically,
-so a crash leaves either the old or the new content, never half of one. Resending is safe:
-ingestion is idempotent on (run, name, step).
+One directory per device. ``<run_id>.points.json`` holds a run's unsent points,
+``<run_id>.logs.json`` its unsent log lines as ``[seq, line]`` pairs, ``<job_id>.finish.json`` a
+finish report that must follow them. Files are replaced atomically, so a crash leaves either
+the old or the new content, never half of one. Resending is safe: ingestion is idempotent on
+(run, name, step) for points and on (run, seq) for log lines.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _POINTS = ".points.json"
+_LOGS = ".logs.json"
 _FINISH = ".finish.json"
 
 
@@ -54,6 +56,25 @@ class Spool:
 
     def runs_with_points(self) -> list[str]:
         return sorted(p.name[: -len(_POINTS)] for p in self._glob("*" + _POINTS))
+
+    def lines(self, run_id: str) -> list[tuple[int, str]]:
+        """The run's spooled log lines as ``(seq, line)``, in order."""
+        path = self.directory / (_checked(run_id) + _LOGS)
+        try:
+            return [(int(seq), str(line)) for seq, line in json.loads(path.read_text())]
+        except FileNotFoundError:
+            return []
+
+    def replace_lines(self, run_id: str, lines: list[tuple[int, str]]) -> None:
+        """Make ``lines`` the run's spooled log lines (an empty list removes the file)."""
+        path = self.directory / (_checked(run_id) + _LOGS)
+        if lines:
+            self._write(path, [list(pair) for pair in lines])
+        else:
+            path.unlink(missing_ok=True)
+
+    def runs_with_lines(self) -> list[str]:
+        return sorted(p.name[: -len(_LOGS)] for p in self._glob("*" + _LOGS))
 
     def save_finish(self, job_id: str, report: dict) -> None:
         """Keep a finish report (``run_id``, ``state``, ``error``, ``result``) for later."""

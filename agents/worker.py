@@ -3,7 +3,8 @@
 The control plane sends ``estuary.run_job(job_id=...)`` to ``device.<id>``. Messages are JSON;
 tasks are acknowledged late (after the job ends), so a job whose agent dies is not silently
 lost; the control plane's reaper fails it, and a redelivered message is skipped because
-``start/`` answers 409.
+``start/`` answers 409. The daemon may stop a worker and start a new one in the same process
+(see :mod:`agents.consumer_watch`).
 
 At the broker the agent logs in as its device's own Redis user, which reaches only keys named
 after its queue (and kombu's binding sets of it): kombu's bookkeeping of unacknowledged messages
@@ -13,6 +14,7 @@ hash that every consumer shares by default.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
@@ -73,13 +75,17 @@ def build_app(broker_url: str, runner: JobRunner, queue: str) -> Celery:
     return app
 
 
-def run_worker(app: Celery, queue: str, hostname: str, loglevel: int = logging.INFO) -> None:
+def run_worker(app: Celery, queue: str, hostname: str, loglevel: int = logging.INFO,
+               on_ready: Callable[..., None] | None = None) -> None:
     """Consume ``queue`` in this thread until :func:`request_stop` (blocks).
 
-    A ``WorkController`` rather than ``app.Worker``: the latter installs Celery's own signal
-    handlers, and the daemon has its own (stop the job, flush, then stop the worker).
+    ``on_ready`` is called once the worker consumes. A ``WorkController`` rather than
+    ``app.Worker``: the latter installs Celery's own signal handlers, and the daemon has its
+    own (stop the job, flush, then stop the worker).
     """
+    worker_state.should_stop = None  # a fresh worker after an earlier one was stopped
     worker = app.WorkController(
+        ready_callback=on_ready,
         hostname=hostname,
         queues=[queue],
         pool_cls="solo",

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry  # (the channel layer is asyncio)
+from redis.backoff import ExponentialBackoff
 
 from controlplane.env import envbool, envint, envlist, envstr, envurl
 from ml import wire
@@ -137,9 +139,18 @@ REDIS_URL = envurl("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "r
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
-        # blocking BZPOPMIN: an idle WebSocket then died with "Timeout reading" (close 1011).
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+        "CONFIG": {"hosts": [{
+            "address": REDIS_URL,
+            # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
+            # blocking BZPOPMIN: an idle WebSocket then died with "Timeout reading" (close 1011).
+            "socket_timeout": 30,
+            # A broker that does not answer must not hold a request (publishing) for long.
+            "socket_connect_timeout": 2,
+            # After Redis restarts, the pool's idle connections are dead; without a retry the
+            # first command on each fails ("Connection closed by server"), so the first
+            # WebSocket after a restart failed to join its group. One retry reconnects.
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+        }],
                    # Outside every device's key patterns (controlplane.devices.broker).
                    "prefix": "estuary.asgi"},
     },

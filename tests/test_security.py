@@ -76,7 +76,7 @@ def world(owner, device_factory, experiment_factory) -> dict[str, str]:
     run = Run.objects.get(experiment=experiment)
     ingest_metrics(run, [{"name": "owner_secret_metric", "step": 1, "value": 1.0,
                           "sim_time_s": 0.0, "wall_time_s": 0.0}])
-    append_logs(run, ["owner's secret log line"])
+    append_logs(run, 0, ["owner's secret log line"])
     ids = {"device": str(host.id), "experiment": str(experiment.id), "run": str(run.id),
            "job": str(run.job.id)}
     return {

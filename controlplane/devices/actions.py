@@ -98,15 +98,22 @@ def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any
 
 
 @transaction.atomic
-def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
+                     worker: dict[str, Any] | None = None) -> list[uuid.UUID]:
     """Mark ``device`` alive; return the jobs it reports running that it should stop.
 
-    A job should stop when it is not this device's queued or running job any more: cancelled
-    by its owner, failed by the reaper, or unknown. The jobs it lists are marked as listed now;
-    a running job it stops listing is failed by the reaper (``reap_stale_jobs``).
+    ``worker`` (``{"consuming", "detail"}``) is whether its agent takes jobs from its queue;
+    a heartbeat without it counts as consuming. A job should stop when it is not this device's
+    queued or running job any more: cancelled by its owner, failed by the reaper, or unknown.
+    The jobs it lists are marked as listed now; a running job it stops listing is failed by the
+    reaper (``reap_stale_jobs``).
     """
     now = timezone.now()
-    Device.objects.filter(pk=device.pk).update(last_seen=now)
+    worker = worker or {"consuming": True}
+    consuming = worker["consuming"]
+    Device.objects.filter(pk=device.pk).update(
+        last_seen=now, worker_consuming=consuming,
+        worker_detail="" if consuming else worker.get("detail", ""))
     wanted = Job.objects.filter(device=device, id__in=running_job_ids,
                                 state__in=[Job.State.QUEUED, Job.State.RUNNING])
     still_wanted = set(wanted.values_list("id", flat=True))

@@ -68,6 +68,8 @@ class Device(models.Model):
     class Status(models.TextChoices):
         ONLINE = "online"
         BUSY = "busy"
+        #: Heartbeating, but its agent says it does not take jobs (e.g. the broker is down).
+        DEGRADED = "degraded"
         OFFLINE = "offline"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -84,6 +86,10 @@ class Device(models.Model):
     accelerator = models.CharField(max_length=100, blank=True)
     credential_hash = models.CharField(max_length=64, unique=True, editable=False)
     last_seen = models.DateTimeField(null=True, blank=True)
+    worker_consuming = models.BooleanField(
+        default=True, help_text="Its agent's last heartbeat said it takes jobs from its queue")
+    worker_detail = models.CharField(max_length=500, blank=True,
+                                     help_text="Why not, as its agent said")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -108,10 +114,23 @@ class Device(models.Model):
         return self.jobs.filter(state="running").exists()
 
     def status(self, now: datetime | None = None) -> str:
-        """offline after the allowed missed heartbeats, busy while hosting a running job."""
+        """offline after the allowed missed heartbeats; degraded while its agent says it does
+        not take jobs; busy while hosting a running job."""
         if not self.is_online(now):
             return self.Status.OFFLINE
+        if not self.worker_consuming:
+            return self.Status.DEGRADED
         return self.Status.BUSY if self.hosts_running_job() else self.Status.ONLINE
+
+    def status_detail(self, now: datetime | None = None) -> str:
+        """Why jobs queued on this device wait, or "" when they need not."""
+        status = self.status(now)
+        if status == self.Status.OFFLINE:
+            seen = self.last_seen.isoformat(timespec="seconds") if self.last_seen else "never"
+            return f"The agent is offline (last heartbeat: {seen})."
+        if status == self.Status.DEGRADED:
+            return f"The agent is not taking jobs: {self.worker_detail or 'no reason given'}."
+        return ""
 
     def testbed_entry(self) -> dict[str, Any]:
         """The device as one entry of a method config's ``testbed`` list."""

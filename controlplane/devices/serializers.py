@@ -75,9 +75,17 @@ class EnrolmentSerializer(serializers.Serializer):
     heartbeat_interval_s = serializers.IntegerField()
 
 
+class WorkerStateSerializer(StrictSerializer):
+    """Whether the agent's worker takes jobs from its queue, and if not, why."""
+
+    consuming = serializers.BooleanField()
+    detail = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
+
+
 class HeartbeatSerializer(StrictSerializer):
     running_jobs = serializers.ListField(child=serializers.UUIDField(), required=False,
                                          default=list, max_length=1000)
+    worker = WorkerStateSerializer(required=False, help_text="Absent: consuming")
 
 
 class HeartbeatAnswerSerializer(serializers.Serializer):
@@ -95,17 +103,23 @@ class DeviceSerializer(StrictModelSerializer):
     rtt_ms = FiniteFloatField(min_value=0)
     memory_mib = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
     status = serializers.SerializerMethodField()
+    status_detail = serializers.SerializerMethodField(
+        help_text="Why jobs queued on this device wait (offline, degraded), else empty")
     queue = serializers.CharField(read_only=True)
 
     class Meta:
         model = Device
         fields = ["id", "name", "kind", "profile_name", "compute_gflops", "memory_mib",
                   "uplink_mbps", "downlink_mbps", "rtt_ms", "accelerator", "status",
-                  "last_seen", "created", "queue"]
-        read_only_fields = ["id", "profile_name", "status", "last_seen", "created", "queue"]
+                  "status_detail", "last_seen", "created", "queue"]
+        read_only_fields = ["id", "profile_name", "status", "status_detail", "last_seen",
+                            "created", "queue"]
 
     def get_status(self, device: Device) -> str:
         return device.status()
+
+    def get_status_detail(self, device: Device) -> str:
+        return device.status_detail()
 
     def validate_name(self, name: str) -> str:
         others = Device.objects.filter(name=name)

@@ -131,5 +131,6 @@ class HeartbeatView(APIView):
     def post(self, request: Request) -> Response:
         body = HeartbeatSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        cancel = actions.record_heartbeat(request.auth, body.validated_data["running_jobs"])
+        cancel = actions.record_heartbeat(request.auth, body.validated_data["running_jobs"],
+                                          body.validated_data.get("worker"))
         return Response({"cancel_jobs": [str(job_id) for job_id in cancel]})

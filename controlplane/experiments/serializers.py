@@ -18,12 +18,19 @@ from ml.testbed.presets import PRESETS
 class JobSerializer(serializers.ModelSerializer):
     device_name = serializers.CharField(source="device.name", read_only=True, default=None,
                                         allow_null=True, help_text="null once the device is deleted")
+    waiting_reason = serializers.SerializerMethodField(
+        help_text="Why a queued job waits (its device is offline or degraded), else empty")
 
     class Meta:
         model = Job
         fields = ["id", "device", "device_name", "state", "celery_task_id", "queued_at",
-                  "started_at", "finished_at", "error"]
+                  "started_at", "finished_at", "error", "waiting_reason"]
         read_only_fields = fields
+
+    def get_waiting_reason(self, job: Job) -> str:
+        if job.state != Job.State.QUEUED or job.device is None:
+            return ""
+        return job.device.status_detail()
 
 
 class RunSerializer(serializers.ModelSerializer):

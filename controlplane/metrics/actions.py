@@ -35,8 +35,20 @@ def ingest_metrics(run: Run, points: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 @transaction.atomic
-def append_logs(run: Run, lines: list[str]) -> None:
-    """Append log lines to the run and publish them."""
-    RunLog.objects.bulk_create([RunLog(run=run, line=line) for line in lines])
-    if lines:
-        publish_on_commit(run.experiment_id, log_event(run.id, lines))
+def append_logs(run: Run, first_seq: int, lines: list[str]) -> list[str]:
+    """Store lines ``first_seq``, ``first_seq + 1``, ... of the run's log; return the new ones.
+
+    Idempotent on (run, seq) like metrics: lines already stored (a retried batch) are skipped,
+    and only new lines are published.
+    """
+    if not lines:
+        return []
+    seqs = range(first_seq, first_seq + len(lines))
+    stored = set(RunLog.objects.filter(run=run, seq__range=(seqs[0], seqs[-1]))
+                 .values_list("seq", flat=True))
+    new = [(seq, line) for seq, line in zip(seqs, lines) if seq not in stored]
+    RunLog.objects.bulk_create([RunLog(run=run, seq=seq, line=line) for seq, line in new],
+                               ignore_conflicts=True)
+    if new:
+        publish_on_commit(run.experiment_id, log_event(run.id, [line for _, line in new]))
+    return [line for _, line in new]

@@ -3,10 +3,14 @@
 On connect the consumer checks who is asking (close 4401 when anonymous, 4404 for no such
 experiment, 4403 when it is another user's), joins the experiment's group, then sends the
 history; group events queued meanwhile are delivered after it, minus the points the history
-already held. Messages are those of docs/architecture.md.
+already held. If it cannot join the group (the channel layer's Redis is down) it closes with
+4503 at once, so the page says "Reconnecting…" and retries, rather than showing "Live" on a
+socket that will never get an event. Messages are those of docs/architecture.md.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -23,6 +27,13 @@ from controlplane.metrics.models import MetricPoint, RunLog
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+#: The live view is unavailable (the channel layer failed); the client should reconnect.
+#: (ASGI servers send only 1000 or 3000-4999 from the application: 4503, like HTTP 503.)
+CLOSE_UNAVAILABLE = 4503
+#: Joining the group waits at most this long (a retry after a broker restart included).
+JOIN_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 def _access(user, experiment_id: uuid.UUID) -> int | None:
@@ -71,8 +82,16 @@ class ExperimentConsumer(AsyncJsonWebsocketConsumer):
         if refusal is not None:
             await self.close(code=refusal)
             return
-        self.group = group_name(experiment_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        group = group_name(experiment_id)
+        try:
+            await asyncio.wait_for(self.channel_layer.group_add(group, self.channel_name),
+                                   JOIN_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001  (any layer failure: tell the client to retry)
+            log.warning("live view of experiment %s unavailable: %s: %s", experiment_id,
+                        type(exc).__name__, exc)
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
+        self.group = group
         history = await database_sync_to_async(build_history)(experiment_id)
         # Points committed between joining the group and reading the history arrive twice:
         # remember what the history held and drop it from the live events.
@@ -82,7 +101,12 @@ class ExperimentConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await asyncio.wait_for(
+                    self.channel_layer.group_discard(self.group, self.channel_name),
+                    JOIN_TIMEOUT_S)
+            except Exception:  # noqa: BLE001  (the membership expires on its own)
+                log.info("could not leave group %s; it expires by itself", self.group)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         """The browser only listens; anything it sends is ignored, unparsed (so no body, however

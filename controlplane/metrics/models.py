@@ -25,15 +25,20 @@ class MetricPoint(models.Model):
 
 
 class RunLog(models.Model):
-    """A line an agent logged for a run, in arrival order."""
+    """Line number ``seq`` of a run's log, as its agent numbered it.
+
+    Unique on (run, seq): a retried or resent batch stores nothing twice.
+    """
 
     run = models.ForeignKey("experiments.Run", on_delete=models.CASCADE, related_name="logs")
+    seq = models.BigIntegerField(help_text="The agent's number for this line, from 0")
     line = models.TextField()
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["run", "id"]
         indexes = [models.Index(fields=["run", "id"])]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="run_log_unique_seq")]
 
     def __str__(self) -> str:
         return self.line[:80]

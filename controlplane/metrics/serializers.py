@@ -55,6 +55,10 @@ class SeriesSerializer(serializers.Serializer):
 
 
 class LogBatchSerializer(StrictSerializer):
+    """Consecutive lines of a run's log: ``lines[i]`` is line number ``first_seq + i``."""
+
+    first_seq = serializers.IntegerField(min_value=0, max_value=2**53,
+                                         help_text="The agent's number of the first line")
     lines = serializers.ListField(
         child=serializers.CharField(max_length=settings.ESTUARY["MAX_LOG_LINE_CHARS"],
                                     allow_blank=True, trim_whitespace=False),

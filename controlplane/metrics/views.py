@@ -98,10 +98,11 @@ class RunLogsView(RunReportView):
 
     @extend_schema(request=LogBatchSerializer, responses=IngestResultSerializer)
     def post(self, request: Request, run_id) -> Response:
+        """Consecutive lines numbered from ``first_seq``; idempotent on (run, seq)."""
         run = self.hosted_run(request, run_id)
         batch = LogBatchSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
         lines = batch.validated_data["lines"]
-        actions.append_logs(run, lines)
+        actions.append_logs(run, batch.validated_data["first_seq"], lines)
         return Response({"accepted": len(lines),
                          "cancelled": run.job.state in FINISHED_STATES})

@@ -128,3 +128,49 @@ def test_it_reports_cancellation_from_the_metrics_answer(own_server, hosted_run,
         cancel_experiment(Job.objects.get(pk=job_id).run.experiment)
         reporter.metric("loss", 1, 0.5, sim_time_s=1.0)
         wait_for(reporter.should_stop, 30, "the metrics answer to say cancelled")
+
+
+def log_of(run_id: str) -> list[tuple[int, str]]:
+    from controlplane.metrics.models import RunLog
+
+    return list(RunLog.objects.filter(run_id=run_id).order_by("seq").values_list("seq", "line"))
+
+
+def test_it_numbers_log_lines_and_each_is_stored_once(own_server, hosted_run, tmp_path):
+    url, start_server, stop_server = own_server
+    credential, job_id, run_id = hosted_run
+    client = ControlPlane(url, credential)
+    client.start_job(job_id)
+    spool = Spool(tmp_path / "spool")
+    reporter = HttpReporter(client, run_id, RunningJob(job_id), spool,
+                            flush_interval_s=0.1, give_up_after_s=1.0).start()
+    reporter.log("round 0\nround 1")
+    wait_for(lambda: log_of(run_id) == [(0, "round 0"), (1, "round 1")], 30, "the first lines")
+
+    stop_server()
+    reporter.log("round 2")
+    reporter.log("round 3")
+    wait_for(lambda: spool.lines(run_id) == [(2, "round 2"), (3, "round 3")], 30,
+             "the lines to be spooled with their numbers")
+
+    start_server()
+    wait_for(lambda: not spool.lines(run_id), 60, "the spooled lines to be delivered")
+    assert reporter.close()
+    # A batch sent again (its answer was lost) stores nothing twice.
+    client.post_logs(run_id, 1, ["round 1", "round 2"])
+    assert log_of(run_id) == [(seq, f"round {seq}") for seq in range(4)]
+
+
+def test_the_resender_delivers_spooled_lines_once(own_server, hosted_run, tmp_path):
+    """Lines an agent spooled before it died are sent at its next start, numbers kept."""
+    url, _, _ = own_server
+    credential, job_id, run_id = hosted_run
+    client = ControlPlane(url, credential)
+    client.start_job(job_id)
+    client.post_logs(run_id, 0, ["round 0", "round 1"])
+    spool = Spool(tmp_path / "spool")
+    spool.replace_lines(run_id, [(1, "round 1"), (2, "round 2"), (4, "round 4")])  # (3 refused)
+    assert resend_spool(client, spool)
+
+    assert log_of(run_id) == [(0, "round 0"), (1, "round 1"), (2, "round 2"), (4, "round 4")]
+    assert spool.runs_with_lines() == []

@@ -121,6 +121,9 @@ class Agent:
         self.device_id = device_id
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Device {credential}"
+        self.log_lines: dict[str, int] = {}  # per run: lines sent so far (the next seq)
+        #: What heartbeats say of the worker, e.g. ``{"consuming": False, "detail": ...}``.
+        self.worker: dict[str, Any] | None = None
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self.http.post(f"{self.base_url}{path}", json=body, timeout=10)
@@ -128,7 +131,10 @@ class Agent:
         return response.json()
 
     def heartbeat(self) -> None:
-        self.post("/api/v1/agents/heartbeat/", {"running_jobs": []})
+        body: dict[str, Any] = {"running_jobs": []}
+        if self.worker is not None:
+            body["worker"] = self.worker
+        self.post("/api/v1/agents/heartbeat/", body)
 
     def start(self, job_id: str) -> None:
         self.post(f"/api/v1/agents/jobs/{job_id}/start/", {})
@@ -140,7 +146,9 @@ class Agent:
         return self.post(f"/api/v1/runs/{run_id}/metrics/", body)["accepted"]
 
     def log(self, run_id: str, lines: list[str]) -> None:
-        self.post(f"/api/v1/runs/{run_id}/logs/", {"lines": lines})
+        first_seq = self.log_lines.get(run_id, 0)
+        self.post(f"/api/v1/runs/{run_id}/logs/", {"first_seq": first_seq, "lines": lines})
+        self.log_lines[run_id] = first_seq + len(lines)
 
 
 @pytest.fixture

@@ -87,6 +87,23 @@ class TestLoginAndDevices:
         # No heartbeat for 3 intervals: the page turns it offline without a reload.
         expect(row.locator(".status .badge")).to_have_text("offline", timeout=10_000)
 
+    def test_it_says_why_a_degraded_device_takes_no_jobs(self, owner_page, asgi_server, owner,
+                                                          keep_online):
+        page = owner_page
+        agent = enrol_agent(asgi_server, owner, "cloud-deaf")
+        agent.worker = {"consuming": False, "detail": "broker unreachable since "
+                        "2026-12-06T01:00:00+00:00: Connection refused"}
+        keep_online(agent)
+        experiment = launch(asgi_server, owner, agent, name="waits", algorithm="fedavg",
+                            preset="local-3", config={"rounds": 1})
+        page.goto("/devices/")
+        row = page.locator("tr", has_text="cloud-deaf")
+        expect(row.locator(".status .badge")).to_have_text("degraded")
+        expect(row.locator(".status-detail")).to_contain_text(
+            "not taking jobs: broker unreachable since")
+        page.goto(f"/experiments/{experiment['id']}/")
+        expect(page.locator(".run-card .run-error")).to_contain_text("not taking jobs")
+
     def test_it_issues_an_enrolment_token_and_the_command_that_uses_it(self, owner_page,
                                                                         asgi_server):
         page = owner_page

@@ -39,6 +39,12 @@ function deviceRow(device) {
   badge.className = `badge ${device.status}`;
   badge.textContent = device.status;
   status.append(badge);
+  if (device.status_detail) {  // why its queued jobs wait (offline, or not taking jobs)
+    const detail = document.createElement("div");
+    detail.className = "status-detail";
+    detail.textContent = device.status_detail;
+    status.append(detail);
+  }
   const seen = cell(timestamp(device.last_seen), "last-seen nowrap");
   if (device.last_seen) seen.title = device.last_seen;
   tr.append(

@@ -56,7 +56,8 @@ function runCard(run, index) {
   const role = run.method === page.algorithm ? "method" : "baseline";
   const host = run.job?.device_name || "";
   card.querySelector(".meta").textContent = host ? `${role} · on ${host}` : role;
-  card.querySelector(".run-error").textContent = run.error || "";
+  // A queued job says why it waits (its device offline, or its agent not taking jobs).
+  card.querySelector(".run-error").textContent = run.error || run.job?.waiting_reason || "";
 }
 
 function onHistory(message) {
@@ -109,12 +110,15 @@ let retryDelayMs = 1000;
 function connect() {
   const socket = new WebSocket(websocketUrl(page.ws_path));
   socket.addEventListener("open", () => {
-    liveState.textContent = "Live";
-    liveState.className = "badge online";
-    retryDelayMs = 1000;
+    liveState.textContent = "Connecting…";
   });
   socket.addEventListener("message", (event) => {
     const message = JSON.parse(event.data);
+    if (message.type === "history") {  // "Live" once the server has joined us to the events
+      liveState.textContent = "Live";
+      liveState.className = "badge online";
+      retryDelayMs = 1000;
+    }
     const handler = handlers[message.type];
     if (handler) handler(message);
   });

@@ -94,3 +94,63 @@ class TestDeviceStatus:
         assert agent.device.status() == "busy"
         listed = api(owner).get("/api/v1/devices/").json()["results"]
         assert [d["status"] for d in listed] == ["busy"]
+
+
+@pytest.mark.django_db
+class TestWorkerState:
+    """The heartbeat's ``worker``: an agent whose worker does not consume its queue."""
+
+    DEAF = {"consuming": False,
+            "detail": "broker unreachable since 2026-01-01T00:00:00+00:00: Connection refused"}
+
+    def test_it_shows_the_device_degraded_with_the_reason(self, api, owner, device_factory,
+                                                          experiment_factory):
+        agent = device_factory(owner)
+        experiment = experiment_factory(owner, host=agent.device)
+        response = api(device=agent.credential).post(
+            HEARTBEAT, {"running_jobs": [], "worker": self.DEAF})
+        assert response.status_code == 200
+
+        device = api(owner).get(f"/api/v1/devices/{agent.device.id}/").json()
+        assert device["status"] == "degraded"
+        assert device["status_detail"] == f"The agent is not taking jobs: {self.DEAF['detail']}."
+        # The experiment says why its job waits.
+        job = api(owner).get(f"/api/v1/experiments/{experiment.id}/").json()["runs"][0]["job"]
+        assert job["state"] == "queued"
+        assert job["waiting_reason"] == device["status_detail"]
+
+    def test_it_is_online_again_once_the_worker_consumes(self, api, owner, device_factory):
+        agent = device_factory(owner)
+        client = api(device=agent.credential)
+        client.post(HEARTBEAT, {"running_jobs": [], "worker": self.DEAF})
+        client.post(HEARTBEAT, {"running_jobs": [], "worker": {"consuming": True}})
+        device = api(owner).get(f"/api/v1/devices/{agent.device.id}/").json()
+        assert (device["status"], device["status_detail"]) == ("online", "")
+
+    def test_a_heartbeat_without_it_counts_as_consuming(self, api, owner, device_factory):
+        agent = device_factory(owner)
+        client = api(device=agent.credential)
+        client.post(HEARTBEAT, {"running_jobs": [], "worker": self.DEAF})
+        client.post(HEARTBEAT, {"running_jobs": []})
+        agent.device.refresh_from_db()
+        assert agent.device.status() == "online"
+
+    def test_offline_wins_over_degraded(self, api, owner, device_factory):
+        agent = device_factory(owner)
+        api(device=agent.credential).post(HEARTBEAT, {"running_jobs": [], "worker": self.DEAF})
+        agent.device.refresh_from_db()
+        silence(agent.device, 3.5)
+        assert agent.device.status() == "offline"
+        assert agent.device.status_detail().startswith("The agent is offline")
+
+    @pytest.mark.parametrize("worker", [{"detail": "x"}, {"consuming": "maybe"},
+                                        {"consuming": False, "detail": "x" * 501},
+                                        {"consuming": False, "extra": 1}, "deaf"])
+    def test_it_rejects_a_bad_worker_state(self, api, owner, device_factory, worker):
+        agent = device_factory(owner)
+        response = api(device=agent.credential).post(
+            HEARTBEAT, {"running_jobs": [], "worker": worker})
+        assert response.status_code == 400
+        assert "worker" in response.json()
+        agent.device.refresh_from_db()
+        assert agent.device.worker_consuming

@@ -171,15 +171,29 @@ class TestLogs:
     def test_it_appends_and_returns_lines(self, api, owner, hosted_run):
         agent, run = hosted_run
         client = api(device=agent.credential)
-        assert client.post(logs(run), {"lines": ["round 1", "round 2"]}).status_code == 200
-        client.post(logs(run), {"lines": ["  indented"]})
+        batch = {"first_seq": 0, "lines": ["round 1", "round 2"]}
+        assert client.post(logs(run), batch).status_code == 200
+        client.post(logs(run), {"first_seq": 2, "lines": ["  indented"]})
         lines = api(owner).get(logs(run)).json()["lines"]
         assert [line["line"] for line in lines] == ["round 1", "round 2", "  indented"]
         newer = api(owner).get(f"{logs(run)}?after={lines[0]['id']}").json()["lines"]
         assert [line["line"] for line in newer] == ["round 2", "  indented"]
 
-    @pytest.mark.parametrize("payload", [{"lines": ["x"] * 1001}, {"lines": ["x" * 10_001]},
-                                         {"lines": [None]}, {"lines": ["nul\x00"]}, {}])
+    def test_it_stores_a_retried_batch_once(self, api, owner, hosted_run):
+        agent, run = hosted_run
+        client = api(device=agent.credential)
+        client.post(logs(run), {"first_seq": 0, "lines": ["round 1", "round 2"]})
+        # The answer was lost; the agent resends with the next line appended.
+        answer = client.post(logs(run), {"first_seq": 0, "lines": ["round 1", "round 2", "done"]})
+        assert answer.status_code == 200
+        assert list(RunLog.objects.filter(run=run).order_by("seq").values_list("seq", "line")) == [
+            (0, "round 1"), (1, "round 2"), (2, "done")]
+
+    @pytest.mark.parametrize("payload", [{"first_seq": 0, "lines": ["x"] * 1001},
+                                         {"first_seq": 0, "lines": ["x" * 10_001]},
+                                         {"first_seq": 0, "lines": [None]},
+                                         {"first_seq": 0, "lines": ["nul\x00"]},
+                                         {"first_seq": 0}])
     def test_it_rejects_bad_batches(self, api, hosted_run, payload):
         agent, run = hosted_run
         response = api(device=agent.credential).post(logs(run), payload)
@@ -187,10 +201,67 @@ class TestLogs:
         assert "lines" in response.json()
         assert not RunLog.objects.exists()
 
+    @pytest.mark.parametrize("first_seq", [None, -1, "one", 2**53 + 1])
+    def test_it_rejects_a_bad_first_seq(self, api, hosted_run, first_seq):
+        agent, run = hosted_run
+        body = {"lines": ["x"]} if first_seq is None else {"first_seq": first_seq, "lines": ["x"]}
+        response = api(device=agent.credential).post(logs(run), body)
+        assert response.status_code == 400
+        assert "first_seq" in response.json()
+        assert not RunLog.objects.exists()
+
     def test_it_is_403_for_another_device_and_404_for_other_users(
             self, api, owner, outsider, hosted_run, device_factory):
         _, run = hosted_run
         other = device_factory(owner)
-        assert api(device=other.credential).post(logs(run), {"lines": ["x"]}).status_code == 403
+        batch = {"first_seq": 0, "lines": ["x"]}
+        assert api(device=other.credential).post(logs(run), batch).status_code == 403
         assert api(outsider).get(logs(run)).status_code == 404
         assert not RunLog.objects.exists()
+
+
+@pytest.fixture
+def broker_down(settings):
+    """The channel layer points at a port nothing listens on (connections are refused)."""
+    from tests.fixtures.servers import free_port
+
+    layer = settings.CHANNEL_LAYERS["default"]
+    host = {**layer["CONFIG"]["hosts"][0], "address": f"redis://127.0.0.1:{free_port()}/0"}
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {**layer["CONFIG"],
+                                                               "hosts": [host]}}}
+
+
+@pytest.mark.django_db
+class TestWithTheBrokerDown:
+    """Publishing is best-effort: what was committed answers 2xx, the failure is counted."""
+
+    def test_metrics_are_stored_and_answered_200(self, api, hosted_run, broker_down,
+                                                 django_capture_on_commit_callbacks):
+        from controlplane.metrics.events import publish_failures
+
+        agent, run = hosted_run
+        before = publish_failures()
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = api(device=agent.credential).post(metrics(run), {"points": [point()]})
+        assert response.status_code == 200
+        assert len(callbacks) == 1  # the publish ran, and failed
+        assert publish_failures() == before + 1
+        assert len(stored(run)) == 1
+
+    def test_log_lines_and_job_changes_answer_2xx(self, api, hosted_run, broker_down,
+                                                  django_capture_on_commit_callbacks):
+        from controlplane.metrics.events import publish_failures
+
+        agent, run = hosted_run
+        client = api(device=agent.credential)
+        before = publish_failures()
+        with django_capture_on_commit_callbacks(execute=True):
+            started = client.post(f"/api/v1/agents/jobs/{run.job.id}/start/", {})
+            logged = client.post(logs(run), {"first_seq": 0, "lines": ["round 1"]})
+            finished = client.post(f"/api/v1/agents/jobs/{run.job.id}/finish/",
+                                   {"state": "succeeded", "error": "", "result": {}})
+        assert [started.status_code, logged.status_code, finished.status_code] == [200] * 3
+        assert publish_failures() == before + 3
+        run.refresh_from_db()
+        assert run.state == "succeeded"
+        assert list(RunLog.objects.filter(run=run).values_list("line", flat=True)) == ["round 1"]

@@ -69,7 +69,8 @@ class TestExperimentWebSocket:
                                            {})
                 state = await ws.receive_json()
                 await loop.run_in_executor(None, post, asgi_server, f"/api/v1/runs/{run.id}/logs/",
-                                           agent.credential, {"lines": ["round 2 done"]})
+                                           agent.credential,
+                                           {"first_seq": 0, "lines": ["round 2 done"]})
                 log = await ws.receive_json()
                 return history, live, quiet, state, log
 
