@@ -106,7 +106,7 @@ def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
     a heartbeat without it counts as consuming. A job should stop when it is not this device's
     queued or running job any more: cancelled by its owner, failed by the reaper, or unknown.
     The jobs it lists are marked as listed now; a running job it stops listing is failed by the
-    reaper (``reap_stale_jobs``).
+    reaper (``reap_stale_jobs``). A device that cannot consume gets its broker user re-asserted.
     """
     now = timezone.now()
     worker = worker or {"consuming": True}
@@ -118,6 +118,10 @@ def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
                                 state__in=[Job.State.QUEUED, Job.State.RUNNING])
     still_wanted = set(wanted.values_list("id", flat=True))
     wanted.update(listed_at=now)
+    if not consuming:
+        # A restarted Redis has forgotten its ACL users: re-assert this device's at once rather
+        # than leave its agent locked out until the next reconciliation.
+        broker.apply_on_commit(broker.grant_device, device.id, device.credential_hash)
     return [job_id for job_id in running_job_ids if job_id not in still_wanted]
 
 
