@@ -49,8 +49,15 @@ class UserApi:
         return self.post("/api/v1/enrolment-tokens/", {"ttl_hours": ttl_hours})["token"]
 
     def devices(self) -> list[dict]:
+        """Every device of the user (names are unique per owner), following pages if any."""
         answer = self.get("/api/v1/devices/")
-        return answer["results"] if isinstance(answer, dict) else answer
+        if not isinstance(answer, dict):
+            return answer
+        devices = list(answer["results"])
+        while answer.get("next"):
+            answer = self._call("GET", answer["next"].removeprefix(self.server))
+            devices += answer["results"]
+        return devices
 
     def wait_for_devices(self, names: list[str], timeout_s: float,
                          alive: Callable[[], None] | None = None) -> dict[str, dict]:

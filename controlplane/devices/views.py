@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,7 +13,7 @@ from rest_framework.views import APIView
 from controlplane.auth import DeviceCredentialAuthentication, IsDevice, IsOwner
 from controlplane.devices import actions
 from controlplane.devices.models import Device
-from controlplane.devices.queries import devices_for
+from controlplane.devices.queries import devices_for, enrolment_tokens_for
 from controlplane.devices.serializers import (
     DeviceSerializer,
     EnrolmentSerializer,
@@ -21,6 +22,7 @@ from controlplane.devices.serializers import (
     EnrolSerializer,
     HeartbeatAnswerSerializer,
     HeartbeatSerializer,
+    NewEnrolmentTokenSerializer,
     ReenrolSerializer,
 )
 
@@ -44,18 +46,33 @@ class DeviceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         actions.delete_device(instance)
 
 
-class EnrolmentTokenView(APIView):
-    """An owner creates a token that agents exchange for device credentials."""
+class EnrolmentTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The owner's enrolment tokens: create (the secret is shown once), list, revoke."""
+
+    serializer_class = EnrolmentTokenSerializer
+    lookup_value_converter = "uuid"
+    permission_classes = [IsOwner]
+
+    def get_queryset(self):
+        return enrolment_tokens_for(self.request.user)
 
     @extend_schema(request=EnrolmentTokenRequestSerializer,
-                   responses={201: EnrolmentTokenSerializer})
-    def post(self, request: Request) -> Response:
-        body = EnrolmentTokenRequestSerializer(data=request.data)
+                   responses={201: NewEnrolmentTokenSerializer})
+    def create(self, request: Request) -> Response:
+        body = EnrolmentTokenRequestSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
-        token, secret = actions.create_enrolment_token(request.user,
-                                                       body.validated_data["ttl_hours"])
-        return Response({"token": secret, "expires_at": token.expires_at},
-                        status=status.HTTP_201_CREATED)
+        token, secret = actions.create_enrolment_token(
+            request.user, body.validated_data["ttl_hours"], note=body.validated_data["note"],
+            replaces=body.validated_data["replace_device"])
+        token.token = secret
+        return Response(NewEnrolmentTokenSerializer(token).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=EnrolmentTokenSerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk=None) -> Response:
+        """No agent can enrol with the token from now on; devices it enrolled stay."""
+        token = actions.revoke_enrolment_token(self.get_object())
+        return Response(EnrolmentTokenSerializer(token).data)
 
 
 def _enrolment(device: Device, credential: str) -> dict:
