@@ -1,7 +1,8 @@
 """The live view of one experiment: ``ws/experiments/<id>/``.
 
-On connect the consumer checks who is asking (close 4401 when anonymous, 4404 for no such
-experiment, 4403 when it is another user's), joins the experiment's group, then sends the
+On connect the consumer checks who is asking (close 4401 when anonymous, 4404 when there is no
+such experiment *or* it is another user's: like the REST API's 404, the answer does not tell
+which ids exist), joins the experiment's group, then sends the
 history; group events queued meanwhile are delivered after it, minus the points the history
 already held. Messages are those of docs/architecture.md.
 """
@@ -21,17 +22,11 @@ from controlplane.metrics.events import group_name, plain_json
 from controlplane.metrics.models import MetricPoint, RunLog
 
 CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
-def _access(user, experiment_id: uuid.UUID) -> int | None:
-    """None when ``user`` may watch the experiment, else the close code."""
-    if experiments_for(user).filter(pk=experiment_id).exists():
-        return None
-    if Experiment.objects.filter(pk=experiment_id).exists():
-        return CLOSE_FORBIDDEN
-    return CLOSE_NOT_FOUND
+def _may_watch(user, experiment_id: uuid.UUID) -> bool:
+    return experiments_for(user).filter(pk=experiment_id).exists()
 
 
 def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
@@ -67,9 +62,8 @@ class ExperimentConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         experiment_id = self.scope["url_route"]["kwargs"]["experiment_id"]
-        refusal = await database_sync_to_async(_access)(user, experiment_id)
-        if refusal is not None:
-            await self.close(code=refusal)
+        if not await database_sync_to_async(_may_watch)(user, experiment_id):
+            await self.close(code=CLOSE_NOT_FOUND)
             return
         self.group = group_name(experiment_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
