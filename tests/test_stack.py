@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -106,3 +107,115 @@ def test_it_runs_the_demo_and_ctrl_c_stops_only_what_it_started(tmp_path):
         assert "stopping: received SIGTERM" in log and f"agent {name} stopped" in log
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+    # Agents, server and workers logged no secret.
+    secrets = [banner_value(output, "API token"), (data_dir / "secret-key").read_text().strip(),
+               json.loads((data_dir / "demo-user.json").read_text())["password"],
+               (data_dir / "agents" / "enrolment-token").read_text().strip()]
+    for log in (data_dir / "log").iterdir():
+        text = log.read_text(errors="replace")
+        assert not [secret for secret in secrets if secret in text], log.name
+
+
+#: The stack without agents or demo (the parts that serve the dashboard), as bench scripts use it.
+SERVER_ONLY = ("import sys; from pathlib import Path; "
+               "from agents.stack.up import StackOptions, run_stack; "
+               "sys.exit(run_stack(StackOptions(root=Path.cwd(), data_dir=Path(sys.argv[1]), "
+               "port=int(sys.argv[2]), demo=False, agents=())))")
+
+
+def start_server_only(data_dir: Path, port: int, output: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in NOT_CONFIGURED}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    with output.open("wb") as sink:
+        stack = subprocess.Popen([sys.executable, "-c", SERVER_ONLY, str(data_dir), str(port)],
+                                 cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+    def running_or_exit():
+        return stack.poll() is not None or "Estuary is running" in output.read_text()
+
+    wait_for(running_or_exit, 180, "the stack's banner", interval_s=0.5)
+    assert stack.poll() is None, output.read_text()
+    return stack
+
+
+def stop(stack: subprocess.Popen) -> None:
+    stack.send_signal(signal.SIGINT)
+    assert stack.wait(timeout=120) == 0
+
+
+def log_in(server: str, username: str, password: str) -> requests.Session:
+    browser = requests.Session()
+    browser.get(f"{server}/accounts/login/", timeout=30)
+    answer = browser.post(f"{server}/accounts/login/", timeout=30, allow_redirects=False, data={
+        "username": username, "password": password,
+        "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+        headers={"Referer": f"{server}/accounts/login/"})
+    assert answer.status_code == 302, answer.text[:500]
+    return browser
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_it_serves_like_production_and_keeps_its_secrets_private(tmp_path):
+    data_dir, port = tmp_path / "var", free_port()
+    server = f"http://127.0.0.1:{port}"
+    # An older data folder: a world-readable log must not stay so.
+    (data_dir / "log").mkdir(parents=True)
+    (data_dir / "log" / "demo-user.log").write_text("from an older version\n")
+    (data_dir / "log" / "demo-user.log").chmod(0o644)
+
+    stack = start_server_only(data_dir, port, tmp_path / "first.out")
+    try:
+        # DEBUG is off: a bad URL shows no traceback, URL list or settings to anyone.
+        for path in ("/no-such-page/", "/api/v1/no-such-endpoint/", "/static/nothing.js"):
+            answer = requests.get(server + path, timeout=30)
+            assert answer.status_code == 404, path
+            for leak in ("Traceback", "URLconf", "urlpatterns", "DEBUG", "settings.py",
+                         "api/v1/"):
+                assert leak not in answer.text, f"{path} shows {leak!r}"
+
+        # Static files are collected, hashed and sent gzipped when asked.
+        manifest = json.loads((data_dir / "static" / "staticfiles.json").read_text())["paths"]
+        plotly = requests.get(f"{server}/static/{manifest['vendor/plotly.min.js']}", timeout=30,
+                              headers={"Accept-Encoding": "gzip, br"})
+        assert plotly.status_code == 200 and plotly.headers["Content-Encoding"] == "gzip"
+        assert b"window.Plotly = Plotly" in plotly.content
+
+        demo = json.loads((data_dir / "demo-user.json").read_text())
+        browser = log_in(server, demo["username"], demo["password"])
+        assert browser.get(f"{server}/devices/", timeout=30,
+                           allow_redirects=False).status_code == 200
+        key = (data_dir / "secret-key").read_text().strip()
+    finally:
+        if stack.poll() is None:
+            stop(stack)
+
+    # The secret key is made once, private, and reused: the session of the first run is still
+    # valid after a restart.
+    stack = start_server_only(data_dir, port, tmp_path / "second.out")
+    try:
+        assert (data_dir / "secret-key").read_text().strip() == key and len(key) >= 50
+        assert browser.get(f"{server}/devices/", timeout=30,
+                           allow_redirects=False).status_code == 200
+        api_token = banner_value(tmp_path / "second.out", "API token")
+        enrolment_token = (data_dir / "agents" / "enrolment-token").read_text().strip()
+
+        # Secrets in private files only, never in a log; logs and state are the user's alone.
+        secrets = {"demo password": demo["password"], "API token": api_token,
+                   "secret key": key, "enrolment token": enrolment_token}
+        logs = sorted((data_dir / "log").iterdir())
+        assert {"web.log", "demo-user.log", "migrate.log"} <= {log.name for log in logs}
+        for log in logs:
+            text = log.read_text(errors="replace")
+            assert [what for what, value in secrets.items() if value in text] == [], log.name
+            assert mode(log) == 0o600, log.name
+        for folder in (data_dir, data_dir / "log", data_dir / "agents", data_dir / "redis"):
+            assert mode(folder) == 0o700, folder
+        for private in ("secret-key", "demo-user.json", "stack.json", "estuary.sqlite3",
+                        "agents/enrolment-token"):
+            assert mode(data_dir / private) == 0o600, private
+    finally:
+        if stack.poll() is None:
+            stop(stack)

@@ -6,8 +6,9 @@ experiment. Every process it starts runs in its own process group and is stopped
 order, when the stack stops; nothing else is touched.
 
 Modules: ``processes`` (start/stop children), ``redis`` (a Redis of our own), ``api`` (the REST
-calls the stack makes), ``demo_user`` (the demo account, run inside Django), ``up`` and
-``testrun`` (the two commands), ``__main__`` (their command line).
+calls the stack makes), ``demo_user`` (the demo account, run inside Django), ``files`` (the
+data folder's private files and the secret key), ``up`` and ``testrun`` (the two commands),
+``__main__`` (their command line).
 """
 
 

@@ -35,14 +35,15 @@ class Supervisor:
 
     def __init__(self, log_dir: Path):
         self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.children: list[Child] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
               cwd: Path | None = None) -> Child:
         """Start ``argv`` in a new session; stdout and stderr go to ``<log_dir>/<name>.log``."""
         log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as log_file:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # only ours
+        with os.fdopen(fd, "ab") as log_file:
             log_file.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
             log_file.flush()
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
