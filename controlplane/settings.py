@@ -237,6 +237,7 @@ SPECTACULAR_SETTINGS = {
         "JobOutcomeEnum": ["succeeded", "failed", "cancelled"],
         "ExperimentStatusEnum": "controlplane.experiments.models.Experiment.Status",
         "DeviceKindEnum": "controlplane.devices.models.Device.Kind",
+        "EnrolmentTokenStatusEnum": "controlplane.devices.models.EnrolmentToken.Status",
     },
     # Schema generation warnings become `check --deploy` warnings.
     "ENABLE_DJANGO_DEPLOY_CHECK": True,
