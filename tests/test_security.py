@@ -29,7 +29,7 @@ from tests.fixtures.servers import WebSocketClosed, WebSocketRefused, ws_connect
 #: Routes anyone may reach (by URL name): logging in and out, the token exchange for scripts,
 #: agent enrolment (the enrolment token is in the body), and static assets.
 ALLOW_ANONYMOUS = {
-    "api-token", "agent-enrol", "frontend:login", "frontend:logout", "frontend:plotly",
+    "api-token", "agent-enrol", "frontend:login", "frontend:logout",
     "admin:login", "admin:logout",
     "frontend:home",  # only redirects to the experiments page, which is walked itself
 
@@ -193,7 +193,7 @@ class TestWebSocketsDenyByDefault:
             path = build_path([route.pattern], world)
             url = asgi_server.replace("http://", "ws://") + path
             for who, how in callers:
-                assert asyncio.run(first_answer(url, how)) in ("refused", 4401, 4403, 4404), (
+                assert asyncio.run(first_answer(url, how)) in ("refused", 4401, 4404), (
                     f"{who} was served {path}")
 
 

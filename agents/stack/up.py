@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.credentials import credential_path, load_credential
 from agents.stack import StackError
 from agents.stack.api import UserApi, wait_for_http
 from agents.stack.files import make_private, private_dir, secret_key, write_private
@@ -105,16 +106,14 @@ class Stack:
             "-c", "1", "-l", "INFO", "-n", f"controlplane-{self.options.port}@%h"])
         wait_for_http(f"{self.server}/api/v1/", 90, alive=self._check_children)
 
-        # In a file, so the token stays out of command lines and logs.
-        token_file = write_private(self.data_dir / "agents" / "enrolment-token",
-                                   self.api.issue_enrolment_token())
         agents = self.options.agents
         say(f"starting {len(agents)} agents: {', '.join(f'{n} ({p})' for n, p in agents)}")
+        token_files = self._enrolment_tokens([name for name, _ in agents])
         for name, profile in agents:
             self._spawn(f"agent-{name}", [
-                "-m", "agents", "run", "--server", self.server, "--token-file", str(token_file),
-                "--name", name, "--profile", profile, "--state-dir", str(self.data_dir / "agents"),
-                "--broker", self.env["REDIS_URL"]])
+                "-m", "agents", "run", "--server", self.server, "--token-file",
+                str(token_files[name]), "--name", name, "--profile", profile,
+                "--state-dir", str(self.data_dir / "agents"), "--broker", self.env["REDIS_URL"]])
         self.devices = self.api.wait_for_devices([n for n, _ in agents], 120,
                                                  alive=self._check_children)
         if self.options.demo:
@@ -123,6 +122,30 @@ class Stack:
             self.experiment_id = str(experiment["id"])
         self._write_state()
         self._print_banner(user)
+
+    def _enrolment_tokens(self, names: list[str]) -> dict[str, Path]:
+        """The token file each local agent enrols with (files keep tokens out of command lines
+        and logs). An agent whose stored credential will not be used (none, or one issued by
+        this stack at another address) while the database has its device needs a replacement
+        token for that device: a plain token cannot take an enrolled name."""
+        agents_dir = self.data_dir / "agents"
+        plain = write_private(agents_dir / "enrolment-token",
+                              self.api.issue_enrolment_token(note="./estuary up"))
+        enrolled = {device["name"]: device["id"] for device in self.api.devices()}
+        files = {}
+        for name in names:
+            try:
+                stored = load_credential(credential_path(agents_dir, name))
+            except ValueError:
+                stored = None
+            if name in enrolled and (stored is None or stored.server != self.server):
+                files[name] = write_private(
+                    agents_dir / f"{name}.replacement-token",
+                    self.api.issue_enrolment_token(replace_device=enrolled[name],
+                                                   note=f"./estuary up: {name}"))
+            else:
+                files[name] = plain
+        return files
 
     def _start_redis(self) -> None:
         if self.env.get("REDIS_URL"):
