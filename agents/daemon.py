@@ -77,7 +77,7 @@ def enrol(options: AgentOptions) -> Credential:
             f"the control plane already has a device named {options.name!r}, and an enrolment "
             "token cannot take it over: run its agent with its stored credential "
             f"({credential_path(options.state_dir, options.name)}), choose another --name, or "
-            "ask the device's owner for a replacement token (Devices page: Replace "
+            "ask the device's owner for a replacement token (Devices page: New "
             "credential)") from None
     except Rejected as exc:
         raise AgentError(f"enrolment refused (HTTP {exc.status}): {describe_errors(exc.body)}") from None

@@ -73,7 +73,7 @@ def _trusted_origin(scheme: str, host: str, port: int) -> bool:
         if trusted.scheme != scheme:
             continue
         if "*" in trusted.netloc:
-            if trusted.port in (None, port) and is_same_domain(
+            if (trusted.port or _DEFAULT_PORTS.get(scheme)) == port and is_same_domain(
                     host, (trusted.hostname or "").replace("*", "", 1)):
                 return True
         elif _origin(trusted.scheme, trusted.netloc) == (scheme, host, port):
@@ -86,15 +86,15 @@ def allowed_origin(scope) -> bool:
     raw_origin, raw_host = _header(scope, b"origin"), _header(scope, b"host")
     if not raw_origin or not raw_host:
         return False
-    # The Host must be one of ours, as for any HTTP request (DNS rebinding).
     try:
         host_only = urlsplit(f"//{raw_host}").hostname or ""
-    except ValueError:
+        parts = urlsplit(raw_origin)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
         return False
+    # The Host must be one of ours, as for any HTTP request (DNS rebinding).
     if not validate_host(f"[{host_only}]" if ":" in host_only else host_only,
                          settings.ALLOWED_HOSTS):
         return False
-    parts = urlsplit(raw_origin)
     if parts.scheme not in _DEFAULT_PORTS or parts.path or parts.query:
         return False
     origin = _origin(parts.scheme, parts.netloc)

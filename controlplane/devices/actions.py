@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -88,10 +88,7 @@ def enrol_device(token_secret: str, name: str, profile: str,
                 f"This token replaces the credential of device {token.replaces.name!r} "
                 "and enrols only that name."]})
     elif device is not None:
-        raise Conflict({"name": [
-            f"A device named {name!r} is already enrolled. Restart its agent with its stored "
-            "credential, or have its owner issue a replacement token for it "
-            "(replace_device)."]})
+        raise _name_taken(name)
     credential = new_secret()
     created = device is None
     if created:
@@ -100,11 +97,21 @@ def enrol_device(token_secret: str, name: str, profile: str,
         setattr(device, field, value)
     device.credential_hash = digest(credential)
     device.last_seen = timezone.now()
-    device.save()
+    try:
+        with transaction.atomic():
+            device.save()
+    except IntegrityError:  # another enrolment of this new name committed first
+        raise _name_taken(name) from None
     token.uses += 1
     token.last_used = timezone.now()
     token.save(update_fields=["uses", "last_used"])
     return Enrolment(device=device, credential=credential, created=created)
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict({"name": [
+        f"A device named {name!r} is already enrolled. Restart its agent with its stored "
+        "credential, or have its owner issue a replacement token for it (replace_device)."]})
 
 
 @transaction.atomic

@@ -32,6 +32,8 @@ def test_it_accepts_the_servers_own_origin(origin, host, scheme):
     ("http://rebound.example:8000", "rebound.example:8000", "ws"),  # Host not allowed
     ("http://127.0.0.1:70000", "127.0.0.1:8000", "ws"),    # not a port
     ("null", "127.0.0.1:8000", "ws"),
+    ("http://[::1", "127.0.0.1:8000", "ws"),                # malformed
+    ("http://127.0.0.1:8000", "[::1", "ws"),
 ])
 def test_it_refuses_any_other_origin(origin, host, scheme):
     assert not allowed_origin(scope(origin, host, scheme))
@@ -45,3 +47,4 @@ def test_it_accepts_trusted_origins_behind_a_tls_proxy():
     assert allowed_origin(scope("https://dash.lab.example", "dash.lab.example"))
     assert not allowed_origin(scope("http://estuary.example.org:8443", "estuary.example.org"))
     assert not allowed_origin(scope("https://evil.example", "estuary.example.org"))
+    assert not allowed_origin(scope("https://dash.lab.example:8443", "dash.lab.example"))
