@@ -214,7 +214,11 @@ def test_it_serves_like_production_and_keeps_its_secrets_private(tmp_path):
                            allow_redirects=False).status_code == 200
         # The stack's agent got the device back with a replacement token (same device, and
         # the lost credential no longer works).
-        stored = json.loads((data_dir / "agents" / "jetson-nx-1.json").read_text())
+        # (The device was seen moments ago, so the stack may call it online before its agent
+        # has enrolled: wait for the agent's credential file.)
+        credential_file = data_dir / "agents" / "jetson-nx-1.json"
+        wait_for(credential_file.exists, 120, "the agent's new credential", interval_s=0.5)
+        stored = json.loads(credential_file.read_text())
         assert stored["device_id"] == lost["device_id"]
         assert requests.post(f"{server}/api/v1/agents/heartbeat/", json={}, timeout=30, headers={
             "Authorization": f"Device {lost['credential']}"}).status_code == 401
