@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = run.add_mutually_exclusive_group()
     token.add_argument("--token", help="enrolment token (needed only until a credential is stored)")
     token.add_argument("--token-file", type=Path, help="read the enrolment token from this file")
-    run.add_argument("--name", required=True, help="device name, unique on the server")
+    run.add_argument("--name", required=True, help="device name, unique among your devices")
     run.add_argument("--profile", required=True, help=f"one of: {', '.join(sorted(PROFILES))}")
     run.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                      help="override a profile field, e.g. --override rtt_ms=40")

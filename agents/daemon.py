@@ -3,7 +3,8 @@
 Life of an agent:
 1. With ``<state-dir>/<name>.json`` from this server, re-enrol with that credential (the
    server refreshes the profile); without one, or if the server refuses it and a token was
-   given, enrol with the token and store the new credential (0600).
+   given, enrol with the token and store the new credential (0600). The server enrols a
+   name it already has only with its owner's replacement token for that device.
 2. Note the broker and heartbeat interval the server returned.
 3. Resend whatever the spool kept from an earlier life; preload the method catalogue.
 4. Heartbeat on a thread; run the Celery worker on ``device.<id>`` in the main thread. Each
@@ -25,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from agents import exit_status
-from agents.client import AgentError, AuthRejected, ControlPlane, Rejected, describe_errors
+from agents.client import (
+    AgentError,
+    AuthRejected,
+    Conflict,
+    ControlPlane,
+    Rejected,
+    describe_errors,
+)
 from agents.consumer_watch import ConsumerWatch
 from agents.credentials import Credential, credential_path, load_credential, save_credential
 from agents.heartbeat import Heartbeat
@@ -69,6 +77,14 @@ def enrol(options: AgentOptions) -> Credential:
     client = ControlPlane(options.server)
     try:
         answer = client.enrol(options.token, options.name, options.profile, options.overrides)
+    except Conflict:
+        # The server refuses to hand an enrolled device's name to a token holder (a takeover).
+        raise AgentError(
+            f"the control plane already has a device named {options.name!r}, and an enrolment "
+            "token cannot take it over: run its agent with its stored credential "
+            f"({credential_path(options.state_dir, options.name)}), choose another --name, or "
+            "ask the device's owner for a replacement token (Devices page: New "
+            "credential)") from None
     except Rejected as exc:
         raise AgentError(f"enrolment refused (HTTP {exc.status}): {describe_errors(exc.body)}") from None
     credential = _credential_from(answer, client.server, options.name)

@@ -92,7 +92,8 @@ class Spool:
     def _write(self, path: Path, data: object) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as fh:
+        # Private like the credential beside it: run results are the owner's.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
             json.dump(data, fh)
             fh.flush()
             os.fsync(fh.fileno())

@@ -289,6 +289,7 @@ SPECTACULAR_SETTINGS = {
         "JobOutcomeEnum": ["succeeded", "failed", "cancelled"],
         "ExperimentStatusEnum": "controlplane.experiments.models.Experiment.Status",
         "DeviceKindEnum": "controlplane.devices.models.Device.Kind",
+        "EnrolmentTokenStatusEnum": "controlplane.devices.models.EnrolmentToken.Status",
     },
     # The schema is the truth: errors declared, unknown request fields refused (schema.py).
     "POSTPROCESSING_HOOKS": [
@@ -309,8 +310,19 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns when it is missing
-# Serve app static files straight from the apps, so no collectstatic step is needed to run.
-WHITENOISE_USE_FINDERS = True
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "frontend.staticfinders.PlotlyFinder",
+]
+# With DEBUG off (production, `./estuary up`) WhiteNoise serves what `manage.py collectstatic`
+# gathered into STATIC_ROOT: names with a content hash, cached for a year, and a gzip copy of
+# each, sent when the browser accepts it. With DEBUG on it serves the apps' files as edited.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+                    else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
 
 LOGGING = {
     "version": 1,

@@ -8,7 +8,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
-from controlplane.devices.views import DeviceViewSet, EnrolmentTokenView, EnrolView, HeartbeatView
+from controlplane.devices.views import (
+    DeviceViewSet,
+    EnrolmentTokenViewSet,
+    EnrolView,
+    HeartbeatView,
+)
 from controlplane.experiments.catalogue import AlgorithmDetailView, AlgorithmListView
 from controlplane.experiments.views import (
     ExperimentViewSet,
@@ -21,6 +26,7 @@ from controlplane.metrics.views import RunLogsView, RunMetricsView
 
 router = SimpleRouter(use_regex_path=False)
 router.register("devices", DeviceViewSet, basename="device")
+router.register("enrolment-tokens", EnrolmentTokenViewSet, basename="enrolment-token")
 router.register("experiments", ExperimentViewSet, basename="experiment")
 router.register("runs", RunViewSet, basename="run")
 
@@ -28,7 +34,6 @@ api = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("algorithms/", AlgorithmListView.as_view(), name="algorithm-list"),
     path("algorithms/<str:name>/", AlgorithmDetailView.as_view(), name="algorithm-detail"),
-    path("enrolment-tokens/", EnrolmentTokenView.as_view(), name="enrolment-tokens"),
     path("agents/enrol/", EnrolView.as_view(), name="agent-enrol"),
     path("agents/heartbeat/", HeartbeatView.as_view(), name="agent-heartbeat"),
     path("agents/jobs/<uuid:job_id>/start/", JobStartView.as_view(), name="agent-job-start"),

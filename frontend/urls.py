@@ -24,5 +24,4 @@ urlpatterns = [
     path("compare/", views.compare, name="compare"),
     path("results/", views.results, name="results"),
     path("results/export.<str:fmt>", views.results_export, name="results-export"),
-    path("vendor/plotly.min.js", views.plotly_js, name="plotly"),
 ]

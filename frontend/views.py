@@ -6,17 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import uuid
-from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import urlencode
 
-import plotly
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import condition, require_GET
+from django.views.decorators.http import require_GET
 
 from controlplane.devices.queries import devices_for
 from controlplane.devices.serializers import DeviceSerializer
@@ -25,9 +22,6 @@ from controlplane.experiments.results import spreadsheet_safe
 from frontend import tables
 from ml.testbed.presets import PRESETS
 from ml.testbed.profiles import PROFILES
-
-#: plotly.js as shipped inside the plotly Python package, so the UI needs no CDN.
-PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
 #: The contract's API and WebSocket paths (docs/architecture.md).
 API = "/api/v1"
@@ -192,18 +186,4 @@ def results_export(request: HttpRequest, fmt: str) -> HttpResponse:
                 row.experiment_id, row.experiment_name, row.algorithm, row.id, row.method,
                 row.state, *("" if value is None else value for value in row.values(metrics))]])
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
-def _plotly_modified(request: HttpRequest) -> datetime:
-    return datetime.fromtimestamp(PLOTLY_JS.stat().st_mtime, tz=timezone.utc)
-
-
-@login_required
-@require_GET
-@condition(last_modified_func=_plotly_modified)
-def plotly_js(request: HttpRequest) -> FileResponse:
-    """plotly.js from the plotly package's own bundle (the UI works offline)."""
-    response = FileResponse(PLOTLY_JS.open("rb"), content_type="text/javascript; charset=utf-8")
-    response["Cache-Control"] = "private, max-age=86400"
     return response

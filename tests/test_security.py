@@ -18,7 +18,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.regex_helper import normalize
 
-from controlplane.devices.models import Device
+from controlplane.devices.actions import create_enrolment_token
+from controlplane.devices.models import Device, EnrolmentToken
 from controlplane.experiments.models import Experiment, Job, Run
 from controlplane.metrics.actions import append_logs, ingest_metrics
 from controlplane.metrics.models import MetricPoint, RunLog
@@ -28,7 +29,7 @@ from tests.fixtures.servers import WebSocketClosed, WebSocketRefused, ws_connect
 #: Routes anyone may reach (by URL name): logging in and out, the token exchange for scripts,
 #: agent enrolment (the enrolment token is in the body), and static assets.
 ALLOW_ANONYMOUS = {
-    "api-token", "agent-enrol", "frontend:login", "frontend:logout", "frontend:plotly",
+    "api-token", "agent-enrol", "frontend:login", "frontend:logout",
     "admin:login", "admin:logout",
     "frontend:home",  # only redirects to the experiments page, which is walked itself
 
@@ -39,7 +40,7 @@ REFUSED = {401, 403, 404, 405}
 
 #: Strings only the owner's objects contain; no answer to another caller may include them.
 SECRETS = ["owners-secret-device", "owner's secret experiment", "owner_secret_metric",
-           "owner's secret log line"]
+           "owner's secret log line", "owner's secret token note"]
 
 
 def url_patterns(resolver=None, prefix=(), namespace=()):
@@ -77,11 +78,13 @@ def world(owner, device_factory, experiment_factory) -> dict[str, str]:
     ingest_metrics(run, [{"name": "owner_secret_metric", "step": 1, "value": 1.0,
                           "sim_time_s": 0.0, "wall_time_s": 0.0}])
     append_logs(run, 0, ["owner's secret log line"])
+    token, _ = create_enrolment_token(owner, 1, note="owner's secret token note")
     ids = {"device": str(host.id), "experiment": str(experiment.id), "run": str(run.id),
-           "job": str(run.job.id)}
+           "job": str(run.job.id), "enrolment-token": str(token.id)}
     return {
         **ids, "devices": ids["device"], "experiments": ids["experiment"],
         "runs": ids["run"], "jobs": ids["job"], "algorithms": "fedavg",
+        "enrolment-tokens": ids["enrolment-token"],
         # Admin objects of other models, the admin's catch-all, the results export format.
         "param:object_id": "1", "param:id": "1", "param:app_label": "devices",
         "param:content_type_id": "1",
@@ -97,7 +100,8 @@ def snapshot(owner) -> list:
         Device.objects.filter(owner=owner), Experiment.objects.filter(owner=owner),
         Run.objects.filter(experiment__owner=owner), Job.objects.filter(run__experiment__owner=owner),
         MetricPoint.objects.filter(run__experiment__owner=owner),
-        RunLog.objects.filter(run__experiment__owner=owner))]
+        RunLog.objects.filter(run__experiment__owner=owner),
+        EnrolmentToken.objects.filter(owner=owner))]
 
 
 def is_login_redirect(response) -> bool:
@@ -117,7 +121,9 @@ class TestDefaultDeny:
     def test_it_walks_every_route(self, world):
         paths = [build_path(pieces, world) for pieces, _ in url_patterns()]
         assert {"/api/v1/devices/", f"/api/v1/runs/{world['run']}/metrics/",
-                f"/api/v1/experiments/{world['experiment']}/results/"} <= set(paths)
+                f"/api/v1/experiments/{world['experiment']}/results/",
+                "/api/v1/enrolment-tokens/",
+                f"/api/v1/enrolment-tokens/{world['enrolment-token']}/revoke/"} <= set(paths)
 
     def test_it_refuses_anonymous_callers(self, world, owner):
         before = snapshot(owner)
@@ -148,7 +154,8 @@ class TestDefaultDeny:
         else:
             credential = device_factory(outsider).credential
             client.defaults["HTTP_AUTHORIZATION"] = f"Device {credential}"
-        owners_ids = {world[kind] for kind in ("device", "experiment", "run", "job")}
+        owners_ids = {world[kind] for kind in ("device", "experiment", "run", "job",
+                                                "enrolment-token")}
         for pieces, name in url_patterns():
             path = build_path(pieces, world)
             about_owners_object = any(object_id in path for object_id in owners_ids)
@@ -186,7 +193,7 @@ class TestWebSocketsDenyByDefault:
             path = build_path([route.pattern], world)
             url = asgi_server.replace("http://", "ws://") + path
             for who, how in callers:
-                assert asyncio.run(first_answer(url, how)) in ("refused", 4401, 4403, 4404), (
+                assert asyncio.run(first_answer(url, how)) in ("refused", 4401, 4404), (
                     f"{who} was served {path}")
 
 

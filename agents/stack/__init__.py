@@ -7,7 +7,8 @@ is stopped, in reverse order, when the stack stops; nothing else is touched.
 
 Modules: ``processes`` (start, supervise and stop children), ``redis`` (a Redis of our own),
 ``api`` (the REST calls the stack makes), ``demo_user`` (the demo account, run inside Django),
-``up`` and ``testrun`` (the two commands), ``__main__`` (their command line).
+``files`` (the data folder's private files and the secret key), ``up`` and ``testrun`` (the two
+commands), ``__main__`` (their command line).
 """
 
 

@@ -1,4 +1,5 @@
-"""``python -m agents.stack up [--port N] [--data-dir DIR] [--no-demo]`` and ``... test [ARGS]``.
+"""``python -m agents.stack up [--port N] [--data-dir DIR] [--no-demo] [--debug]`` and
+``... test [ARGS]``.
 
 ``./estuary`` calls these after making sure the virtual environment is current.
 """
@@ -29,10 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data-dir", type=Path, default=default_data)
     up.add_argument("--no-demo", dest="demo", action="store_false",
                     help="start everything but launch no demo experiment")
+    up.add_argument("--debug", action="store_true",
+                    help="run Django with DEBUG on: tracebacks and URL lists are shown to anyone "
+                         "who can reach the server, so only on a machine of your own")
     commands.add_parser("test", help="run the test suite (arguments go to pytest)")
     args = parser.parse_args(argv)
     return run_stack(StackOptions(root=ROOT, data_dir=args.data_dir.resolve(), port=args.port,
-                                  host=args.host, demo=args.demo))
+                                  host=args.host, demo=args.demo, debug=args.debug))
 
 
 if __name__ == "__main__":

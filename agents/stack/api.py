@@ -48,8 +48,12 @@ class UserApi:
         return response.json() if response.content else None
 
     # -- what the stack needs ---------------------------------------------------------------
-    def issue_enrolment_token(self, ttl_hours: int = 24) -> str:
-        return self.post("/api/v1/enrolment-tokens/", {"ttl_hours": ttl_hours})["token"]
+    def issue_enrolment_token(self, ttl_hours: int = 24, note: str = "",
+                              replace_device: str | None = None) -> str:
+        """A new enrolment token's secret; with ``replace_device`` (a device id) a one-use
+        token that gives that device a new credential."""
+        return self.post("/api/v1/enrolment-tokens/", {
+            "ttl_hours": ttl_hours, "note": note, "replace_device": replace_device})["token"]
 
     def list(self, path: str, **filters: str) -> list[dict]:
         """Every item of a list endpoint (lists are paginated: this follows their pages)."""

@@ -67,7 +67,7 @@ class Supervisor:
 
     def __init__(self, log_dir: Path):
         self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.children: list[Child] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
@@ -82,7 +82,8 @@ class Supervisor:
 
     @staticmethod
     def _popen(log_path: Path, argv: list[str], env, cwd) -> subprocess.Popen:
-        with open(log_path, "ab") as log_file:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # only ours
+        with os.fdopen(fd, "ab") as log_file:
             log_file.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
             log_file.flush()
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,

@@ -1,12 +1,18 @@
 """``./estuary up``: the whole stack on this machine, a demo experiment, and Ctrl-C to stop it.
 
 Steps: Redis (``REDIS_URL``, or our own on a free port with data in ``<data>/redis``), migrate,
-the demo user, the ASGI server (daphne), the control plane's Celery worker and its beat (two
-processes, so a beat never outlives its worker), an enrolment token, three agents (two Jetsons
-and an A6000 server), then the demo experiment through the REST API. Each child logs to
+collectstatic, the demo user, the ASGI server (daphne), the control plane's Celery worker and its
+beat (two processes, so a beat never outlives its worker), an enrolment token, three agents (two
+Jetsons and an A6000 server), then the demo experiment through the REST API. Each child logs to
 ``<data>/log/<name>.log``; ``<data>/stack.json`` lists their current pids while the stack runs.
 Once started, children that die are restarted (see :mod:`agents.stack.processes`); only Ctrl-C
 or SIGTERM stops the stack.
+
+The server runs as in production (DEBUG off, a secret key made once and kept in
+``<data>/secret-key``, static files collected and served gzipped) except for what plain HTTP on
+this machine needs: no HTTPS redirect, HSTS or secure-only cookies (``ESTUARY_SECURE=0``, unless
+the environment says otherwise). ``--debug`` turns DEBUG on. Everything written under the data
+folder is private to the user (folders 0700, files 0600); no secret is ever written to a log.
 """
 from __future__ import annotations
 
@@ -20,14 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agents.credentials import credential_path, load_credential
 from agents.stack import StackError
 from agents.stack.api import UserApi, wait_for_http
+from agents.stack.files import make_private, private_dir, secret_key, write_private
 from agents.stack.processes import Supervisor
 from agents.stack.redis import admin_config, free_port, is_listening, redis_argv, wait_for_redis
 
 #: What agents do not inherit from the stack's environment: a device has no business with the
-#: control plane's own Redis identity or database; it gets its broker user at enrolment.
-CONTROL_PLANE_ONLY = ("REDIS_URL", "DATABASE_URL")
+#: control plane's own Redis identity, database or secret key; it gets its broker user at
+#: enrolment.
+CONTROL_PLANE_ONLY = ("REDIS_URL", "DATABASE_URL", "SECRET_KEY")
 
 #: (device name, catalogue profile) of the local agents: two Jetsons and one cloud GPU server.
 DEMO_AGENTS = [
@@ -44,6 +53,7 @@ class StackOptions:
     port: int = 8000
     host: str = "127.0.0.1"
     demo: bool = True   # launch the demo experiment
+    debug: bool = False  # DEBUG on: tracebacks and URL lists to anyone who asks; local only
     #: (device name, profile) of the local agents to start (bench scripts start fewer)
     agents: tuple[tuple[str, str], ...] = tuple(DEMO_AGENTS)
 
@@ -62,7 +72,14 @@ class Stack:
         self.supervisor = Supervisor(self.log_dir)
         self.server = f"http://{options.host}:{options.port}"
         self.env = dict(os.environ, ESTUARY_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1",
-                        DJANGO_SETTINGS_MODULE="controlplane.settings")
+                        DJANGO_SETTINGS_MODULE="controlplane.settings",
+                        DEBUG="1" if options.debug else "0")
+        # Plain HTTP on this machine: HTTPS-only settings would lock the browser out. Behind a
+        # TLS proxy, set ESTUARY_SECURE=1 (and ESTUARY_BEHIND_PROXY=1) in the environment.
+        self.env.setdefault("ESTUARY_SECURE", "0")
+        if "ALLOWED_HOSTS" not in self.env and options.host not in ("0.0.0.0", "::"):
+            self.env["ALLOWED_HOSTS"] = ",".join(
+                dict.fromkeys(["localhost", "127.0.0.1", "[::1]", options.host]))
         self.python = sys.executable
         self.experiment_id: str | None = None
         self.devices: dict[str, dict] = {}  # the agents' devices by name, once online
@@ -71,13 +88,22 @@ class Stack:
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Whatever this process and its children create is the user's alone (0600/0700).
+        os.umask(0o077)
+        private_dir(self.data_dir)
+        make_private(self.log_dir)
         if is_listening(self.options.host, self.options.port):
             raise StackError(f"port {self.options.port} is in use: set PORT to a free port "
                              "or stop what listens there")
+        if not self.env.get("SECRET_KEY"):
+            self.env["SECRET_KEY"] = secret_key(self.data_dir)
         self._start_redis()
         self._manage("migrate", ["manage.py", "migrate", "--noinput"])
-        user = json.loads(self._manage("demo-user", ["-m", "agents.stack.demo_user", str(self.data_dir)]))
+        if not self.options.debug:  # DEBUG serves the apps' files as they are
+            self._manage("collectstatic", ["manage.py", "collectstatic", "--noinput", "-v0"])
+        # Its output holds the demo password and API token: never logged.
+        user = json.loads(self._manage("demo-user", ["-m", "agents.stack.demo_user",
+                                                     str(self.data_dir)], log_stdout=False))
         self.api = UserApi(self.server, user["api_token"])
 
         say(f"starting the ASGI server on {self.server}")
@@ -90,16 +116,15 @@ class Stack:
                     ["-m", "celery", "-A", "controlplane", "beat", "-l", "INFO"])
         wait_for_http(f"{self.server}/api/v1/", 90, alive=self._check_children)
 
-        token_file = self._write_secret(self.data_dir / "agents" / "enrolment-token",
-                                        self.api.issue_enrolment_token())
         agents = self.options.agents
         say(f"starting {len(agents)} agents: {', '.join(f'{n} ({p})' for n, p in agents)}")
         agent_env = {k: v for k, v in self.env.items() if k not in CONTROL_PLANE_ONLY}
+        token_files = self._enrolment_tokens([name for name, _ in agents])
         for name, profile in agents:
             self._spawn(f"agent-{name}", [
-                "-m", "agents", "run", "--server", self.server, "--token-file", str(token_file),
-                "--name", name, "--profile", profile, "--state-dir", str(self.data_dir / "agents")],
-                env=agent_env)
+                "-m", "agents", "run", "--server", self.server, "--token-file",
+                str(token_files[name]), "--name", name, "--profile", profile,
+                "--state-dir", str(self.data_dir / "agents")], env=agent_env)
         self.devices = self.api.wait_for_devices([n for n, _ in agents], 120,
                                                  alive=self._check_children)
         if self.options.demo:
@@ -109,13 +134,37 @@ class Stack:
         self._write_state()
         self._print_banner(user)
 
+    def _enrolment_tokens(self, names: list[str]) -> dict[str, Path]:
+        """The token file each local agent enrols with (files keep tokens out of command lines
+        and logs). An agent whose stored credential will not be used (none, or one issued by
+        this stack at another address) while the database has its device needs a replacement
+        token for that device: a plain token cannot take an enrolled name."""
+        agents_dir = self.data_dir / "agents"
+        plain = write_private(agents_dir / "enrolment-token",
+                              self.api.issue_enrolment_token(note="./estuary up"))
+        enrolled = {device["name"]: device["id"] for device in self.api.devices()}
+        files = {}
+        for name in names:
+            try:
+                stored = load_credential(credential_path(agents_dir, name))
+            except ValueError:
+                stored = None
+            if name in enrolled and (stored is None or stored.server != self.server):
+                files[name] = write_private(
+                    agents_dir / f"{name}.replacement-token",
+                    self.api.issue_enrolment_token(replace_device=enrolled[name],
+                                                   note=f"./estuary up: {name}"))
+            else:
+                files[name] = plain
+        return files
+
     def _start_redis(self) -> None:
         if self.env.get("REDIS_URL"):
             parts = urlsplit(self.env["REDIS_URL"])
             say(f"using Redis at {parts._replace(netloc=parts.netloc.rpartition('@')[2]).geturl()}")
         else:
             port = free_port()
-            redis_dir = self.data_dir / "redis"
+            redis_dir = private_dir(self.data_dir / "redis")
             config, password = admin_config(redis_dir)
             self.supervisor.start("redis", redis_argv(port, redis_dir, config=config),
                                   env=self.env)
@@ -124,25 +173,19 @@ class Stack:
                 f"control plane, an ACL user per device)")
         wait_for_redis(self.env["REDIS_URL"])
 
-    def _manage(self, name: str, args: list[str]) -> str:
-        """Run a short Python step to completion; its output goes to the log, stdout returned."""
+    def _manage(self, name: str, args: list[str], log_stdout: bool = True) -> str:
+        """Run a short Python step to completion and return its stdout. Its output goes to
+        its log, stdout only with ``log_stdout`` (off for output that holds secrets)."""
         result = subprocess.run([self.python, *args], cwd=self.options.root, env=self.env,
                                 capture_output=True, text=True)
-        with open(self.log_dir / f"{name}.log", "a") as log_file:
-            log_file.write(result.stdout + result.stderr)
+        logged = (result.stdout if log_stdout else "") + result.stderr
+        fd = os.open(self.log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as log_file:
+            log_file.write(logged)
         if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            tail = "\n".join(logged.strip().splitlines()[-15:])
             raise StackError(f"{name} failed (see {self.log_dir / (name + '.log')}):\n{tail}")
         return result.stdout
-
-    @staticmethod
-    def _write_secret(path: Path, secret: str) -> Path:
-        """A file only we can read, so the secret stays out of command lines and logs."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secret)
-        return path
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         self.supervisor.start(name, [self.python, *args], env=env or self.env,
@@ -160,7 +203,7 @@ class Stack:
         state = {"pid": os.getpid(), "server": self.server, "experiment": self.experiment_id,
                  "children": {c.name: c.pid for c in children if c.running},
                  "stopped": {c.name: c.left_stopped for c in children if c.left_stopped}}
-        (self.data_dir / "stack.json").write_text(json.dumps(state, indent=2))
+        write_private(self.data_dir / "stack.json", json.dumps(state, indent=2))
 
     def _print_banner(self, user: dict) -> None:
         lines = ["", f"Estuary is running (started in {time.monotonic() - self.started_at:.0f} s)."]

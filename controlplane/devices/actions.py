@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -35,13 +35,28 @@ class Enrolment:
     created: bool
 
 
-def create_enrolment_token(owner, ttl_hours: int) -> tuple[EnrolmentToken, str]:
-    """A new enrolment token of ``owner``, valid for ``ttl_hours``; returns (row, secret)."""
+def create_enrolment_token(owner, ttl_hours: int, note: str = "",
+                           replaces: Device | None = None) -> tuple[EnrolmentToken, str]:
+    """A new enrolment token of ``owner``, valid for ``ttl_hours``; returns (row, secret).
+
+    With ``replaces`` (one of the owner's devices) it is a replacement token: its one use
+    gives that device a new credential (the old one stops working)."""
     secret = new_secret()
     token = EnrolmentToken.objects.create(
-        owner=owner, token_hash=digest(secret),
+        owner=owner, token_hash=digest(secret), note=note, replaces=replaces,
         expires_at=timezone.now() + timedelta(hours=ttl_hours))
     return token, secret
+
+
+@transaction.atomic
+def revoke_enrolment_token(token: EnrolmentToken) -> EnrolmentToken:
+    """Make ``token`` unusable from now on (devices it enrolled keep their credentials).
+    Revoking a revoked token changes nothing."""
+    token = EnrolmentToken.objects.select_for_update().get(pk=token.pk)
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
 
 
 def _profile_values(profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -56,29 +71,51 @@ def enrol_device(token_secret: str, name: str, profile: str,
                  overrides: dict[str, Any]) -> Enrolment:
     """Exchange an enrolment token for a device credential.
 
-    A name the token's owner already uses re-enrols that device: same id, a new credential
-    (the old one stops working, at the broker too), the profile replaced. A name of another
-    owner is refused. The device's broker user is created (or replaced) on commit.
+    A new name (for the token's owner; names are unique per owner) creates a device. A name
+    the owner already uses belongs to a device whose agent holds its credential: a plain token
+    is refused (409, so a token holder cannot take the device over); the owner's replacement
+    token for that device re-enrols it: same id, a new credential (the old one stops working,
+    at the broker too), the profile replaced. The device's broker user is created (or
+    replaced) on commit.
     """
-    token = EnrolmentToken.objects.filter(token_hash=digest(token_secret)).first()
+    token = (EnrolmentToken.objects.select_for_update()
+             .filter(token_hash=digest(token_secret)).first())
     if token is None or not token.is_valid():
-        raise ValidationError({"token": ["Invalid or expired enrolment token."]})
+        raise ValidationError({"token": ["Invalid, expired or revoked enrolment token."]})
+    device = (Device.objects.select_for_update()
+              .filter(owner_id=token.owner_id, name=name).first())
+    if token.replaces_id is not None:
+        if device is None or device.pk != token.replaces_id:
+            raise ValidationError({"name": [
+                f"This token replaces the credential of device {token.replaces.name!r} "
+                "and enrols only that name."]})
+    elif device is not None:
+        raise _name_taken(name)
     credential = new_secret()
-    values = _profile_values(profile, overrides)
-    device = Device.objects.select_for_update().filter(name=name).first()
-    if device is not None and device.owner_id != token.owner_id:
-        raise ValidationError({"name": ["A device with this name already exists."]})
     created = device is None
     if created:
         device = Device(owner_id=token.owner_id, name=name)
-    for field, value in values.items():
+    for field, value in _profile_values(profile, overrides).items():
         setattr(device, field, value)
     device.credential_hash = digest(credential)
     device.last_seen = timezone.now()
-    device.save()
+    try:
+        with transaction.atomic():
+            device.save()
+    except IntegrityError:  # another enrolment of this new name committed first
+        raise _name_taken(name) from None
+    token.uses += 1
+    token.last_used = timezone.now()
+    token.save(update_fields=["uses", "last_used"])
     broker.apply_on_commit(broker.grant_device, device.id, device.credential_hash,
                            disconnect=not created)
     return Enrolment(device=device, credential=credential, created=created)
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict({"name": [
+        f"A device named {name!r} is already enrolled. Restart its agent with its stored "
+        "credential, or have its owner issue a replacement token for it (replace_device)."]})
 
 
 @transaction.atomic

@@ -75,7 +75,9 @@ class Device(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                               related_name="devices")
-    name = models.CharField(max_length=63, unique=True)
+    # Unique per owner (Meta), not across tenants: a global rule would tell one tenant which
+    # names another uses, and let it squat the names another's agents need.
+    name = models.CharField(max_length=63)
     kind = models.CharField(max_length=5, choices=Kind.choices)
     profile_name = models.CharField(max_length=63, help_text="Catalogue profile it started from")
     compute_gflops = models.FloatField(help_text="Effective GFLOP/s")
@@ -94,6 +96,9 @@ class Device(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="device_name_unique_per_owner"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -146,13 +151,33 @@ class Device(models.Model):
 
 
 class EnrolmentToken(models.Model):
-    """A secret an owner hands to agents; any number of them may enrol with it until expiry."""
+    """A secret an owner hands to agents to enrol devices until it expires or is revoked.
+
+    A plain token enrols new names only: a name the owner already uses belongs to a device
+    whose agent holds its credential, so a token holder cannot take it over. A *replacement*
+    token (``replaces`` set) is the owner's explicit consent to give that one device a new
+    credential: it enrols only that device's name, once.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        EXPIRED = "expired"
+        REVOKED = "revoked"
+        USED = "used"  # a replacement token after its one use
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                               related_name="enrolment_tokens")
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    note = models.CharField(max_length=100, blank=True,
+                            help_text="The owner's label, e.g. where the token was handed out")
+    replaces = models.ForeignKey(Device, null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="replacement_tokens",
+                                 help_text="The device this token re-enrols with a new credential")
     expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    uses = models.PositiveIntegerField(default=0, help_text="Enrolments made with it")
+    last_used = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -161,5 +186,14 @@ class EnrolmentToken(models.Model):
     def __str__(self) -> str:
         return f"enrolment token of {self.owner} until {self.expires_at:%Y-%m-%d %H:%M}"
 
+    def status(self, now: datetime | None = None) -> str:
+        if self.revoked_at is not None:
+            return self.Status.REVOKED
+        if self.replaces_id is not None and self.uses > 0:
+            return self.Status.USED
+        if self.expires_at <= (now or timezone.now()):
+            return self.Status.EXPIRED
+        return self.Status.ACTIVE
+
     def is_valid(self, now: datetime | None = None) -> bool:
-        return self.expires_at > (now or timezone.now())
+        return self.status(now) == self.Status.ACTIVE

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet
 
 from controlplane.devices.credentials import digest
-from controlplane.devices.models import Device, offline_cutoff
+from controlplane.devices.models import Device, EnrolmentToken, offline_cutoff
 
 
 def _with_running_jobs(devices: QuerySet[Device]) -> QuerySet[Device]:
@@ -26,3 +26,11 @@ def online_devices_for(user) -> QuerySet[Device]:
 def device_by_credential(credential: str) -> Device | None:
     """The device whose credential this is, or None."""
     return Device.objects.filter(credential_hash=digest(credential)).first()
+
+
+def enrolment_tokens_for(user) -> QuerySet[EnrolmentToken]:
+    """The enrolment tokens ``user`` issued (nothing for anonymous users), newest first."""
+    if not user.is_authenticated:
+        return EnrolmentToken.objects.none()
+    return (EnrolmentToken.objects.filter(owner=user).select_related("replaces")
+            .order_by("-created"))

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from controlplane.devices.models import Device
+from controlplane.devices.models import Device, EnrolmentToken
+from controlplane.devices.queries import devices_for
 from controlplane.fields import FiniteFloatField, StrictModelSerializer, StrictSerializer
 from ml.testbed.profiles import PROFILES
 
@@ -16,11 +18,52 @@ DEVICE_NAME_MESSAGE = "Letters, digits and _ . - only, starting with a letter or
 class EnrolmentTokenRequestSerializer(StrictSerializer):
     ttl_hours = serializers.IntegerField(
         min_value=1, max_value=settings.ESTUARY["MAX_ENROLMENT_TTL_HOURS"], default=24)
+    note = serializers.CharField(max_length=100, allow_blank=True, default="",
+                                 help_text="A label for the token list")
+    replace_device = serializers.UUIDField(
+        required=False, allow_null=True, default=None,
+        help_text="One of your devices: the token then gives that device a new credential, "
+                  "once (its agent's stored credential stops working)")
+
+    def validate_replace_device(self, device_id):
+        if device_id is None:
+            return None
+        device = devices_for(self.context["request"].user).filter(pk=device_id).first()
+        if device is None:
+            raise serializers.ValidationError("No such device.")
+        return device
 
 
-class EnrolmentTokenSerializer(serializers.Serializer):
-    token = serializers.CharField(help_text="Shown once; give it to `python -m agents run`")
-    expires_at = serializers.DateTimeField()
+class EnrolmentTokenSerializer(serializers.ModelSerializer):
+    """An enrolment token as its owner lists it (never its secret)."""
+
+    replace_device = serializers.UUIDField(source="replaces_id", allow_null=True, read_only=True)
+    revoked = serializers.SerializerMethodField()
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = EnrolmentToken
+        fields = ["id", "note", "created", "expires_at", "status", "revoked", "revoked_at",
+                  "uses", "last_used", "replace_device"]
+        read_only_fields = fields
+
+    def get_revoked(self, token: EnrolmentToken) -> bool:
+        return token.revoked_at is not None
+
+    @extend_schema_field(serializers.ChoiceField(choices=EnrolmentToken.Status.choices))
+    def get_status(self, token: EnrolmentToken) -> str:
+        return token.status()
+
+
+class NewEnrolmentTokenSerializer(EnrolmentTokenSerializer):
+    """A token just created: the listing plus its secret, shown this once."""
+
+    token = serializers.CharField(read_only=True,
+                                  help_text="Shown once; give it to `python -m agents run`")
+
+    class Meta(EnrolmentTokenSerializer.Meta):
+        fields = ["token", *EnrolmentTokenSerializer.Meta.fields]
+        read_only_fields = fields
 
 
 class ProfileOverridesSerializer(StrictSerializer):
@@ -122,9 +165,8 @@ class DeviceSerializer(StrictModelSerializer):
         return device.status_detail()
 
     def validate_name(self, name: str) -> str:
-        others = Device.objects.filter(name=name)
-        if self.instance is not None:
-            others = others.exclude(pk=self.instance.pk)
-        if others.exists():
-            raise serializers.ValidationError("A device with this name already exists.")
+        # Names are unique per owner: only the owner's own devices can collide.
+        others = Device.objects.filter(owner_id=self.instance.owner_id, name=name)
+        if others.exclude(pk=self.instance.pk).exists():
+            raise serializers.ValidationError("You have another device with this name.")
         return name

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,7 +16,7 @@ from rest_framework.views import APIView
 from controlplane.auth import DeviceCredentialAuthentication, IsDevice, IsOwner
 from controlplane.devices import actions, broker
 from controlplane.devices.models import Device, offline_cutoff
-from controlplane.devices.queries import devices_for
+from controlplane.devices.queries import devices_for, enrolment_tokens_for
 from controlplane.devices.serializers import (
     DeviceSerializer,
     EnrolmentSerializer,
@@ -24,6 +25,7 @@ from controlplane.devices.serializers import (
     EnrolSerializer,
     HeartbeatAnswerSerializer,
     HeartbeatSerializer,
+    NewEnrolmentTokenSerializer,
     ReenrolSerializer,
 )
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
@@ -38,11 +40,14 @@ class DeviceQuerySerializer(ListQuerySerializer):
 
     def apply(self, queryset: QuerySet, filters: dict[str, Any]) -> QuerySet:
         if "status" in filters:
+            # The same order as Device.status(): offline, degraded, busy, online.
             online = Q(last_seen__gte=offline_cutoff())
+            consuming = Q(worker_consuming=True)
             queryset = queryset.filter({
                 Device.Status.OFFLINE: ~online | Q(last_seen__isnull=True),
-                Device.Status.ONLINE: online & Q(running_jobs=0),
-                Device.Status.BUSY: online & Q(running_jobs__gt=0),
+                Device.Status.DEGRADED: online & ~consuming,
+                Device.Status.ONLINE: online & consuming & Q(running_jobs=0),
+                Device.Status.BUSY: online & consuming & Q(running_jobs__gt=0),
             }[filters["status"]])
         if "kind" in filters:
             queryset = queryset.filter(kind=filters["kind"])
@@ -73,18 +78,33 @@ class DeviceViewSet(FilteredListMixin, mixins.RetrieveModelMixin,
         actions.delete_device(instance)
 
 
-class EnrolmentTokenView(APIView):
-    """An owner creates a token that agents exchange for device credentials."""
+class EnrolmentTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The owner's enrolment tokens: create (the secret is shown once), list, revoke."""
+
+    serializer_class = EnrolmentTokenSerializer
+    lookup_value_converter = "uuid"
+    permission_classes = [IsOwner]
+
+    def get_queryset(self):
+        return enrolment_tokens_for(self.request.user)
 
     @extend_schema(request=EnrolmentTokenRequestSerializer,
-                   responses={201: EnrolmentTokenSerializer})
-    def post(self, request: Request) -> Response:
-        body = EnrolmentTokenRequestSerializer(data=request.data)
+                   responses={201: NewEnrolmentTokenSerializer})
+    def create(self, request: Request) -> Response:
+        body = EnrolmentTokenRequestSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
-        token, secret = actions.create_enrolment_token(request.user,
-                                                       body.validated_data["ttl_hours"])
-        return Response({"token": secret, "expires_at": token.expires_at},
-                        status=status.HTTP_201_CREATED)
+        token, secret = actions.create_enrolment_token(
+            request.user, body.validated_data["ttl_hours"], note=body.validated_data["note"],
+            replaces=body.validated_data["replace_device"])
+        token.token = secret
+        return Response(NewEnrolmentTokenSerializer(token).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=EnrolmentTokenSerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk=None) -> Response:
+        """No agent can enrol with the token from now on; devices it enrolled stay."""
+        token = actions.revoke_enrolment_token(self.get_object())
+        return Response(EnrolmentTokenSerializer(token).data)
 
 
 def _enrolment(device: Device, credential: str) -> dict:

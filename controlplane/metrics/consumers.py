@@ -1,7 +1,8 @@
 """The live view of one experiment: ``ws/experiments/<id>/``.
 
-On connect the consumer checks who is asking (close 4401 when anonymous, 4404 for no such
-experiment, 4403 when it is another user's), joins the experiment's group, then sends the
+On connect the consumer checks who is asking (close 4401 when anonymous, 4404 when there is no
+such experiment *or* it is another user's: like the REST API's 404, the answer does not tell
+which ids exist), joins the experiment's group, then sends the
 history; group events queued meanwhile are delivered after it, minus the points the history
 already held. If it cannot join the group (the channel layer's Redis is down) it closes with
 4503 at once, so the page says "Reconnecting…" and retries, rather than showing "Live" on a
@@ -25,7 +26,6 @@ from controlplane.metrics.events import group_name, plain_json
 from controlplane.metrics.models import MetricPoint, RunLog
 
 CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 #: The live view is unavailable (the channel layer failed); the client should reconnect.
 #: (ASGI servers send only 1000 or 3000-4999 from the application: 4503, like HTTP 503.)
@@ -36,13 +36,8 @@ JOIN_TIMEOUT_S = 5.0
 log = logging.getLogger(__name__)
 
 
-def _access(user, experiment_id: uuid.UUID) -> int | None:
-    """None when ``user`` may watch the experiment, else the close code."""
-    if experiments_for(user).filter(pk=experiment_id).exists():
-        return None
-    if Experiment.objects.filter(pk=experiment_id).exists():
-        return CLOSE_FORBIDDEN
-    return CLOSE_NOT_FOUND
+def _may_watch(user, experiment_id: uuid.UUID) -> bool:
+    return experiments_for(user).filter(pk=experiment_id).exists()
 
 
 def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
@@ -78,9 +73,8 @@ class ExperimentConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         experiment_id = self.scope["url_route"]["kwargs"]["experiment_id"]
-        refusal = await database_sync_to_async(_access)(user, experiment_id)
-        if refusal is not None:
-            await self.close(code=refusal)
+        if not await database_sync_to_async(_may_watch)(user, experiment_id):
+            await self.close(code=CLOSE_NOT_FOUND)
             return
         group = group_name(experiment_id)
         try:

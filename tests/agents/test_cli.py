@@ -62,7 +62,7 @@ def test_it_reports_a_refused_token_with_the_servers_reason(asgi_server, tmp_pat
     result = run_agent("--server", asgi_server, "--token", "not-a-token", "--name", "dev-1",
                        "--profile", "jetson-nx", "--state-dir", str(tmp_path))
 
-    assert_one_line_error(result, "enrolment refused (HTTP 400): token: Invalid or expired "
+    assert_one_line_error(result, "enrolment refused (HTTP 400): token: Invalid, expired or revoked "
                                   "enrolment token.")
     assert not (tmp_path / "dev-1.json").exists()
     assert not Device.objects.exists()
@@ -79,3 +79,18 @@ def test_it_refuses_a_broker_identity_other_than_the_devices(tmp_path, broker, m
 
     assert_one_line_error(result, message)
     assert "secret" not in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_explains_that_a_token_cannot_take_over_an_enrolled_device(
+        asgi_server, tmp_path, owner, device_factory, enrolment_token, api):
+    victim = device_factory(owner, name="jetson-07")
+
+    result = run_agent("--server", asgi_server, "--token", enrolment_token, "--name", "jetson-07",
+                       "--profile", "jetson-nx", "--state-dir", str(tmp_path))
+
+    assert_one_line_error(result, "the control plane already has a device named 'jetson-07', "
+                                  "and an enrolment token cannot take it over")
+    assert "replacement token" in result.stderr
+    assert not (tmp_path / "jetson-07.json").exists()
+    assert api(device=victim.credential).post("/api/v1/agents/heartbeat/", {}).status_code == 200

@@ -1,4 +1,5 @@
 """HttpReporter against a real server that goes away and comes back: every point arrives once."""
+import stat
 import sys
 
 import pytest
@@ -80,6 +81,8 @@ def test_it_spools_while_the_server_is_down_and_delivers_each_point_once(
         reporter.metric("loss", step, 1.0 / (step + 1), sim_time_s=step * 0.5)
     wait_for(lambda: len(spool.points(run_id)) == 150, 30, "the points to be spooled on disk")
     assert len(points_of(run_id)) == 100
+    spooled = list((tmp_path / "spool").iterdir())
+    assert spooled and {stat.S_IMODE(path.stat().st_mode) for path in spooled} == {0o600}
 
     start_server()
     wait_for(lambda: reporter.unsent == 0 and not spool.points(run_id), 60, "the spool to drain")

@@ -125,6 +125,43 @@ class TestLoginAndDevices:
         expect(page.locator("tr", has_text="jetson-08")).to_contain_text("jetson-nx")
 
 
+    def test_it_lists_and_revokes_enrolment_tokens(self, owner_page, asgi_server, owner,
+                                                   outsider):
+        page = owner_page
+        enrol_agent(asgi_server, owner, "jetson-09", profile="jetson-nx")
+        user_api(asgi_server, outsider).post(f"{asgi_server}/api/v1/enrolment-tokens/",
+                                             json={"note": "outsider's token"}, timeout=10)
+        page.goto("/devices/")
+        page.get_by_label("Note (optional)").fill("bench 3")
+        page.get_by_role("button", name="Create enrolment token").click()
+        secret = page.locator("#token-value")
+        expect(secret).not_to_be_empty()
+        tokens = page.get_by_role("table", name="Enrolment tokens")
+        row = tokens.locator("tr", has_text="bench 3")
+        expect(row.locator(".status .badge")).to_have_text("active")
+        expect(tokens).not_to_contain_text("outsider's token")
+        expect(tokens).not_to_contain_text(secret.inner_text())  # shown once, never listed
+
+        row.get_by_role("button", name="Revoke").click()  # a POST with the CSRF token
+        expect(row.locator(".status .badge")).to_have_text("revoked")
+        screenshot(page, "devices-tokens")
+        refused = requests.post(f"{asgi_server}/api/v1/agents/enrol/", timeout=10, json={
+            "token": secret.inner_text(), "name": "jetson-10", "profile": "jetson-nx"})
+        assert refused.status_code == 400 and "revoked" in refused.text
+
+        # A device's New credential button issues a replacement token for that device only.
+        page.locator("tr", has_text="jetson-09").get_by_role("button",
+                                                            name="New credential").click()
+        expect(page.locator("#token-kind")).to_have_text("Replacement token for jetson-09")
+        replacement = page.locator("#token-value").inner_text()
+        expect(page.locator("#agent-command")).to_contain_text(
+            f"--token {replacement} --name jetson-09 --profile jetson-nx")
+        expect(tokens.locator("tr", has_text="jetson-09")).to_contain_text("active")
+        again = requests.post(f"{asgi_server}/api/v1/agents/enrol/", timeout=10, json={
+            "token": replacement, "name": "jetson-09", "profile": "jetson-nx"})
+        assert again.status_code == 200, again.text
+
+
 class TestNewExperiment:
     def test_it_builds_the_form_from_the_schema(self, owner_page):
         page = owner_page

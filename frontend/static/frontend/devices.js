@@ -1,4 +1,5 @@
-// Devices page: the device table kept live from GET /api/v1/devices/, and enrolment tokens.
+// Devices page: the device table kept live from GET /api/v1/devices/; enrolment tokens
+// (create, list, revoke) and replacement tokens that give one device a new credential.
 import { api, apiList } from "./api.js";
 
 const page = JSON.parse(document.getElementById("devices-data").textContent);
@@ -9,8 +10,16 @@ const tokenBox = document.getElementById("token-box");
 const tokenError = document.getElementById("token-error");
 const agentName = document.getElementById("agent-name");
 const agentProfile = document.getElementById("agent-profile");
+const tokenNote = document.getElementById("token-note");
 const command = document.getElementById("agent-command");
-let token = "";
+const tokenRows = document.getElementById("token-rows");
+const emptyTokenRow = tokenRows.querySelector(".empty").closest("tr");
+const tokensError = document.getElementById("tokens-error");
+// The token shown and, for a replacement token, the one device (name, profile) it enrols.
+let issued = { token: "", device: null };
+let devicesById = new Map();
+
+const TOKEN_BADGES = { active: "online", used: "succeeded", expired: "offline", revoked: "failed" };
 
 const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 
@@ -58,12 +67,57 @@ function deviceRow(device) {
     cell(number.format(device.rtt_ms), "num"),
     cell(device.accelerator || "—"),
     seen,
+    actionCell("New credential", { replace: device.id },
+      `A one-time token that gives ${device.name} a new credential (its old one stops working)`),
   );
   return tr;
 }
 
+function actionCell(label, data, title) {
+  const td = cell("", "nowrap");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = label;
+  button.title = title;
+  Object.assign(button.dataset, data);
+  td.append(button);
+  return td;
+}
+
 function render(devices) {
+  devicesById = new Map(devices.map((device) => [device.id, device]));
   rows.replaceChildren(...(devices.length ? devices.map(deviceRow) : [emptyRow]));
+}
+
+/** One row of the token table; the secret itself is never listed. */
+function tokenRow(token) {
+  const tr = document.createElement("tr");
+  tr.dataset.tokenId = token.id;
+  const status = cell("", "status");
+  const badge = document.createElement("span");
+  badge.className = `badge ${TOKEN_BADGES[token.status] || "offline"}`;
+  badge.textContent = token.status;
+  status.append(badge);
+  const replaces = token.replace_device ? devicesById.get(token.replace_device)?.name || "a device" : "—";
+  tr.append(
+    cell(token.note || "—"),
+    cell(timestamp(token.created), "nowrap"),
+    cell(timestamp(token.expires_at), "nowrap"),
+    status,
+    cell(number.format(token.uses), "num"),
+    cell(replaces),
+    token.status === "active" ? actionCell("Revoke", { revoke: token.id }, "No agent can enrol with it afterwards") : cell(""),
+  );
+  return tr;
+}
+
+async function refreshTokens() {
+  try {
+    const tokens = await apiList(page.enrolment_tokens_url);
+    tokenRows.replaceChildren(...(tokens.length ? tokens.map(tokenRow) : [emptyTokenRow]));
+  } catch (error) {
+    tokensError.textContent = `Could not list the tokens: ${error.data?.detail || error.message}`;
+  }
 }
 
 async function refresh() {
@@ -80,29 +134,63 @@ function shellWord(word) {
 }
 
 function renderCommand() {
+  const name = issued.device ? issued.device.name : agentName.value || "my-device";
+  const profile = issued.device ? issued.device.profile_name : agentProfile.value;
   command.textContent = ["python", "-m", "agents", "run", "--server", window.location.origin,
-    "--token", token, "--name", agentName.value || "my-device", "--profile", agentProfile.value]
+    "--token", issued.token, "--name", name, "--profile", profile]
     .map(shellWord).join(" ");
 }
 
-tokenButton.addEventListener("click", async () => {
-  tokenButton.disabled = true;
+/** POST a new token (for `device`: a replacement token) and show it with its command. */
+async function issueToken(body, device, button) {
+  button.disabled = true;
   tokenError.textContent = "";
   try {
-    const answer = await api(page.enrolment_tokens_url, { method: "POST", body: { ttl_hours: 24 } });
-    token = answer.token;
-    document.getElementById("token-value").textContent = token;
+    const answer = await api(page.enrolment_tokens_url, { method: "POST", body });
+    issued = { token: answer.token, device };
+    document.getElementById("token-kind").textContent =
+      device ? `Replacement token for ${device.name}` : "Token";
+    document.getElementById("token-value").textContent = answer.token;
     document.getElementById("token-expiry").textContent = timestamp(answer.expires_at);
     renderCommand();
     tokenBox.hidden = false;
+    await refreshTokens();
   } catch (error) {
     tokenError.textContent = `Could not create a token: ${error.data?.detail || error.message}`;
   } finally {
-    tokenButton.disabled = false;
+    button.disabled = false;
   }
+}
+
+tokenButton.addEventListener("click", () => issueToken(
+  { ttl_hours: 24, note: tokenNote.value.trim() }, null, tokenButton));
+
+rows.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-replace]");
+  const device = button && devicesById.get(button.dataset.replace);
+  if (!device) return;
+  issueToken({ ttl_hours: 24, replace_device: device.id, note: `new credential for ${device.name}` },
+    device, button);
+  tokenBox.scrollIntoView({ block: "nearest" });
 });
+
+tokenRows.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-revoke]");
+  if (!button) return;
+  button.disabled = true;
+  tokensError.textContent = "";
+  try {
+    await api(`${page.enrolment_tokens_url}${button.dataset.revoke}/revoke/`, { method: "POST" });
+  } catch (error) {
+    tokensError.textContent = `Could not revoke the token: ${error.data?.detail || error.message}`;
+  }
+  await refreshTokens();
+});
+
+// A replacement token's command keeps its device's name and profile.
 agentName.addEventListener("input", renderCommand);
 agentProfile.addEventListener("change", renderCommand);
 
 render(JSON.parse(document.getElementById("devices-initial").textContent));
+refreshTokens();
 setInterval(refresh, page.refresh_ms);

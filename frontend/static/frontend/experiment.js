@@ -123,8 +123,8 @@ function connect() {
     if (handler) handler(message);
   });
   socket.addEventListener("close", (event) => {
-    if (event.code === 4403 || event.code === 4404) {
-      liveState.textContent = "Not allowed";
+    if (event.code === 4404) { // not this user's experiment, or no such experiment
+      liveState.textContent = "Not found";
       liveState.className = "badge failed";
       return;
     }

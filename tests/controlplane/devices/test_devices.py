@@ -76,12 +76,21 @@ class TestDeviceDetail:
         assert field in response.json()
         assert Device.objects.values().get(pk=device.pk) == before
 
-    def test_it_rejects_a_taken_name(self, api, owner, outsider, device_factory):
-        device_factory(outsider, name="taken")
+    def test_it_rejects_a_name_the_owner_already_uses(self, api, owner, device_factory):
+        device_factory(owner, name="taken")
         device = device_factory(owner).device
         response = api(owner).patch(detail(device), {"name": "taken"})
         assert response.status_code == 400
         assert "name" in response.json()
+
+    def test_it_neither_reveals_nor_reserves_other_tenants_names(self, api, owner, outsider,
+                                                                  device_factory):
+        # Names are unique per owner: probing a name tells nothing about other tenants.
+        device_factory(outsider, name="outsiders-name")
+        device = device_factory(owner).device
+        response = api(owner).patch(detail(device), {"name": "outsiders-name"})
+        assert response.status_code == 200
+        assert Device.objects.filter(name="outsiders-name").count() == 2
 
     def test_it_refuses_updates_by_other_users(self, api, owner, outsider, device_factory):
         device = device_factory(owner).device

@@ -50,6 +50,60 @@ class TestEnrolmentTokens:
     def test_it_refuses_devices(self, api, owner, device_factory):
         agent = device_factory(owner)
         assert api(device=agent.credential).post(TOKENS, {}).status_code == 403
+        assert api(device=agent.credential).get(TOKENS).status_code == 403
+
+    def test_it_lists_the_owners_tokens_but_never_their_secrets(self, api, owner, outsider):
+        first = api(owner).post(TOKENS, {"ttl_hours": 2, "note": "lab bench"}).json()
+        api(outsider).post(TOKENS, {"note": "outsider's token"})
+        response = api(owner).get(TOKENS)
+        assert response.status_code == 200
+        listed = listing(response)
+        assert [token["id"] for token in listed] == [first["id"]]
+        assert listed[0]["note"] == "lab bench"
+        assert (listed[0]["status"], listed[0]["revoked"], listed[0]["uses"]) == ("active",
+                                                                                  False, 0)
+        assert first["token"] not in response.content.decode()
+        assert "token" not in listed[0] and "token_hash" not in listed[0]
+
+    def test_it_counts_the_uses_of_a_token(self, api, owner):
+        secret = api(owner).post(TOKENS, {}).json()["token"]
+        for name in ("a", "b"):
+            assert api().post(ENROL, enrol_body(secret, name=name)).status_code == 201
+        listed = listing(api(owner).get(TOKENS))
+        assert listed[0]["uses"] == 2 and listed[0]["last_used"]
+
+    def test_a_revoked_token_enrols_nothing_more(self, api, owner):
+        created = api(owner).post(TOKENS, {}).json()
+        assert api().post(ENROL, enrol_body(created["token"], name="before")).status_code == 201
+        response = api(owner).post(f"{TOKENS}{created['id']}/revoke/")
+        assert response.status_code == 200
+        assert (response.json()["status"], response.json()["revoked"]) == ("revoked", True)
+        refused = api().post(ENROL, enrol_body(created["token"], name="after"))
+        assert refused.status_code == 400
+        assert "revoked" in refused.json()["token"][0]
+        assert not Device.objects.filter(name="after").exists()
+        assert Device.objects.filter(name="before").exists()  # its devices stay enrolled
+
+    def test_another_tenant_cannot_revoke_or_see_a_token(self, api, owner, outsider):
+        created = api(owner).post(TOKENS, {}).json()
+        assert api(outsider).post(f"{TOKENS}{created['id']}/revoke/").status_code == 404
+        assert api().post(f"{TOKENS}{created['id']}/revoke/").status_code == 401
+        assert EnrolmentToken.objects.get(pk=created["id"]).revoked_at is None
+        assert listing(api(outsider).get(TOKENS)) == []
+
+    def test_it_refuses_a_replacement_token_for_another_tenants_device(
+            self, api, owner, outsider, device_factory):
+        victim = device_factory(outsider).device
+        response = api(owner).post(TOKENS, {"replace_device": str(victim.id)})
+        assert response.status_code == 400
+        assert "replace_device" in response.json()
+        assert not EnrolmentToken.objects.filter(replaces=victim).exists()
+
+
+def listing(response) -> list[dict]:
+    """The items of a list answer, paginated or not."""
+    body = response.json()
+    return body["results"] if isinstance(body, dict) else body
 
 
 @pytest.fixture
@@ -136,22 +190,54 @@ class TestEnrol:
         assert response.status_code == 400
         assert not Device.objects.exists()
 
-    def test_it_refuses_a_name_another_owner_uses(self, api, outsider, token, device_factory):
-        device_factory(outsider, name="jetson-07")
+    def test_it_lets_another_owner_use_the_same_name(self, api, owner, outsider, token,
+                                                     device_factory):
+        # Names are unique per owner: a name another tenant took is neither revealed nor
+        # reserved, and enrolling it leaves the other tenant's device alone.
+        theirs = device_factory(outsider, name="jetson-07")
         response = api().post(ENROL, enrol_body(token))
-        assert response.status_code == 400
-        assert "name" in response.json()
-        assert Device.objects.get(name="jetson-07").owner == outsider
+        assert response.status_code == 201
+        assert Device.objects.get(pk=response.json()["device_id"]).owner == owner
+        assert api(device=theirs.credential).post(HEARTBEAT, {}).status_code == 200
 
-    def test_it_reenrols_a_name_of_the_same_owner(self, api, owner, token, device_factory):
+    def test_a_token_holder_cannot_take_over_an_enrolled_device(self, api, owner, token,
+                                                                 device_factory):
+        victim = device_factory(owner, name="jetson-07")
+        response = api().post(ENROL, enrol_body(token, profile="jetson-nx"))
+        assert response.status_code == 409
+        assert "already enrolled" in response.json()["name"][0]
+        assert api(device=victim.credential).post(HEARTBEAT, {}).status_code == 200
+        assert Device.objects.get(pk=victim.device.pk).profile_name == victim.device.profile_name
+
+    def test_the_owners_replacement_token_gives_a_device_a_new_credential_once(
+            self, api, owner, device_factory):
         old = device_factory(owner, name="jetson-07")
-        response = api().post(ENROL, enrol_body(token))
+        created = api(owner).post(TOKENS, {"replace_device": str(old.device.id), "ttl_hours": 1})
+        assert created.status_code == 201
+        assert created.json()["replace_device"] == str(old.device.id)
+        replacement = created.json()["token"]
+        response = api().post(ENROL, enrol_body(replacement))
         assert response.status_code == 200
         body = response.json()
         assert body["device_id"] == str(old.device.id)
         assert body["credential"] != old.credential
         assert api(device=old.credential).post(HEARTBEAT, {}).status_code == 401
         assert api(device=body["credential"]).post(HEARTBEAT, {}).status_code == 200
+        # Used up: replaying it cannot take the device over again.
+        again = api().post(ENROL, enrol_body(replacement))
+        assert again.status_code == 400 and "token" in again.json()
+        assert api(device=body["credential"]).post(HEARTBEAT, {}).status_code == 200
+        assert listing(api(owner).get(TOKENS))[0]["status"] == "used"
+
+    def test_a_replacement_token_enrols_no_other_name(self, api, owner, device_factory):
+        old = device_factory(owner, name="jetson-07")
+        device_factory(owner, name="jetson-08")
+        replacement = api(owner).post(TOKENS, {"replace_device": str(old.device.id)}).json()
+        for name in ("jetson-08", "brand-new"):
+            response = api().post(ENROL, enrol_body(replacement["token"], name=name))
+            assert response.status_code == 400
+            assert "jetson-07" in response.json()["name"][0]
+        assert not Device.objects.filter(name="brand-new").exists()
 
     def test_it_reenrols_by_credential(self, api, owner, device_factory):
         agent = device_factory(owner, profile="jetson-nx")

@@ -137,8 +137,8 @@ class TestExperimentWebSocket:
         assert live == {"type": "points", "run": str(run.id),
                         "points": [["accuracy", 1, 0.5, 2.0, 0.25]]}
 
-    @pytest.mark.parametrize("who, code", [("anonymous", 4401), ("teammate", 4403),
-                                           ("outsider", 4403)])
+    @pytest.mark.parametrize("who, code", [("anonymous", 4401), ("teammate", 4404),
+                                           ("outsider", 4404)])
     def test_it_closes_for_anyone_but_the_owner(self, asgi_server, hosted_run, teammate,
                                                 outsider, who, code):
         _, run = hosted_run
@@ -154,17 +154,36 @@ class TestExperimentWebSocket:
 
         url = ws_url(asgi_server, run.experiment_id)
         assert asyncio.run(close_code(url, token=token or outsider.api_token)) == (
-            4401 if token else 4403)
+            4401 if token else 4404)
 
     def test_it_closes_for_an_unknown_experiment(self, asgi_server, owner):
         url = ws_url(asgi_server, "6f1c2a70-0000-4000-8000-000000000000")
         assert asyncio.run(close_code(url, token=owner.api_token)) == 4404
 
-    @pytest.mark.parametrize("origin", ["http://evil.example.org", None])
+    def test_it_does_not_tell_another_tenants_experiment_from_a_missing_one(
+            self, asgi_server, hosted_run, outsider):
+        # Probing ids must not reveal which exist, as the REST API's 404 does not.
+        _, run = hosted_run
+        theirs = asyncio.run(close_code(ws_url(asgi_server, run.experiment_id),
+                                        token=outsider.api_token))
+        missing = asyncio.run(close_code(
+            ws_url(asgi_server, "6f1c2a70-0000-4000-8000-000000000000"),
+            token=outsider.api_token))
+        assert theirs == missing == 4404
+
+    @pytest.mark.parametrize("origin", [
+        "http://evil.example.org", None, "null",
+        "http://127.0.0.1:9999",                # same host, another port
+        "https://127.0.0.1:{port}",             # same host and port, another scheme
+        "http://localhost:{port}",              # an allowed host, but not the one asked
+        "http://127.0.0.1:{port}/path",         # not an origin
+    ])
     def test_it_refuses_a_browser_from_another_origin(self, asgi_server, owner, hosted_run,
                                                       origin):
         _, run = hosted_run
         cookie = session_cookie(owner)
+        if origin:
+            origin = origin.format(port=asgi_server.rsplit(":", 1)[1])
 
         async def watch():
             async with ws_connect(ws_url(asgi_server, run.experiment_id), cookie=cookie,
