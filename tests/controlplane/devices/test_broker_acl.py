@@ -17,14 +17,16 @@ from django.conf import settings
 
 from controlplane.celery import device_queue
 from controlplane.devices import actions, broker
+from controlplane.devices.models import Device
 from tests.fixtures.servers import EnrolledDevice, delete_broker_users, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def enrol(user, name: str) -> EnrolledDevice:
-    """Enrol through the real actions, committed, as the enrolment endpoint does."""
-    _, secret = actions.create_enrolment_token(user, 1)
+def enrol(user, name: str, replaces: Device | None = None) -> EnrolledDevice:
+    """Enrol through the real actions, committed, as the enrolment endpoint does (with the
+    owner's replacement token for ``replaces``: a new credential for that device)."""
+    _, secret = actions.create_enrolment_token(user, 1, replaces=replaces)
     enrolment = actions.enrol_device(secret, name, "jetson-nx", {})
     return EnrolledDevice(enrolment.device, enrolment.credential)
 
@@ -184,7 +186,7 @@ class TestLifecycle:
     def test_a_new_credential_locks_the_old_one_out_of_the_broker(self, outsider, device_b,
                                                                    attacker):
         attacker.ping()
-        replaced = enrol(outsider, "attacker-b")
+        replaced = enrol(outsider, "attacker-b", replaces=device_b.device)
         assert replaced.device.id == device_b.device.id
         with pytest.raises(redis.exceptions.AuthenticationError):
             broker_as(device_b).ping()

@@ -20,6 +20,8 @@ import asyncio
 import re
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 import requests
@@ -41,6 +43,30 @@ def launch(http, server: str, device_id: str, config: dict, name: str) -> dict:
         "host": device_id}, timeout=30)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+@contextmanager
+def heartbeating(server: str, credential: str, interval_s: float = 0.5) -> Iterator[None]:
+    """Heartbeat as an agent would while the block runs, so that a reaper running meanwhile
+    (the session's control-plane worker, if a test started it) sees the device alive."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Device {credential}"
+        while not stop.wait(interval_s):
+            try:
+                session.post(f"{server}/api/v1/agents/heartbeat/", json={}, timeout=10)
+            except requests.RequestException:
+                pass
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=15)
 
 
 def job_of(run_id: str):
@@ -219,22 +245,24 @@ def test_a_websocket_without_redis_is_closed_at_once_and_served_after_it_returns
 def test_a_hung_redis_fails_no_committed_request_and_no_page_shows_live(
         owner, user_http, device_factory, fault_server, fault_redis):
     host = device_factory(owner, name="hung-host")
-    experiment = launch(user_http(owner), fault_server.url, str(host.device.id), SMALL,
-                        "watched while Redis hangs")
-    job = experiment["runs"][0]["job"]["id"]
-    url = f"{fault_server.url.replace('http://', 'ws://')}/ws/experiments/{experiment['id']}/"
     agent = requests.Session()
     agent.headers["Authorization"] = f"Device {host.credential}"
+    with heartbeating(fault_server.url, host.credential):
+        experiment = launch(user_http(owner), fault_server.url, str(host.device.id), SMALL,
+                            "watched while Redis hangs")
+        job = experiment["runs"][0]["job"]["id"]
+        url = f"{fault_server.url.replace('http://', 'ws://')}/ws/experiments/{experiment['id']}/"
 
-    fault_redis.hang()
-    try:
-        code, _ = asyncio.run(first_message_or_close(url, owner.api_token, timeout_s=60))
-        started = agent.post(f"{fault_server.url}/api/v1/agents/jobs/{job}/start/", json={},
-                             timeout=90)
-        finished = agent.post(f"{fault_server.url}/api/v1/agents/jobs/{job}/finish/",
-                              json={"state": "succeeded", "error": "", "result": {}}, timeout=90)
-    finally:
-        fault_redis.resume()
+        fault_redis.hang()
+        try:
+            code, _ = asyncio.run(first_message_or_close(url, owner.api_token, timeout_s=60))
+            started = agent.post(f"{fault_server.url}/api/v1/agents/jobs/{job}/start/", json={},
+                                 timeout=90)
+            finished = agent.post(f"{fault_server.url}/api/v1/agents/jobs/{job}/finish/",
+                                  json={"state": "succeeded", "error": "", "result": {}},
+                                  timeout=90)
+        finally:
+            fault_redis.resume()
     assert code == 4503
     assert (started.status_code, finished.status_code) == (200, 200)
     assert job_of(experiment["runs"][0]["id"]).state == "succeeded"
