@@ -29,7 +29,7 @@ from controlplane.devices.serializers import (
     ReenrolSerializer,
 )
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
-from controlplane.schema import CONFLICT
+from controlplane.schema import CONFLICT, error_response
 
 
 class DeviceQuerySerializer(ListQuerySerializer):
@@ -123,7 +123,9 @@ class EnrolView(APIView):
     permission_classes = [AllowAny]
 
     @extend_schema(request=EnrolSerializer,
-                   responses={201: EnrolmentSerializer, 200: EnrolmentSerializer})
+                   responses={201: EnrolmentSerializer, 200: EnrolmentSerializer,
+                              409: error_response("The name belongs to an enrolled device: "
+                                                  "only its replacement token re-enrols it.")})
     def post(self, request: Request) -> Response:
         if isinstance(request.auth, Device):
             body = ReenrolSerializer(data=request.data)

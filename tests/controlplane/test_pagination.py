@@ -114,6 +114,18 @@ class TestDeviceFilters:
         assert names(client.get("/api/v1/devices/?kind=edge")) == ["jetson-1", "jetson-2"]
         assert names(client.get("/api/v1/devices/?name=GPU")) == ["gpu-1"]
 
+    def test_a_degraded_device_is_found_as_degraded_only(self, api, owner, device_factory):
+        device_factory(owner, name="jetson-1", profile="jetson-nx")
+        deaf = device_factory(owner, name="jetson-deaf", profile="jetson-nx")
+        api(device=deaf.credential).post("/api/v1/agents/heartbeat/", {
+            "running_jobs": [], "worker": {"consuming": False, "detail": "broker unreachable"}})
+        client = api(owner)
+        assert names(client.get("/api/v1/devices/?status=degraded")) == ["jetson-deaf"]
+        assert names(client.get("/api/v1/devices/?status=online")) == ["jetson-1"]
+        listed = client.get("/api/v1/devices/").json()["results"]
+        assert {d["name"]: d["status"] for d in listed} == {"jetson-1": "online",
+                                                            "jetson-deaf": "degraded"}
+
     def test_an_unknown_kind_is_refused_naming_it(self, api, owner):
         response = api(owner).get("/api/v1/devices/?kind=toaster")
         assert response.status_code == 400
