@@ -1,8 +1,9 @@
 """``python -m agents.stack.bootstrap --server URL --out FILE``: first start of a deployment.
 
-Used by docker-compose: makes sure the demo user exists (its login is printed), waits for the
-web server, issues an enrolment token and writes it to ``FILE`` (0600) for the agents to read
-with ``--token-file``.
+Used by docker-compose: makes sure the demo user exists, waits for the web server, issues an
+enrolment token and writes it to ``FILE`` (0600) for the agents to read with ``--token-file``.
+It prints where the demo login is kept, never a secret: container logs are read by more
+people than the data volume.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def main() -> int:
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
-    print(f"demo login: {user['username']} / {user['password']}; API token: {user['api_token']}")
+    login_file = Path(settings.ESTUARY["DATA_DIR"]) / "demo-user.json"
+    print(f"demo user {user['username']!r}: password and API token in {login_file} (0600)")
     print(f"enrolment token written to {args.out}")
     return 0
 
