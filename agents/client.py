@@ -102,9 +102,11 @@ class ControlPlane:
         return [str(job) for job in answer.get("cancel_jobs", [])]
 
     # -- jobs -------------------------------------------------------------------------------
-    def start_job(self, job_id: str) -> dict:
-        """Mark the job running; returns ``{"config", "method", "run_id"}``. 409: cancelled."""
-        return self._post(f"/api/v1/agents/jobs/{job_id}/start/", {})
+    def start_job(self, job_id: str, provenance: dict[str, Any] | None = None) -> dict:
+        """Mark the job running, recording what runs it (:func:`agents.provenance.agent_provenance`);
+        returns ``{"config", "method", "run_id"}``. 409: cancelled."""
+        body = {"provenance": provenance} if provenance is not None else {}
+        return self._post(f"/api/v1/agents/jobs/{job_id}/start/", body)
 
     def finish_job(self, job_id: str, state: str, error: str = "", result: dict | None = None) -> dict:
         body = {"state": state, "error": error, "result": result or {}}

@@ -11,6 +11,7 @@ import logging
 import traceback
 
 from agents.client import Conflict, ControlPlane, Rejected, Retryable
+from agents.provenance import agent_provenance
 from agents.reporter import HttpReporter
 from agents.retry import with_backoff
 from agents.spool import Spool
@@ -38,7 +39,7 @@ class JobRunner:
         job = self.tracker.begin(job_id)
         try:
             try:
-                spec = with_backoff(lambda: self.client.start_job(job_id),
+                spec = with_backoff(lambda: self.client.start_job(job_id, agent_provenance()),
                                     give_up_after_s=self.finish_patience_s, stop=job.shutdown,
                                     what=f"start of job {job_id}")
             except Conflict as exc:

@@ -19,6 +19,7 @@ from controlplane.devices.queries import devices_for
 from controlplane.devices.serializers import DeviceSerializer
 from controlplane.experiments.queries import experiments_for, runs_for
 from controlplane.experiments.results import spreadsheet_safe
+from controlplane.experiments.serializers import code_version_differs
 from frontend import tables
 from ml.testbed.presets import PRESETS
 from ml.testbed.profiles import PROFILES
@@ -85,9 +86,14 @@ def experiment(request: HttpRequest, experiment_id: uuid.UUID) -> HttpResponse:
     runs = list(experiment.runs.order_by("position"))
     testbed = experiment.testbed
     results_url = f"{API}/experiments/{experiment.id}/results/"
+    original = experiment.rerun_of
     return render(request, "frontend/experiment.html", {
         "section": "experiments",
         "experiment": experiment,
+        # A rerun links its original only while the user can still see it.
+        "original": original if original is not None and original.owner_id == request.user.id
+        else None,
+        "code_version_differs": code_version_differs(experiment),
         "baselines": experiment.methods[1:],
         "testbed_label": testbed if isinstance(testbed, str) else f"{len(testbed)} devices",
         "runs": runs,
@@ -99,6 +105,7 @@ def experiment(request: HttpRequest, experiment_id: uuid.UUID) -> HttpResponse:
             "algorithm": experiment.algorithm,
             "ws_path": f"/ws/experiments/{experiment.id}/",
             "cancel_url": f"{API}/experiments/{experiment.id}/cancel/",
+            "rerun_url": f"{API}/experiments/{experiment.id}/rerun/",
         },
     })
 

@@ -17,28 +17,48 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from controlplane.devices.models import offline_cutoff
+from controlplane.devices.queries import devices_for
 from controlplane.errors import Conflict
 from controlplane.experiments.dispatch import send_job
 from controlplane.experiments.events import run_event
 from controlplane.experiments.models import FINISHED_STATES, Experiment, Job, JobState, Run
-from controlplane.experiments.plans import ExperimentPlan
+from controlplane.experiments.plans import ExperimentPlan, PlannedRun
+from controlplane.experiments.scheduling import choose_host
 from controlplane.metrics.events import publish_on_commit
 
 log = logging.getLogger(__name__)
 
 
 @transaction.atomic
-def create_experiment(owner, plan: ExperimentPlan) -> Experiment:
+def create_experiment(owner, plan: ExperimentPlan, rerun_of: Experiment | None = None
+                      ) -> Experiment:
     """Store the experiment with one run and one job per method; dispatch the jobs on commit."""
     experiment = Experiment.objects.create(
         owner=owner, name=plan.name, algorithm=plan.algorithm, config=plan.config,
-        methods=[run.method for run in plan.runs], testbed=plan.testbed, seed=plan.seed)
+        methods=[run.method for run in plan.runs], testbed=plan.testbed, seed=plan.seed,
+        rerun_of=rerun_of)
     for position, planned in enumerate(plan.runs):
         run = Run.objects.create(experiment=experiment, position=position,
                                  method=planned.method, config=planned.config)
         job = Job.objects.create(run=run, device=plan.host, celery_task_id=str(uuid.uuid4()))
         transaction.on_commit(partial(dispatch_job, job.id, job.celery_task_id, plan.host.id))
     return experiment
+
+
+def rerun_experiment(owner, original: Experiment) -> Experiment:
+    """A new experiment with ``original``'s methods, configs, seed and testbed, on its host if
+    that is still one of ``owner``'s online devices, else on the host the usual rule picks
+    (the emulated testbed is in the config: the host changes wall times only)."""
+    runs = list(original.runs.select_related("job__device").order_by("position"))
+    previous = next((run.job.device for run in runs if hasattr(run, "job")), None)
+    usable = previous is not None and devices_for(owner).filter(pk=previous.pk).exists() \
+        and previous.is_online()
+    plan = ExperimentPlan(
+        name=f"{original.name} (rerun)"[:200], algorithm=original.algorithm,
+        config=original.config, runs=[PlannedRun(run.method, run.config) for run in runs],
+        testbed=original.testbed, seed=original.seed,
+        host=choose_host(owner, previous.id if usable else None))
+    return create_experiment(owner, plan, rerun_of=original)
 
 
 def dispatch_job(job_id: uuid.UUID, task_id: str, device_id: uuid.UUID) -> None:
@@ -107,12 +127,23 @@ def _locked(job: Job) -> Job:
     return Job.objects.select_for_update().select_related("run").get(pk=job.pk)
 
 
+def run_provenance(job: Job, agent: dict[str, Any] | None) -> dict[str, Any]:
+    """What produced ``job``'s run: the agent's code and package versions (``{}`` from an agent
+    that does not send them), the hosting device's profile, the run's resolved config and seed."""
+    device = job.device
+    return {**(agent or {}),
+            "device": None if device is None else {"id": str(device.id), "name": device.name,
+                                                   "profile": device.testbed_entry()},
+            "config": job.run.config, "seed": job.run.config.get("seed")}
+
+
 @transaction.atomic
-def start_job(job: Job) -> Job:
+def start_job(job: Job, provenance: dict[str, Any] | None = None) -> Job:
     """The hosting agent begins a job; 409 unless it is still queued (e.g. cancelled).
 
-    Idempotent for the hosting device (views only pass its own jobs): a retry of a start whose
-    answer was lost finds the job running with nothing reported yet and gets the same spec.
+    ``provenance`` is what the agent runs it with (:func:`run_provenance`). Idempotent for the
+    hosting device (views only pass its own jobs): a retry of a start whose answer was lost
+    finds the job running with nothing reported yet and gets the same spec.
     """
     job = _locked(job)
     if job.state == JobState.RUNNING and not job.run.points.exists():
@@ -121,6 +152,7 @@ def start_job(job: Job) -> Job:
         raise Conflict(f"The job is {job.state}, not queued: do not run it.")
     now = timezone.now()
     job.listed_at = now  # a full window to show up in its device's heartbeats
+    job.run.provenance = run_provenance(job, provenance)
     _set_state(job, JobState.RUNNING, now)
     return job
 

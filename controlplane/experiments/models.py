@@ -29,6 +29,10 @@ class Experiment(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Kept when the original is deleted: the rerun then stands on its own.
+    rerun_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="reruns",
+                                 help_text="The experiment this one reran, if any")
 
     class Meta:
         ordering = ["-created"]
@@ -67,6 +71,10 @@ class Run(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    provenance = models.JSONField(
+        default=dict, blank=True,
+        help_text="What produced the run, recorded when its agent started it "
+                  "(docs/controlplane.md, Provenance)")
 
     class Meta:
         ordering = ["experiment", "position"]

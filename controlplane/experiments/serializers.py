@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane.devices.queries import devices_for
@@ -39,18 +40,44 @@ class RunSerializer(serializers.ModelSerializer):
     class Meta:
         model = Run
         fields = ["id", "experiment", "position", "method", "state", "config", "started_at",
-                  "finished_at", "error", "result", "job"]
+                  "finished_at", "error", "result", "provenance", "job"]
         read_only_fields = fields
+
+
+def code_versions(experiment: Experiment) -> set[str]:
+    """The code versions its runs' agents recorded (empty before any run started)."""
+    return {run.provenance["code_version"] for run in experiment.runs.all()
+            if run.provenance.get("code_version")}
+
+
+def code_version_differs(experiment: Experiment) -> bool | None:
+    """For a rerun: whether its runs ran other code than its original's; None when not a
+    rerun, or when either side has not recorded a version yet."""
+    original = experiment.rerun_of
+    if original is None:
+        return None
+    mine, theirs = code_versions(experiment), code_versions(original)
+    if not mine or not theirs:
+        return None
+    return mine != theirs
 
 
 class ExperimentSerializer(serializers.ModelSerializer):
     runs = RunSerializer(many=True, read_only=True)
+    code_version_differs = serializers.SerializerMethodField(help_text=(
+        "For a rerun: whether its runs ran other code than its original's runs; null when "
+        "not a rerun or not known yet"))
 
     class Meta:
         model = Experiment
         fields = ["id", "name", "algorithm", "config", "methods", "testbed", "seed", "status",
-                  "created", "updated", "finished_at", "runs"]
+                  "created", "updated", "finished_at", "rerun_of", "code_version_differs",
+                  "runs"]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.BooleanField(allow_null=True))
+    def get_code_version_differs(self, experiment: Experiment) -> bool | None:
+        return code_version_differs(experiment)
 
 
 def _config_errors(error: ConfigError, method: str | None = None,

@@ -75,7 +75,8 @@ class ExperimentViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.G
     permission_classes = [IsOwner]
 
     def get_queryset(self):
-        return experiments_for(self.request.user).prefetch_related("runs__job__device")
+        return (experiments_for(self.request.user).select_related("rerun_of")
+                .prefetch_related("runs__job__device", "rerun_of__runs"))
 
     @extend_schema(request=ExperimentCreateSerializer, responses={201: ExperimentSerializer})
     def create(self, request: Request) -> Response:
@@ -92,6 +93,14 @@ class ExperimentViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.G
         cancelled = actions.cancel_experiment(experiment)
         return Response({"cancelled_jobs": cancelled,
                          "experiment": ExperimentSerializer(self.get_queryset().get(pk=pk)).data})
+
+    @extend_schema(request=None, responses={201: ExperimentSerializer})
+    @action(detail=True, methods=["post"])
+    def rerun(self, request: Request, pk=None) -> Response:
+        """A new experiment with this one's methods, configs, seed and testbed."""
+        experiment = actions.rerun_experiment(request.user, self.get_object())
+        return Response(ExperimentSerializer(self.get_queryset().get(pk=experiment.pk)).data,
+                        status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=ResultsSerializer, parameters=[OpenApiParameter(
         "format", str, enum=["json", "csv"], description="csv: one row per run")])
@@ -137,6 +146,26 @@ class RunViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.GenericV
         return runs_for(self.request.user).select_related("job__device")
 
 
+class AgentProvenanceSerializer(StrictSerializer):
+    """What the agent runs a job with (see ``agents/provenance.py``)."""
+
+    code_version = serializers.CharField(max_length=200, help_text=(
+        "git:<commit>[+dirty] from a checkout, else 'estuary <package version>'"))
+    python = serializers.CharField(max_length=50)
+    platform = serializers.CharField(max_length=200, required=False, default="")
+    packages = serializers.DictField(child=serializers.CharField(max_length=100),
+                                     help_text="Package name to its version")
+
+    def validate_packages(self, packages: dict[str, str]) -> dict[str, str]:
+        if len(packages) > 50 or any(len(name) > 100 for name in packages):
+            raise serializers.ValidationError("At most 50 packages, names of 100 characters.")
+        return packages
+
+
+class JobStartRequestSerializer(StrictSerializer):
+    provenance = AgentProvenanceSerializer(required=False)
+
+
 class JobStartSerializer(serializers.Serializer):
     config = serializers.DictField()
     method = serializers.CharField()
@@ -155,10 +184,13 @@ class JobStartView(APIView):
 
     permission_classes = [IsDevice]
 
-    @extend_schema(request=None, responses={200: JobStartSerializer, 409: CONFLICT})
+    @extend_schema(request=JobStartRequestSerializer,
+                   responses={200: JobStartSerializer, 409: CONFLICT})
     def post(self, request: Request, job_id) -> Response:
         job = get_object_or_404(jobs_for_device(request.auth), pk=job_id)
-        job = actions.start_job(job)
+        body = JobStartRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = actions.start_job(job, body.validated_data.get("provenance"))
         return Response({"config": job.run.config, "method": job.run.method,
                          "run_id": str(job.run_id)})
 

@@ -136,6 +136,21 @@ function connect() {
   });
 }
 
+const rerunButton = document.getElementById("rerun");
+rerunButton.addEventListener("click", async () => {
+  rerunButton.disabled = true;
+  cancelMessage.textContent = "Starting a rerun…";
+  try {
+    const rerun = await api(page.rerun_url, { method: "POST" });
+    window.location.assign(`${window.location.pathname.replace(/[^/]+\/$/, "")}${rerun.id}/`);
+  } catch (error) {
+    const data = error.data || {};
+    const detail = data.detail || Object.values(data).flat().join(" ") || error.message;
+    cancelMessage.textContent = `Could not rerun: ${detail}`;
+    rerunButton.disabled = false;
+  }
+});
+
 cancelButton.addEventListener("click", async () => {
   cancelButton.disabled = true;
   cancelMessage.textContent = "Cancelling…";
