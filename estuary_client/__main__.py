@@ -1,0 +1,5 @@
+import sys
+
+from estuary_client.cli import main
+
+sys.exit(main())
