@@ -299,6 +299,13 @@ class TestExperimentPage:
         expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
         assert Experiment.objects.get(pk=experiment["id"]).status == "cancelled"
 
+        # Rerun: a new experiment, whose page links this one.
+        page.get_by_role("button", name="Rerun").click()
+        expect(page.locator("#rerun-of")).to_contain_text("Rerun of live")
+        rerun = Experiment.objects.get(rerun_of_id=experiment["id"])
+        assert page.url.endswith(f"/experiments/{rerun.id}/")
+        assert rerun.methods == ["splitfed", "fedavg"]
+
     def test_it_draws_the_history_and_links_the_api_export(self, owner_page,
                                                             reported_experiment, tmp_path):
         page = owner_page

@@ -114,6 +114,25 @@ class TestPages:
         assert data["ws_path"] == f"/ws/experiments/{experiment.id}/"
         assert data["cancel_url"] == f"/api/v1/experiments/{experiment.id}/cancel/"
 
+    def test_a_reruns_page_links_its_original_and_compares_code_versions(self, experiment):
+        from controlplane.experiments import actions
+        from controlplane.experiments.models import Job
+
+        rerun = actions.rerun_experiment(experiment.owner, experiment)
+        page = logged_in(experiment.owner).get(f"/experiments/{rerun.id}/").content.decode()
+        assert f'href="/experiments/{experiment.id}/"' in page
+        assert "code version not known yet" in page
+        for target, version in ((experiment, "git:aaa"), (rerun, "git:bbb")):
+            for job in Job.objects.filter(run__experiment=target):
+                actions.start_job(job, {"code_version": version, "python": "3.11",
+                                        "packages": {}})
+        page = logged_in(experiment.owner).get(f"/experiments/{rerun.id}/").content.decode()
+        assert "ran another code version" in page
+        original = logged_in(experiment.owner).get(f"/experiments/{experiment.id}/")
+        assert 'id="rerun-of"' not in original.content.decode()
+        assert original.context["page_data"]["rerun_url"] == \
+            f"/api/v1/experiments/{experiment.id}/rerun/"
+
     def test_it_compares_runs_given_as_a_comma_list(self, experiment):
         split, fed = experiment.runs.order_by("position")
         response = logged_in(experiment.owner).get(f"/compare/?runs={fed.id},{split.id}")
