@@ -137,7 +137,9 @@ class Agent:
         self.post("/api/v1/agents/heartbeat/", body)
 
     def start(self, job_id: str) -> None:
-        self.post(f"/api/v1/agents/jobs/{job_id}/start/", {})
+        """Start the job as an agent of commit 0123456789abcdef would."""
+        self.post(f"/api/v1/agents/jobs/{job_id}/start/", {"provenance": {
+            "code_version": "git:0123456789abcdef", "python": "3.11", "packages": {}}})
 
     def report(self, run_id: str, points: list[tuple[str, int, float, float]]) -> int:
         """Post (name, step, value, sim_time_s) points; returns how many were accepted."""

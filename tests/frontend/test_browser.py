@@ -264,6 +264,7 @@ class TestExperimentPage:
         split_card = page.locator(f'.run-card[data-run-id="{split["id"]}"]')
         expect(split_card.locator(".badge")).to_have_text("running")
         expect(split_card).to_contain_text("on cloud-02")
+        expect(split_card).to_contain_text("code git:0123456789")
 
         agent.report(split["id"], [("accuracy", 0, 0.3, 1.5), ("accuracy", 1, 0.6, 3.0),
                                    ("traffic_bytes", 1, 2e6, 3.0)])

@@ -55,7 +55,10 @@ function runCard(run, index) {
   setBadge(card.querySelector(".badge"), run.state);
   const role = run.method === page.algorithm ? "method" : "baseline";
   const host = run.job?.device_name || "";
-  card.querySelector(".meta").textContent = host ? `${role} · on ${host}` : role;
+  // What produced it, once its agent started it (short commit, or the package version).
+  const code = (run.provenance?.code_version || "").replace(/^git:([0-9a-f]{10})[0-9a-f]*/, "git:$1");
+  card.querySelector(".meta").textContent =
+    [role, host && `on ${host}`, code && `code ${code}`].filter(Boolean).join(" · ");
   // A queued job says why it waits (its device offline, or its agent not taking jobs).
   card.querySelector(".run-error").textContent = run.error || run.job?.waiting_reason || "";
 }
