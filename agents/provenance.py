@@ -14,7 +14,8 @@ from pathlib import Path
 #: The project's root: a git checkout when run from one.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-#: The packages whose versions decide a run's numbers (the training stack and its data).
+#: The packages whose versions decide a run's numbers (the training stack and its data),
+#: recorded even where no ``requirements.txt`` says what else is pinned.
 KEY_PACKAGES = ("torch", "numpy", "scikit-learn", "scipy", "pydantic", "safetensors",
                 "tokenizers")
 
@@ -47,10 +48,21 @@ def _package_version(root: Path) -> str:
             return "unknown"
 
 
-def package_versions() -> dict[str, str]:
-    """The installed version of each of :data:`KEY_PACKAGES` (those installed)."""
+def pinned_packages(root: Path = PROJECT_ROOT) -> list[str]:
+    """The names ``requirements.txt`` pins (none outside a checkout)."""
+    try:
+        lines = (root / "requirements.txt").read_text().splitlines()
+    except OSError:
+        return []
+    return [line.split("==")[0].strip() for line in lines
+            if "==" in line and not line.lstrip().startswith("#")]
+
+
+def package_versions(root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """The installed version of :data:`KEY_PACKAGES` and of every package ``requirements.txt``
+    pins (those installed), by name, sorted."""
     versions = {}
-    for name in KEY_PACKAGES:
+    for name in sorted({*KEY_PACKAGES, *pinned_packages(root)}, key=str.lower):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -157,8 +157,8 @@ class AgentProvenanceSerializer(StrictSerializer):
                                      help_text="Package name to its version")
 
     def validate_packages(self, packages: dict[str, str]) -> dict[str, str]:
-        if len(packages) > 50 or any(len(name) > 100 for name in packages):
-            raise serializers.ValidationError("At most 50 packages, names of 100 characters.")
+        if len(packages) > 500 or any(len(name) > 100 for name in packages):
+            raise serializers.ValidationError("At most 500 packages, names of 100 characters.")
         return packages
 
 

@@ -18,9 +18,11 @@ def test_outside_a_checkout_it_names_the_package_version(tmp_path):
     assert code_version(tmp_path) == "estuary 9.8.7"
 
 
-def test_it_names_the_key_packages_versions():
+def test_it_names_the_versions_of_the_key_and_pinned_packages():
+    import django
     import torch
 
     packages = agent_provenance()["packages"]
     assert packages["torch"] == torch.__version__
-    assert set(packages) <= set(KEY_PACKAGES)
+    assert set(KEY_PACKAGES) <= set(packages)
+    assert packages["Django"] == django.__version__  # pinned in requirements.txt
