@@ -32,7 +32,7 @@ from controlplane.experiments.serializers import (
 )
 from controlplane.fields import JSONObjectField, StrictSerializer
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
-from controlplane.schema import CONFLICT
+from controlplane.schema import CONFLICT, error_response
 from ml import registry
 
 
@@ -94,7 +94,8 @@ class ExperimentViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.G
         return Response({"cancelled_jobs": cancelled,
                          "experiment": ExperimentSerializer(self.get_queryset().get(pk=pk)).data})
 
-    @extend_schema(request=None, responses={201: ExperimentSerializer})
+    @extend_schema(request=None, responses={201: ExperimentSerializer, 400: error_response(
+        "No online device of yours can host it (`{\"host\": [...]}`).")})
     @action(detail=True, methods=["post"])
     def rerun(self, request: Request, pk=None) -> Response:
         """A new experiment with this one's methods, configs, seed and testbed."""

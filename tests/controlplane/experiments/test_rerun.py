@@ -50,6 +50,13 @@ class TestRerun:
         rerun = api(owner).post(f"/api/v1/experiments/{experiment.id}/rerun/").json()
         assert {r["job"]["device"] for r in rerun["runs"]} == {str(other.id)}
 
+    def test_it_is_400_naming_host_when_no_device_can_host_it(self, api, owner, experiment):
+        Job.objects.filter(run__experiment=experiment).first().device.delete()
+        answer = api(owner).post(f"/api/v1/experiments/{experiment.id}/rerun/")
+        assert answer.status_code == 400
+        assert list(answer.json()) == ["host"]
+        assert Experiment.objects.count() == 1
+
     def test_it_says_when_the_code_version_differs(self, api, owner, experiment):
         rerun = Experiment.objects.get(
             pk=api(owner).post(f"/api/v1/experiments/{experiment.id}/rerun/").json()["id"])
