@@ -185,6 +185,9 @@ ESTUARY = {
     "MISSED_HEARTBEATS": 3,
     # The reaper runs once per heartbeat interval, so a dead agent's job fails within 4.
     "REAPER_INTERVAL_S": HEARTBEAT_INTERVAL_S,
+    # Touched by the worker each time the reaper runs: a supervisor (./estuary up) restarts a
+    # worker that stops touching it (alive but stuck, e.g. a consumer that lost its broker).
+    "REAPER_MARK": DATA_DIR / "reaper.mark",
     # The broker address agents are told at enrolment (they may reach Redis by another name),
     # without userinfo: each device logs in as its own ACL user (controlplane.devices.broker).
     "PUBLIC_BROKER_URL": _public_broker_url(),

@@ -130,6 +130,9 @@ def test_it_runs_the_demo(stack):
 
     points = wait_for(first_points, 300, "the demo run's first metrics", interval_s=1)
     assert {"accuracy", "sim_time_s"} <= {point["name"] for point in points}
+    # The worker touches the progress mark its supervisor watches (restarted if stuck).
+    wait_for((stack.data_dir / "reaper.mark").exists, 60, "the reaper's progress mark",
+             interval_s=1)
 
 
 def test_its_broker_is_locked(stack):

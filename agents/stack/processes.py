@@ -8,8 +8,10 @@ children (Celery's pool) go with it. Nothing outside these groups is ever signal
 Supervision (:meth:`Supervisor.supervise`): a child that dies is restarted after a backoff
 (1 s, doubling up to 60 s; back to 1 s once it has run a minute), except one that stopped on
 purpose: exit status 0 (someone stopped it) or :data:`agents.exit_status.CREDENTIAL_REFUSED`
-(its device was deleted), which is left stopped. Each decision is a line on the terminal and
-in the child's log.
+(its device was deleted), which is left stopped. A child started with a progress mark (a file
+it touches whenever it does its work) that goes untouched for ``max_silence_s`` is alive but
+stuck (a Celery consumer that lost its broker and never reconnected): it is killed, and then
+restarted like any dead child. Each decision is a line on the terminal and in the child's log.
 """
 from __future__ import annotations
 
@@ -52,6 +54,9 @@ class Child:
     failures: int = 0                 # restarts in a row without a healthy run between
     restart_at: float | None = None   # when a dead child starts again
     left_stopped: str | None = None   # why it is not restarted
+    progress_mark: Path | None = None  # a file the child touches when it makes progress
+    max_silence_s: float | None = None  # untouched this long (since its start): stuck
+    started_wall: float = 0.0          # time.time() of the latest start (file times are wall)
 
     @property
     def pid(self) -> int:
@@ -71,11 +76,15 @@ class Supervisor:
         self.children: list[Child] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> Child:
-        """Start ``argv`` in a new session; stdout and stderr go to ``<log_dir>/<name>.log``."""
+              cwd: Path | None = None, progress_mark: Path | None = None,
+              max_silence_s: float | None = None) -> Child:
+        """Start ``argv`` in a new session; stdout and stderr go to ``<log_dir>/<name>.log``.
+        With ``progress_mark``, the child counts as stuck once that file has not been touched
+        for ``max_silence_s`` (counted from its start at the earliest)."""
         child = Child(name, list(argv), env, cwd, self.log_dir / f"{name}.log",
                       process=self._popen(self.log_dir / f"{name}.log", argv, env, cwd),
-                      started_at=time.monotonic())
+                      started_at=time.monotonic(), progress_mark=progress_mark,
+                      max_silence_s=max_silence_s, started_wall=time.time())
         self.children.append(child)
         log.debug("started %s (pid %d)", name, child.pid)
         return child
@@ -109,11 +118,19 @@ class Supervisor:
                 if now >= child.restart_at:
                     child.process = self._popen(child.log_path, child.argv, child.env, child.cwd)
                     child.started_at, child.restart_at = now, None
+                    child.started_wall = time.time()
                     lines.append(self._note(child, f"restarted {child.name} (pid {child.pid})"))
                 continue
             status = child.process.poll()
             if status is None:
-                continue
+                silence = self._silence_s(child)
+                if silence is not None:
+                    lines.append(self._note(child, f"{child.name} made no progress for "
+                                                   f"{silence:.0f} s; killing it"))
+                    _signal_group(child.pid, signal.SIGKILL)
+                    status = child.process.wait()
+                else:
+                    continue
             _signal_group(child.pid, signal.SIGKILL)  # what is left of its group goes too
             how = (f"was killed by {_signal_name(-status)}" if status < 0
                    else f"exited with status {status}")
@@ -129,6 +146,18 @@ class Supervisor:
             child.restart_at = now + delay
             lines.append(self._note(child, f"{child.name} {how}; restarting it in {delay:.0f} s"))
         return lines
+
+    @staticmethod
+    def _silence_s(child: Child) -> float | None:
+        """How long a child with a progress mark has been stuck, or None if it is not."""
+        if child.progress_mark is None or child.max_silence_s is None:
+            return None
+        try:
+            touched = child.progress_mark.stat().st_mtime
+        except FileNotFoundError:
+            touched = 0.0
+        silence = time.time() - max(touched, child.started_wall)
+        return silence if silence > child.max_silence_s else None
 
     @staticmethod
     def _note(child: Child, line: str) -> str:

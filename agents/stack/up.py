@@ -109,9 +109,13 @@ class Stack:
         say(f"starting the ASGI server on {self.server}")
         self._spawn("web", ["-m", "daphne", "-b", self.options.host, "-p", str(self.options.port),
                             "controlplane.asgi:application"])
+        # The reaper touches <data>/reaper.mark (settings ESTUARY["REAPER_MARK"]) every run: a
+        # worker alive but silent for 6 runs (at least a minute) is restarted.
+        interval_s = float(self.env.get("ESTUARY_HEARTBEAT_INTERVAL_S", "10"))
         self._spawn("controlplane-worker", [
             "-m", "celery", "-A", "controlplane", "worker", "-Q", "controlplane",
-            "-c", "1", "-l", "INFO", "-n", f"controlplane-{self.options.port}@%h"])
+            "-c", "1", "-l", "INFO", "-n", f"controlplane-{self.options.port}@%h"],
+            progress_mark=self.data_dir / "reaper.mark", max_silence_s=max(60.0, 6 * interval_s))
         self._spawn("controlplane-beat",
                     ["-m", "celery", "-A", "controlplane", "beat", "-l", "INFO"])
         wait_for_http(f"{self.server}/api/v1/", 90, alive=self._check_children)
@@ -187,9 +191,12 @@ class Stack:
             raise StackError(f"{name} failed (see {self.log_dir / (name + '.log')}):\n{tail}")
         return result.stdout
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
+               **watch) -> None:
+        """Start a Python child; ``watch`` is the supervisor's progress_mark and
+        max_silence_s."""
         self.supervisor.start(name, [self.python, *args], env=env or self.env,
-                              cwd=self.options.root)
+                              cwd=self.options.root, **watch)
 
     def _check_children(self) -> None:
         child = self.supervisor.exited()

@@ -1,6 +1,7 @@
 """The stack's supervisor (agents/stack/processes.py) with real short-lived processes: a child
 that dies is restarted with a growing delay; one that stopped on purpose is left stopped."""
 import sys
+import time
 
 from agents import exit_status
 from agents.stack.processes import BACKOFF_CAP_S, Supervisor
@@ -57,3 +58,32 @@ def test_it_leaves_a_child_that_stopped_on_purpose_stopped(tmp_path):
     wait_exit(supervisor)
     [line] = supervisor.supervise()
     assert "leaving it stopped" in line
+
+
+def test_it_kills_and_restarts_a_child_that_stopped_making_progress(tmp_path):
+    """A worker alive but stuck (its progress mark untouched) is treated as dead."""
+    mark = tmp_path / "reaper.mark"
+    supervisor = Supervisor(tmp_path)
+    child = supervisor.start("worker", [sys.executable, "-c", "import time; time.sleep(60)"],
+                             progress_mark=mark, max_silence_s=0.5)
+    mark.touch()
+    assert supervisor.supervise() == []  # touched just now: making progress
+    time.sleep(1)
+    stuck = child.pid
+    [killed, restarting] = supervisor.supervise()
+    assert killed.startswith("worker made no progress for ") and killed.endswith(" s; killing it")
+    assert restarting == "worker was killed by SIGKILL; restarting it in 1 s"
+    assert child.process.poll() is not None
+    [restarted] = supervisor.supervise(child.restart_at)
+    assert child.pid != stuck and restarted == f"restarted worker (pid {child.pid})"
+    # A restart gives it a fresh allowance, whatever the age of the mark.
+    assert supervisor.supervise() == []
+    supervisor.stop_all(timeout_s=5)
+
+
+def test_a_child_without_a_progress_mark_is_never_judged_stuck(tmp_path):
+    supervisor = Supervisor(tmp_path)
+    supervisor.start("web", [sys.executable, "-c", "import time; time.sleep(60)"])
+    time.sleep(0.2)
+    assert supervisor.supervise() == []
+    supervisor.stop_all(timeout_s=5)

@@ -3,6 +3,7 @@ the real control plane worker (Celery beat)."""
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -125,6 +126,19 @@ class TestConcurrentReapers:
 
 @pytest.mark.django_db(transaction=True)
 class TestReaperWorker:
+    def test_each_run_touches_the_workers_progress_mark(self, controlplane_worker,
+                                                         subprocess_env):
+        """What ./estuary up's supervisor watches to restart a worker that is alive but stuck."""
+        mark = Path(subprocess_env["ESTUARY_DATA_DIR"]) / "reaper.mark"
+        since = time.time()
+        interval = settings.ESTUARY["HEARTBEAT_INTERVAL_S"]
+        deadline = time.monotonic() + 5 * interval + 20
+        while time.monotonic() < deadline:
+            if mark.exists() and mark.stat().st_mtime >= since:
+                break
+            time.sleep(0.5)
+        assert mark.exists() and mark.stat().st_mtime >= since, controlplane_worker.output()
+
     def test_it_fails_the_job_of_a_dead_agent_within_seconds(
             self, owner, device_factory, experiment_factory, controlplane_worker):
         agent = device_factory(owner)
