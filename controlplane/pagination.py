@@ -42,8 +42,9 @@ class ListQuerySerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
     def apply(self, queryset: QuerySet, filters: dict[str, Any]) -> QuerySet:
-        """``queryset`` narrowed by the validated ``filters`` (paging keys excluded)."""
-        raise NotImplementedError
+        """``queryset`` narrowed by the validated ``filters`` (paging keys excluded); a list
+        with paging only (no filters declared) is left as it is."""
+        return queryset
 
 
 class FilteredListMixin(mixins.ListModelMixin):

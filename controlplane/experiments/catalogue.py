@@ -27,21 +27,16 @@ class AlgorithmSerializer(serializers.Serializer):
     schema = serializers.DictField(help_text="JSON schema of the method's config")
 
 
-class AlgorithmQuerySerializer(ListQuerySerializer):
-    def apply(self, queryset: list, filters: dict) -> list:
-        return queryset
-
-
 class AlgorithmListView(FilteredListMixin, GenericAPIView):
     """The catalogue, by name, paginated like every list."""
 
     serializer_class = AlgorithmSerializer
-    query_serializer_class = AlgorithmQuerySerializer
+    query_serializer_class = ListQuerySerializer
 
     def get_queryset(self) -> list[dict]:
         return [method.describe() for method in registry.all_methods()]
 
-    @extend_schema(parameters=[AlgorithmQuerySerializer])
+    @extend_schema(parameters=[ListQuerySerializer])
     def get(self, request: Request) -> Response:
         return self.list(request)
 
