@@ -167,10 +167,12 @@ class Client:
     def _call(self, method_name: str, body: Json | None = None, params: Json | None = None,
               **path: str) -> Any:
         operation = OPERATIONS[method_name]
-        return self._request(operation.method, self.url(method_name, **path), body, params)
+        return self.request(operation.method, self.url(method_name, **path), body, params)
 
-    def _request(self, method: str, url: str, body: Json | None = None,
-                 params: Json | None = None) -> Any:
+    def request(self, method: str, url: str, body: Json | None = None,
+                params: Json | None = None) -> Any:
+        """One call to an absolute ``url`` of this server: the parsed answer, or the error
+        class of its status (for what no named method covers)."""
         try:
             response = self.session.request(method, url, json=body, params=params,
                                             timeout=self.timeout)
@@ -185,7 +187,7 @@ class Client:
             yield from answer["results"]
             if not answer.get("next"):
                 return
-            answer = self._request("GET", answer["next"])
+            answer = self.request("GET", answer["next"])
 
     def watch_url(self, experiment_id: str) -> str:
         """The experiment's WebSocket, ``ws[s]://.../ws/experiments/<id>/``."""

@@ -1,71 +1,70 @@
-"""The REST calls the stack makes as the demo user (``Authorization: Token <key>``)."""
+"""The REST calls the stack makes as the demo user, through :class:`estuary_client.Client`;
+every failure becomes a :class:`~agents.stack.StackError`."""
 from __future__ import annotations
 
 import time
-from urllib.parse import urlencode
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import requests
 
 from agents.client import describe_errors
 from agents.stack import StackError
+from estuary_client import Client
+from estuary_client.errors import ApiError, EstuaryError
 
 #: The demo experiment: a method and its baseline on the three local agents, kept small.
 DEMO_ALGORITHM = "splitfed"
 DEMO_BASELINES = ["fedavg"]
 DEMO_CONFIG: dict[str, Any] = {"rounds": 10, "dataset": "mnist", "workers": 2}
-#: The largest page the API serves (controlplane/pagination.py).
-MAX_PAGE_SIZE = 500
+
+
+@contextmanager
+def _as_stack_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except ApiError as exc:
+        detail = describe_errors(exc.body) if isinstance(exc.body, (dict, list)) else exc.body
+        raise StackError(f"{what}: HTTP {exc.status}: {detail}") from None
+    except EstuaryError as exc:
+        raise StackError(f"{what}: {exc}") from None
 
 
 class UserApi:
     """A user's view of the REST API."""
 
     def __init__(self, server: str, api_token: str, timeout_s: float = 30.0):
-        self.server = server.rstrip("/")
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Token {api_token}"
-        self.timeout_s = timeout_s
+        self.client = Client(server, api_token, timeout=(5.0, timeout_s))
+        self.server = self.client.server
+
+    @property
+    def timeout_s(self) -> float:
+        return self.client.timeout[1]
+
+    @timeout_s.setter
+    def timeout_s(self, seconds: float) -> None:
+        self.client.timeout = (min(5.0, seconds), seconds)
 
     def get(self, path: str) -> Any:
-        return self._call("GET", path)
+        with _as_stack_errors(f"GET {path}"):
+            return self.client.request("GET", self.server + path)
 
     def post(self, path: str, body: dict) -> Any:
-        return self._call("POST", path, body)
-
-    def _call(self, method: str, path: str, body: dict | None = None) -> Any:
-        try:
-            response = self.session.request(method, self.server + path, json=body,
-                                            timeout=self.timeout_s)
-        except requests.RequestException as exc:
-            raise StackError(f"{method} {path}: {exc}") from None
-        if response.status_code >= 400:
-            try:
-                detail = describe_errors(response.json())
-            except ValueError:
-                detail = response.text[:300]
-            raise StackError(f"{method} {path}: HTTP {response.status_code}: {detail}")
-        return response.json() if response.content else None
+        with _as_stack_errors(f"POST {path}"):
+            return self.client.request("POST", self.server + path, body)
 
     # -- what the stack needs ---------------------------------------------------------------
     def issue_enrolment_token(self, ttl_hours: int = 24, note: str = "",
                               replace_device: str | None = None) -> str:
         """A new enrolment token's secret; with ``replace_device`` (a device id) a one-use
         token that gives that device a new credential."""
-        return self.post("/api/v1/enrolment-tokens/", {
-            "ttl_hours": ttl_hours, "note": note, "replace_device": replace_device})["token"]
-
-    def list(self, path: str, **filters: str) -> list[dict]:
-        """Every item of a list endpoint (lists are paginated: this follows their pages)."""
-        answer = self.get(f"{path}?{urlencode({'page_size': MAX_PAGE_SIZE, **filters})}")
-        items = list(answer["results"])
-        while answer["next"]:
-            answer = self.get(answer["next"][len(self.server):])  # an absolute URL
-            items.extend(answer["results"])
-        return items
+        with _as_stack_errors("POST /api/v1/enrolment-tokens/"):
+            return self.client.create_enrolment_token(ttl_hours, note, replace_device)["token"]
 
     def devices(self, **filters: str) -> list[dict]:
-        return self.list("/api/v1/devices/", **filters)
+        """Every device of the user (the list's pages followed)."""
+        with _as_stack_errors("GET /api/v1/devices/"):
+            return list(self.client.list_devices(**filters))
 
     def wait_for_devices(self, names: list[str], timeout_s: float,
                          alive: Callable[[], None] | None = None) -> dict[str, dict]:
@@ -84,7 +83,8 @@ class UserApi:
 
     def launch_demo_experiment(self, device_ids: list[str]) -> dict:
         """Create the demo experiment on the given devices; returns the experiment."""
-        catalogue = {m["name"]: m for m in self.list("/api/v1/algorithms/")}
+        with _as_stack_errors("GET /api/v1/algorithms/"):
+            catalogue = {m["name"]: m for m in self.client.list_algorithms()}
         if DEMO_ALGORITHM not in catalogue:
             raise StackError(f"the catalogue has no {DEMO_ALGORITHM!r}; known: {', '.join(sorted(catalogue))}")
         known_keys = set(catalogue[DEMO_ALGORITHM]["schema"].get("properties", {}))
