@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agents.stack import StackError
 from agents.stack.api import UserApi, wait_for_http
+from agents.stack.files import write_private
 
 
 def main() -> int:
@@ -38,10 +39,7 @@ def main() -> int:
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
+    write_private(args.out, token + "\n")
     login_file = Path(settings.ESTUARY["DATA_DIR"]) / "demo-user.json"
     print(f"demo user {user['username']!r}: password and API token in {login_file} (0600)")
     print(f"enrolment token written to {args.out}")

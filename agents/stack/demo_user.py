@@ -12,6 +12,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from agents.stack.files import write_private
+
 USERNAME = "demo"
 
 
@@ -22,10 +24,7 @@ def stored_password(data_dir: Path) -> str:
         return json.loads(path.read_text())["password"]
     except (FileNotFoundError, KeyError, ValueError):
         password = secrets.token_urlsafe(12)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"username": USERNAME, "password": password}, fh)
+        write_private(path, json.dumps({"username": USERNAME, "password": password}))
         return password
 
 

@@ -10,7 +10,6 @@ in as its device's own ACL user, which the control plane creates.
 from __future__ import annotations
 
 import importlib.util
-import os
 import secrets
 import shutil
 import socket
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 from agents.stack import StackError
+from agents.stack.files import private_dir, write_private
 
 
 def redis_server_binary() -> str:
@@ -55,16 +55,13 @@ def admin_config(redis_dir: Path) -> tuple[Path, str]:
     The password is generated once and kept in the file (mode 0600, in a 0700 folder), so it is
     on no command line and in no log; later starts reuse it.
     """
-    redis_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = redis_dir / "auth.conf"
+    path = private_dir(redis_dir) / "auth.conf"
     try:
         password = path.read_text().split()[1]
     except (FileNotFoundError, IndexError):
         password = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"requirepass {password}\n")
-    os.chmod(path, 0o600)
+        write_private(path, f"requirepass {password}\n")
+    path.chmod(0o600)
     return path, password
 
 
