@@ -108,8 +108,10 @@ class Device(models.Model):
         """The Celery queue its agent consumes."""
         return device_queue(self.id)
 
-    def is_online(self, now: datetime | None = None) -> bool:
-        return self.last_seen is not None and self.last_seen >= offline_cutoff(now)
+    def is_online(self, cutoff: datetime | None = None) -> bool:
+        """Seen since ``cutoff`` (:func:`offline_cutoff`, which reads the servers' uptime row:
+        a caller judging many devices computes it once and passes it)."""
+        return self.last_seen is not None and self.last_seen >= (cutoff or offline_cutoff())
 
     def hosts_running_job(self) -> bool:
         # Querysets from devices_for() annotate this; fall back to a query otherwise.
@@ -118,18 +120,18 @@ class Device(models.Model):
             return annotated > 0
         return self.jobs.filter(state="running").exists()
 
-    def status(self, now: datetime | None = None) -> str:
+    def status(self, cutoff: datetime | None = None) -> str:
         """offline after the allowed missed heartbeats; degraded while its agent says it does
         not take jobs; busy while hosting a running job."""
-        if not self.is_online(now):
+        if not self.is_online(cutoff):
             return self.Status.OFFLINE
         if not self.worker_consuming:
             return self.Status.DEGRADED
         return self.Status.BUSY if self.hosts_running_job() else self.Status.ONLINE
 
-    def status_detail(self, now: datetime | None = None) -> str:
+    def status_detail(self, cutoff: datetime | None = None) -> str:
         """Why jobs queued on this device wait, or "" when they need not."""
-        status = self.status(now)
+        status = self.status(cutoff)
         if status == self.Status.OFFLINE:
             seen = self.last_seen.isoformat(timespec="seconds") if self.last_seen else "never"
             return f"The agent is offline (last heartbeat: {seen})."

@@ -1,11 +1,13 @@
 """Device API shapes: enrolment, heartbeat and the device itself."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from controlplane.devices.models import Device, EnrolmentToken
+from controlplane.devices.models import Device, EnrolmentToken, offline_cutoff
 from controlplane.devices.queries import devices_for
 from controlplane.fields import FiniteFloatField, StrictModelSerializer, StrictSerializer
 from ml.testbed.profiles import PROFILES
@@ -158,11 +160,17 @@ class DeviceSerializer(StrictModelSerializer):
         read_only_fields = ["id", "profile_name", "status", "status_detail", "last_seen",
                             "created", "queue"]
 
+    def _offline_cutoff(self) -> datetime:
+        # Once per serializer, which a list shares among its devices: one query, not two each.
+        if not hasattr(self, "_cutoff"):
+            self._cutoff = offline_cutoff()
+        return self._cutoff
+
     def get_status(self, device: Device) -> str:
-        return device.status()
+        return device.status(self._offline_cutoff())
 
     def get_status_detail(self, device: Device) -> str:
-        return device.status_detail()
+        return device.status_detail(self._offline_cutoff())
 
     def validate_name(self, name: str) -> str:
         # Names are unique per owner: only the owner's own devices can collide.
