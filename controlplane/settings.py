@@ -206,6 +206,14 @@ ESTUARY = {
     "MAX_ENROLMENT_TTL_HOURS": 24 * 30,
     # Lines of each run's log sent with the WebSocket history.
     "HISTORY_LOG_LINES": 200,
+    # Distributed runs: every placed agent must claim its job this long after the gang's
+    # devices were allocated, or the run fails naming it.
+    "GANG_CLAIM_DEADLINE_S": envint("ESTUARY_GANG_CLAIM_DEADLINE_S", 60, minimum=1,
+                                    maximum=3600),
+    # The rendezvous timeout handed to every rank (store, process group, every wait): a dead
+    # peer surfaces as an error within it.
+    "RENDEZVOUS_TIMEOUT_S": envint("ESTUARY_RENDEZVOUS_TIMEOUT_S", 30, minimum=1,
+                                   maximum=3600),
 }
 
 CELERY_BROKER_URL = REDIS_URL

@@ -18,6 +18,7 @@ from controlplane.experiments.catalogue import AlgorithmDetailView, AlgorithmLis
 from controlplane.experiments.views import (
     ExperimentViewSet,
     JobFinishView,
+    JobRendezvousView,
     JobStartView,
     RunViewSet,
 )
@@ -38,6 +39,8 @@ api = [
     path("agents/heartbeat/", HeartbeatView.as_view(), name="agent-heartbeat"),
     path("agents/jobs/<uuid:job_id>/start/", JobStartView.as_view(), name="agent-job-start"),
     path("agents/jobs/<uuid:job_id>/finish/", JobFinishView.as_view(), name="agent-job-finish"),
+    path("agents/jobs/<uuid:job_id>/rendezvous/", JobRendezvousView.as_view(),
+         name="agent-job-rendezvous"),
     path("runs/<uuid:run_id>/metrics/", RunMetricsView.as_view(), name="run-metrics"),
     path("runs/<uuid:run_id>/logs/", RunLogsView.as_view(), name="run-logs"),
     *router.urls,

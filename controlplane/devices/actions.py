@@ -68,7 +68,7 @@ def _profile_values(profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 @transaction.atomic
 def enrol_device(token_secret: str, name: str, profile: str,
-                 overrides: dict[str, Any]) -> Enrolment:
+                 overrides: dict[str, Any], advertise_address: str | None = None) -> Enrolment:
     """Exchange an enrolment token for a device credential.
 
     A new name (for the token's owner; names are unique per owner) creates a device. A name
@@ -99,6 +99,8 @@ def enrol_device(token_secret: str, name: str, profile: str,
         setattr(device, field, value)
     device.credential_hash = digest(credential)
     device.last_seen = timezone.now()
+    if advertise_address is not None:
+        device.advertise_address = advertise_address
     try:
         with transaction.atomic():
             device.save()
@@ -119,7 +121,8 @@ def _name_taken(name: str) -> Conflict:
 
 
 @transaction.atomic
-def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any]) -> Device:
+def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any],
+                   advertise_address: str | None = None) -> Device:
     """A restarted agent presenting its credential: refresh last_seen and, if given, the
     profile; its broker user is re-asserted on commit (in case Redis lost it)."""
     if profile is not None:
@@ -128,6 +131,8 @@ def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any
     else:
         for field, value in overrides.items():
             setattr(device, field, value)
+    if advertise_address is not None:
+        device.advertise_address = advertise_address
     device.last_seen = timezone.now()
     device.save()
     broker.apply_on_commit(broker.grant_device, device.id, device.credential_hash)
@@ -136,7 +141,8 @@ def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any
 
 @transaction.atomic
 def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
-                     worker: dict[str, Any] | None = None) -> list[uuid.UUID]:
+                     worker: dict[str, Any] | None = None,
+                     advertise_address: str | None = None) -> list[uuid.UUID]:
     """Mark ``device`` alive; return the jobs it reports running that it should stop.
 
     ``worker`` (``{"consuming", "detail"}``) is whether its agent takes jobs from its queue;
@@ -148,9 +154,10 @@ def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
     now = timezone.now()
     worker = worker or {"consuming": True}
     consuming = worker["consuming"]
+    changes: dict[str, Any] = {"advertise_address": advertise_address} if advertise_address else {}
     Device.objects.filter(pk=device.pk).update(
         last_seen=now, worker_consuming=consuming,
-        worker_detail="" if consuming else worker.get("detail", ""))
+        worker_detail="" if consuming else worker.get("detail", ""), **changes)
     wanted = Job.objects.filter(device=device, id__in=running_job_ids,
                                 state__in=[Job.State.QUEUED, Job.State.RUNNING])
     still_wanted = set(wanted.values_list("id", flat=True))

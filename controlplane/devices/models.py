@@ -92,6 +92,10 @@ class Device(models.Model):
         default=True, help_text="Its agent's last heartbeat said it takes jobs from its queue")
     worker_detail = models.CharField(max_length=500, blank=True,
                                      help_text="Why not, as its agent said")
+    advertise_address = models.CharField(
+        max_length=255, blank=True,
+        help_text="Where the other agents of a distributed run reach this one (its agent's "
+                  "--advertise-address, reported at enrolment and with each heartbeat)")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

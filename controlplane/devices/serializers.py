@@ -87,6 +87,17 @@ def validate_profile_name(name: str) -> str:
     return name
 
 
+#: A host name or an IPv4/IPv6 address (no scheme, port or path).
+ADVERTISE_ADDRESS = r"^[A-Za-z0-9](?:[A-Za-z0-9.:-]{0,253}[A-Za-z0-9])?$"
+
+
+def advertise_address_field() -> serializers.RegexField:
+    return serializers.RegexField(
+        ADVERTISE_ADDRESS, max_length=255, required=False,
+        error_messages={"invalid": "A host name or an IP address, without scheme or port."},
+        help_text="Where the other agents of a distributed run reach this agent")
+
+
 class EnrolSerializer(StrictSerializer):
     """An agent's first contact: an enrolment token, its name and its profile."""
 
@@ -95,6 +106,7 @@ class EnrolSerializer(StrictSerializer):
                                   error_messages={"invalid": DEVICE_NAME_MESSAGE})
     profile = serializers.CharField(max_length=63, validators=[validate_profile_name])
     overrides = ProfileOverridesSerializer(required=False, default=dict)
+    advertise_address = advertise_address_field()
 
 
 class ReenrolSerializer(StrictSerializer):
@@ -109,6 +121,7 @@ class ReenrolSerializer(StrictSerializer):
     profile = serializers.CharField(max_length=63, required=False,
                                     validators=[validate_profile_name])
     overrides = ProfileOverridesSerializer(required=False, default=dict)
+    advertise_address = advertise_address_field()
 
 
 class EnrolmentSerializer(serializers.Serializer):
@@ -131,6 +144,7 @@ class HeartbeatSerializer(StrictSerializer):
     running_jobs = serializers.ListField(child=serializers.UUIDField(), required=False,
                                          default=list, max_length=1000)
     worker = WorkerStateSerializer(required=False, help_text="Absent: consuming")
+    advertise_address = advertise_address_field()
 
 
 class HeartbeatAnswerSerializer(serializers.Serializer):
@@ -156,9 +170,9 @@ class DeviceSerializer(StrictModelSerializer):
         model = Device
         fields = ["id", "name", "kind", "profile_name", "compute_gflops", "memory_mib",
                   "uplink_mbps", "downlink_mbps", "rtt_ms", "accelerator", "status",
-                  "status_detail", "last_seen", "created", "queue"]
+                  "status_detail", "last_seen", "created", "queue", "advertise_address"]
         read_only_fields = ["id", "profile_name", "status", "status_detail", "last_seen",
-                            "created", "queue"]
+                            "created", "queue", "advertise_address"]
 
     def _offline_cutoff(self) -> datetime:
         # Once per serializer, which a list shares among its devices: one query, not two each.

@@ -131,14 +131,16 @@ class EnrolView(APIView):
             body = ReenrolSerializer(data=request.data)
             body.is_valid(raise_exception=True)
             device = actions.reenrol_device(request.auth, body.validated_data.get("profile"),
-                                            body.validated_data["overrides"])
+                                            body.validated_data["overrides"],
+                                            body.validated_data.get("advertise_address"))
             credential = DeviceCredentialAuthentication.credential_of(request)
             return Response(EnrolmentSerializer(_enrolment(device, credential)).data)
         body = EnrolSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         enrolment = actions.enrol_device(
             body.validated_data["token"], body.validated_data["name"],
-            body.validated_data["profile"], body.validated_data["overrides"])
+            body.validated_data["profile"], body.validated_data["overrides"],
+            body.validated_data.get("advertise_address"))
         return Response(EnrolmentSerializer(_enrolment(enrolment.device,
                                                        enrolment.credential)).data,
                         status=status.HTTP_201_CREATED if enrolment.created else status.HTTP_200_OK)
@@ -154,5 +156,6 @@ class HeartbeatView(APIView):
         body = HeartbeatSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         cancel = actions.record_heartbeat(request.auth, body.validated_data["running_jobs"],
-                                          body.validated_data.get("worker"))
+                                          body.validated_data.get("worker"),
+                                          body.validated_data.get("advertise_address"))
         return Response({"cancel_jobs": [str(job_id) for job_id in cancel]})

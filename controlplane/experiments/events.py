@@ -11,7 +11,8 @@ from controlplane.metrics.events import plain_json
 
 def run_event(run_id: uuid.UUID) -> dict[str, Any]:
     """``{"type": "run", "run": {...}, "experiment": {"id", "status"}}`` as committed now."""
-    run = Run.objects.select_related("experiment", "job__device").get(pk=run_id)
+    run = (Run.objects.select_related("experiment").prefetch_related("jobs__device")
+           .get(pk=run_id))
     return {
         "type": "run",
         "run": plain_json(RunSerializer(run).data),

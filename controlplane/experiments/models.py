@@ -7,6 +7,15 @@ from django.conf import settings
 from django.db import models
 
 
+class Execution(models.TextChoices):
+    """How an experiment's runs execute (docs/controlplane.md, Distributed runs)."""
+
+    #: One job on one host agent emulates the whole testbed (the default).
+    EMULATED = "emulated"
+    #: Each role runs on its own device's agent (one job per rank, gang-scheduled).
+    DISTRIBUTED = "distributed"
+
+
 class Experiment(models.Model):
     """What a user launched: an algorithm, its validated config, baselines and testbed."""
 
@@ -25,6 +34,8 @@ class Experiment(models.Model):
     methods = models.JSONField(help_text="The algorithm, then each baseline")
     testbed = models.JSONField(help_text="A preset name or a list of device profiles")
     seed = models.PositiveIntegerField(default=0)
+    execution = models.CharField(max_length=11, choices=Execution.choices,
+                                 default=Execution.EMULATED)
     status = models.CharField(max_length=9, choices=Status.choices, default=Status.RUNNING)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
@@ -75,6 +86,20 @@ class Run(models.Model):
         default=dict, blank=True,
         help_text="What produced the run, recorded when its agent started it "
                   "(docs/controlplane.md, Provenance)")
+    # Distributed runs only (empty for emulated ones).
+    placement = models.JSONField(
+        default=list, blank=True,
+        help_text="One slot per rank (ml.distributed.Slot.as_dict()), rank 0 first")
+    waiting_for = models.JSONField(
+        default=list, blank=True,
+        help_text="Devices a distributed run waits for before its gang is allocated: "
+                  "[{device, name, why}]")
+    allocated_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the gang's devices were allocated (jobs sent)")
+    # Never shown to users or other devices: every store key of the run lives under it.
+    rendezvous_prefix = models.CharField(max_length=64, blank=True)
+    rendezvous_port = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The TCPStore port the coordinator's agent reported")
 
     class Meta:
         ordering = ["experiment", "position"]
@@ -84,20 +109,33 @@ class Run(models.Model):
     def __str__(self) -> str:
         return f"{self.experiment} / {self.method}"
 
+    @property
+    def job(self) -> "Job | None":
+        """The coordinator's job (rank 0): an emulated run's only job. Uses prefetched jobs."""
+        return next(iter(sorted(self.jobs.all(), key=lambda job: job.rank)), None)
+
+    @property
+    def is_distributed(self) -> bool:
+        return bool(self.placement)
+
 
 class Job(models.Model):
-    """A run handed to the agent of one device through its Celery queue."""
+    """One rank of a run handed to the agent of one device through its Celery queue (an
+    emulated run has one job, rank 0)."""
 
     State = JobState
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="job")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="jobs")
+    rank = models.PositiveSmallIntegerField(default=0, help_text="0: the coordinator")
     # Kept when the device is deleted, so the history stays readable.
     device = models.ForeignKey("devices.Device", on_delete=models.SET_NULL, null=True,
                                related_name="jobs")
     celery_task_id = models.CharField(max_length=36, blank=True)
     state = models.CharField(max_length=9, choices=JobState.choices, default=JobState.QUEUED)
     queued_at = models.DateTimeField(auto_now_add=True)
+    # Null while the job is held back until its whole gang can be allocated.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # The latest start or heartbeat in which its device said it runs the job: a running job
@@ -106,8 +144,9 @@ class Job(models.Model):
     error = models.TextField(blank=True)
 
     class Meta:
-        ordering = ["queued_at"]
+        ordering = ["queued_at", "rank"]
         indexes = [models.Index(fields=["device", "state"])]
+        constraints = [models.UniqueConstraint(fields=["run", "rank"], name="job_rank_unique")]
 
     def __str__(self) -> str:
         return f"job {self.id} ({self.state})"

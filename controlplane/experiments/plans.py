@@ -1,7 +1,7 @@
 """A validated experiment before it is stored: what the create serializer hands to the actions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.devices.models import Device
@@ -13,6 +13,8 @@ class PlannedRun:
 
     method: str
     config: dict[str, Any]
+    #: Distributed runs: one ``ml.distributed.Slot.as_dict()`` per rank, rank 0 first.
+    placement: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -25,4 +27,6 @@ class ExperimentPlan:
     runs: list[PlannedRun]
     testbed: str | list[dict[str, Any]]
     seed: int
+    #: The emulated runs' host; a distributed experiment's coordinator device.
     host: Device
+    execution: str = "emulated"

@@ -27,5 +27,5 @@ def jobs_for_device(device: Device) -> QuerySet[Job]:
 
 
 def runs_hosted_by(device: Device) -> QuerySet[Run]:
-    """The runs whose job ``device`` hosts."""
-    return Run.objects.filter(job__device=device)
+    """The runs of which ``device`` hosts a job (a rank of a distributed run)."""
+    return Run.objects.filter(jobs__device=device).distinct()

@@ -7,11 +7,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane.devices.queries import devices_for
-from controlplane.experiments.models import Experiment, Job, Run
+from controlplane.experiments import placement as placing
+from controlplane.experiments.models import Execution, Experiment, Job, Run
 from controlplane.experiments.plans import ExperimentPlan, PlannedRun
 from controlplane.experiments.scheduling import choose_host
 from controlplane.fields import JSONObjectField, StrictSerializer
-from ml import registry
+from ml import distributed, registry
 from ml.config import ConfigError
 from ml.testbed.presets import PRESETS
 
@@ -24,8 +25,8 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = ["id", "device", "device_name", "state", "celery_task_id", "queued_at",
-                  "started_at", "finished_at", "error", "waiting_reason"]
+        fields = ["id", "rank", "device", "device_name", "state", "celery_task_id", "queued_at",
+                  "dispatched_at", "started_at", "finished_at", "error", "waiting_reason"]
         read_only_fields = fields
 
     def get_waiting_reason(self, job: Job) -> str:
@@ -34,14 +35,44 @@ class JobSerializer(serializers.ModelSerializer):
         return job.device.status_detail()
 
 
+class PlacementSlotSerializer(serializers.Serializer):
+    role = serializers.CharField(help_text="coordinator or worker")
+    rank = serializers.IntegerField()
+    device = serializers.UUIDField()
+    name = serializers.CharField(help_text="The device's name")
+    workers = serializers.ListField(child=serializers.IntegerField(),
+                                    help_text="Virtual worker indices this rank hosts")
+
+
+class WaitingForSerializer(serializers.Serializer):
+    device = serializers.UUIDField()
+    name = serializers.CharField()
+    why = serializers.CharField()
+
+
 class RunSerializer(serializers.ModelSerializer):
-    job = JobSerializer(read_only=True)
+    job = JobSerializer(read_only=True, allow_null=True,
+                        help_text="The coordinator's job (rank 0); an emulated run's only job")
+    jobs = serializers.SerializerMethodField(help_text="One job per rank, rank 0 first")
+    placement = serializers.SerializerMethodField(
+        help_text="Distributed runs: the rank of each device; empty for emulated runs")
+    waiting_for = WaitingForSerializer(many=True, read_only=True, help_text=(
+        "A distributed run not yet allocated: the busy devices it waits for"))
 
     class Meta:
         model = Run
         fields = ["id", "experiment", "position", "method", "state", "config", "started_at",
-                  "finished_at", "error", "result", "provenance", "job"]
+                  "finished_at", "error", "result", "provenance", "job", "jobs", "placement",
+                  "waiting_for"]
         read_only_fields = fields
+
+    @extend_schema_field(JobSerializer(many=True))
+    def get_jobs(self, run: Run) -> list[dict[str, Any]]:
+        return JobSerializer(sorted(run.jobs.all(), key=lambda job: job.rank), many=True).data
+
+    @extend_schema_field(PlacementSlotSerializer(many=True))
+    def get_placement(self, run: Run) -> list[dict[str, Any]]:
+        return placing.public_placement(run.placement)
 
 
 def code_versions(experiment: Experiment) -> set[str]:
@@ -70,8 +101,8 @@ class ExperimentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Experiment
-        fields = ["id", "name", "algorithm", "config", "methods", "testbed", "seed", "status",
-                  "created", "updated", "finished_at", "rerun_of", "code_version_differs",
+        fields = ["id", "name", "algorithm", "config", "methods", "testbed", "seed", "execution",
+                  "status", "created", "updated", "finished_at", "rerun_of", "code_version_differs",
                   "runs"]
         read_only_fields = fields
 
@@ -95,11 +126,16 @@ def _config_errors(error: ConfigError, method: str | None = None,
 
 
 class ExperimentCreateSerializer(StrictSerializer):
-    """``{"name", "algorithm", "config", "baselines", "devices" | "preset", "host", "seed"}``.
+    """``{"name", "algorithm", "config", "baselines", "devices" | "preset", "host", "seed",
+    "execution"}``.
 
     The testbed comes from ``devices`` (the owner's registered devices) or ``preset``, and
     replaces ``config.testbed``; ``seed`` replaces ``config.seed``. Each baseline gets the
     algorithm's validated config restricted to the keys its own schema knows.
+
+    ``execution: "distributed"`` places each run's roles on ``devices`` (else the owner's
+    online devices; see :mod:`controlplane.experiments.placement`) and replaces each run's
+    ``config.testbed`` by the placement's emulated equivalent, so the emulated twin is exact.
     """
 
     name = serializers.CharField(max_length=200)
@@ -112,6 +148,8 @@ class ExperimentCreateSerializer(StrictSerializer):
     preset = serializers.CharField(required=False, max_length=63)
     host = serializers.UUIDField(required=False, allow_null=True)
     seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+    execution = serializers.ChoiceField(choices=Execution.choices, required=False,
+                                        default=Execution.EMULATED)
 
     def validate_algorithm(self, name: str) -> str:
         try:
@@ -150,10 +188,48 @@ class ExperimentCreateSerializer(StrictSerializer):
                     _config_errors(exc, baseline.name, testbed_field)) from None
             runs.append(PlannedRun(baseline.name, restricted.model_dump(mode="json")))
 
+        if attrs["execution"] == Execution.DISTRIBUTED:
+            return {"plan": self._distributed_plan(user, attrs, method, baselines, runs)}
         return {"plan": ExperimentPlan(
             name=attrs["name"], algorithm=method.name, config=config, runs=runs,
             testbed=config["testbed"], seed=config["seed"],
             host=choose_host(user, attrs.get("host")))}
+
+    def _distributed_plan(self, user, attrs: dict[str, Any], method: registry.Method,
+                          baselines: list[registry.Method], runs: list[PlannedRun]
+                          ) -> ExperimentPlan:
+        for name in [method.name] + [baseline.name for baseline in baselines]:
+            if not distributed.supports_distributed(name):
+                able = ", ".join(m.name for m in registry.all_methods()
+                                 if distributed.supports_distributed(m.name))
+                raise serializers.ValidationError({"execution": [
+                    f"{name} cannot run distributed yet; methods that can: {able}."]})
+        for field in ("preset", "host"):
+            if field in attrs and attrs[field] is not None:
+                raise serializers.ValidationError({field: [
+                    "A distributed experiment runs on its devices: give devices, not "
+                    f"{field}."]})
+        listed = None
+        if "devices" in attrs:
+            found = {device.id: device for device in
+                     devices_for(user).filter(id__in=attrs["devices"])}
+            listed = [found[device_id] for device_id in attrs["devices"]]
+        coordinator, edges = placing.distributed_devices(user, listed)
+        placed = []
+        for planned, baseline in zip(runs, [method] + baselines):
+            slots = placing.place(planned.method, planned.config, coordinator, edges)
+            values = {**planned.config, "testbed": placing.testbed_of(slots)}
+            try:
+                config = baseline.parse_config(values).model_dump(mode="json")
+            except ConfigError as exc:
+                raise serializers.ValidationError(
+                    _config_errors(exc, None if baseline is method else baseline.name,
+                                   "devices")) from None
+            placed.append(PlannedRun(planned.method, config, slots))
+        return ExperimentPlan(
+            name=attrs["name"], algorithm=method.name, config=placed[0].config, runs=placed,
+            testbed=placed[0].config["testbed"], seed=placed[0].config["seed"],
+            host=coordinator, execution=Execution.DISTRIBUTED)
 
     @staticmethod
     def _baselines(method: registry.Method, names: list[str]) -> list[registry.Method]:

@@ -20,7 +20,8 @@ from rest_framework.views import APIView
 
 from controlplane.auth import IsDevice, IsOwner
 from controlplane.experiments import actions
-from controlplane.experiments.models import Experiment, JobState, Run
+from controlplane.errors import Conflict
+from controlplane.experiments.models import FINISHED_STATES, Execution, Experiment, JobState, Run
 from controlplane.experiments.queries import experiments_for, jobs_for_device, runs_for
 from controlplane.experiments.results import ResultsCSVRenderer, final_values
 from controlplane.experiments.serializers import (
@@ -76,7 +77,7 @@ class ExperimentViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.G
 
     def get_queryset(self):
         return (experiments_for(self.request.user).select_related("rerun_of")
-                .prefetch_related("runs__job__device", "rerun_of__runs"))
+                .prefetch_related("runs__jobs__device", "rerun_of__runs"))
 
     @extend_schema(request=ExperimentCreateSerializer, responses={201: ExperimentSerializer})
     def create(self, request: Request) -> Response:
@@ -144,7 +145,7 @@ class RunViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.GenericV
     permission_classes = [IsOwner]
 
     def get_queryset(self):
-        return runs_for(self.request.user).select_related("job__device")
+        return runs_for(self.request.user).prefetch_related("jobs__device")
 
 
 class AgentProvenanceSerializer(StrictSerializer):
@@ -167,10 +168,49 @@ class JobStartRequestSerializer(StrictSerializer):
     provenance = AgentProvenanceSerializer(required=False)
 
 
+class RendezvousSerializer(serializers.Serializer):
+    """Where the ranks of a distributed run meet (``ml.distributed.Rendezvous``)."""
+
+    host = serializers.CharField(help_text="The coordinator's agent's advertised address")
+    port = serializers.IntegerField(help_text="The store's port; 0 for the coordinator: "
+                                              "open one on a free port and report it")
+    prefix = serializers.CharField(help_text="The run's secret: every store key lives under it")
+    timeout_s = serializers.FloatField()
+
+
 class JobStartSerializer(serializers.Serializer):
     config = serializers.DictField()
     method = serializers.CharField()
     run_id = serializers.UUIDField()
+    execution = serializers.ChoiceField(choices=Execution.choices)
+    rank = serializers.IntegerField(help_text="0: the coordinator (emulated: always 0)")
+    world_size = serializers.IntegerField()
+    placement = serializers.ListField(child=serializers.DictField(), help_text=(
+        "Distributed: ml.distributed.Slot.as_dict() per rank; empty for emulated runs"))
+    rendezvous = RendezvousSerializer(allow_null=True, help_text=(
+        "Distributed: the coordinator's at once, a worker's once the coordinator reported its "
+        "port (else null: poll rendezvous/); null for emulated runs"))
+
+
+class RendezvousPortSerializer(StrictSerializer):
+    port = serializers.IntegerField(min_value=1, max_value=65535)
+
+
+class RendezvousAnswerSerializer(serializers.Serializer):
+    state = serializers.CharField(help_text="The job's state")
+    rendezvous = RendezvousSerializer(allow_null=True, help_text="null until the coordinator "
+                                                                 "reported its store's port")
+
+
+def start_answer(job) -> dict[str, Any]:
+    """``start/``'s answer: what the agent runs, and for a distributed run its rank."""
+    run = job.run
+    distributed = run.is_distributed
+    return {"config": run.config, "method": run.method, "run_id": str(run.id),
+            "execution": "distributed" if distributed else "emulated", "rank": job.rank,
+            "world_size": len(run.placement) if distributed else 1,
+            "placement": run.placement,
+            "rendezvous": actions.rendezvous_for(job) if distributed else None}
 
 
 class JobFinishSerializer(StrictSerializer):
@@ -192,8 +232,33 @@ class JobStartView(APIView):
         body = JobStartRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         job = actions.start_job(job, body.validated_data.get("provenance"))
-        return Response({"config": job.run.config, "method": job.run.method,
-                         "run_id": str(job.run_id)})
+        return Response(start_answer(job))
+
+
+class JobRendezvousView(APIView):
+    """A distributed run's rendezvous, only for the devices of its jobs: the coordinator's
+    agent POSTs its store's port; the workers' agents GET the full rendezvous."""
+
+    permission_classes = [IsDevice]
+
+    @extend_schema(responses={200: RendezvousAnswerSerializer, 409: CONFLICT})
+    def get(self, request: Request, job_id) -> Response:
+        """409 once the job is finished (its agent must stop waiting)."""
+        job = get_object_or_404(jobs_for_device(request.auth).select_related("run"), pk=job_id)
+        if job.state in FINISHED_STATES:
+            raise Conflict(f"The job is {job.state}.")
+        if not job.run.is_distributed:
+            raise Conflict("The job is not part of a distributed run.")
+        return Response({"state": job.state, "rendezvous": actions.rendezvous_for(job)})
+
+    @extend_schema(request=RendezvousPortSerializer,
+                   responses={200: RendezvousAnswerSerializer, 409: CONFLICT})
+    def post(self, request: Request, job_id) -> Response:
+        job = get_object_or_404(jobs_for_device(request.auth), pk=job_id)
+        body = RendezvousPortSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = actions.report_rendezvous_port(job, body.validated_data["port"])
+        return Response({"state": job.state, "rendezvous": actions.rendezvous_for(job)})
 
 
 class JobFinishView(APIView):

@@ -42,7 +42,7 @@ def _may_watch(user, experiment_id: uuid.UUID) -> bool:
 
 def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
     """The ``history`` message: the experiment, its runs, every point and recent log lines."""
-    experiment = (Experiment.objects.prefetch_related("runs__job__device")
+    experiment = (Experiment.objects.prefetch_related("runs__jobs__device")
                   .get(pk=experiment_id))
     data = plain_json(ExperimentSerializer(experiment).data)
     points: dict[str, list[list]] = {str(run["id"]): [] for run in data["runs"]}

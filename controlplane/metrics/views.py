@@ -44,10 +44,16 @@ class RunReportView(APIView):
 
     def hosted_run(self, request: Request, run_id) -> Run:
         # Any run not hosted by this device is refused alike, existing or not.
-        run = runs_hosted_by(request.auth).select_related("job").filter(pk=run_id).first()
+        run = runs_hosted_by(request.auth).filter(pk=run_id).first()
         if run is None:
             raise PermissionDenied("Only the device hosting this run may report on it.")
         return run
+
+    @staticmethod
+    def stopped(request: Request, run: Run) -> bool:
+        """Whether the reporting device's job of ``run`` is finished (its agent must stop)."""
+        return not (run.jobs.filter(device=request.auth).exclude(state__in=FINISHED_STATES)
+                    .exists())
 
     def owned_run(self, request: Request, run_id) -> Run:
         return get_object_or_404(runs_for(request.user), pk=run_id)
@@ -79,7 +85,7 @@ class RunMetricsView(RunReportView):
         points = batch.validated_data["points"]
         actions.ingest_metrics(run, points)
         return Response({"accepted": len(points),
-                         "cancelled": run.job.state in FINISHED_STATES})
+                         "cancelled": self.stopped(request, run)})
 
 
 class RunLogsView(RunReportView):
@@ -105,4 +111,4 @@ class RunLogsView(RunReportView):
         lines = batch.validated_data["lines"]
         actions.append_logs(run, batch.validated_data["first_seq"], lines)
         return Response({"accepted": len(lines),
-                         "cancelled": run.job.state in FINISHED_STATES})
+                         "cancelled": self.stopped(request, run)})

@@ -29,7 +29,9 @@ class TestJobStart:
         response = api(device=agent.credential).post(start(job))
         assert response.status_code == 200
         assert response.json() == {"config": job.run.config, "method": "fedavg",
-                                   "run_id": str(job.run_id)}
+                                   "run_id": str(job.run_id), "execution": "emulated",
+                                   "rank": 0, "world_size": 1, "placement": [],
+                                   "rendezvous": None}
         job.refresh_from_db()
         job.run.refresh_from_db()
         assert (job.state, job.run.state) == ("running", "running")

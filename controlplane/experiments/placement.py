@@ -1,0 +1,63 @@
+"""Where a distributed experiment's roles run: its devices, and the placement of each run.
+
+Which devices: the ``devices`` listed at creation, else the owner's online devices. The first
+cloud device among them hosts the coordinator (rank 0); the edge devices host the workers,
+several virtual workers each when there are more workers than edge devices (the rule itself is
+``ml.distributed.plan_placement``). Other cloud devices are not used.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.exceptions import ValidationError
+
+from controlplane.devices.models import Device
+from controlplane.devices.queries import online_devices_for
+from ml import distributed
+
+
+def distributed_devices(user, listed: list[Device] | None) -> tuple[Device, list[Device]]:
+    """(coordinator, edges) of a distributed experiment; 400 on ``devices`` without a cloud
+    device or without an edge device."""
+    devices = listed if listed is not None else list(online_devices_for(user))
+    where = "among the listed devices" if listed is not None else "among your online devices"
+    clouds = [device for device in devices if device.kind == Device.Kind.CLOUD]
+    edges = [device for device in devices if device.kind == Device.Kind.EDGE]
+    if not clouds:
+        raise ValidationError({"devices": [
+            f"A distributed run needs a cloud device for its coordinator; there is none {where}."]})
+    if not edges:
+        raise ValidationError({"devices": [
+            f"A distributed run needs at least one edge device for its workers; there is none "
+            f"{where}."]})
+    return clouds[0], edges
+
+
+def slot_source(device: Device) -> dict[str, Any]:
+    """A device as ``plan_placement`` takes it."""
+    return {"device": str(device.id), "name": device.name, "profile": device.testbed_entry()}
+
+
+def place(method: str, config: dict[str, Any], coordinator: Device, edges: list[Device]
+          ) -> list[dict[str, Any]]:
+    """The run's placement as stored (``Slot.as_dict()`` per rank); 400 naming the field
+    ``plan_placement`` names when it cannot place."""
+    try:
+        slots = distributed.plan_placement(method, config, slot_source(coordinator),
+                                           [slot_source(edge) for edge in edges])
+    except distributed.PlacementError as exc:
+        field = getattr(exc, "field", "devices")
+        message = getattr(exc, "message", None) or str(exc)
+        raise ValidationError({field: [message]}) from None
+    return [slot.as_dict() for slot in slots]
+
+
+def testbed_of(placement: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The emulated testbed equivalent to a stored placement."""
+    return distributed.testbed_of([distributed.Slot.from_dict(slot) for slot in placement])
+
+
+def public_placement(placement: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the API shows of a placement: role, rank, device, name, workers per rank."""
+    return [{"role": slot["role"], "rank": slot["rank"], "device": slot["device"],
+             "name": slot["name"], "workers": list(slot["workers"])} for slot in placement]
