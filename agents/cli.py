@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from agents.client import AgentError
 from agents.credentials import NAME_PATTERN, default_state_dir
 from agents.daemon import Agent, AgentOptions, CredentialRefused, install_signal_handlers
 from ml.testbed.profiles import PROFILES, DeviceProfile
+
+#: A host name or an IP address (the control plane checks it the same way).
+ADVERTISE_ADDRESS = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.:-]{0,253}[A-Za-z0-9])?$")
 
 #: Profile fields a device may override (its catalogue name is not one of them).
 OVERRIDABLE = {f.name: f for f in dataclasses.fields(DeviceProfile) if f.name != "name"}
@@ -63,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--broker", dest="broker_url", default=None,
                      help="another address (redis://host:port/db, no user or password) of the "
                           "broker the server names, if that one is not reachable from here")
+    run.add_argument("--advertise-address", default=None, metavar="HOST",
+                     help="the address other agents of a distributed run reach this one at "
+                          "(default: the local address of its connection to the server)")
+    run.add_argument("--shape", action="store_true",
+                     help="apply this device's profile (uplink rate, round-trip time) to what "
+                          "its distributed roles send")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -83,6 +93,9 @@ def options_from(args: argparse.Namespace) -> AgentOptions:
         if "@" in broker.netloc:
             raise AgentError("--broker: give only the address; the agent logs in as its "
                              "device's own broker user, with its credential")
+    if args.advertise_address is not None and not ADVERTISE_ADDRESS.match(args.advertise_address):
+        raise AgentError(f"--advertise-address {args.advertise_address!r}: expected a host name "
+                         "or an IP address, without scheme or port")
     token = args.token
     if args.token_file is not None:
         try:
@@ -93,7 +106,8 @@ def options_from(args: argparse.Namespace) -> AgentOptions:
         server=args.server.rstrip("/"), name=args.name, profile=args.profile,
         state_dir=(args.state_dir or default_state_dir()).expanduser().resolve(),
         token=token or None, overrides=parse_overrides(args.override, PROFILES[args.profile]),
-        broker_url=args.broker_url)
+        broker_url=args.broker_url, advertise_address=args.advertise_address,
+        shape=args.shape)
 
 
 def main(argv: list[str] | None = None) -> int:

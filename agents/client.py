@@ -73,29 +73,34 @@ class ControlPlane:
     """The control plane as an agent sees it. Safe to share between threads."""
 
     def __init__(self, server: str, credential: str | None = None,
-                 timeout: tuple[float, float] = DEFAULT_TIMEOUT):
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+                 advertise_address: str | None = None):
         self.server = server.rstrip("/")
         self.credential = credential
+        #: Where other agents reach this one (sent at enrolment and with each heartbeat).
+        self.advertise_address = advertise_address
         self.timeout = timeout
         self._local = threading.local()  # one requests.Session per thread
 
     # -- enrolment and liveness -------------------------------------------------------------
     def enrol(self, token: str, name: str, profile: str, overrides: dict[str, Any]) -> dict:
         """Exchange an enrolment token for a device credential (201 response body)."""
-        body = {"token": token, "name": name, "profile": profile, "overrides": overrides}
+        body = {"token": token, "name": name, "profile": profile, "overrides": overrides,
+                **self._advertised()}
         return self._post("/api/v1/agents/enrol/", body, authenticated=False)
 
     def reenrol(self, profile: str, overrides: dict[str, Any]) -> dict:
         """A restarted agent presents its credential: the server refreshes the device's profile
         and answers like enrolment (same device and credential, current broker and interval)."""
-        return self._post("/api/v1/agents/enrol/", {"profile": profile, "overrides": overrides})
+        return self._post("/api/v1/agents/enrol/", {"profile": profile, "overrides": overrides,
+                                                    **self._advertised()})
 
     def heartbeat(self, running_jobs: list[str], worker: dict[str, Any] | None = None
                   ) -> list[str]:
         """Report the running jobs and whether the worker consumes its queue
         (``{"consuming": bool, "detail": str}``); returns the ids of the jobs the server wants
         cancelled."""
-        body: dict[str, Any] = {"running_jobs": running_jobs}
+        body: dict[str, Any] = {"running_jobs": running_jobs, **self._advertised()}
         if worker is not None:
             body["worker"] = worker
         answer = self._post("/api/v1/agents/heartbeat/", body)
@@ -112,6 +117,15 @@ class ControlPlane:
         body = {"state": state, "error": error, "result": result or {}}
         return self._post(f"/api/v1/agents/jobs/{job_id}/finish/", body)
 
+    def report_store_port(self, job_id: str, port: int) -> dict:
+        """The coordinator's agent opened its run's store on ``port``."""
+        return self._post(f"/api/v1/agents/jobs/{job_id}/rendezvous/", {"port": port})
+
+    def rendezvous(self, job_id: str) -> dict:
+        """``{"state", "rendezvous": {host, port, prefix, timeout_s} | None}`` of a distributed
+        run's job; 409 once the job is finished."""
+        return self._request("GET", f"/api/v1/agents/jobs/{job_id}/rendezvous/", None)
+
     def post_metrics(self, run_id: str, points: list[dict]) -> dict:
         """Send a batch; returns ``{"accepted": n, "cancelled": bool}``. Idempotent server side."""
         return self._post(f"/api/v1/runs/{run_id}/metrics/", {"points": points})
@@ -123,6 +137,9 @@ class ControlPlane:
                           {"first_seq": first_seq, "lines": lines})
 
     # -- plumbing ---------------------------------------------------------------------------
+    def _advertised(self) -> dict[str, str]:
+        return {"advertise_address": self.advertise_address} if self.advertise_address else {}
+
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
@@ -130,6 +147,10 @@ class ControlPlane:
         return session
 
     def _post(self, path: str, body: dict, authenticated: bool = True) -> dict:
+        return self._request("POST", path, body, authenticated)
+
+    def _request(self, method: str, path: str, body: dict | None,
+                 authenticated: bool = True) -> dict:
         headers = {}
         if authenticated:
             if not self.credential:
@@ -137,7 +158,8 @@ class ControlPlane:
             headers["Authorization"] = f"Device {self.credential}"
         url = self.server + path
         try:
-            response = self._session().post(url, json=body, headers=headers, timeout=self.timeout)
+            response = self._session().request(method, url, json=body, headers=headers,
+                                               timeout=self.timeout)
         except requests.Timeout:
             raise ServerUnreachable(f"the control plane at {self.server} did not answer in time") from None
         except requests.RequestException as exc:

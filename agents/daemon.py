@@ -17,13 +17,16 @@ Life of an agent:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agents import exit_status
 from agents.client import (
@@ -34,6 +37,7 @@ from agents.client import (
     Rejected,
     describe_errors,
 )
+from agents.child import start_forkserver, warm_up
 from agents.consumer_watch import ConsumerWatch
 from agents.credentials import Credential, credential_path, load_credential, save_credential
 from agents.heartbeat import Heartbeat
@@ -57,6 +61,21 @@ class AgentOptions:
     token: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     broker_url: str | None = None  # another address of the broker the server returned
+    # Where the other agents of a distributed run reach this one; None: the local address
+    # of this agent's connection to the control plane (:func:`local_address_towards`).
+    advertise_address: str | None = None
+    shape: bool = False  # apply the profile's uplink rate and RTT to what its roles send
+
+
+def local_address_towards(server: str) -> str | None:
+    """The local IP address this host uses to reach ``server`` (None if unreachable now)."""
+    parts = urlsplit(server)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=5) as connection:
+            return connection.getsockname()[0]
+    except OSError:
+        return None
 
 
 def _credential_from(answer: dict, server: str, name: str) -> Credential:
@@ -74,7 +93,7 @@ def enrol(options: AgentOptions) -> Credential:
     if not options.token:
         raise AgentError(f"no stored credential for {options.name!r} in {options.state_dir}; "
                          "pass --token to enrol this device")
-    client = ControlPlane(options.server)
+    client = ControlPlane(options.server, advertise_address=options.advertise_address)
     try:
         answer = client.enrol(options.token, options.name, options.profile, options.overrides)
     except Conflict:
@@ -97,7 +116,8 @@ def enrol(options: AgentOptions) -> Credential:
 def reenrol(options: AgentOptions, stored: Credential) -> Credential:
     """Present the stored credential: the server refreshes the profile and tells the current
     broker and heartbeat interval, which are stored again."""
-    client = ControlPlane(stored.server, stored.credential)
+    client = ControlPlane(stored.server, stored.credential,
+                          advertise_address=options.advertise_address)
     try:
         answer = client.reenrol(options.profile, options.overrides)
     except AuthRejected:
@@ -155,8 +175,12 @@ class Agent:
         request_stop()
 
     def run(self) -> int:
+        if self.options.advertise_address is None:
+            self.options = dataclasses.replace(
+                self.options, advertise_address=local_address_towards(self.options.server))
         credential = obtain_credential(self.options)
-        client = ControlPlane(credential.server, credential.credential)
+        client = ControlPlane(credential.server, credential.credential,
+                              advertise_address=self.options.advertise_address)
         tracker = JobTracker(self.shutdown)
         spool = Spool(self.options.state_dir / "spool" / self.options.name)
         broker_url = credential.broker_url
@@ -170,13 +194,16 @@ class Agent:
         heartbeat.start()
         resend_spool(client, spool)
 
+        start_forkserver()  # the roles' children are forked from it, with all that preloaded
         from ml import registry
         registry.load_all()  # import torch and every method now, not when the first job waits
+        log.info("role processes ready (forkserver warm-up %.1f s)", warm_up())
 
-        runner = JobRunner(client, tracker, spool)
+        runner = JobRunner(client, tracker, spool, shape=self.options.shape)
         app = build_app(broker_url, runner, credential.queue)
-        log.info("agent %s online as device %s, consuming %s", self.options.name,
-                 credential.device_id, credential.queue)
+        log.info("agent %s online as device %s, consuming %s, advertising %s%s",
+                 self.options.name, credential.device_id, credential.queue,
+                 self.options.advertise_address, " (shaped)" if self.options.shape else "")
         try:
             while not self.shutdown.is_set():
                 run_worker(app, credential.queue, hostname=f"{self.options.name}@estuary-agent",

@@ -37,12 +37,14 @@ class HttpReporter:
     """Reporter for one run, posting to ``/api/v1/runs/<run_id>/metrics/`` and ``logs/``.
 
     Use as a context manager (or call :meth:`start` and :meth:`close`): leaving it flushes
-    everything, waiting up to ``final_flush_s`` for the server.
+    everything, waiting up to ``final_flush_s`` for the server. Log lines are numbered from
+    ``first_seq`` (the ranks of a distributed run share its log, each in its own range).
     """
 
     def __init__(self, client: ControlPlane, run_id: str, job: RunningJob, spool: Spool, *,
                  flush_interval_s: float = 0.5, batch_size: int = 200,
-                 give_up_after_s: float = 8.0, final_flush_s: float = 30.0):
+                 give_up_after_s: float = 8.0, final_flush_s: float = 30.0,
+                 first_seq: int = 0):
         self.client = client
         self.run_id = run_id
         self.job = job
@@ -57,7 +59,7 @@ class HttpReporter:
         self._points: list[dict] = []
         self._unsent: list[dict] = spool.points(run_id)  # left over from an earlier attempt
         self._lines: list[tuple[int, str]] = spool.lines(run_id)  # (seq, line), oldest first
-        self._next_seq = self._lines[-1][0] + 1 if self._lines else 0
+        self._next_seq = self._lines[-1][0] + 1 if self._lines else first_seq
         self._lines_spooled = bool(self._lines)
         self._wake = threading.Event()
         self._closing = threading.Event()
