@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     testbed.add_argument("--preset", help="a named testbed, e.g. jetson80")
     create.add_argument("--host", help="the device that runs it (default: chosen)")
     create.add_argument("--seed", type=int)
+    create.add_argument("--execution", choices=["emulated", "distributed"],
+                        help="distributed: each role on its own device's agent "
+                             "(default: emulated, the whole testbed on one host)")
     create.add_argument("--watch", action="store_true", help="then watch it until it ends")
 
     for name, text in (("watch", "follow it live until it ends (Ctrl-C stops watching)"),
@@ -198,7 +201,7 @@ def cmd_create(args: argparse.Namespace, out: TextIO) -> int:
     experiment = client.create_experiment(
         name=args.name or args.algorithm, algorithm=args.algorithm, config=config,
         baselines=args.baseline, devices=devices, preset=args.preset, host=args.host,
-        seed=args.seed)
+        seed=args.seed, execution=args.execution)
     print(f"Created experiment {experiment.id} ({', '.join(experiment.data['methods'])})",
           file=out)
     return _watch(experiment, out) if args.watch else 0
@@ -206,7 +209,8 @@ def cmd_create(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     experiment = client_for(args).get_experiment(args.experiment)
-    print(f"{experiment.name} ({experiment.id}): {experiment.status}", file=out)
+    print(f"{experiment.name} ({experiment.id}): {experiment.status}"
+          f" [{experiment.data.get('execution', 'emulated')}]", file=out)
     if experiment.data.get("rerun_of"):
         differs = experiment.data.get("code_version_differs")
         note = {None: "code version not known yet", True: "ran another code version",
@@ -215,7 +219,22 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     rows = [(r["method"], r["state"], (r.get("provenance") or {}).get("code_version", "-"),
              r["id"]) for r in experiment.runs]
     _table(out, ("METHOD", "STATE", "CODE", "RUN"), rows)
+    for run in experiment.runs:
+        if run.get("placement"):
+            print(f"\nplacement of {run['method']}:", file=out)
+            _table(out, ("RANK", "ROLE", "DEVICE", "WORKERS"), [
+                (slot["rank"], slot["role"], slot["name"], _workers(slot["workers"]))
+                for slot in run["placement"]])
+        if run.get("waiting_for"):
+            names = ", ".join(f"{w['name']} ({w['why']})" for w in run["waiting_for"])
+            print(f"{run['method']} is waiting for devices: {names}", file=out)
     return 0
+
+
+def _workers(workers: list[int]) -> str:
+    """``0, 3, 6`` (the first eight, then how many more)."""
+    shown = ", ".join(map(str, workers[:8]))
+    return shown + (f" … (+{len(workers) - 8})" if len(workers) > 8 else "") if workers else "-"
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:

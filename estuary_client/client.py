@@ -105,12 +105,13 @@ class Client:
     def create_experiment(self, name: str, algorithm: str, config: Json | None = None,
                           baselines: list[str] | None = None, devices: list[str] | None = None,
                           preset: str | None = None, host: str | None = None,
-                          seed: int | None = None) -> Experiment:
-        """Validate and launch an experiment (docs/controlplane.md, Experiment create)."""
+                          seed: int | None = None, execution: str | None = None) -> Experiment:
+        """Validate and launch an experiment (docs/controlplane.md, Experiment create).
+        ``execution``: ``"emulated"`` (the server's default) or ``"distributed"``."""
         body: Json = {"name": name, "algorithm": algorithm, "config": config or {},
                       "baselines": baselines or []}
         for key, value in (("devices", devices), ("preset", preset), ("host", host),
-                           ("seed", seed)):
+                           ("seed", seed), ("execution", execution)):
             if value is not None:
                 body[key] = value
         return Experiment(self, self._call("create_experiment", body=body))

@@ -1,6 +1,7 @@
 // Experiment page: live run states, charts, logs and cancel, fed by ws/experiments/<id>/.
 import { api, websocketUrl } from "./api.js";
 import { ChartBoard, PALETTE, bindXAxisSelect } from "./charts.js";
+import { renderPlacement } from "./placement.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 const page = JSON.parse(document.getElementById("experiment-data").textContent);
@@ -61,6 +62,7 @@ function runCard(run, index) {
     [role, host && `on ${host}`, code && `code ${code}`].filter(Boolean).join(" · ");
   // A queued job says why it waits (its device offline, or its agent not taking jobs).
   card.querySelector(".run-error").textContent = run.error || run.job?.waiting_reason || "";
+  renderPlacement(card, run);
 }
 
 function onHistory(message) {

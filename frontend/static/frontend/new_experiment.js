@@ -228,6 +228,8 @@ function requestBody() {
     body.preset = document.getElementById("preset").value;
   }
   if (hostSelect.value) body.host = hostSelect.value;
+  const execution = document.getElementById("execution")?.value;
+  if (execution && execution !== "emulated") body.execution = execution;
   return body;
 }
 
