@@ -17,6 +17,8 @@ from estuary_client.errors import ApiError, EstuaryError
 DEMO_ALGORITHM = "splitfed"
 DEMO_BASELINES = ["fedavg"]
 DEMO_CONFIG: dict[str, Any] = {"rounds": 10, "dataset": "mnist", "workers": 2}
+#: The distributed demo: the same methods, each role on its own local agent, short.
+DISTRIBUTED_DEMO_CONFIG: dict[str, Any] = {"rounds": 3, "dataset": "digits", "workers": 2}
 
 
 @contextmanager
@@ -81,21 +83,25 @@ class UserApi:
                 alive()
             time.sleep(0.5)
 
-    def launch_demo_experiment(self, device_ids: list[str]) -> dict:
-        """Create the demo experiment on the given devices; returns the experiment."""
+    def launch_demo_experiment(self, device_ids: list[str], distributed: bool = False) -> dict:
+        """Create the demo experiment on the given devices (``distributed``: each role on its
+        own device, with :data:`DISTRIBUTED_DEMO_CONFIG`); returns the experiment."""
         with _as_stack_errors("GET /api/v1/algorithms/"):
             catalogue = {m["name"]: m for m in self.client.list_algorithms()}
         if DEMO_ALGORITHM not in catalogue:
             raise StackError(f"the catalogue has no {DEMO_ALGORITHM!r}; known: {', '.join(sorted(catalogue))}")
         known_keys = set(catalogue[DEMO_ALGORITHM]["schema"].get("properties", {}))
-        config = {k: v for k, v in DEMO_CONFIG.items() if k in known_keys}
+        wanted = DISTRIBUTED_DEMO_CONFIG if distributed else DEMO_CONFIG
+        config = {k: v for k, v in wanted.items() if k in known_keys}
         baselines = [b for b in DEMO_BASELINES if b in catalogue[DEMO_ALGORITHM]["baselines"]]
         return self.post("/api/v1/experiments/", {
-            "name": f"Demo: {DEMO_ALGORITHM} vs {', '.join(baselines) or 'no baseline'}",
+            "name": f"Demo{' (distributed)' if distributed else ''}: {DEMO_ALGORITHM} vs "
+                    f"{', '.join(baselines) or 'no baseline'}",
             "algorithm": DEMO_ALGORITHM,
             "config": config,
             "baselines": baselines,
             "devices": device_ids,
+            "execution": "distributed" if distributed else "emulated",
         })
 
 

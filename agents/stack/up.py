@@ -3,7 +3,9 @@
 Steps: Redis (``REDIS_URL``, or our own on a free port with data in ``<data>/redis``), migrate,
 collectstatic, the demo user, the ASGI server (daphne), the control plane's Celery worker and its
 beat (two processes, so a beat never outlives its worker), an enrolment token, three agents (two
-Jetsons and an A6000 server), then the demo experiment through the REST API. Each child logs to
+Jetsons and an A6000 server), then the demo experiments through the REST API: a short
+distributed one (splitfed vs fedavg, each role on its own agent: the A6000 coordinates, the
+Jetsons train) and the emulated one (the whole testbed emulated on the A6000's agent). Each child logs to
 ``<data>/log/<name>.log``; ``<data>/stack.json`` lists their current pids while the stack runs.
 Once started, children that die are restarted (see :mod:`agents.stack.processes`); only Ctrl-C
 or SIGTERM stops the stack.
@@ -81,7 +83,8 @@ class Stack:
             self.env["ALLOWED_HOSTS"] = ",".join(
                 dict.fromkeys(["localhost", "127.0.0.1", "[::1]", options.host]))
         self.python = sys.executable
-        self.experiment_id: str | None = None
+        self.experiment_id: str | None = None  # the emulated demo
+        self.distributed_id: str | None = None  # the distributed demo
         self.devices: dict[str, dict] = {}  # the agents' devices by name, once online
         self.api: UserApi | None = None
         self.started_at = time.monotonic()
@@ -132,8 +135,12 @@ class Stack:
         self.devices = self.api.wait_for_devices([n for n, _ in agents], 120,
                                                  alive=self._check_children)
         if self.options.demo:
-            experiment = self.api.launch_demo_experiment(
-                [self.devices[n]["id"] for n, _ in agents])
+            device_ids = [self.devices[n]["id"] for n, _ in agents]
+            # Distributed first: its gang takes the three agents at once, and the emulated
+            # demo's jobs queue on the cloud agent behind its rank.
+            self.distributed_id = str(self.api.launch_demo_experiment(
+                device_ids, distributed=True)["id"])
+            experiment = self.api.launch_demo_experiment(device_ids)
             self.experiment_id = str(experiment["id"])
         self._write_state()
         self._print_banner(user)
@@ -216,6 +223,8 @@ class Stack:
         lines = ["", f"Estuary is running (started in {time.monotonic() - self.started_at:.0f} s)."]
         if self.experiment_id:
             lines.append(f"  Dashboard:  {self.server}/experiments/{self.experiment_id}/")
+        if self.distributed_id:
+            lines.append(f"  Distributed: {self.server}/experiments/{self.distributed_id}/")
         lines += [
             f"  Devices:    {self.server}/devices/",
             f"  Log in as:  {user['username']} / {user['password']}",
@@ -254,16 +263,18 @@ class Stack:
     def _cancel_demo(self) -> None:
         """The demo cannot go on without the agents: cancel what is left of it, so it ends as
         cancelled rather than failed or queued for the next start."""
-        if not self.experiment_id:
-            return
         self.api.timeout_s = 5.0  # stopping must not hang on a stuck server
-        try:
-            experiment = self.api.get(f"/api/v1/experiments/{self.experiment_id}/")
-            if experiment.get("status") == "running":
-                self.api.post(f"/api/v1/experiments/{self.experiment_id}/cancel/", {})
-                say("cancelled the demo experiment")
-        except StackError:
-            pass
+        for experiment_id, what in ((self.distributed_id, "the distributed demo experiment"),
+                                    (self.experiment_id, "the demo experiment")):
+            if not experiment_id:
+                continue
+            try:
+                experiment = self.api.get(f"/api/v1/experiments/{experiment_id}/")
+                if experiment.get("status") == "running":
+                    self.api.post(f"/api/v1/experiments/{experiment_id}/cancel/", {})
+                    say(f"cancelled {what}")
+            except StackError:
+                pass
 
     def stop(self) -> None:
         """Stop every child, newest first; a second signal meanwhile kills them at once."""
