@@ -263,6 +263,8 @@ class Stack:
     def _cancel_demo(self) -> None:
         """The demo cannot go on without the agents: cancel what is left of it, so it ends as
         cancelled rather than failed or queued for the next start."""
+        if self.api is None:
+            return
         self.api.timeout_s = 5.0  # stopping must not hang on a stuck server
         for experiment_id, what in ((self.distributed_id, "the distributed demo experiment"),
                                     (self.experiment_id, "the demo experiment")):
