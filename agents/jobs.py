@@ -125,9 +125,8 @@ class JobRunner:
                 self._report_port(job_id, int(message[1]), reporter)
 
         outcome = role.follow(forward, job.should_stop)
-        if job.should_stop():
-            log.info("role of job %s stopped (process %s exit code %s)", job_id,
-                     role.process.pid, role.exitcode)
+        log.info("role process %s of job %s ended (exit code %s%s)", role.process.pid, job_id,
+                 role.exitcode, ", stopped by the agent" if job.should_stop() else "")
         if outcome is None:
             if job.should_stop():
                 return self._stopped(job, reporter)

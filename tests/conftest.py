@@ -6,6 +6,9 @@ import shutil
 import tempfile
 
 os.environ.setdefault("ESTUARY_HEARTBEAT_INTERVAL_S", "1")
+# Distributed runs: a gang's agents claim their jobs within 8 s, a lost peer shows in 15 s.
+os.environ.setdefault("ESTUARY_GANG_CLAIM_DEADLINE_S", "8")
+os.environ.setdefault("ESTUARY_RENDEZVOUS_TIMEOUT_S", "15")
 # Every session starts without cached models or data, as CI's clean clone does, and never
 # writes into the user's own data folder.
 os.environ["ESTUARY_DATA_DIR"] = tempfile.mkdtemp(prefix="estuary-test-data-")
