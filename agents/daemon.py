@@ -6,7 +6,8 @@ Life of an agent:
    given, enrol with the token and store the new credential (0600). The server enrols a
    name it already has only with its owner's replacement token for that device.
 2. Note the broker and heartbeat interval the server returned.
-3. Resend whatever the spool kept from an earlier life; preload the method catalogue.
+3. Resend whatever the spool kept from an earlier life; start the forkserver its jobs' child
+   processes are forked from (it preloads torch and the method catalogue).
 4. Heartbeat on a thread; run the Celery worker on ``device.<id>`` in the main thread. Each
    heartbeat says whether the worker consumes (:mod:`agents.consumer_watch`); after a broker
    outage the worker is restarted in-process, since Celery's own may never reconnect.
@@ -194,10 +195,10 @@ class Agent:
         heartbeat.start()
         resend_spool(client, spool)
 
-        start_forkserver()  # the roles' children are forked from it, with all that preloaded
-        from ml import registry
-        registry.load_all()  # import torch and every method now, not when the first job waits
-        log.info("role processes ready (forkserver warm-up %.1f s)", warm_up())
+        # Jobs run in child processes forked from a forkserver that imports torch and every
+        # method once, now (the agent itself never imports them), not when the first job waits.
+        start_forkserver()
+        log.info("role processes ready (forkserver preload %.1f s)", warm_up())
 
         runner = JobRunner(client, tracker, spool, shape=self.options.shape)
         app = build_app(broker_url, runner, credential.queue)

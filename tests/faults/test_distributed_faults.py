@@ -82,9 +82,6 @@ def test_cancel_kill_and_offline_agents_fail_only_their_runs(
     run = run_row(run_id)
     assert run.state == "failed" and "edge-2" in run.error, run.error
     assert_points_have_no_gap(run_id)
-    reported = len(series(run_id, "accuracy"))
-    time.sleep(2)  # nothing is reported for the failed run afterwards
-    assert len(series(run_id, "accuracy")) == reported
 
     # 3. The agent is offline when the next gang is allocated: the run fails after the claim
     #    deadline, naming it.
