@@ -47,6 +47,13 @@ class Method:
     metrics: tuple[str, ...] = ()
     family: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: The role program (ml.distributed.runtime.RoleProgram) of a method that also runs
+    #: distributed, one rank per device; None for emulated-only methods.
+    program: Any = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.program is not None
 
     def defaults(self) -> dict[str, Any]:
         return self.config().model_dump(mode="json")
@@ -65,6 +72,7 @@ class Method:
             "paper": self.paper,
             "summary": self.summary,
             "baselines": list(self.baselines),
+            "distributed": self.distributed,
             "metrics": list(self.metrics),
             "defaults": self.defaults(),
             "schema": self.json_schema(),

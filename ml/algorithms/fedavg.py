@@ -19,13 +19,18 @@ of w_{t+1} every ``eval_every`` rounds.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, WeightedAverage, Worker,
+from ml.distributed.messages import wire_type
+from ml.distributed.run import run_emulated
+from ml.distributed.runtime import RoleProgram, Runtime
+from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, TrainResult,
+                   WeightedAverage, Worker,
                    build_federation, evaluate, generator, get_weights, participants_count,
-                   sample_clients, seeded_run, set_weights, torch_device, work_per_sample)
+                   sample_clients, set_weights, work_per_sample)
 from ml.fl.config import FederatedConfig
 from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.models import model_bytes
@@ -53,55 +58,75 @@ class FedAvgConfig(FederatedConfig):
         return value
 
 
-def run(config: FedAvgConfig, reporter: Reporter) -> dict:
-    """Train with FedAvg on the emulated testbed; report per-round metrics; return the summary."""
-    device = torch_device(config.device)
-    with seeded_run(config.seed, device):
-        fed = build_federation(config, device)
-        return _train(config, fed, reporter)
+@dataclass
+class FedAvgContext:
+    """What every rank builds: the federation, and the rank's shared local trainer."""
+
+    config: FedAvgConfig
+    fed: Federation
+    trainer: LocalTrainer | None = None
 
 
-def _train(config: FedAvgConfig, fed: Federation, reporter: Reporter) -> dict:
+def setup(config: FedAvgConfig, device) -> FedAvgContext:
+    return FedAvgContext(config, build_federation(config, device))
+
+
+def make_worker(context: FedAvgContext, index: int) -> Worker:
+    """Virtual worker ``index``; the workers of one process share one LocalTrainer."""
+    fed, config = context.fed, context.config
+    if context.trainer is None:
+        context.trainer = LocalTrainer(fed.model, SGDSettings(config.lr, config.momentum,
+                                                              config.weight_decay))
+    return Worker(index, fed.testbed.workers[index], fed.train, fed.stream(index),
+                  context.trainer)
+
+
+def coordinate(config: FedAvgConfig, context: FedAvgContext, runtime: Runtime,
+               reporter: Reporter) -> dict:
+    """The server's role: sample, send w_t, collect and average the workers' weights."""
     wall_start = time.perf_counter()
+    fed = context.fed
     testbed, model = fed.testbed, fed.model
     server = testbed.require_server()
-    trainer = LocalTrainer(model, SGDSettings(config.lr, config.momentum, config.weight_decay))
-    workers = [Worker(i, dev, fed.train, fed.stream(i), trainer)
-               for i, dev in enumerate(testbed.workers)]
+    devices = testbed.workers
+    workers = runtime.workers
+    num_samples = [len(shard) for shard in fed.shards]
     _, flops_per_sample = work_per_sample(model, fed.dataset.input_shape, fed.device)
     message_bytes = model_bytes(model, include_buffers=True)
     per_round = participants_count(config.clients_per_round, len(workers))
     sampler = generator(config.seed, "clients")
     log = RoundLog(reporter, testbed)
     global_weights = get_weights(model)
-    waiting = WaitingLedger([w.device.name for w in workers])
+    waiting = WaitingLedger([d.name for d in devices])
     reporter.log(f"fedavg: {fed.describe()}; {per_round} workers per round")
 
     for step in range(1, config.rounds + 1):
         log.check_cancelled()
-        selected = [workers[i] for i in sample_clients(len(workers), per_round, sampler)]
-        round_start = testbed.barrier([server, *(w.device for w in selected)])
-        for worker in selected:
-            testbed.transfer(server, worker.device, message_bytes, "model")
+        selected = sample_clients(len(workers), per_round, sampler)
+        round_start = testbed.barrier([server, *(devices[i] for i in selected)])
+        for i in selected:
+            testbed.transfer(server, devices[i], message_bytes, "model")
+        fits = [workers[i].call("fit", global_weights, config.local_epochs, kind="model",
+                                reply_kind="model") for i in selected]
         average = WeightedAverage()
         loss_sum = samples = 0.0
-        for worker in selected:
-            result = worker.fit(global_weights, config.local_epochs)
-            testbed.compute(worker.device, result.samples * flops_per_sample)
-            testbed.transfer(worker.device, server, message_bytes, "model")
+        for i, fit in zip(selected, fits):
+            result = fit.result()
+            testbed.compute(devices[i], result.samples * flops_per_sample)
+            testbed.transfer(devices[i], server, message_bytes, "model")
             average.add(result.weights, result.num_samples)
             loss_sum += result.loss * result.samples
             samples += result.samples
         global_weights = average.result(global_weights)
-        round_end, idle = round_end_barrier(testbed, [server, *(w.device for w in selected)])
+        round_end, idle = round_end_barrier(testbed, [server, *(devices[i] for i in selected)])
         waiting.add_by_device(idle)
 
         evaluation = None
         if step % config.eval_every == 0 or step == config.rounds:
             set_weights(model, global_weights)
             evaluation = evaluate(model, fed.test_x, fed.test_y)
-        log.round(step, round_end - round_start, loss_sum / max(samples, 1), evaluation)
-        waiting.report(log, step)
+        runtime.report_round(log, step, round_end - round_start, loss_sum / max(samples, 1),
+                             evaluation, waiting)
 
     return {
         "final": log.final,
@@ -111,10 +136,20 @@ def _train(config: FedAvgConfig, fed: Federation, reporter: Reporter) -> dict:
         "training_flops_per_sample": flops_per_sample,
         "sim_time_s": testbed.now(),
         "wall_time_s": time.perf_counter() - wall_start,
-        "workers": [{"name": w.name, "profile": w.device.profile.name, "samples": w.num_samples}
-                    for w in workers],
+        "workers": [{"name": d.name, "profile": d.profile.name, "samples": n}
+                    for d, n in zip(devices, num_samples)],
         "server": server.name,
     }
+
+
+wire_type(TrainResult)  # what Worker.fit returns crosses the wire as JSON + tensors
+PROGRAM = RoleProgram(setup=setup, worker=make_worker, coordinate=coordinate,
+                      exposed=frozenset({"fit"}))
+
+
+def run(config: FedAvgConfig, reporter: Reporter) -> dict:
+    """Train with FedAvg on the emulated testbed; report per-round metrics; return the summary."""
+    return run_emulated(PROGRAM, config, reporter)
 
 
 METHOD = register(Method(
@@ -129,4 +164,5 @@ METHOD = register(Method(
     metrics=("accuracy", "loss", "train_loss", "traffic_bytes", "traffic_bytes/model",
              "round_time_s", "sim_time_s", "waiting_time_s"),
     family="federated-learning",
+    program=PROGRAM,
 ))

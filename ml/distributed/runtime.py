@@ -1,0 +1,333 @@
+"""One program per method, two runtimes: how a coordinator calls its workers.
+
+A method is a :class:`RoleProgram`: ``setup`` builds what every rank shares (data, model,
+testbed), ``worker`` builds the object of one virtual worker (e.g. ``ml.fl.Worker``), and
+``coordinate`` drives the run. The coordinator reaches worker ``w`` through
+``runtime.workers[w]``:
+
+- ``call(method, *args, kind=..., reply_kind=...)`` returns a future whose ``result()`` is the
+  worker's return value; ``cast(...)`` is the same without a reply (e.g. gradients down).
+- Calls to one worker run in the order they were made; calls to workers on different ranks run
+  concurrently.
+
+The :class:`EmulatedRuntime` runs a call in-process when its result is needed (or when a later
+call to the same worker needs it done), so memory stays that of one call at a time and the
+program charges the emulated testbed exactly as before. The :class:`DistributedRuntime` sends
+the call to the rank hosting the worker (ml.distributed.serve runs it there) and keeps at most
+:data:`WINDOW` calls in flight per rank, so a rank hosting many virtual workers is kept busy
+without the coordinator holding one model copy per worker.
+``kind``/``reply_kind`` label the payload bytes (``model``, ``features``, ``gradients``) for the
+measured ``traffic_bytes/<kind>``.
+"""
+from __future__ import annotations
+
+import collections
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ml.distributed import messages
+from ml.distributed.errors import ProtocolError, RemoteError
+from ml.distributed.placement import Slot
+from ml.distributed.transport import Transport
+
+#: Calls in flight per worker rank.
+WINDOW = 4
+
+
+@dataclass(frozen=True)
+class RoleProgram:
+    """A method written once for both runtimes (see the module's docstring)."""
+
+    setup: Callable[[Any, Any], Any]  # (config, torch device) -> context, on every rank
+    worker: Callable[[Any, int], object]  # (context, index) -> virtual worker object
+    coordinate: Callable[[Any, Any, "Runtime", Any], dict]  # (config, context, runtime, reporter)
+    exposed: frozenset[str]  # worker methods the coordinator may call
+    workers: Callable[[Any], int] = lambda config: config.workers
+
+
+class Future:
+    """The result of a call, available through :meth:`result`."""
+
+    def result(self) -> Any:
+        raise NotImplementedError
+
+
+# -- emulated ------------------------------------------------------------------------------------
+
+class _LocalCall(Future):
+    def __init__(self, worker: "LocalWorker", fn: Callable[[], Any]):
+        self._worker = worker
+        self._fn = fn
+        self._done = False
+        self._value: Any = None
+
+    def run(self) -> None:
+        if not self._done:
+            self._value = self._fn()
+            self._done = True
+            self._fn = None
+
+    def result(self) -> Any:
+        self._worker.drain(until=self)
+        return self._value
+
+
+class LocalWorker:
+    """A worker object in this process, its calls run lazily and in order."""
+
+    def __init__(self, index: int, obj: object):
+        self.index = index
+        self.obj = obj
+        self._queue: collections.deque[_LocalCall] = collections.deque()
+
+    def call(self, method: str, *args: Any, kind: str | None = None,
+             reply_kind: str | None = None) -> Future:
+        fn = getattr(self.obj, method)
+        future = _LocalCall(self, lambda: fn(*args))
+        self._queue.append(future)
+        return future
+
+    def cast(self, method: str, *args: Any, kind: str | None = None) -> None:
+        self.call(method, *args, kind=kind)
+
+    def drain(self, until: _LocalCall | None = None) -> None:
+        while self._queue:
+            future = self._queue.popleft()
+            future.run()
+            if future is until:
+                return
+
+
+class Runtime:
+    """What a coordinator sees of its workers; see EmulatedRuntime and DistributedRuntime."""
+
+    execution = "emulated"
+    workers: list
+
+    def flush(self) -> None:
+        """Finish every call made so far."""
+
+    def report_round(self, log, step: int, sim_round_s: float, train_loss: float,
+                     evaluation: tuple[float, float] | None, waiting) -> None:
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        """Keys the run's result gains in this runtime."""
+        return {}
+
+
+class EmulatedRuntime(Runtime):
+    """Every worker in this process; times and traffic come from the emulated testbed."""
+
+    execution = "emulated"
+
+    def __init__(self, objects: list[object]):
+        self.workers = [LocalWorker(i, obj) for i, obj in enumerate(objects)]
+
+    def flush(self) -> None:
+        for worker in self.workers:
+            worker.drain()
+
+    def report_round(self, log, step, sim_round_s, train_loss, evaluation, waiting) -> None:
+        self.flush()
+        log.round(step, sim_round_s, train_loss, evaluation)
+        waiting.report(log, step)
+
+
+# -- distributed ---------------------------------------------------------------------------------
+
+class _RemoteCall(Future):
+    def __init__(self, runtime: "DistributedRuntime", rank: int):
+        self._runtime = runtime
+        self.rank = rank
+        self.seq = -1
+        self.done = False
+        self.value: Any = None
+
+    def result(self) -> Any:
+        while not self.done:
+            self._runtime.advance(self.rank)
+        return self.value
+
+
+class RemoteWorker:
+    """A proxy for a worker hosted by another rank."""
+
+    def __init__(self, runtime: "DistributedRuntime", index: int, rank: int):
+        self.index = index
+        self.rank = rank
+        self._runtime = runtime
+
+    def call(self, method: str, *args: Any, kind: str | None = None,
+             reply_kind: str | None = None) -> Future:
+        future = _RemoteCall(self._runtime, self.rank)
+        self._runtime.enqueue(self.rank, {"op": "call", "worker": self.index, "method": method,
+                                          "reply_kind": reply_kind}, list(args), kind, future)
+        return future
+
+    def cast(self, method: str, *args: Any, kind: str | None = None) -> None:
+        self._runtime.enqueue(self.rank, {"op": "cast", "worker": self.index,
+                                          "method": method}, list(args), kind, None)
+
+
+_NAME_SAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+def metric_safe(name: str) -> str:
+    """A device name usable inside a metric name (ml.wire's rules)."""
+    return _NAME_SAFE.sub("-", name)[:60] or "device"
+
+
+class DistributedRuntime(Runtime):
+    """The coordinator's view of a distributed run: proxies, measured times and traffic."""
+
+    execution = "distributed"
+
+    def __init__(self, transport: Transport, placement: list[Slot], num_workers: int):
+        self.transport = transport
+        self.placement = sorted(placement, key=lambda s: s.rank)
+        host = {w: s.rank for s in self.placement for w in s.workers}
+        if sorted(host) != list(range(num_workers)):
+            raise ValueError(f"the placement hosts workers {sorted(host)}, the run has "
+                             f"{num_workers}")
+        self.workers = [RemoteWorker(self, w, host[w]) for w in range(num_workers)]
+        self.worker_ranks = [s.rank for s in self.placement if s.rank != 0]
+        self._queued: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        self._inflight: dict[int, collections.deque[_RemoteCall]] = \
+            collections.defaultdict(collections.deque)
+        self._seq = 0
+        self._mark = time.perf_counter()
+        self._last: dict[int, dict] = {}
+        self._stats: dict[int, dict] = {}
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def enqueue(self, rank: int, header: dict, args: list, kind: str | None,
+                future: _RemoteCall | None) -> None:
+        self._queued[rank].append((header, args, kind, future))
+        self._pump(rank)
+
+    def _pump(self, rank: int) -> None:
+        queued, inflight = self._queued[rank], self._inflight[rank]
+        while queued and (queued[0][3] is None or len(inflight) < WINDOW):
+            header, args, kind, future = queued.popleft()
+            tensors: list = []
+            packed = messages.pack(args, tensors)
+            if future is not None:
+                future.seq = self._seq
+                self._seq += 1
+                inflight.append(future)
+            self.transport.send(rank, {**header, "seq": future.seq if future else None,
+                                       "args": packed}, tensors, kind)
+
+    def advance(self, rank: int) -> None:
+        """Receive the next reply from ``rank`` and resolve its future."""
+        self._pump(rank)
+        inflight = self._inflight[rank]
+        if not inflight:
+            raise RuntimeError(f"waiting for rank {rank} with no call in flight")
+        message = self.transport.recv(rank)
+        future = inflight.popleft()
+        header = message.header
+        if header.get("op") != "reply" or header.get("seq") != future.seq:
+            raise ProtocolError(f"rank {rank} answered {header.get('op')!r} "
+                                f"#{header.get('seq')}, expected reply #{future.seq}")
+        future.value = messages.unpack(header.get("value"), message.tensors)
+        future.done = True
+        self._pump(rank)
+
+    def flush(self) -> None:
+        for rank in self.worker_ranks:
+            while self._queued[rank] or self._inflight[rank]:
+                if self._inflight[rank]:
+                    self.advance(rank)
+                else:
+                    self._pump(rank)
+
+    def _control(self, op: str) -> dict[int, dict]:
+        """Send ``op`` to every worker rank and collect their answers (after pending calls)."""
+        self.flush()
+        for rank in self.worker_ranks:
+            self.transport.send(rank, {"op": op})
+        answers = {}
+        for rank in self.worker_ranks:
+            message = self.transport.recv(rank)
+            if message.header.get("op") != op:
+                raise ProtocolError(f"rank {rank} answered {message.header.get('op')!r} to "
+                                    f"{op!r}")
+            answers[rank] = message.header.get("stats", {})
+        return answers
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def report_round(self, log, step, sim_round_s, train_loss, evaluation, waiting) -> None:
+        stats = self._control("stats")
+        now = time.perf_counter()
+        wall = now - self._mark
+        self._mark = now
+        own = self.transport.counters.as_dict()
+        own["compute_s"] = 0.0
+        stats[0] = own
+        log.metric("round_time_s", step, wall)
+        log.metric("sim_round_time_s", step, sim_round_s)
+        log.metric("sim_time_s", step, log.testbed.now())
+        payload = sum(s["payload_sent"] for s in stats.values())
+        log.metric("traffic_bytes", step, payload)
+        kinds: dict[str, int] = collections.defaultdict(int)
+        for s in stats.values():
+            for kind, nbytes in s["payload_by_kind"].items():
+                kinds[kind] += nbytes
+        for kind in sorted(kinds):
+            if kind != "control":
+                log.metric(f"traffic_bytes/{kind}", step, kinds[kind])
+        log.metric("framing_bytes", step, sum(s["framing_sent"] for s in stats.values()))
+        for slot in self.placement:
+            s, last = stats[slot.rank], self._last.get(slot.rank)
+            name = metric_safe(slot.name)
+            log.metric(f"traffic_bytes/{name}", step, s["payload_sent"] + s["payload_received"])
+            comm = s["comm_s"] - (last["comm_s"] if last else 0.0)
+            wait = s["wait_s"] - (last["wait_s"] if last else 0.0)
+            compute = (s["compute_s"] - (last["compute_s"] if last else 0.0)
+                       if slot.rank else max(wall - comm - wait, 0.0))
+            log.metric(f"compute_time_s/{name}", step, compute)
+            log.metric(f"comm_time_s/{name}", step, comm)
+            log.metric(f"waiting_time_s/{name}", step, wait)
+        self._last = stats
+        self._stats = stats
+        log.metric("train_loss", step, train_loss)
+        if evaluation is not None:
+            accuracy, loss = evaluation
+            log.metric("accuracy", step, accuracy)
+            log.metric("loss", step, loss)
+
+    def finish(self) -> dict[int, dict]:
+        """End the run on every worker rank; their final counters."""
+        return self._control("end")
+
+    def abort(self, header: dict) -> None:
+        """Tell every worker rank to stop (best effort: some may be gone)."""
+        for rank in self.worker_ranks:
+            try:
+                self.transport.send(rank, header)
+            except Exception:  # noqa: BLE001 - the run is failing already
+                pass
+        try:
+            self.transport.flush()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def summary(self) -> dict:
+        stats = self._stats or {0: self.transport.counters.as_dict()}
+        return {
+            "execution": "distributed",
+            "traffic_bytes": sum(s["payload_sent"] for s in stats.values()),
+            "framing_bytes": sum(s["framing_sent"] for s in stats.values()),
+            "messages": sum(s["messages_sent"] for s in stats.values()),
+            "placement": [s.as_dict() for s in self.placement],
+        }
+
+
+def remote_failure(rank: int, name: str, detail: str) -> RemoteError:
+    return RemoteError(f"rank {rank} (device {name}) failed: {detail}")
