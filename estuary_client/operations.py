@@ -45,6 +45,8 @@ AGENT_OPERATIONS: dict[str, Operation] = {
     "heartbeat": Operation("POST", "/api/v1/agents/heartbeat/"),
     "start_job": Operation("POST", "/api/v1/agents/jobs/{job_id}/start/"),
     "finish_job": Operation("POST", "/api/v1/agents/jobs/{job_id}/finish/"),
+    "report_store_port": Operation("POST", "/api/v1/agents/jobs/{job_id}/rendezvous/"),
+    "rendezvous": Operation("GET", "/api/v1/agents/jobs/{job_id}/rendezvous/"),
     "post_metrics": Operation("POST", "/api/v1/runs/{run_id}/metrics/"),
     "post_logs": Operation("POST", "/api/v1/runs/{run_id}/logs/"),
 }

@@ -93,11 +93,18 @@ class UserApi:
         known_keys = set(catalogue[DEMO_ALGORITHM]["schema"].get("properties", {}))
         wanted = DISTRIBUTED_DEMO_CONFIG if distributed else DEMO_CONFIG
         config = {k: v for k, v in wanted.items() if k in known_keys}
+        algorithm = DEMO_ALGORITHM
         baselines = [b for b in DEMO_BASELINES if b in catalogue[DEMO_ALGORITHM]["baselines"]]
+        if distributed:  # only what can run distributed (the catalogue says)
+            runnable = [m for m in [algorithm, *baselines] if catalogue[m].get("distributed")]
+            if not runnable:
+                raise StackError(f"neither of {[algorithm, *baselines]} can run distributed")
+            algorithm = runnable[0]
+            baselines = [b for b in runnable[1:] if b in catalogue[algorithm]["baselines"]]
         return self.post("/api/v1/experiments/", {
-            "name": f"Demo{' (distributed)' if distributed else ''}: {DEMO_ALGORITHM} vs "
+            "name": f"Demo{' (distributed)' if distributed else ''}: {algorithm} vs "
                     f"{', '.join(baselines) or 'no baseline'}",
-            "algorithm": DEMO_ALGORITHM,
+            "algorithm": algorithm,
             "config": config,
             "baselines": baselines,
             "devices": device_ids,

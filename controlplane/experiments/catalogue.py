@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
 
-from ml import registry
+from ml import distributed, registry
 
 
 class AlgorithmSerializer(serializers.Serializer):
@@ -25,6 +25,12 @@ class AlgorithmSerializer(serializers.Serializer):
     metrics = serializers.ListField(child=serializers.CharField())
     defaults = serializers.DictField()
     schema = serializers.DictField(help_text="JSON schema of the method's config")
+    distributed = serializers.BooleanField(
+        help_text="Whether it can run with execution 'distributed' (its roles on its devices)")
+
+
+def describe(method: registry.Method) -> dict:
+    return {**method.describe(), "distributed": distributed.supports_distributed(method.name)}
 
 
 class AlgorithmListView(FilteredListMixin, GenericAPIView):
@@ -34,7 +40,7 @@ class AlgorithmListView(FilteredListMixin, GenericAPIView):
     query_serializer_class = ListQuerySerializer
 
     def get_queryset(self) -> list[dict]:
-        return [method.describe() for method in registry.all_methods()]
+        return [describe(method) for method in registry.all_methods()]
 
     @extend_schema(parameters=[ListQuerySerializer])
     def get(self, request: Request) -> Response:
@@ -45,6 +51,6 @@ class AlgorithmDetailView(APIView):
     @extend_schema(responses=AlgorithmSerializer)
     def get(self, request: Request, name: str) -> Response:
         try:
-            return Response(registry.get(name).describe())
+            return Response(describe(registry.get(name)))
         except registry.UnknownMethod:
             raise Http404(f"No algorithm named {name!r}.") from None

@@ -55,6 +55,9 @@ def test_distributed_splitfed_and_fedavg_match_their_emulated_twins(
         framing = run.result["framing_bytes"]
         assert measured_traffic == pytest.approx(twin_traffic, rel=1e-9), run.method
         assert 0 <= framing < 0.01 * measured_traffic, (run.method, framing, measured_traffic)
+        print(f"{run.method}: measured model traffic {measured_traffic:.0f} B = emulated "
+              f"{twin_traffic:.0f} B; framing {framing} B "
+              f"({100 * framing / measured_traffic:.3f} %)")
         # Every device's measured traffic and times are reported per round.
         names = set(MetricPoint.objects.filter(run_id=run_id).values_list("name", flat=True))
         for device in ("edge-1", "edge-2"):
