@@ -26,14 +26,17 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 from pydantic import Field
 
 from ml.config import ConfigError
+from ml.distributed.run import run_emulated
+from ml.distributed.runtime import RoleProgram, Runtime
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
-                   build_federation, evaluate, get_weights, seeded_run, set_weights, torch_device,
-                   work_per_sample)
+                   build_federation, evaluate, get_weights, set_weights, work_per_sample)
 from ml.fl.config import FederatedConfig
 from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.models import model_bytes
@@ -53,26 +56,73 @@ class SplitFedConfig(FederatedConfig):
                                                 "the model's own, e.g. conv2 for cnn)")
 
 
-def run(config: SplitFedConfig, reporter: Reporter) -> dict:
-    """Train with SFL-V2 on the emulated testbed; report per-round metrics; return the summary."""
-    device = torch_device(config.device)
-    with seeded_run(config.seed, device):
-        fed = build_federation(config, device)
-        return _train(config, fed, reporter)
+class SplitFedWorker(SplitWorker):
+    """A SplitFed worker: draws its next batch itself, so only features and labels leave it."""
+
+    def forward_next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the bottom on the next mini-batch; return ``(features, labels)`` to send."""
+        x, y = self.next_batch()
+        return self.forward(x), y
 
 
-def _train(config: SplitFedConfig, fed: Federation, reporter: Reporter) -> dict:
-    wall_start = time.perf_counter()
-    testbed, model = fed.testbed, fed.model
-    server_device = testbed.require_server()
+class BatchSizes:
+    """The sizes of a worker's successive mini-batches (ml.fl.batches: every epoch cuts its
+    ``n`` samples into batches of ``batch_size``, the last one smaller), known to the
+    coordinator without the worker's data, so it can order the batches before they arrive."""
+
+    def __init__(self, samples: int, batch_size: int):
+        if samples == 0:
+            raise ValueError("cannot draw a batch from an empty shard")
+        self.samples = samples
+        self.batch_size = batch_size
+        self._position = 0
+
+    def next(self) -> int:
+        size = min(self.batch_size, self.samples - self._position)
+        self._position = (self._position + size) % self.samples
+        return size
+
+
+@dataclass
+class SplitFedContext:
+    """What every rank builds: the federation and the model's two halves."""
+
+    config: SplitFedConfig
+    fed: Federation
+    bottom: nn.Module
+    top: nn.Module
+
+
+def setup(config: SplitFedConfig, device) -> SplitFedContext:
+    fed = build_federation(config, device)
     try:
-        bottom, top = model.split(config.split_point)
+        bottom, top = fed.model.split(config.split_point)
     except ValueError as exc:
         raise ConfigError({"split_point": str(exc)}) from None
+    return SplitFedContext(config, fed, bottom, top)
+
+
+def make_worker(context: SplitFedContext, index: int) -> SplitFedWorker:
+    fed, config = context.fed, context.config
+    sgd = SGDSettings(config.lr, config.momentum, config.weight_decay)
+    return SplitFedWorker(index, fed.testbed.workers[index], fed.train, fed.stream(index),
+                          copy.deepcopy(context.bottom), sgd)
+
+
+def coordinate(config: SplitFedConfig, context: SplitFedContext, runtime: Runtime,
+               reporter: Reporter) -> dict:
+    """The fed server's and main server's role (one device): bottoms out and back, the top
+    trained on the workers' features in their (emulated) arrival order."""
+    wall_start = time.perf_counter()
+    fed, bottom, top = context.fed, context.bottom, context.top
+    testbed, model = fed.testbed, fed.model
+    server_device = testbed.require_server()
     sgd = SGDSettings(config.lr, config.momentum, config.weight_decay)
     server = SplitServer(top, sgd)
-    workers = [SplitWorker(i, dev, fed.train, fed.stream(i), copy.deepcopy(bottom), sgd)
-               for i, dev in enumerate(testbed.workers)]
+    devices = testbed.workers
+    workers = runtime.workers
+    num_samples = [len(shard) for shard in fed.shards]
+    sizes = [BatchSizes(n, config.batch_size) for n in num_samples]
 
     input_shape = fed.dataset.input_shape
     probe = torch.zeros((1, *input_shape), device=fed.device)
@@ -86,44 +136,53 @@ def _train(config: SplitFedConfig, fed: Federation, reporter: Reporter) -> dict:
     log = RoundLog(reporter, testbed)
     global_bottom = get_weights(bottom)
     split_point = config.split_point or model.default_split
-    waiting = WaitingLedger([w.device.name for w in workers])
+    waiting = WaitingLedger([d.name for d in devices])
     reporter.log(f"splitfed: {fed.describe()}; cut after {split_point}, features "
                  f"{list(feature_shape)} per sample")
 
     for step in range(1, config.rounds + 1):
         log.check_cancelled()
-        everyone = [server_device, *(w.device for w in workers)]
+        everyone = [server_device, *devices]
         round_start = testbed.barrier(everyone)
-        for worker in workers:
-            testbed.transfer(server_device, worker.device, bottom_bytes, "model")
-            worker.set_weights(global_bottom)
+        for worker, device in zip(workers, devices):
+            testbed.transfer(server_device, device, bottom_bytes, "model")
+            worker.cast("set_weights", global_bottom, kind="model")
 
         loss_sum = torch.zeros((), dtype=torch.float64, device=fed.device)
         samples = 0
         for _ in range(config.local_iterations):
-            batches = [worker.next_batch() for worker in workers]
+            batch = [s.next() for s in sizes]
             arrivals = []
-            for worker, (x, _) in zip(workers, batches):
-                testbed.compute(worker.device, len(x) * bottom_forward)
-                arrivals.append(testbed.send(worker.device, server_device,
-                                             len(x) * (feature_bytes + LABEL_BYTES), "features"))
-            for i in sorted(range(len(workers)), key=lambda i: (arrivals[i], i)):
-                worker, (x, y) = workers[i], batches[i]
-                loss, grad = server.train_step(worker.forward(x), y)
-                worker.backward(grad)
-                loss_sum += loss.double() * len(x)
-                samples += len(x)
+            for device, n in zip(devices, batch):
+                testbed.compute(device, n * bottom_forward)
+                arrivals.append(testbed.send(device, server_device,
+                                             n * (feature_bytes + LABEL_BYTES), "features"))
+            # The server takes batches in their emulated arrival order, in both runtimes.
+            order = sorted(range(len(workers)), key=lambda i: (arrivals[i], i))
+            forwards = {i: workers[i].call("forward_next", reply_kind="features")
+                        for i in order}
+            for i in order:
+                features, y = forwards[i].result()
+                if len(y) != batch[i]:
+                    raise RuntimeError(f"worker {i} sent a batch of {len(y)}, expected "
+                                       f"{batch[i]}")
+                loss, grad = server.train_step(features, y)
+                workers[i].cast("backward", grad, kind="gradients")
+                loss_sum += loss.double() * len(y)
+                samples += len(y)
+                device = devices[i]
                 testbed.receive(server_device, arrivals[i])
-                testbed.compute(server_device, len(x) * top_train)
-                back = testbed.send(server_device, worker.device, len(x) * feature_bytes,
+                testbed.compute(server_device, len(y) * top_train)
+                back = testbed.send(server_device, device, len(y) * feature_bytes,
                                     "gradients")
-                testbed.receive(worker.device, back)
-                testbed.compute(worker.device, len(x) * bottom_backward)
+                testbed.receive(device, back)
+                testbed.compute(device, len(y) * bottom_backward)
 
         average = WeightedAverage()
-        for worker in workers:
-            testbed.transfer(worker.device, server_device, bottom_bytes, "model")
-            average.add(worker.get_weights(), worker.num_samples)
+        bottoms = [w.call("get_weights", reply_kind="model") for w in workers]
+        for device, n, weights in zip(devices, num_samples, bottoms):
+            testbed.transfer(device, server_device, bottom_bytes, "model")
+            average.add(weights.result(), n)
         global_bottom = average.result(global_bottom)
         round_end, idle = round_end_barrier(testbed, everyone)
         waiting.add_by_device(idle)
@@ -132,8 +191,8 @@ def _train(config: SplitFedConfig, fed: Federation, reporter: Reporter) -> dict:
         if step % config.eval_every == 0 or step == config.rounds:
             set_weights(bottom, global_bottom)
             evaluation = evaluate(model, fed.test_x, fed.test_y)
-        log.round(step, round_end - round_start, loss_sum.item() / max(samples, 1), evaluation)
-        waiting.report(log, step)
+        runtime.report_round(log, step, round_end - round_start,
+                             loss_sum.item() / max(samples, 1), evaluation, waiting)
 
     return {
         "final": log.final,
@@ -143,10 +202,20 @@ def _train(config: SplitFedConfig, fed: Federation, reporter: Reporter) -> dict:
         "bottom_model_bytes": bottom_bytes,
         "sim_time_s": testbed.now(),
         "wall_time_s": time.perf_counter() - wall_start,
-        "workers": [{"name": w.name, "profile": w.device.profile.name, "samples": w.num_samples}
-                    for w in workers],
+        "workers": [{"name": d.name, "profile": d.profile.name, "samples": n}
+                    for d, n in zip(devices, num_samples)],
         "server": server_device.name,
     }
+
+
+PROGRAM = RoleProgram(setup=setup, worker=make_worker, coordinate=coordinate,
+                      exposed=frozenset({"set_weights", "forward_next", "backward",
+                                         "get_weights"}))
+
+
+def run(config: SplitFedConfig, reporter: Reporter) -> dict:
+    """Train with SFL-V2 on the emulated testbed; report per-round metrics; return the summary."""
+    return run_emulated(PROGRAM, config, reporter)
 
 
 METHOD = register(Method(
@@ -162,4 +231,5 @@ METHOD = register(Method(
              "traffic_bytes/gradients", "traffic_bytes/model", "round_time_s", "sim_time_s",
              "waiting_time_s"),
     family="split-learning",
+    program=PROGRAM,
 ))

@@ -65,15 +65,6 @@ class LocalLaunch:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="estuary-dist-"))
         self.procs: dict[int, subprocess.Popen] = {}
 
-    def _spec(self, port: int) -> Path:
-        path = self.dir / f"spec-{port}.json"
-        path.write_text(json.dumps({
-            "method": self.method, "config": self.config, "shape": self.shape,
-            "placement": [s.as_dict() for s in self.placement],
-            "rendezvous": {"host": "127.0.0.1", "port": port, "prefix": self._prefix,
-                           "timeout_s": self.timeout_s}}))
-        return path
-
     def _spawn(self, spec: Path, rank: int) -> None:
         env = {**os.environ, "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
@@ -85,19 +76,15 @@ class LocalLaunch:
         log.close()
 
     def start(self) -> "LocalLaunch":
-        """Start rank 0, wait for its store's port, start the other ranks."""
-        self._prefix = f"run-{secrets.token_hex(16)}/"
-        self._spawn(self._spec(0), 0)
-        port_file = self.dir / "port"
-        deadline = time.monotonic() + self.timeout_s + 60
-        while not port_file.exists():
-            if self.procs[0].poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"rank 0 did not open its store: {self.log(0)[-2000:]}")
-            time.sleep(0.02)
-        port = int(port_file.read_text())
-        spec = self._spec(port)
-        for slot in self.placement[1:]:
+        """Start every rank at once; the workers wait for rank 0's port file."""
+        spec = self.dir / "spec.json"
+        spec.write_text(json.dumps({
+            "method": self.method, "config": self.config, "shape": self.shape,
+            "placement": [s.as_dict() for s in self.placement],
+            "rendezvous": {"host": "127.0.0.1", "port": 0,
+                           "prefix": f"run-{secrets.token_hex(16)}/",
+                           "timeout_s": self.timeout_s}}))
+        for slot in self.placement:
             self._spawn(spec, slot.rank)
         return self
 
@@ -212,6 +199,15 @@ def _child(spec_path: Path, rank: int) -> int:
     rendezvous = Rendezvous(**spec["rendezvous"])
     reporter = _FileReporter(directory) if rank == 0 else MemoryReporter()
     shape = LinkShape.of_profile(placement[rank].profile) if spec["shape"] else None
+
+    if rank != 0:  # the port rank 0 opened, as the control plane would hand it out
+        port_file = directory / "port"
+        deadline = time.monotonic() + rendezvous.timeout_s + 60
+        while not port_file.exists():
+            if time.monotonic() > deadline or (directory / "rank-0.json").exists():
+                raise SystemExit(f"rank {rank}: rank 0 never opened its store")
+            time.sleep(0.02)
+        rendezvous = Rendezvous(**{**spec["rendezvous"], "port": int(port_file.read_text())})
 
     def store_ready(port: int) -> None:
         tmp = directory / "port.tmp"

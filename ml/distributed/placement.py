@@ -149,3 +149,6 @@ def testbed_of(placement: list[Slot]) -> list[dict]:
 def _entry(profile: dict[str, Any], name: str) -> dict:
     """A testbed entry: the profile's fields that are set, under ``name``."""
     return {**{k: v for k, v in profile.items() if v is not None}, "name": name}
+
+
+testbed_of.__test__ = False  # a function named test*, not a pytest test
