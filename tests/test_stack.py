@@ -123,6 +123,12 @@ def test_it_runs_the_demo(stack):
                           timeout=30).json()
     assert [run["method"] for run in experiment["runs"]] == ["splitfed", "fedavg"]
     first_run = experiment["runs"][0]["id"]
+    # The distributed demo: each role on its own local agent, the A6000 coordinating.
+    distributed = http.get(banner_value(stack.output, "Distributed").replace(
+        "/experiments/", "/api/v1/experiments/"), timeout=30).json()
+    assert distributed["execution"] == "distributed"
+    assert [slot["name"] for slot in distributed["runs"][0]["placement"]] == [
+        "a6000-1", "jetson-nx-1", "jetson-orin-nano-1"]
 
     def first_points():
         answer = http.get(f"{stack.url}/api/v1/runs/{first_run}/metrics/", timeout=30)

@@ -250,11 +250,17 @@ class Stack:
             time.sleep(0.5)
 
     def _report_runs(self, seen: dict[str, str]) -> dict[str, str]:
-        try:
-            experiment = self.api.get(f"/api/v1/experiments/{self.experiment_id}/")
-        except StackError:
-            return seen
-        now = {str(run.get("method")): str(run.get("state")) for run in experiment.get("runs", [])}
+        now: dict[str, str] = {}
+        for experiment_id, label in ((self.distributed_id, " (distributed)"),
+                                     (self.experiment_id, "")):
+            if not experiment_id:
+                continue
+            try:
+                experiment = self.api.get(f"/api/v1/experiments/{experiment_id}/")
+            except StackError:
+                return seen
+            for run in experiment.get("runs", []):
+                now[f"{run.get('method')}{label}"] = str(run.get("state"))
         for method, state in now.items():
             if seen.get(method) != state:
                 say(f"demo run {method}: {state}")
