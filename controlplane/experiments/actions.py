@@ -173,7 +173,7 @@ def _settle_run(run: Run, trigger: Job, now: datetime, result: dict[str, Any] | 
                    run.jobs.values_list("state", flat=True)):
                 run.state, run.finished_at = JobState.SUCCEEDED, now
         else:
-            run.state, run.finished_at = trigger.state, now
+            run.state, run.finished_at, run.waiting_for = trigger.state, now, []
             run.error = (f"{job_label(trigger)}: {trigger.error}"
                          if distributed and trigger.state == JobState.FAILED else trigger.error)
             why = (f"Stopped: {job_label(trigger)} {trigger.state}." if distributed else "")
