@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
 
-from ml import distributed, registry
+from ml import registry
 
 
 class AlgorithmSerializer(serializers.Serializer):
@@ -29,10 +29,6 @@ class AlgorithmSerializer(serializers.Serializer):
         help_text="Whether it can run with execution 'distributed' (its roles on its devices)")
 
 
-def describe(method: registry.Method) -> dict:
-    return {**method.describe(), "distributed": distributed.supports_distributed(method.name)}
-
-
 class AlgorithmListView(FilteredListMixin, GenericAPIView):
     """The catalogue, by name, paginated like every list."""
 
@@ -40,7 +36,7 @@ class AlgorithmListView(FilteredListMixin, GenericAPIView):
     query_serializer_class = ListQuerySerializer
 
     def get_queryset(self) -> list[dict]:
-        return [describe(method) for method in registry.all_methods()]
+        return [method.describe() for method in registry.all_methods()]
 
     @extend_schema(parameters=[ListQuerySerializer])
     def get(self, request: Request) -> Response:
@@ -51,6 +47,6 @@ class AlgorithmDetailView(APIView):
     @extend_schema(responses=AlgorithmSerializer)
     def get(self, request: Request, name: str) -> Response:
         try:
-            return Response(describe(registry.get(name)))
+            return Response(registry.get(name).describe())
         except registry.UnknownMethod:
             raise Http404(f"No algorithm named {name!r}.") from None
