@@ -262,6 +262,10 @@ class DistributedRuntime(Runtime):
 
     # -- metrics -----------------------------------------------------------------------------
 
+    def reset_clock(self) -> None:
+        """Start the first round's wall time now (after the coordinator's set-up)."""
+        self._mark = time.perf_counter()
+
     def report_round(self, log, step, sim_round_s, train_loss, evaluation, waiting) -> None:
         stats = self._control("stats")
         now = time.perf_counter()
