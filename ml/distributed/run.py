@@ -83,7 +83,7 @@ def _coordinate(program: RoleProgram, config, slots: list[Slot], transport: Tran
         transport.close(graceful=False)
         raise
     except PeerLost as exc:
-        runtime.abort({"op": "abort", "lost": exc.as_dict()})
+        runtime.abort({"op": "abort", "lost": exc.as_dict()}, lost=exc.rank)
         transport.close(graceful=False)
         raise
     except BaseException as exc:
