@@ -351,6 +351,3 @@ class DistributedRuntime(Runtime):
             "placement": [s.as_dict() for s in self.placement],
         }
 
-
-def remote_failure(rank: int, name: str, detail: str) -> RemoteError:
-    return RemoteError(f"rank {rank} (device {name}) failed: {detail}")
