@@ -2,13 +2,17 @@
 
     python -m ml list
     python -m ml run METHOD [--set key=value ...] [--config file.json] [--out result.json] [--quiet]
+                            [--distributed N [--shape]]
 
 ``--set`` values are parsed as JSON when they are valid JSON (``rounds=5``, ``testbed=[...]``),
 else taken as strings (``dataset=mnist``); they override ``--config``. A bad config prints
 ``error: config.<field>: <message>`` for each faulty field and exits with status 2. While the
 method runs, a progress bar on stderr advances with the steps of the first metric it reports;
 at the end a table gives the final value of each metric. The JSON result file holds the method,
-the validated config, the method's summary and every metric point.
+the validated config, the method's summary and every metric point. ``--distributed N`` runs the
+method's roles as N local processes over torch.distributed (rank 0 the coordinator, ranks
+1..N-1 the workers; ``--shape`` applies each rank's profile link to what it sends) instead of
+emulating the testbed in one process.
 """
 from __future__ import annotations
 
@@ -156,12 +160,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     values = load_config_file(args.config) if args.config else {}
     values.update(parse_assignments(args.set))
     config = method.parse_config(values)
-    reporter = ProgressReporter(getattr(config, "rounds", None), enabled=not args.quiet)
-    try:
-        result = method.run(config, reporter)
-    finally:
-        reporter.close()
-    points = reporter.memory.points
+    if args.distributed is not None:
+        result, points = _run_distributed(method, config, args)
+    else:
+        reporter = ProgressReporter(getattr(config, "rounds", None), enabled=not args.quiet)
+        try:
+            result = method.run(config, reporter)
+        finally:
+            reporter.close()
+        points = reporter.memory.points
     if args.out:
         document = {"method": method.name, "config": config.model_dump(mode="json"),
                     "result": result, "points": [p.as_dict() for p in points]}
@@ -172,6 +179,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.out:
             print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _run_distributed(method: registry.Method, config, args: argparse.Namespace):
+    from ml.distributed import launch_local  # torch.distributed only when asked for
+
+    if not method.distributed:
+        raise UsageError(f"method {method.name!r} cannot run distributed yet")
+    if args.distributed < 2:
+        raise UsageError("--distributed needs at least 2 ranks (a coordinator and a worker)")
+    if not args.quiet:
+        print(f"{method.name}: {args.distributed} local ranks over torch.distributed"
+              f"{' (shaped links)' if args.shape else ''}", file=sys.stderr)
+    result, reporter = launch_local(method.name, config.model_dump(mode="json"),
+                                    args.distributed, shape=args.shape)
+    return result, reporter.points
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="JSON file with config values")
     run.add_argument("--out", type=Path, help="write the JSON result here")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    run.add_argument("--distributed", type=int, metavar="N",
+                     help="run the roles as N local processes over torch.distributed")
+    run.add_argument("--shape", action="store_true",
+                     help="with --distributed: apply each rank's profile uplink and RTT")
     return parser
 
 

@@ -15,6 +15,9 @@ Ours (not in the paper): the emulated time model (ml.testbed: a round starts whe
 and the selected workers are in sync, ends when the last upload has arrived), local SGD momentum
 restarting each round, BatchNorm buffers averaged with the weights, and a test-set evaluation
 of w_{t+1} every ``eval_every`` rounds.
+
+Roles (ml.distributed.runtime): the server is :func:`coordinate`, each worker an
+``ml.fl.Worker`` whose ``fit`` the server calls; the same program runs emulated or distributed.
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ round:
 
 Ours (not fixed by the paper): the fed server and the main server are one device (the testbed's
 server); the main server serves a batch as soon as it has arrived and it is free, in arrival
-order (ties by worker index), finishing one iteration's batches before the next's; the
+order (ties by worker index), finishing one iteration's batches before the next's — the arrival
+order of the emulated clock, in distributed runs too, so both runtimes train identically; the
 ``features`` traffic counts the labels sent with them (8 bytes each); worker momentum restarts
 each round; the test-set evaluation of the combined model every ``eval_every`` rounds.
 """

@@ -1,6 +1,6 @@
 """Every rank of a distributed run as a child process on 127.0.0.1 (tests, bench, the CLI).
 
-Each rank runs ``python -m ml.distributed.local SPEC RANK``: it reads the run from the JSON file
+Each rank runs ``python -m ml.distributed SPEC RANK``: it reads the run from the JSON file
 ``SPEC``, runs :func:`run_role` and writes its outcome to ``<dir>/rank-<r>.json``; rank 0
 writes the store's port to ``<dir>/port`` as soon as it listens and appends its metric points
 to ``<dir>/points.jsonl`` as they come. Rank 0 stops (cancels) once ``<dir>/stop`` exists.
@@ -71,7 +71,7 @@ class LocalLaunch:
                                                            os.environ.get("PYTHONPATH")]))}
         log = open(self.dir / f"rank-{rank}.log", "wb")
         self.procs[rank] = subprocess.Popen(
-            [sys.executable, "-m", "ml.distributed.local", str(spec), str(rank)],
+            [sys.executable, "-m", "ml.distributed", str(spec), str(rank)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
@@ -185,7 +185,7 @@ class _FileReporter(MemoryReporter):
         return self._stop.exists()
 
 
-def _child(spec_path: Path, rank: int) -> int:
+def child_main(spec_path: Path, rank: int) -> int:
     import torch
 
     from ml.distributed.placement import Slot as _Slot
@@ -230,6 +230,3 @@ def _child(spec_path: Path, rank: int) -> int:
     sys.stdout.flush()
     os._exit(0 if outcome["ok"] else 1)  # never hang in a process group's teardown
 
-
-if __name__ == "__main__":
-    raise SystemExit(_child(Path(sys.argv[1]), int(sys.argv[2])))

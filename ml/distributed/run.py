@@ -75,6 +75,7 @@ def _coordinate(program: RoleProgram, config, slots: list[Slot], transport: Tran
     try:
         with seeded_run(config.seed, device):
             context = program.setup(config, device)
+            runtime.reset_clock()
             result = program.coordinate(config, context, runtime, reporter)
         runtime.finish()
     except Cancelled:
@@ -82,7 +83,7 @@ def _coordinate(program: RoleProgram, config, slots: list[Slot], transport: Tran
         transport.close(graceful=False)
         raise
     except PeerLost as exc:
-        runtime.abort({"op": "abort", "lost": exc.as_dict()})
+        runtime.abort({"op": "abort", "lost": exc.as_dict()}, lost=exc.rank)
         transport.close(graceful=False)
         raise
     except BaseException as exc:

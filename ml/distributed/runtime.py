@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ml.distributed import messages
-from ml.distributed.errors import ProtocolError, RemoteError
+from ml.distributed.errors import PeerLost, ProtocolError, RemoteError
 from ml.distributed.placement import Slot
 from ml.distributed.transport import Transport
 
 #: Calls in flight per worker rank.
 WINDOW = 4
+#: How long a failing coordinator waits for the workers to hear it.
+ABORT_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ class DistributedRuntime(Runtime):
         inflight = self._inflight[rank]
         if not inflight:
             raise RuntimeError(f"waiting for rank {rank} with no call in flight")
-        message = self.transport.recv(rank)
+        message = self._receive(rank)
         future = inflight.popleft()
         header = message.header
         if header.get("op") != "reply" or header.get("seq") != future.seq:
@@ -237,6 +239,17 @@ class DistributedRuntime(Runtime):
         future.value = messages.unpack(header.get("value"), message.tensors)
         future.done = True
         self._pump(rank)
+
+    def _receive(self, rank: int):
+        """The next message from ``rank``; a ``bye`` (it stopped because a peer was lost)
+        raises that PeerLost here too."""
+        message = self.transport.recv(rank)
+        if message.header.get("op") == "bye":
+            if isinstance(message.header.get("lost"), dict):
+                raise PeerLost.from_dict(message.header["lost"])
+            peer = self.placement[rank]
+            raise RemoteError(f"rank {rank} (device {peer.name}) stopped")
+        return message
 
     def flush(self) -> None:
         for rank in self.worker_ranks:
@@ -253,7 +266,7 @@ class DistributedRuntime(Runtime):
             self.transport.send(rank, {"op": op})
         answers = {}
         for rank in self.worker_ranks:
-            message = self.transport.recv(rank)
+            message = self._receive(rank)
             if message.header.get("op") != op:
                 raise ProtocolError(f"rank {rank} answered {message.header.get('op')!r} to "
                                     f"{op!r}")
@@ -261,6 +274,10 @@ class DistributedRuntime(Runtime):
         return answers
 
     # -- metrics -----------------------------------------------------------------------------
+
+    def reset_clock(self) -> None:
+        """Start the first round's wall time now (after the coordinator's set-up)."""
+        self._mark = time.perf_counter()
 
     def report_round(self, log, step, sim_round_s, train_loss, evaluation, waiting) -> None:
         stats = self._control("stats")
@@ -306,17 +323,23 @@ class DistributedRuntime(Runtime):
         """End the run on every worker rank; their final counters."""
         return self._control("end")
 
-    def abort(self, header: dict) -> None:
-        """Tell every worker rank to stop (best effort: some may be gone)."""
+    def abort(self, header: dict, lost: int | None = None) -> None:
+        """Tell every worker rank to stop (best effort: some may be gone), and give them a
+        few seconds to say they heard it before this rank (and its store) goes away."""
+        told = set()
         for rank in self.worker_ranks:
+            if rank == lost:
+                continue
             try:
                 self.transport.send(rank, header)
+                told.add(rank)
             except Exception:  # noqa: BLE001 - the run is failing already
                 pass
         try:
             self.transport.flush()
         except Exception:  # noqa: BLE001
             pass
+        self.transport.collect("bye", told, min(self.transport.timeout_s, ABORT_GRACE_S))
 
     def summary(self) -> dict:
         stats = self._stats or {0: self.transport.counters.as_dict()}
@@ -328,6 +351,3 @@ class DistributedRuntime(Runtime):
             "placement": [s.as_dict() for s in self.placement],
         }
 
-
-def remote_failure(rank: int, name: str, detail: str) -> RemoteError:
-    return RemoteError(f"rank {rank} (device {name}) failed: {detail}")

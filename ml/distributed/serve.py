@@ -49,11 +49,18 @@ def serve(transport: Transport, objects: dict[int, object], exposed: frozenset[s
 
 
 def report_failure(transport: Transport, exc: BaseException) -> None:
-    """Tell rank 0 this rank failed (best effort), unless the failure came from the run."""
-    if isinstance(exc, (PeerLost, RemoteError, Cancelled)):
+    """Tell rank 0 this rank failed (best effort): ``error`` for its own failure, ``bye`` when
+    it stops because of the run (a lost peer, an abort, a cancel)."""
+    if isinstance(exc, PeerLost) and exc.rank == 0:
         return
+    if isinstance(exc, PeerLost):
+        header = {"op": "bye", "lost": exc.as_dict()}
+    elif isinstance(exc, (RemoteError, Cancelled)):
+        header = {"op": "bye"}
+    else:
+        header = {"op": "error", "error": f"{type(exc).__name__}: {exc}"}
     try:
-        transport.send(0, {"op": "error", "error": f"{type(exc).__name__}: {exc}"})
+        transport.send(0, header)
         transport.flush()
     except Exception:  # noqa: BLE001 - the rank is failing already
         pass

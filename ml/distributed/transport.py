@@ -133,7 +133,12 @@ class Transport:
         self._lock = threading.Lock()
         self._pending: dict[int, collections.deque[Message]] = collections.defaultdict(
             collections.deque)
-        self._sends: list[tuple[object, list[torch.Tensor]]] = []
+        # Payload buffers of sends not yet acknowledged, per destination: (index, works, buffers).
+        # gloo send works cannot be polled; a peer's header says how many of our messages it
+        # has received (``ack``), and only then are they released.
+        self._sends: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        self._sent_count: dict[int, int] = collections.defaultdict(int)
+        self._recv_count: dict[int, int] = collections.defaultdict(int)
         self._closed = threading.Event()
         self._failure: BaseException | None = None
         self._stop_check = stop_check
@@ -208,6 +213,7 @@ class Transport:
         tensors = list(tensors)
         payload = messages.flatten(tensors, self.wire_device) if tensors else []
         head = messages.encode_header({**header, "src": self.rank,
+                                       "ack": self._recv_count[dst],
                                        "tensors": messages.tensor_specs(tensors)})
         body = bytes(head.numpy())
         nbytes = messages.payload_bytes(payload)
@@ -230,19 +236,28 @@ class Transport:
 
     def _hand_over(self, dst: int, payload: list[torch.Tensor], body: bytes,
                    store: dist.Store) -> None:
-        works = [dist.isend(t, dst=dst) for t in payload]
+        try:
+            works = [dist.isend(t, dst=dst) for t in payload]
+        except (dist.DistError, RuntimeError) as exc:
+            raise self._lost(dst, f"sending failed: {exc}") from None
         with self._lock:
-            self._sends.append((works, payload))
-            self._reap()
-        store.queue_push(f"{_KEYS}inbox/{dst}", body)
+            index = self._sent_count[dst]
+            self._sent_count[dst] += 1
+            if works:
+                self._sends[dst].append((index, works, payload))
+        try:
+            store.queue_push(f"{_KEYS}inbox/{dst}", body)
+        except (dist.DistError, RuntimeError) as exc:
+            raise self._lost(0, f"the run's store stopped answering: {exc}") from None
 
-    def _reap(self) -> None:
-        # gloo send works cannot be polled either; keep the buffers of the last sends alive
-        # and wait for the older ones (long since received) to bound memory.
-        while len(self._sends) > 64:
-            works, _ = self._sends.pop(0)
-            for w in works:
-                w.wait(_td(self.timeout_s))
+    def _release(self, dst: int, acknowledged: int) -> None:
+        """Free the buffers of the first ``acknowledged`` messages to ``dst`` (received)."""
+        with self._lock:
+            sends = self._sends[dst]
+            while sends and sends[0][0] < acknowledged:
+                _, works, _ = sends.popleft()
+                for w in works:
+                    w.wait(_td(self.timeout_s))
 
     def _deliver(self) -> None:
         while not self._closed.is_set():
@@ -293,10 +308,35 @@ class Transport:
             message = self._next()
             self._pending[message.src].append(message)
 
-    def _next(self) -> Message:
+    def collect(self, op: str, ranks: set[int], grace_s: float) -> set[int]:
+        """Wait up to ``grace_s`` for a message ``op`` from each of ``ranks`` (other messages
+        and failures are dropped); the ranks that sent it. Used on the way out of a failed or
+        cancelled run, so the store outlives the news of it."""
+        waiting, seen = set(ranks), set()
+        deadline = time.monotonic() + grace_s
+        while waiting and time.monotonic() < deadline:
+            try:
+                message = self._next(deadline)
+            except Exception as exc:  # noqa: BLE001 - the run is ending already
+                if isinstance(exc, PeerLost):
+                    waiting.discard(exc.rank)
+                continue
+            if message is None:
+                break
+            if message.header.get("op") == op:
+                waiting.discard(message.src)
+                seen.add(message.src)
+        return seen
+
+    def _next(self, deadline: float | None = None) -> Message | None:
         start = time.perf_counter()
         key = f"{_KEYS}inbox/{self.rank}"
         while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._inbox_store.set_timeout(_td(min(left, self.timeout_s)))
             try:
                 body = self._inbox_store.queue_pop(key)
                 break
@@ -322,6 +362,9 @@ class Transport:
         if op == "error":
             peer = self.peers[src]
             raise RemoteError(f"rank {src} (device {peer.name}) failed: {header.get('error')}")
+        ack = header.get("ack", 0)
+        if isinstance(ack, int) and not isinstance(ack, bool):
+            self._release(src, ack)
         tensors: list[torch.Tensor] = []
         specs = header.get("tensors", [])
         if not isinstance(specs, list):
@@ -339,6 +382,7 @@ class Transport:
         else:
             nbytes = 0
         with self._lock:
+            self._recv_count[src] += 1
             c = self.counters
             c.payload_received += nbytes
             c.framing_received += len(body)
@@ -393,9 +437,10 @@ class Transport:
             if graceful:
                 self.flush()
                 with self._lock:
-                    for works, _ in self._sends:
-                        for w in works:
-                            w.wait(_td(self.timeout_s))
+                    for sends in self._sends.values():
+                        for _, works, _ in sends:
+                            for w in works:
+                                w.wait(_td(self.timeout_s))
                     self._sends.clear()
         finally:
             self._closed.set()

@@ -82,3 +82,10 @@ def test_an_unknown_method_exits_2(capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: unknown method 'fedsgd'; known: ")
     assert "fedavg" in err and "splitfed" in err
+
+
+def test_distributed_needs_a_method_with_roles_and_two_ranks(capsys):
+    assert main(["run", "comp", "--distributed", "3"]) == 2
+    assert "cannot run distributed" in capsys.readouterr().err
+    assert main(["run", "fedavg", "--distributed", "1"]) == 2
+    assert "at least 2 ranks" in capsys.readouterr().err

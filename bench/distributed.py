@@ -1,0 +1,191 @@
+"""Distributed runs against their emulated twins, and shaped links against their profiles.
+
+Part 1, methods: the same fedavg and splitfed configs run emulated (one process) and
+distributed over 3 local ranks (real processes over torch.distributed on 127.0.0.1, via
+``launch_local``), unshaped and shaped (each rank applies its profile's uplink and RTT to what
+it sends). Per round: wall time (median of the rounds, the emulated run's is its wall time over
+the rounds), payload bytes and framing bytes, the emulated clock's prediction of the round time,
+and the distributed/emulated wall ratio; for the shaped run, the error of the emulator's
+prediction against the measured round time.
+
+Part 2, links: two ranks over the transport; rank 1 shaped as a Jetson NX (40 Mbit/s up, 15 ms
+RTT) or not. One-way latency = half the median round trip of tiny messages (both ranks shaped
+alike); throughput = (K-1)·S / (t_K - t_1), where t_k is the time to receive a burst of k
+messages of S bytes (the request's latency cancels out). Goal: shaped figures within 10% of the
+profile.
+
+    python bench/distributed.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from ml import registry  # noqa: E402
+from ml.cli import format_table  # noqa: E402
+from ml.distributed import LinkShape, launch_local  # noqa: E402
+from ml.reporting import MemoryReporter  # noqa: E402
+
+PROFILE = {"profile": "jetson-nx", "name": "jetson-nx-01"}
+#: Generous: under `nice -n 19` on a shared machine a rank may need long to start.
+TIMEOUT_S = 180.0
+
+
+def configs(quick: bool) -> dict[str, dict]:
+    common = ({"dataset": "digits", "workers": 4, "rounds": 3} if quick else
+              {"dataset": "digits", "workers": 6, "rounds": 6})
+    common.update(testbed="local-3", seed=0, eval_every=common["rounds"])
+    return {"fedavg": {**common, "batch_size": 32},
+            "splitfed": {**common, "local_iterations": 10 if quick else 20, "batch_size": 32}}
+
+
+def median_of(reporter: MemoryReporter, name: str) -> float:
+    return statistics.median(p.value for p in reporter.series(name))
+
+
+def method_rows(quick: bool) -> list[tuple]:
+    rows = []
+    for method, config in configs(quick).items():
+        entry = registry.get(method)
+        reporter = MemoryReporter()
+        result = entry.run(entry.parse_config(config), reporter)
+        rounds = config["rounds"]
+        emu_wall = result["wall_time_s"] / rounds
+        emu_bytes = result["final"]["traffic_bytes"] / rounds
+        emu_pred = median_of(reporter, "round_time_s")
+        rows.append((method, "emulated", f"{emu_wall:.3f}", f"{emu_bytes:,.0f}", "-",
+                     f"{emu_pred:.3f}", "1.00", "-"))
+        for shaped in (False, True):
+            res, points = launch_local(method, config, 3, shape=shaped, timeout_s=TIMEOUT_S)
+            wall = median_of(points, "round_time_s")
+            pred = median_of(points, "sim_round_time_s")
+            payload = res["traffic_bytes"] / rounds
+            framing = res["framing_bytes"] / rounds
+            error = f"{(pred - wall) / wall:+.0%}" if shaped else "-"
+            rows.append((method, "distributed, shaped" if shaped else "distributed",
+                         f"{wall:.3f}", f"{payload:,.0f}", f"{framing:,.0f}", f"{pred:.3f}",
+                         f"{wall / emu_wall:.2f}", error))
+    return rows
+
+
+# -- link probe ---------------------------------------------------------------------------------
+
+def probe_child(directory: Path, rank: int, shaped: bool, size: int, bursts: int,
+                pings: int) -> None:
+    from ml.distributed.transport import Peer, Rendezvous, Transport
+
+    spec = json.loads((directory / "spec.json").read_text())
+    port = 0
+    if rank == 1:
+        while not (directory / "port").exists():
+            time.sleep(0.01)
+        port = int((directory / "port").read_text())
+    rendezvous = Rendezvous("127.0.0.1", port, spec["prefix"], TIMEOUT_S)
+    peers = [Peer(0, "probe-0", "probe-0"), Peer(1, "probe-1", "probe-1")]
+    shape = LinkShape.of_profile(PROFILE) if shaped else None
+    def store_ready(port: int) -> None:
+        (directory / "port.tmp").write_text(str(port))
+        (directory / "port.tmp").rename(directory / "port")
+
+    transport = Transport(peers, rank, rendezvous, shape=shape, on_store_ready=store_ready)
+    payload = torch.zeros(size // 4)
+    if rank == 1:
+        while True:
+            message = transport.recv(0)
+            op = message.header["op"]
+            if op == "ping":
+                transport.send(0, {"op": "pong"})
+            elif op == "burst":
+                for _ in range(message.header["k"]):
+                    transport.send(1 - rank, {"op": "data"}, [payload])
+            else:
+                transport.send(0, {"op": "bye"})
+                transport.close()
+                os._exit(0)
+    rtts = []
+    for _ in range(pings):
+        start = time.perf_counter()
+        transport.send(1, {"op": "ping"})
+        transport.recv(1)
+        rtts.append(time.perf_counter() - start)
+    times = {}
+    for k in (1, bursts):
+        start = time.perf_counter()
+        transport.send(1, {"op": "burst", "k": k})
+        for _ in range(k):
+            transport.recv(1)
+        times[k] = time.perf_counter() - start
+    transport.send(1, {"op": "end"})
+    transport.recv(1)
+    latency = statistics.median(rtts) / 2
+    throughput = (bursts - 1) * size / (times[bursts] - times[1])
+    (directory / "result.json").write_text(json.dumps({"latency_s": latency,
+                                                       "throughput": throughput}))
+    transport.close()
+    os._exit(0)
+
+
+def probe(shaped: bool, quick: bool) -> dict:
+    directory = Path(tempfile.mkdtemp(prefix="estuary-probe-"))
+    (directory / "spec.json").write_text(json.dumps({"prefix": f"probe-{os.getpid()}/"}))
+    size, bursts, pings = (250_000, 6, 15) if quick else (1_000_000, 10, 40)
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, __file__, "--probe", str(directory), str(rank),
+                               str(int(shaped)), str(size), str(bursts), str(pings)], env=env)
+             for rank in (0, 1)]
+    for proc in procs:
+        proc.wait(timeout=900)
+    return json.loads((directory / "result.json").read_text())
+
+
+def link_rows(quick: bool) -> list[tuple]:
+    shape = LinkShape.of_profile(PROFILE)
+    rows = []
+    for shaped in (False, True):
+        got = probe(shaped, quick)
+        if shaped:
+            lat_err = f"{got['latency_s'] / shape.latency_s - 1:+.1%}"
+            thr_err = f"{got['throughput'] / shape.uplink_bytes_per_s - 1:+.1%}"
+            profile = (f"{shape.latency_s * 1e3:.2f}", f"{shape.uplink_bytes_per_s / 1e6:.2f}")
+        else:
+            lat_err = thr_err = "-"
+            profile = ("-", "-")
+        rows.append(("jetson-nx" if shaped else "loopback, unshaped",
+                     f"{got['latency_s'] * 1e3:.2f}", profile[0], lat_err,
+                     f"{got['throughput'] / 1e6:.2f}", profile[1], thr_err))
+    return rows
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--probe":
+        d, rank, shaped, size, bursts, pings = sys.argv[2:8]
+        torch.set_num_threads(1)
+        probe_child(Path(d), int(rank), shaped == "1", int(size), int(bursts), int(pings))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small configs (about a minute)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    links = link_rows(args.quick)
+    methods = method_rows(args.quick)
+    print(format_table(("link", "latency ms", "profile", "error", "throughput MB/s", "profile",
+                        "error"), links))
+    print()
+    print(format_table(("method", "run", "wall s/round", "payload B/round", "framing B/round",
+                        "emulated s/round", "wall / emulated wall", "emulator error"), methods))
+
+
+if __name__ == "__main__":
+    main()
