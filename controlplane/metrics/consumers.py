@@ -23,7 +23,8 @@ from controlplane.experiments.models import Experiment
 from controlplane.experiments.queries import experiments_for
 from controlplane.experiments.serializers import ExperimentSerializer
 from controlplane.metrics.events import group_name, plain_json
-from controlplane.metrics.models import MetricPoint, RunLog
+from controlplane.metrics import downsample
+from controlplane.metrics.models import RunLog
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -41,16 +42,20 @@ def _may_watch(user, experiment_id: uuid.UUID) -> bool:
 
 
 def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
-    """The ``history`` message: the experiment, its runs, every point and recent log lines."""
+    """The ``history`` message: the experiment, its runs, its points and recent log lines.
+
+    Each series is downsampled to what a chart shows (controlplane.metrics.downsample, min and
+    max per bucket); ``downsampled`` names, per run, the series that were, whose full
+    resolution the chart fetches from the API when the user zooms.
+    """
     experiment = (Experiment.objects.prefetch_related("runs__job__device")
                   .get(pk=experiment_id))
     data = plain_json(ExperimentSerializer(experiment).data)
-    points: dict[str, list[list]] = {str(run["id"]): [] for run in data["runs"]}
-    rows = (MetricPoint.objects.filter(run__experiment_id=experiment_id)
-            .order_by("run", "name", "step")
-            .values_list("run_id", "name", "step", "value", "sim_time_s", "wall_time_s"))
-    for run_id, *row in rows.iterator(chunk_size=5000):
-        points[str(run_id)].append(row)
+    run_ids = [run["id"] for run in data["runs"]]
+    rows, downsampled = downsample.points_by_run(run_ids, downsample.HISTORY_BUCKETS)
+    points: dict[str, list[list]] = {str(run_id): [] for run_id in run_ids}
+    for run_id, run_rows in rows.items():
+        points[run_id] = [list(row) for row in run_rows]
     keep = settings.ESTUARY["HISTORY_LOG_LINES"]
     logs = {}
     for run in data["runs"]:
@@ -58,7 +63,7 @@ def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
                  .values_list("line", flat=True)[:keep])
         logs[str(run["id"])] = list(lines)[::-1]
     return {"type": "history", "experiment": data, "runs": data["runs"], "points": points,
-            "logs": logs}
+            "downsampled": downsampled, "logs": logs}
 
 
 class ExperimentConsumer(AsyncJsonWebsocketConsumer):

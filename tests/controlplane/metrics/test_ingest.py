@@ -265,3 +265,29 @@ class TestWithTheBrokerDown:
         run.refresh_from_db()
         assert run.state == "succeeded"
         assert list(RunLog.objects.filter(run=run).values_list("line", flat=True)) == ["round 1"]
+
+
+@pytest.mark.django_db
+class TestMetricsIngestEdges:
+    """The plain-Python batch check names the same fields as the serializer did."""
+
+    @pytest.mark.parametrize("bad, field, words", [
+        ({"value": 10**400}, "value", "finite"),
+        ({"step": True}, "step", "integer"),
+        ({"wall_time_s": "1"}, "wall_time_s", "number"),
+        ({"name": 7}, "name", "string"),
+    ])
+    def test_it_names_the_point_and_field(self, api, hosted_run, bad, field, words):
+        agent, run = hosted_run
+        body = {"points": [point(step=1), point(step=2), {**point(step=3), **bad}]}
+        response = api(device=agent.credential).post(metrics(run), body)
+        assert response.status_code == 400
+        assert words in response.json()["points"]["2"][field][0]
+        assert not MetricPoint.objects.exists()
+
+    def test_integers_are_stored_as_numbers(self, api, hosted_run):
+        agent, run = hosted_run
+        body = {"points": [{"name": "loss", "step": 3, "value": 2, "sim_time_s": 0,
+                            "wall_time_s": 1}]}
+        assert api(device=agent.credential).post(metrics(run), body).status_code == 200
+        assert stored(run) == [("loss", 3, 2.0, 0.0, 1.0)]
