@@ -12,8 +12,8 @@ from pydantic import Field
 
 from ml.config import MethodConfig
 
-DatasetName = Literal["mnist", "digits", "cifar10", "cifar100"]
-ModelName = Literal["cnn", "alexnet", "resnet8", "resnet20", "resnet32", "resnet18"]
+DatasetName = Literal["mnist", "mnist-5000", "digits", "cifar10", "cifar100"]
+ModelName = Literal["cnn", "cnn-small", "alexnet", "resnet8", "resnet20", "resnet32", "resnet18"]
 PartitionScheme = Literal["iid", "dirichlet", "label-pattern", "unequal", "long-tailed"]
 
 
