@@ -1,7 +1,8 @@
 """Publishing to an experiment's Channels group, always after the transaction commits.
 
-Every message is ``{"type": "experiment.event", "event": <what the browser receives>}``; the
-consumer forwards ``event`` as is (formats in docs/architecture.md).
+Every message is ``{"type": "experiment.event", "text": <what the browser receives, as JSON
+text>}``: encoded once here, not once per socket, so the consumers forward it as is (formats in
+docs/architecture.md).
 
 Publishing is best-effort: the data is already committed, so a broker failure must never turn
 the request into a 5xx. Failures are counted (:func:`publish_failures`, per process) and logged
@@ -90,7 +91,7 @@ def publish_now(experiment_id: uuid.UUID, event: Event | Callable[[], Event]) ->
         if callable(event):
             event = event()
         async_to_sync(_group_send)(
-            group_name(experiment_id), {"type": "experiment.event", "event": event})
+            group_name(experiment_id), {"type": "experiment.event", "text": json.dumps(event, cls=JSONEncoder)})
     except Exception as exc:  # noqa: BLE001  (best-effort: any failure is logged, not raised)
         slow = time.monotonic() - started > SLOW_FAILURE_S
         _count_failure(experiment_id, f"{type(exc).__name__}: {exc}", pause=slow)
