@@ -138,10 +138,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 and 100 clients, 2 rounds")
     parser.add_argument("--clients", type=int, nargs="+", help="client counts")
-    parser.add_argument("--rounds", type=int, help="rounds (default 10; 2 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3; 2 with --quick)")
     args = parser.parse_args()
     counts = args.clients or ([10, 100] if args.quick else [10, 100, 1000])
-    rounds = args.rounds or (2 if args.quick else 10)
+    rounds = args.rounds or (2 if args.quick else 3)
     python = flower_python()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0")
