@@ -1,8 +1,8 @@
 """Flower's side of ``bench/vs_flower.py``: FedAvg in Flower's simulation (Ray), run in the Flower
 virtual environment that vs_flower.py creates. Not for direct use.
 
-Reads the data and the shards vs_flower.py wrote (the same ones Estuary's run trains on), builds
-the same model (``ml.models.build_model("cnn-small", ...)``, Estuary's own definition), trains
+Reads the data, the shards and the initial weights vs_flower.py wrote (the same ones Estuary's
+run trains on), builds the same model (``ml.models.build_model("cnn-small", ...)``, Estuary's own definition), trains
 every client every round (one local epoch of SGD, lr, momentum and batch size as given, a fresh
 optimiser each round as Estuary's workers), averages with Flower's FedAvg weighted by shard size,
 and evaluates the global model on the test set after the last round (server side, as Estuary).
@@ -40,10 +40,10 @@ def main() -> None:
     train_x, train_y = torch.from_numpy(data["train_x"]), torch.from_numpy(data["train_y"])
     test_x, test_y = torch.from_numpy(data["test_x"]), torch.from_numpy(data["test_y"])
     shards = [torch.from_numpy(data[f"shard_{clients}_{i}"]) for i in range(clients)]
-    torch.manual_seed(0)
     torch.set_num_threads(1)
     model = build_model("cnn-small", 10, tuple(train_x.shape[1:]))
     keys = list(model.state_dict())
+    model.load_state_dict({key: torch.from_numpy(data[f"init_{i}"]) for i, key in enumerate(keys)})
 
     def weights(net) -> list[np.ndarray]:
         return [t.detach().cpu().numpy().copy() for t in net.state_dict().values()]

