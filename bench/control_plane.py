@@ -397,40 +397,29 @@ def _insert_points(server: Server, run_id: str, total: int, series: int) -> None
 
 # --- many agents ---------------------------------------------------------------------------------
 
-class ConsumerGroup:
-    """A real Celery consumer of ``estuary.run_job`` on a group of agents' queues (admin login:
-    one device's broker user reaches only its own queue)."""
+ARRIVALS_KEY = "estuary.bench.arrivals"
 
-    def __init__(self, broker_url: str, queues: list[str], arrivals: dict[str, float]):
-        import warnings
 
-        from celery import Celery
+def consume(broker_url: str, queues: list[str]) -> None:
+    """A real Celery consumer of ``estuary.run_job`` on a group of agents' queues, in this
+    process's main thread (admin login: one device's broker user reaches only its own queue).
+    Each task's arrival time goes to a Redis hash the bench reads."""
+    import redis
+    from celery import Celery
 
-        # Every group's app registers the same task name, on purpose (all record arrivals).
-        warnings.filterwarnings("ignore", message="Task name 'estuary.run_job'")
-        self.app = Celery(f"bench-{uuid.uuid4().hex[:6]}", broker=broker_url,
-                          set_as_current=False, fixups=[])
-        self.app.conf.update(task_serializer="json", accept_content=["json"],
-                             task_ignore_result=True, worker_hijack_root_logger=False,
-                             broker_connection_retry_on_startup=True,
-                             worker_enable_remote_control=False)
+    store = redis.Redis.from_url(broker_url)
+    app = Celery("bench-consumer", broker=broker_url, set_as_current=False, fixups=[])
+    app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
+                    worker_hijack_root_logger=False, broker_connection_retry_on_startup=True,
+                    worker_enable_remote_control=False)
 
-        @self.app.task(name="estuary.run_job")
-        def run_job(job_id: str) -> None:
-            arrivals[job_id] = time.time()
+    @app.task(name="estuary.run_job")
+    def run_job(job_id: str) -> None:
+        store.hset(ARRIVALS_KEY, job_id, repr(time.time()))
 
-        self.queues = queues
-        self.worker = self.app.WorkController(
-            hostname=f"bench-{uuid.uuid4().hex[:6]}@localhost", queues=queues, pool_cls="solo",
-            concurrency=1, loglevel="WARNING", without_gossip=True, without_mingle=True,
-            without_heartbeat=True, task_events=False)
-        self.thread = threading.Thread(target=self.worker.start, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.worker.stop(in_sighandler=False)
+    app.WorkController(hostname=f"bench-{uuid.uuid4().hex[:6]}@localhost", queues=queues,
+                       pool_cls="solo", concurrency=1, loglevel="WARNING", without_gossip=True,
+                       without_mingle=True, without_heartbeat=True, task_events=False).start()
 
 
 def many_agents(server: Server, count: int, group_size: int, experiments: int,
@@ -456,13 +445,16 @@ def many_agents(server: Server, count: int, group_size: int, experiments: int,
     beats = [TimedHeartbeat(client, JobTracker(threading.Event()), 2.0) for client, _ in agents]
     for beat in beats:
         beat.start()
-    arrivals: dict[str, float] = {}
+    import redis
+
     redis_url = server.stack.env["REDIS_URL"]
-    groups = [ConsumerGroup(redis_url, [a["queue"] for _, a in agents[i:i + group_size]],
-                            arrivals) for i in range(0, count, group_size)]
-    for group in groups:
-        group.start()
-    time.sleep(3)
+    store = redis.Redis.from_url(redis_url)
+    env = dict(server.stack.env, BENCH_BROKER_URL=redis_url)
+    groups = [subprocess.Popen(
+        [sys.executable, __file__, "--consume", *[a["queue"] for _, a in agents[i:i + group_size]]],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(0, count, group_size)]
+    time.sleep(10)  # the consumers start (imports, broker connections)
     dispatch_ms = []
     try:
         for index in range(experiments):
@@ -473,12 +465,12 @@ def many_agents(server: Server, count: int, group_size: int, experiments: int,
                 "preset": "local-3", "host": answer["device_id"]})
             job = experiment["runs"][0]["job"]
             job_id = str(job["id"] if isinstance(job, dict) else job)
-            deadline = time.monotonic() + 30
-            while job_id not in arrivals:
+            deadline = time.monotonic() + 60
+            while (arrived := store.hget(ARRIVALS_KEY, job_id)) is None:
                 if time.monotonic() > deadline:
                     raise StackError(f"job {job_id} never reached its consumer")
-                time.sleep(0.002)
-            dispatch_ms.append(1000 * (arrivals[job_id] - sent))
+                time.sleep(0.005)
+            dispatch_ms.append(1000 * (float(arrived) - sent))
         beats_before = len(beat_ms)
         ingest = ingestion(server, ingest_batches)
         window = beat_ms[beats_before:]
@@ -486,7 +478,12 @@ def many_agents(server: Server, count: int, group_size: int, experiments: int,
         for beat in beats:
             beat.stop()
         for group in groups:
-            group.stop()
+            group.terminate()
+        for group in groups:
+            try:
+                group.wait(10)
+            except subprocess.TimeoutExpired:
+                group.kill()
     return {"agents": count, "consumers": len(groups), "enrol_s": enrol_s,
             "beat_p50": statistics.median(window), "beat_p95": percentile(window, 0.95),
             "beats": len(window), "dispatch_p50": statistics.median(dispatch_ms),
@@ -533,6 +530,9 @@ def _loaded_modules(pid: int) -> str:
 # --- main ----------------------------------------------------------------------------------------
 
 def main() -> int:
+    if sys.argv[1:2] == ["--consume"]:  # a consumer group of the many-agents part
+        consume(os.environ["BENCH_BROKER_URL"], sys.argv[2:])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES", DEFAULT_POSTGRES),
