@@ -88,6 +88,8 @@ def _finite(field: str, value: object, minimum: float | None = None) -> float:
         number = float(value)  # numpy and torch scalars convert; anything else is refused
     except (TypeError, ValueError):
         raise WireError(field, "Must be a number.") from None
+    except OverflowError:  # a JSON integer beyond a double
+        raise WireError(field, "Must be a finite number.") from None
     if not math.isfinite(number):
         raise WireError(field, "Must be a finite number.")
     if minimum is not None and number < minimum:

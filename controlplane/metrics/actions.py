@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from controlplane.experiments.models import Run
+from controlplane.metrics.downsample import db_run_id
 from controlplane.metrics.events import log_event, points_event, publish_on_commit
 from controlplane.metrics.models import MetricPoint, RunLog
+
+
+#: Rows per INSERT: 6 parameters a row stays under SQLite's 32,766 bound parameters.
+INSERT_ROWS = 1000
 
 
 @transaction.atomic
@@ -15,23 +20,39 @@ def ingest_metrics(run: Run, points: list[dict[str, Any]]) -> list[dict[str, Any
     """Store a batch of validated points; return the ones that were new.
 
     Idempotent on (run, name, step): a point already stored (a retried batch, or the same key
-    twice in one batch) is skipped, first value wins. Only new points are published, so the
-    live view never sees one twice.
+    twice in one batch) is skipped, first value wins. Only new points are published (one event
+    per batch), so the live view never sees one twice.
     """
     batch: dict[tuple[str, int], dict[str, Any]] = {}
     for point in points:
         batch.setdefault((point["name"], point["step"]), point)
     if not batch:
         return []
-    stored = set(MetricPoint.objects.filter(
-        run=run, name__in={name for name, _ in batch}, step__in={step for _, step in batch},
-    ).values_list("name", "step"))
-    new = [point for key, point in batch.items() if key not in stored]
-    MetricPoint.objects.bulk_create([MetricPoint(run=run, **point) for point in new],
-                                    ignore_conflicts=True, batch_size=1000)
+    inserted = _insert_new(db_run_id(run.pk), list(batch.values()))
+    new = [batch[key] for key in batch if key in inserted]
     if new:
         publish_on_commit(run.experiment_id, points_event(run.id, new))
     return new
+
+
+def _insert_new(run_id: object, points: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING: the database's own unique constraint
+    decides what is new, in one statement per INSERT_ROWS points, with no read before the
+    write (SQLite >= 3.35 and PostgreSQL both speak it). Returns the (name, step) inserted."""
+    table = MetricPoint._meta.db_table
+    columns = ("run_id", "name", "step", "value", "sim_time_s", "wall_time_s")
+    inserted: set[tuple[str, int]] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(points), INSERT_ROWS):
+            chunk = points[start:start + INSERT_ROWS]
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
+            params = [field for p in chunk for field in (
+                run_id, p["name"], p["step"], p["value"], p["sim_time_s"], p["wall_time_s"])]
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
+                f"ON CONFLICT (run_id, name, step) DO NOTHING RETURNING name, step", params)
+            inserted.update((name, step) for name, step in cursor.fetchall())
+    return inserted
 
 
 @transaction.atomic

@@ -11,7 +11,9 @@ socket that will never get an event. Messages are those of docs/architecture.md.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -22,8 +24,9 @@ from django.conf import settings
 from controlplane.experiments.models import Experiment
 from controlplane.experiments.queries import experiments_for
 from controlplane.experiments.serializers import ExperimentSerializer
-from controlplane.metrics.events import group_name, plain_json
-from controlplane.metrics.models import MetricPoint, RunLog
+from controlplane.metrics.events import PUBLISH_TIMEOUT_S, group_name, plain_json
+from controlplane.metrics import downsample
+from controlplane.metrics.models import RunLog
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -32,6 +35,10 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_UNAVAILABLE = 4503
 #: Joining the group waits at most this long (a retry after a broker restart included).
 JOIN_TIMEOUT_S = 5.0
+#: How long the points of the history are remembered to drop them from live events: a point
+#: committed before the history was read is published within PUBLISH_TIMEOUT_S of its commit
+#: or never, so afterwards every event goes out as published, unparsed.
+SENT_MEMORY_S = 2 * PUBLISH_TIMEOUT_S + 5
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +48,20 @@ def _may_watch(user, experiment_id: uuid.UUID) -> bool:
 
 
 def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
-    """The ``history`` message: the experiment, its runs, every point and recent log lines."""
+    """The ``history`` message: the experiment, its runs, its points and recent log lines.
+
+    Each series is downsampled to what a chart shows (controlplane.metrics.downsample, min and
+    max per bucket); ``downsampled`` names, per run, the series that were, whose full
+    resolution the chart fetches from the API when the user zooms.
+    """
     experiment = (Experiment.objects.prefetch_related("runs__jobs__device")
                   .get(pk=experiment_id))
     data = plain_json(ExperimentSerializer(experiment).data)
-    points: dict[str, list[list]] = {str(run["id"]): [] for run in data["runs"]}
-    rows = (MetricPoint.objects.filter(run__experiment_id=experiment_id)
-            .order_by("run", "name", "step")
-            .values_list("run_id", "name", "step", "value", "sim_time_s", "wall_time_s"))
-    for run_id, *row in rows.iterator(chunk_size=5000):
-        points[str(run_id)].append(row)
+    run_ids = [run["id"] for run in data["runs"]]
+    rows, downsampled = downsample.points_by_run(run_ids, downsample.HISTORY_BUCKETS)
+    points: dict[str, list[list]] = {str(run_id): [] for run_id in run_ids}
+    for run_id, run_rows in rows.items():
+        points[run_id] = [list(row) for row in run_rows]
     keep = settings.ESTUARY["HISTORY_LOG_LINES"]
     logs = {}
     for run in data["runs"]:
@@ -58,12 +69,13 @@ def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
                  .values_list("line", flat=True)[:keep])
         logs[str(run["id"])] = list(lines)[::-1]
     return {"type": "history", "experiment": data, "runs": data["runs"], "points": points,
-            "logs": logs}
+            "downsampled": downsampled, "logs": logs}
 
 
 class ExperimentConsumer(AsyncJsonWebsocketConsumer):
     group: str | None = None
     sent: set[tuple[str, str, int]] = set()
+    sent_until = 0.0
 
     async def connect(self) -> None:
         # Accept first: a close code only reaches the client on an open socket.
@@ -91,6 +103,7 @@ class ExperimentConsumer(AsyncJsonWebsocketConsumer):
         # remember what the history held and drop it from the live events.
         self.sent = {(run_id, row[0], row[1]) for run_id, rows in history["points"].items()
                      for row in rows}
+        self.sent_until = time.monotonic() + SENT_MEMORY_S
         await self.send_json(history)
 
     async def disconnect(self, code: int) -> None:
@@ -107,11 +120,14 @@ class ExperimentConsumer(AsyncJsonWebsocketConsumer):
         deep, reaches a JSON decoder)."""
 
     async def experiment_event(self, message: dict[str, Any]) -> None:
-        event = message["event"]
-        if event["type"] == "points" and self.sent:
-            fresh = [row for row in event["points"]
-                     if (event["run"], row[0], row[1]) not in self.sent]
-            if not fresh:
-                return
-            event = {**event, "points": fresh}
-        await self.send_json(event)
+        text = message["text"]
+        if self.sent:
+            if time.monotonic() > self.sent_until:
+                self.sent = set()  # no event can hold history points any more
+            elif (event := json.loads(text))["type"] == "points":
+                fresh = [row for row in event["points"]
+                         if (event["run"], row[0], row[1]) not in self.sent]
+                if not fresh:
+                    return
+                text = json.dumps({**event, "points": fresh})
+        await self.send(text_data=text)

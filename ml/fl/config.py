@@ -12,9 +12,9 @@ from pydantic import Field
 
 from ml.config import MethodConfig
 
-DatasetName = Literal["mnist", "digits", "cifar10", "cifar100"]
-ModelName = Literal["cnn", "alexnet", "resnet8", "resnet20", "resnet32", "resnet18"]
-PartitionScheme = Literal["iid", "dirichlet", "label-pattern", "unequal", "long-tailed"]
+DatasetName = Literal["mnist", "mnist-5000", "digits", "cifar10", "cifar100"]
+ModelName = Literal["cnn", "cnn-small", "alexnet", "resnet8", "resnet20", "resnet32", "resnet18"]
+PartitionScheme = Literal["iid", "iid-repeated", "dirichlet", "label-pattern", "unequal", "long-tailed"]
 
 
 class FederatedConfig(MethodConfig):
@@ -22,7 +22,7 @@ class FederatedConfig(MethodConfig):
 
     dataset: DatasetName = Field(default="mnist", description="Image data set")
     model: ModelName = Field(default="cnn", description="Model (see ml.models)")
-    workers: int = Field(default=10, ge=1, le=1000,
+    workers: int = Field(default=10, ge=1, le=10_000,
                          description="Number of workers (edge devices of the testbed; a subset "
                                      "stratified by profile, or cycled when there are fewer)")
     rounds: int = Field(default=20, ge=1, le=100_000, description="Communication rounds")

@@ -1,5 +1,6 @@
 // Metric charts: one plotly chart per metric, one trace per run, shared x-axis choice.
 // Plotly is the classic script served from the plotly package's bundle (window.Plotly).
+import { followZoom } from "./history_zoom.js";
 
 /** Metrics drawn first, in this order; any other metric follows alphabetically. */
 const PREFERRED_ORDER = [
@@ -151,6 +152,10 @@ export class ChartBoard {
       font: { family: "system-ui, sans-serif", size: 12 },
     };
     window.Plotly.react(div, data, layout, { responsive: true, displaylogo: false });
+    div.unfollowZoom ??= followZoom(div, {
+      runs: () => this.traces.map((trace) => trace.key), metric, xAxis: () => this.xAxis,
+      restore: () => this.draw(metric),
+    });
   }
 
   chartDiv(metric) {
