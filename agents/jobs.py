@@ -69,8 +69,9 @@ class JobRunner:
         try:
             method = registry.get(method_name)
             config = method.parse_config(spec.get("config") or {})
-            reporter.log(f"{method_name} starting on this agent with config "
-                         f"{json.dumps(config.model_dump(mode='json'), sort_keys=True)}")
+            # The config itself is on the experiment page, as a table.
+            reporter.log(f"{method_name} starting on this agent "
+                         f"(seed {getattr(config, 'seed', '?')})")
             result = method.run(config, reporter)
             json.dumps(result)  # the finish body must be JSON; fail here, not in requests
         except Cancelled:

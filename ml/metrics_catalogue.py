@@ -160,6 +160,31 @@ def describe(name: str) -> MetricInfo:
     return info
 
 
+def format_value(value: float, unit: str) -> str:
+    """A value for a log line or a table: "81.2%", "12.3 MB", "322 ms", "0.5312"."""
+    if unit == "fraction":
+        return f"{value * 100:.3g}%"
+    if unit in ("bytes", "bytes/token"):
+        suffix = "/token" if unit == "bytes/token" else ""
+        for factor, name in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+            if abs(value) >= factor:
+                return f"{value / factor:.3g} {name}{suffix}"
+        return f"{value:.3g} B{suffix}"
+    if unit == "s":
+        return f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
+    if unit == "ms":
+        return f"{value:.3g} ms"
+    if unit in ("count", "tokens") and float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def summary_line(values: dict[str, float]) -> str:
+    """``name value`` pairs in the catalogue's words: "accuracy 81.2% · test loss 0.53"."""
+    return " · ".join(f"{describe(name).label.lower()} {format_value(value, describe(name).unit)}"
+                      for name, value in values.items())
+
+
 def as_json() -> dict[str, dict]:
     """The whole catalogue, keyed as :data:`CATALOGUE` (prefix keys end with "/")."""
     return {key: info.as_dict() for key, info in CATALOGUE.items()}

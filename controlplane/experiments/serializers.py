@@ -9,6 +9,8 @@ from rest_framework import serializers
 from controlplane.devices.queries import devices_for
 from controlplane.experiments.models import Experiment, Job, Run
 from controlplane.experiments.plans import ExperimentPlan, PlannedRun
+from controlplane.experiments.queueing import queue_reason
+from controlplane.experiments.results import duration_s
 from controlplane.experiments.scheduling import choose_host
 from controlplane.fields import JSONObjectField, StrictSerializer
 from ml import registry
@@ -36,12 +38,18 @@ class JobSerializer(serializers.ModelSerializer):
 
 class RunSerializer(serializers.ModelSerializer):
     job = JobSerializer(read_only=True)
+    queue_reason = serializers.SerializerMethodField(help_text=(
+        "Why a queued run waits: its position in its device's queue, the job holding the "
+        "device, the device's own state; empty unless queued"))
 
     class Meta:
         model = Run
         fields = ["id", "experiment", "position", "method", "state", "config", "started_at",
-                  "finished_at", "error", "result", "provenance", "job"]
+                  "finished_at", "error", "result", "provenance", "job", "queue_reason"]
         read_only_fields = fields
+
+    def get_queue_reason(self, run: Run) -> str:
+        return queue_reason(run)
 
 
 def code_versions(experiment: Experiment) -> set[str]:
@@ -64,6 +72,8 @@ def code_version_differs(experiment: Experiment) -> bool | None:
 
 class ExperimentSerializer(serializers.ModelSerializer):
     runs = RunSerializer(many=True, read_only=True)
+    duration_s = serializers.SerializerMethodField(
+        help_text="Seconds from creation to the end (to now while running)")
     code_version_differs = serializers.SerializerMethodField(help_text=(
         "For a rerun: whether its runs ran other code than its original's runs; null when "
         "not a rerun or not known yet"))
@@ -71,9 +81,12 @@ class ExperimentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
         fields = ["id", "name", "algorithm", "config", "methods", "testbed", "seed", "status",
-                  "created", "updated", "finished_at", "rerun_of", "code_version_differs",
-                  "runs"]
+                  "created", "updated", "finished_at", "duration_s", "rerun_of",
+                  "code_version_differs", "runs"]
         read_only_fields = fields
+
+    def get_duration_s(self, experiment: Experiment) -> float:
+        return round(duration_s(experiment), 3)
 
     @extend_schema_field(serializers.BooleanField(allow_null=True))
     def get_code_version_differs(self, experiment: Experiment) -> bool | None:
@@ -112,6 +125,39 @@ class ExperimentCreateSerializer(StrictSerializer):
     preset = serializers.CharField(required=False, max_length=63)
     host = serializers.UUIDField(required=False, allow_null=True)
     seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+    def run_validation(self, data=serializers.empty):
+        """Every error at once: when a top-level field is wrong (an empty name), the config is
+        still checked against the algorithm's schema, so ``rounds: -1`` is reported with it."""
+        try:
+            return super().run_validation(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict) or "config" in exc.detail:
+                raise
+            more = self._config_errors_alone(data)
+            if not more:
+                raise
+            raise serializers.ValidationError({**exc.detail, **more}) from None
+
+    @staticmethod
+    def _config_errors_alone(data: Any) -> dict[str, Any]:
+        """The config's own errors under the algorithm's schema (testbed aside: it depends on
+        fields that may be the wrong ones), or {} when algorithm or config cannot be read."""
+        if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
+            return {}
+        try:
+            method = registry.get(data.get("algorithm"))
+        except (registry.UnknownMethod, TypeError):
+            return {}
+        values = {key: value for key, value in data.get("config", {}).items()
+                  if key != "testbed"}
+        try:
+            method.parse_config(values)
+        except ConfigError as exc:
+            errors = {field: [message] for field, message in exc.errors.items()
+                      if field != "testbed" and not field.startswith("testbed.")}
+            return {"config": errors} if errors else {}
+        return {}
 
     def validate_algorithm(self, name: str) -> str:
         try:
@@ -214,3 +260,21 @@ class ResultsSerializer(serializers.Serializer):
     algorithm = serializers.CharField()
     metrics = serializers.ListField(child=serializers.CharField())
     runs = FinalValuesRowSerializer(many=True)
+
+
+class StepRowSerializer(serializers.Serializer):
+    run = serializers.UUIDField()
+    method = serializers.CharField()
+    name = serializers.CharField()
+    step = serializers.IntegerField()
+    value = serializers.FloatField()
+    sim_time_s = serializers.FloatField()
+    wall_time_s = serializers.FloatField()
+
+
+class StepsSerializer(serializers.Serializer):
+    """Every point of an experiment's runs, one row per (run, metric, step)."""
+
+    experiment = serializers.UUIDField()
+    name = serializers.CharField()
+    points = StepRowSerializer(many=True)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,6 +14,7 @@ from controlplane.auth import IsDevice
 from controlplane.experiments.models import FINISHED_STATES, Run
 from controlplane.experiments.queries import runs_for, runs_hosted_by
 from controlplane.metrics import actions
+from controlplane.metrics.exports import StepsCSVRenderer, step_rows
 from controlplane.parsers import BoundedJSONParser
 from controlplane.metrics.serializers import (
     IngestResultSerializer,
@@ -55,8 +57,12 @@ class RunReportView(APIView):
 
 class RunMetricsView(RunReportView):
     parser_classes = [NonFiniteJSONParser]
+    renderer_classes = [JSONRenderer, StepsCSVRenderer]
 
-    @extend_schema(parameters=[SeriesQuerySerializer], responses=SeriesSerializer)
+    @extend_schema(parameters=[SeriesQuerySerializer, OpenApiParameter(
+        "format", str, enum=["json", "csv"],
+        description="csv: one row per point (run, method, name, step, value, sim_time_s, "
+                    "wall_time_s)")], responses=SeriesSerializer)
     def get(self, request: Request, run_id) -> Response:
         """The run's points ordered by name and step (``?name=``, ``?since_step=``)."""
         run = self.owned_run(request, run_id)
@@ -67,6 +73,10 @@ class RunMetricsView(RunReportView):
             points = points.filter(name=query.validated_data["name"])
         if "since_step" in query.validated_data:
             points = points.filter(step__gt=query.validated_data["since_step"])
+        if request.accepted_renderer.format == "csv":
+            response = Response({"run": str(run.id), "points": step_rows(points)})
+            response["Content-Disposition"] = f'attachment; filename="estuary-run-{run.id}.csv"'
+            return response
         rows = points.order_by("name", "step").values(*PointSerializer().fields)
         return Response({"run": str(run.id), "points": list(rows)})
 
