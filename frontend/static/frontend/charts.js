@@ -21,17 +21,15 @@ export const X_AXES = {
 export const PALETTE = ["#1b6fb8", "#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#0b7285", "#e67700", "#495057"];
 
 /**
- * Plotly's options for every chart: an offline tool offers no cloud (no logo link, no "Edit in
- * Chart Studio", no send-to-cloud), and keeps only the modebar buttons a reader uses.
+ * Plotly's options for every chart: an offline tool offers no cloud (no logo linking
+ * plotly.com, no "Share chart" upload to Plotly Cloud), and keeps only the modebar buttons a
+ * reader uses. (plotly.js 4 has no showLink or Chart Studio options left to turn off.)
  */
 export const PLOTLY_CONFIG = Object.freeze({
   responsive: true,
   displaylogo: false,
-  showLink: false,
   showSendToCloud: false,
-  showEditInChartStudio: false,
-  linkText: "",
-  modeBarButtonsToRemove: ["sendDataToCloud", "editInChartStudio", "lasso2d", "select2d",
+  modeBarButtonsToRemove: ["sendChartToCloud", "sendDataToCloud", "lasso2d", "select2d",
     "toggleSpikelines", "hoverClosestCartesian", "hoverCompareCartesian"],
   toImageButtonOptions: { format: "png", scale: 2 },
 });
