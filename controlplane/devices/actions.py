@@ -136,7 +136,8 @@ def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any
 
 @transaction.atomic
 def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
-                     worker: dict[str, Any] | None = None) -> list[uuid.UUID]:
+                     worker: dict[str, Any] | None = None,
+                     resources: dict[str, Any] | None = None) -> list[uuid.UUID]:
     """Mark ``device`` alive; return the jobs it reports running that it should stop.
 
     ``worker`` (``{"consuming", "detail"}``) is whether its agent takes jobs from its queue;
@@ -148,9 +149,10 @@ def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
     now = timezone.now()
     worker = worker or {"consuming": True}
     consuming = worker["consuming"]
+    changes: dict[str, Any] = {"resources": resources} if resources is not None else {}
     Device.objects.filter(pk=device.pk).update(
         last_seen=now, worker_consuming=consuming,
-        worker_detail="" if consuming else worker.get("detail", ""))
+        worker_detail="" if consuming else worker.get("detail", ""), **changes)
     wanted = Job.objects.filter(device=device, id__in=running_job_ids,
                                 state__in=[Job.State.QUEUED, Job.State.RUNNING])
     still_wanted = set(wanted.values_list("id", flat=True))

@@ -92,6 +92,9 @@ class Device(models.Model):
         default=True, help_text="Its agent's last heartbeat said it takes jobs from its queue")
     worker_detail = models.CharField(max_length=500, blank=True,
                                      help_text="Why not, as its agent said")
+    resources = models.JSONField(
+        default=dict, blank=True,
+        help_text="CPU, memory and GPU use its agent's last heartbeat reported")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -154,5 +154,6 @@ class HeartbeatView(APIView):
         body = HeartbeatSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         cancel = actions.record_heartbeat(request.auth, body.validated_data["running_jobs"],
-                                          body.validated_data.get("worker"))
+                                          body.validated_data.get("worker"),
+                                          body.validated_data.get("resources"))
         return Response({"cancel_jobs": [str(job_id) for job_id in cancel]})

@@ -288,8 +288,22 @@ class TestLists:
 class TestFormAndLayout:
     def test_it_shows_every_form_error_at_once_fits_a_phone_and_is_accessible(
             self, owner_page, browser_context, asgi_server, owner, watched):
-        experiment, split, fed, _ = watched
+        experiment, split, fed, agent = watched
         page = owner_page
+        # Devices: the job it runs and its role, its queue, its agent's load.
+        agent.post("/api/v1/agents/heartbeat/", {"running_jobs": [str(split.job.id)],
+                                                 "resources": {
+            "cpu_percent": 12.4, "memory_percent": 43.0, "memory_used_mib": 7000,
+            "memory_total_mib": 16000, "gpus": [{"name": "NVIDIA H100", "memory_used_mib": 9318,
+                                                 "memory_total_mib": 81920,
+                                                 "utilization_percent": 80}]}})
+        page.goto("/devices/")
+        row = page.locator("tr", has_text="cloud-07")
+        expect(row.locator(".current-job")).to_have_text(
+            "running splitfed of “watched” (all roles (emulated))")
+        expect(row.locator(".queue-depth")).to_have_text("1 job queued")
+        expect(row.locator(".load")).to_have_text("CPU 12% · mem 43% · GPU 80% (9.1/80 GiB)")
+
         page.goto("/experiments/new/?algorithm=splitfed")
         page.wait_for_selector("#experiment-form[data-ready]", timeout=60_000)
         page.get_by_label("rounds", exact=True).fill("-1")

@@ -249,9 +249,16 @@ export class ChartBoard {
       }
     });
     const stepAxis = this.view.xAxis === "step";
-    const yRange = this.view.logY ? null
-      : yScale.percent && yExtent && yExtent[0] >= 0 && yExtent[1] <= 1 ? [0, 1]
-        : flatRange(yExtent && [roundSig(yExtent[0] / yScale.factor), roundSig(yExtent[1] / yScale.factor)]);
+    const shownExtent = yExtent && [roundSig(yExtent[0] / yScale.factor), roundSig(yExtent[1] / yScale.factor)];
+    let yRange = null;
+    if (this.view.logY) {  // plotly's log ranges are in powers of ten
+      const flat = shownExtent && shownExtent[0] > 0 ? flatRange(shownExtent) : null;
+      if (flat) yRange = [Math.log10(shownExtent[0] / 1.25), Math.log10(shownExtent[1] * 1.25)];
+    } else if (yScale.percent && yExtent && yExtent[0] >= 0 && yExtent[1] <= 1) {
+      yRange = [0, 1];
+    } else {
+      yRange = flatRange(shownExtent);
+    }
     const layout = {
       height: 300,
       margin: { l: 8, r: 12, t: 30, b: 8 },
