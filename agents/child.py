@@ -141,8 +141,9 @@ def _run(spec: dict[str, Any], rendezvous: dict[str, Any] | None, shape: bool,
         if spec.get("execution") == "distributed":
             result = _run_role(spec, rendezvous, shape, reporter, conn)
         else:
-            reporter.log(f"{method_name} starting on this agent with config "
-                         f"{json.dumps(config.model_dump(mode='json'), sort_keys=True)}")
+            # The config itself is on the experiment page, as a table.
+            reporter.log(f"{method_name} starting on this agent "
+                         f"(seed {getattr(config, 'seed', '?')})")
             result = method.run(config, reporter)
         json.dumps(result)  # the finish body must be JSON; fail here, not in requests
     except Cancelled:

@@ -95,14 +95,17 @@ class ControlPlane:
         return self._post("/api/v1/agents/enrol/", {"profile": profile, "overrides": overrides,
                                                     **self._advertised()})
 
-    def heartbeat(self, running_jobs: list[str], worker: dict[str, Any] | None = None
-                  ) -> list[str]:
-        """Report the running jobs and whether the worker consumes its queue
-        (``{"consuming": bool, "detail": str}``); returns the ids of the jobs the server wants
+    def heartbeat(self, running_jobs: list[str], worker: dict[str, Any] | None = None,
+                  resources: dict[str, Any] | None = None) -> list[str]:
+        """Report the running jobs, whether the worker consumes its queue
+        (``{"consuming": bool, "detail": str}``) and the machine's resource use
+        (:func:`agents.resources.resource_usage`); returns the ids of the jobs the server wants
         cancelled."""
         body: dict[str, Any] = {"running_jobs": running_jobs, **self._advertised()}
         if worker is not None:
             body["worker"] = worker
+        if resources is not None:
+            body["resources"] = resources
         answer = self._post("/api/v1/agents/heartbeat/", body)
         return [str(job) for job in answer.get("cancel_jobs", [])]
 

@@ -2,7 +2,8 @@
 
 The answer's ``cancel_jobs`` flags those jobs in the :class:`~agents.tracker.JobTracker`; their
 reporters see it through ``should_stop()``. Each heartbeat also carries the worker's state
-(``{"consuming", "detail"}``, from ``worker_state``). After each heartbeat that got through,
+(``{"consuming", "detail"}``, from ``worker_state``) and the machine's CPU, memory and GPU use
+(:mod:`agents.resources`). After each heartbeat that got through,
 spooled points and finish reports of finished jobs are resent (see :mod:`agents.resend`).
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from typing import Any, Callable
 
 from agents.client import AuthRejected, ControlPlane, Rejected, Retryable
+from agents.resources import resource_usage
 from agents.tracker import JobTracker
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,8 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         """One heartbeat; raises the client's errors (the caller decides)."""
         worker = self.worker_state() if self.worker_state else None
-        cancelled = self.tracker.cancel(self.client.heartbeat(self.tracker.running(), worker))
+        cancelled = self.tracker.cancel(self.client.heartbeat(
+            self.tracker.running(), worker, resources=resource_usage()))
         for job_id in cancelled:
             log.info("job %s cancelled by the control plane", job_id)
 

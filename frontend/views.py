@@ -8,7 +8,11 @@ import json
 import uuid
 from urllib.parse import urlencode
 
+from typing import Any
+
 from django.conf import settings
+from django.core.paginator import Paginator
+from django.utils import timezone
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,10 +21,14 @@ from django.views.decorators.http import require_GET
 
 from controlplane.devices.queries import devices_for
 from controlplane.devices.serializers import DeviceSerializer
+from controlplane.experiments.models import Experiment
 from controlplane.experiments.queries import experiments_for, runs_for
-from controlplane.experiments.results import spreadsheet_safe
+from controlplane.experiments.results import duration_s, main_metrics, spreadsheet_safe
+from controlplane.experiments.views import EXPERIMENT_ORDERINGS, ExperimentQuerySerializer
 from controlplane.experiments.serializers import code_version_differs
 from frontend import tables
+from ml import metrics_catalogue, registry
+from ml.metrics_catalogue import describe
 from ml.testbed.presets import PRESETS
 from ml.testbed.profiles import PROFILES
 
@@ -52,13 +60,79 @@ def devices(request: HttpRequest) -> HttpResponse:
     })
 
 
+#: Experiments per page of the experiments and results lists.
+LIST_PAGE_SIZE = 25
+#: Query parameters of the lists' filter form (the API's names, ExperimentQuerySerializer).
+LIST_FILTERS = ("search", "status", "method", "created_after", "created_before", "ordering")
+
+
+def _filtered_experiments(request: HttpRequest) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    """The user's experiments filtered, sorted and paged as the API's list does (its query
+    serializer), the page, and the errors of bad parameters (then nothing is filtered)."""
+    params = {key: value for key, value in request.GET.items()
+              if key in LIST_FILTERS and value != ""}
+    query = ExperimentQuerySerializer(data=params)
+    errors: dict[str, str] = {}
+    if query.is_valid():
+        filters = dict(query.validated_data)
+    else:
+        errors = {key: " ".join(str(m) for m in messages)
+                  for key, messages in query.errors.items()}
+        filters = {}
+    queryset = query.apply(experiments_for(request.user), filters)
+    page = Paginator(queryset, LIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    return page, filters, errors
+
+
+def _list_context(request: HttpRequest, page, filters: dict[str, Any],
+                  errors: dict[str, str]) -> dict[str, Any]:
+    """What the filter form, the sortable headers and the pager of a list need."""
+    current = {key: request.GET.get(key, "") for key in LIST_FILTERS}
+    ordering = filters.get("ordering", "-created")
+
+    def with_params(**changes: Any) -> str:
+        params = {key: value for key, value in {**current, **changes}.items() if value}
+        return f"?{urlencode(params)}" if params else "?"
+
+    def sort_link(key: str) -> dict[str, str]:
+        descending_first = key in ("created", "duration")
+        if ordering.lstrip("-") == key:
+            target = key if ordering.startswith("-") else f"-{key}"
+            state = "descending" if ordering.startswith("-") else "ascending"
+        else:
+            target, state = (f"-{key}" if descending_first else key), "none"
+        return {"url": with_params(ordering=target, page=""), "sort": state}
+
+    return {
+        "page": page, "filters": current, "errors": errors,
+        "statuses": [choice for choice, _ in Experiment.Status.choices],
+        "methods": [method.name for method in registry.all_methods()],
+        "sort": {key: sort_link(key) for key in EXPERIMENT_ORDERINGS},
+        "previous_url": with_params(page=page.previous_page_number())
+        if page.has_previous() else "",
+        "next_url": with_params(page=page.next_page_number()) if page.has_next() else "",
+        "filtered": any(current[key] for key in LIST_FILTERS if key != "ordering"),
+    }
+
+
 @login_required
 @require_GET
 def experiments(request: HttpRequest) -> HttpResponse:
+    page, filters, errors = _filtered_experiments(request)
+    shown = list(page.object_list)
+    main = main_metrics([experiment.id for experiment in shown])
+    now = timezone.now()
+    rows = []
+    for experiment in shown:
+        metric = main.get(experiment.id)
+        info = describe(metric[0]) if metric else None
+        rows.append({"experiment": experiment, "duration_s": duration_s(experiment, now),
+                     "main_label": info.label if info else "",
+                     "main_value": metric[1] if metric else None,
+                     "main_unit": info.unit if info else ""})
     return render(request, "frontend/experiments.html", {
-        "section": "experiments",
-        "experiments": experiments_for(request.user).order_by("-created"),
-    })
+        "section": "experiments", "rows": rows, **_list_context(request, page, filters, errors),
+    }, status=400 if errors else 200)
 
 
 @login_required
@@ -100,9 +174,15 @@ def experiment(request: HttpRequest, experiment_id: uuid.UUID) -> HttpResponse:
         "run_ids": [str(run.id) for run in runs],
         "results_csv_url": f"{results_url}?format=csv",
         "results_json_url": f"{results_url}?format=json",
+        "points_url": f"{API}/experiments/{experiment.id}/points/",
+        "config_rows": tables.config_rows(experiment.config),
         "page_data": {
             "id": str(experiment.id),
             "algorithm": experiment.algorithm,
+            "runs": [{"id": str(run.id), "method": run.method} for run in runs],
+            "run_url_template": f"{API}/runs/{uuid.UUID(int=0)}/",
+            "id_placeholder": str(uuid.UUID(int=0)),
+            "metric_catalogue": metrics_catalogue.as_json(),
             "ws_path": f"/ws/experiments/{experiment.id}/",
             "cancel_url": f"{API}/experiments/{experiment.id}/cancel/",
             "rerun_url": f"{API}/experiments/{experiment.id}/rerun/",
@@ -146,11 +226,16 @@ def compare(request: HttpRequest) -> HttpResponse:
     by_id = {row.id: row for row in tables.run_rows(experiments.values())}
     rows = [by_id[run_id] for run_id in run_ids]
     metrics = tables.metric_names(rows, per_entity=False)
+    ordered = [runs[run_id] for run_id in run_ids]
     return render(request, "frontend/compare.html", {
         "section": "results",
         "runs": tables.as_table(rows, metrics),
         "metrics": metrics,
-        "page_data": {"runs": [{
+        "metric_labels": tables.metric_labels(metrics),
+        "config_diff": tables.config_difference(
+            [f"{run.experiment.name} · {run.method}" for run in ordered],
+            [run.config for run in ordered]),
+        "page_data": {"metric_catalogue": metrics_catalogue.as_json(), "runs": [{
             "id": str(row.id),
             "label": f"{row.experiment_name} · {row.method}",
             "metrics_url": f"{API}/runs/{row.id}/metrics/",
@@ -161,10 +246,13 @@ def compare(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def results(request: HttpRequest) -> HttpResponse:
-    rows = tables.run_rows(experiments_for(request.user).order_by("-created"))
+    page, filters, errors = _filtered_experiments(request)
+    rows = tables.run_rows(page.object_list)
     metrics = tables.metric_names(rows, per_entity=False)
     return render(request, "frontend/results.html", {
-        "section": "results", "rows": tables.as_table(rows, metrics), "metrics": metrics})
+        "section": "results", "rows": tables.as_table(rows, metrics), "metrics": metrics,
+        "metric_labels": tables.metric_labels(metrics),
+        **_list_context(request, page, filters, errors)}, status=400 if errors else 200)
 
 
 @login_required

@@ -10,6 +10,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ml import metrics_catalogue
 from ml.config import MethodConfig, parse_config
 from ml.reporting import Reporter
 
@@ -74,6 +75,9 @@ class Method:
             "baselines": list(self.baselines),
             "distributed": self.distributed,
             "metrics": list(self.metrics),
+            # How the dashboard titles and formats each (ml/metrics_catalogue.py).
+            "metric_info": {name: metrics_catalogue.describe(name).as_dict()
+                            for name in self.metrics},
             "defaults": self.defaults(),
             "schema": self.json_schema(),
         }

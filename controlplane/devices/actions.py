@@ -142,7 +142,8 @@ def reenrol_device(device: Device, profile: str | None, overrides: dict[str, Any
 @transaction.atomic
 def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
                      worker: dict[str, Any] | None = None,
-                     advertise_address: str | None = None) -> list[uuid.UUID]:
+                     advertise_address: str | None = None,
+                     resources: dict[str, Any] | None = None) -> list[uuid.UUID]:
     """Mark ``device`` alive; return the jobs it reports running that it should stop.
 
     ``worker`` (``{"consuming", "detail"}``) is whether its agent takes jobs from its queue;
@@ -155,6 +156,8 @@ def record_heartbeat(device: Device, running_job_ids: list[uuid.UUID],
     worker = worker or {"consuming": True}
     consuming = worker["consuming"]
     changes: dict[str, Any] = {"advertise_address": advertise_address} if advertise_address else {}
+    if resources is not None:
+        changes["resources"] = resources
     Device.objects.filter(pk=device.pk).update(
         last_seen=now, worker_consuming=consuming,
         worker_detail="" if consuming else worker.get("detail", ""), **changes)

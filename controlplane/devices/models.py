@@ -96,6 +96,9 @@ class Device(models.Model):
         max_length=255, blank=True,
         help_text="Where the other agents of a distributed run reach this one (its agent's "
                   "--advertise-address, reported at enrolment and with each heartbeat)")
+    resources = models.JSONField(
+        default=dict, blank=True,
+        help_text="CPU, memory and GPU use its agent's last heartbeat reported")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -140,15 +140,56 @@ class WorkerStateSerializer(StrictSerializer):
     detail = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
 
 
+class GpuUsageSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    memory_used_mib = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
+    memory_total_mib = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
+    utilization_percent = FiniteFloatField(min_value=0, max_value=100, allow_null=True,
+                                           required=False, default=None)
+
+
+class ResourceUsageSerializer(StrictSerializer):
+    """The agent's machine now (agents/resources.py); every part optional."""
+
+    cpu_percent = FiniteFloatField(min_value=0, max_value=100, required=False)
+    memory_percent = FiniteFloatField(min_value=0, max_value=100, required=False)
+    memory_used_mib = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    memory_total_mib = serializers.IntegerField(min_value=0, max_value=2**31 - 1,
+                                                required=False)
+    gpus = serializers.ListField(child=GpuUsageSerializer(), max_length=64, required=False,
+                                 default=list)
+
+
 class HeartbeatSerializer(StrictSerializer):
     running_jobs = serializers.ListField(child=serializers.UUIDField(), required=False,
                                          default=list, max_length=1000)
     worker = WorkerStateSerializer(required=False, help_text="Absent: consuming")
     advertise_address = advertise_address_field()
+    resources = ResourceUsageSerializer(required=False,
+                                        help_text="Absent: the last reported use is kept")
 
 
 class HeartbeatAnswerSerializer(serializers.Serializer):
     cancel_jobs = serializers.ListField(child=serializers.UUIDField())
+
+
+def device_jobs(device: Device) -> list[dict]:
+    """The jobs ``device`` runs now, as the devices page shows them. An emulated run's one job
+    plays every role in one process; a job of a distributed run has the role of its rank."""
+    jobs = (device.jobs.filter(state="running").select_related("run__experiment")
+            .order_by("started_at"))
+    return [{"job": str(job.id), "experiment": str(job.run.experiment_id),
+             "experiment_name": job.run.experiment.name, "method": job.run.method,
+             "role": _role_of(job)} for job in jobs]
+
+
+def _role_of(job) -> str:
+    """``coordinator``/``worker`` (with its rank) for a distributed run's job; an emulated
+    run's job plays every role."""
+    for slot in job.run.placement:
+        if slot["rank"] == job.rank:
+            return f"{slot['role']} (rank {job.rank})"
+    return "all roles (emulated)"
 
 
 class DeviceSerializer(StrictModelSerializer):
@@ -165,14 +206,28 @@ class DeviceSerializer(StrictModelSerializer):
     status_detail = serializers.SerializerMethodField(
         help_text="Why jobs queued on this device wait (offline, degraded), else empty")
     queue = serializers.CharField(read_only=True)
+    resources = serializers.JSONField(read_only=True, help_text=(
+        "CPU, memory and GPU use from its agent's last heartbeat (agents/resources.py)"))
+    current_jobs = serializers.SerializerMethodField(help_text=(
+        "The jobs it runs now: experiment, method and the role it plays"))
+    queue_depth = serializers.SerializerMethodField(help_text="Jobs queued on it, waiting")
 
     class Meta:
         model = Device
         fields = ["id", "name", "kind", "profile_name", "compute_gflops", "memory_mib",
                   "uplink_mbps", "downlink_mbps", "rtt_ms", "accelerator", "status",
-                  "status_detail", "last_seen", "created", "queue", "advertise_address"]
+                  "status_detail", "last_seen", "created", "queue", "advertise_address",
+                  "resources", "current_jobs", "queue_depth"]
         read_only_fields = ["id", "profile_name", "status", "status_detail", "last_seen",
-                            "created", "queue", "advertise_address"]
+                            "created", "queue", "advertise_address", "resources", "current_jobs",
+                            "queue_depth"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.DictField()))
+    def get_current_jobs(self, device: Device) -> list[dict]:
+        return device_jobs(device)
+
+    def get_queue_depth(self, device: Device) -> int:
+        return device.jobs.filter(state="queued").count()
 
     def _offline_cutoff(self) -> datetime:
         # Once per serializer, which a list shares among its devices: one query, not two each.

@@ -157,5 +157,6 @@ class HeartbeatView(APIView):
         body.is_valid(raise_exception=True)
         cancel = actions.record_heartbeat(request.auth, body.validated_data["running_jobs"],
                                           body.validated_data.get("worker"),
-                                          body.validated_data.get("advertise_address"))
+                                          body.validated_data.get("advertise_address"),
+                                          body.validated_data.get("resources"))
         return Response({"cancel_jobs": [str(job_id) for job_id in cancel]})

@@ -23,6 +23,10 @@ class AlgorithmSerializer(serializers.Serializer):
     summary = serializers.CharField()
     baselines = serializers.ListField(child=serializers.CharField())
     metrics = serializers.ListField(child=serializers.CharField())
+    metric_info = serializers.DictField(
+        child=serializers.DictField(), help_text=(
+            "Per metric: label, unit (fraction, bytes, s, ms, count, flops, bytes/token, "
+            "tokens or empty), description, higher_is_better (ml/metrics_catalogue.py)"))
     defaults = serializers.DictField()
     schema = serializers.DictField(help_text="JSON schema of the method's config")
     distributed = serializers.BooleanField(

@@ -5,11 +5,15 @@ import csv
 import io
 from typing import Any
 
+from datetime import datetime
+
 from django.db.models import OuterRef, Subquery
+from django.utils import timezone
 from rest_framework.renderers import BaseRenderer
 
 from controlplane.experiments.models import Experiment
 from controlplane.metrics.models import MetricPoint
+from ml.metrics_catalogue import MAIN_METRICS
 
 
 def final_values(experiment: Experiment) -> dict[str, Any]:
@@ -32,6 +36,28 @@ def final_values(experiment: Experiment) -> dict[str, Any]:
         "runs": [{"run": run.id, "method": run.method, "state": run.state,
                   "final": dict(sorted(by_run.get(run.id, {}).items()))} for run in runs],
     }
+
+
+def main_metrics(experiment_ids: list) -> dict[Any, tuple[str, float]]:
+    """For each experiment, its method's (position 0) main metric and final value: the first
+    of ``ml.metrics_catalogue.MAIN_METRICS`` it reported. One query for all experiments."""
+    highest_step = (MetricPoint.objects.filter(run=OuterRef("run"), name=OuterRef("name"))
+                    .order_by("-step").values("step")[:1])
+    finals = (MetricPoint.objects.filter(run__experiment_id__in=experiment_ids, run__position=0,
+                                         name__in=MAIN_METRICS)
+              .filter(step=Subquery(highest_step))
+              .values_list("run__experiment_id", "name", "value"))
+    found: dict[Any, dict[str, float]] = {}
+    for experiment_id, name, value in finals:
+        found.setdefault(experiment_id, {})[name] = value
+    return {experiment_id: next((name, values[name]) for name in MAIN_METRICS if name in values)
+            for experiment_id, values in found.items()}
+
+
+def duration_s(experiment: Experiment, now: datetime | None = None) -> float:
+    """Seconds from its creation to its end (to now while it runs)."""
+    end = experiment.finished_at or now or timezone.now()
+    return max(0.0, (end - experiment.created).total_seconds())
 
 
 #: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).

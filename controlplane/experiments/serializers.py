@@ -10,6 +10,8 @@ from controlplane.devices.queries import devices_for
 from controlplane.experiments import placement as placing
 from controlplane.experiments.models import Execution, Experiment, Job, Run
 from controlplane.experiments.plans import ExperimentPlan, PlannedRun
+from controlplane.experiments.queueing import queue_reason
+from controlplane.experiments.results import duration_s
 from controlplane.experiments.scheduling import choose_host
 from controlplane.fields import JSONObjectField, StrictSerializer
 from ml import distributed, registry
@@ -58,12 +60,15 @@ class RunSerializer(serializers.ModelSerializer):
         help_text="Distributed runs: the rank of each device; empty for emulated runs")
     waiting_for = WaitingForSerializer(many=True, read_only=True, help_text=(
         "A distributed run not yet allocated: the busy devices it waits for"))
+    queue_reason = serializers.SerializerMethodField(help_text=(
+        "Why a queued run waits: its position in its device's queue, the job holding the "
+        "device, the device's own state; empty unless queued"))
 
     class Meta:
         model = Run
         fields = ["id", "experiment", "position", "method", "state", "config", "started_at",
                   "finished_at", "error", "result", "provenance", "job", "jobs", "placement",
-                  "waiting_for"]
+                  "waiting_for", "queue_reason"]
         read_only_fields = fields
 
     @extend_schema_field(JobSerializer(many=True))
@@ -73,6 +78,9 @@ class RunSerializer(serializers.ModelSerializer):
     @extend_schema_field(PlacementSlotSerializer(many=True))
     def get_placement(self, run: Run) -> list[dict[str, Any]]:
         return placing.public_placement(run.placement)
+
+    def get_queue_reason(self, run: Run) -> str:
+        return queue_reason(run)
 
 
 def code_versions(experiment: Experiment) -> set[str]:
@@ -95,6 +103,8 @@ def code_version_differs(experiment: Experiment) -> bool | None:
 
 class ExperimentSerializer(serializers.ModelSerializer):
     runs = RunSerializer(many=True, read_only=True)
+    duration_s = serializers.SerializerMethodField(
+        help_text="Seconds from creation to the end (to now while running)")
     code_version_differs = serializers.SerializerMethodField(help_text=(
         "For a rerun: whether its runs ran other code than its original's runs; null when "
         "not a rerun or not known yet"))
@@ -102,9 +112,12 @@ class ExperimentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
         fields = ["id", "name", "algorithm", "config", "methods", "testbed", "seed", "execution",
-                  "status", "created", "updated", "finished_at", "rerun_of", "code_version_differs",
-                  "runs"]
+                  "status", "created", "updated", "finished_at", "duration_s", "rerun_of",
+                  "code_version_differs", "runs"]
         read_only_fields = fields
+
+    def get_duration_s(self, experiment: Experiment) -> float:
+        return round(duration_s(experiment), 3)
 
     @extend_schema_field(serializers.BooleanField(allow_null=True))
     def get_code_version_differs(self, experiment: Experiment) -> bool | None:
@@ -150,6 +163,39 @@ class ExperimentCreateSerializer(StrictSerializer):
     seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
     execution = serializers.ChoiceField(choices=Execution.choices, required=False,
                                         default=Execution.EMULATED)
+
+    def run_validation(self, data=serializers.empty):
+        """Every error at once: when a top-level field is wrong (an empty name), the config is
+        still checked against the algorithm's schema, so ``rounds: -1`` is reported with it."""
+        try:
+            return super().run_validation(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict) or "config" in exc.detail:
+                raise
+            more = self._config_errors_alone(data)
+            if not more:
+                raise
+            raise serializers.ValidationError({**exc.detail, **more}) from None
+
+    @staticmethod
+    def _config_errors_alone(data: Any) -> dict[str, Any]:
+        """The config's own errors under the algorithm's schema (testbed aside: it depends on
+        fields that may be the wrong ones), or {} when algorithm or config cannot be read."""
+        if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
+            return {}
+        try:
+            method = registry.get(data.get("algorithm"))
+        except (registry.UnknownMethod, TypeError):
+            return {}
+        values = {key: value for key, value in data.get("config", {}).items()
+                  if key != "testbed"}
+        try:
+            method.parse_config(values)
+        except ConfigError as exc:
+            errors = {field: [message] for field, message in exc.errors.items()
+                      if field != "testbed" and not field.startswith("testbed.")}
+            return {"config": errors} if errors else {}
+        return {}
 
     def validate_algorithm(self, name: str) -> str:
         try:
@@ -290,3 +336,21 @@ class ResultsSerializer(serializers.Serializer):
     algorithm = serializers.CharField()
     metrics = serializers.ListField(child=serializers.CharField())
     runs = FinalValuesRowSerializer(many=True)
+
+
+class StepRowSerializer(serializers.Serializer):
+    run = serializers.UUIDField()
+    method = serializers.CharField()
+    name = serializers.CharField()
+    step = serializers.IntegerField()
+    value = serializers.FloatField()
+    sim_time_s = serializers.FloatField()
+    wall_time_s = serializers.FloatField()
+
+
+class StepsSerializer(serializers.Serializer):
+    """Every point of an experiment's runs, one row per (run, metric, step)."""
+
+    experiment = serializers.UUIDField()
+    name = serializers.CharField()
+    points = StepRowSerializer(many=True)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models.functions import Coalesce, Lower, Now
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -30,8 +31,11 @@ from controlplane.experiments.serializers import (
     ExperimentSerializer,
     ResultsSerializer,
     RunSerializer,
+    StepsSerializer,
 )
 from controlplane.fields import JSONObjectField, StrictSerializer
+from controlplane.metrics.exports import StepsCSVRenderer, step_rows
+from controlplane.metrics.models import MetricPoint
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
 from controlplane.schema import CONFLICT, error_response
 from ml import registry
@@ -45,6 +49,13 @@ def known_method(name: str) -> str:
         raise serializers.ValidationError(f"Unknown method {name!r}.") from None
 
 
+#: ``?ordering=`` of experiment lists: a field, "-" for descending. Ties break by id.
+EXPERIMENT_ORDERINGS = {
+    "created": "created", "name": Lower("name"), "status": "status",
+    "algorithm": "algorithm", "duration": "duration",
+}
+
+
 class ExperimentQuerySerializer(ListQuerySerializer):
     status = serializers.ChoiceField(choices=Experiment.Status.choices, required=False)
     algorithm = serializers.CharField(max_length=63, required=False, validators=[known_method])
@@ -52,6 +63,24 @@ class ExperimentQuerySerializer(ListQuerySerializer):
                                    help_text="Experiments with a run of this method")
     name = serializers.CharField(max_length=200, required=False,
                                  help_text="Experiments whose name contains this (any case)")
+    search = serializers.CharField(max_length=200, required=False, help_text=(
+        "Experiments whose name, algorithm or a method contains this (any case)"))
+    created_after = serializers.DateField(required=False,
+                                          help_text="Created on or after this day (UTC)")
+    created_before = serializers.DateField(required=False,
+                                           help_text="Created on or before this day (UTC)")
+    ordering = serializers.ChoiceField(
+        required=False, default="-created",
+        choices=[f"{sign}{key}" for key in EXPERIMENT_ORDERINGS for sign in ("", "-")],
+        help_text="Sort key; '-' first for descending (default -created). duration: from "
+                  "creation to the end (or now, while running)")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        after, before = attrs.get("created_after"), attrs.get("created_before")
+        if after and before and after > before:
+            raise serializers.ValidationError(
+                {"created_before": ["Must be on or after created_after."]})
+        return attrs
 
     def apply(self, queryset: QuerySet, filters: dict[str, Any]) -> QuerySet:
         if "status" in filters:
@@ -63,7 +92,22 @@ class ExperimentQuerySerializer(ListQuerySerializer):
                 Exists(Run.objects.filter(experiment=OuterRef("pk"), method=filters["method"])))
         if "name" in filters:
             queryset = queryset.filter(name__icontains=filters["name"])
-        return queryset.order_by("-created", "id")
+        if "search" in filters:
+            term = filters["search"]
+            queryset = queryset.filter(
+                Q(name__icontains=term) | Q(algorithm__icontains=term)
+                | Exists(Run.objects.filter(experiment=OuterRef("pk"), method__icontains=term)))
+        if "created_after" in filters:
+            queryset = queryset.filter(created__date__gte=filters["created_after"])
+        if "created_before" in filters:
+            queryset = queryset.filter(created__date__lte=filters["created_before"])
+        ordering = filters.get("ordering", "-created")
+        key = EXPERIMENT_ORDERINGS[ordering.lstrip("-")]
+        if key == "duration":
+            queryset = queryset.annotate(duration=Coalesce("finished_at", Now()) - F("created"))
+        expression = F(key) if isinstance(key, str) else key
+        expression = expression.desc() if ordering.startswith("-") else expression.asc()
+        return queryset.order_by(expression, "id")
 
 
 @extend_schema_view(list=extend_schema(parameters=[ExperimentQuerySerializer]))
@@ -113,6 +157,22 @@ class ExperimentViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.G
         if request.accepted_renderer.format == "csv":
             response["Content-Disposition"] = (
                 f'attachment; filename="estuary-results-{experiment.id}.csv"')
+        return response
+
+    @extend_schema(responses=StepsSerializer, parameters=[OpenApiParameter(
+        "format", str, enum=["json", "csv"],
+        description="csv: one row per point (run, method, name, step, value, sim_time_s, "
+                    "wall_time_s)")])
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, StepsCSVRenderer])
+    def points(self, request: Request, pk=None) -> Response:
+        """Every point of every run, per step (the results action has final values only)."""
+        experiment = self.get_object()
+        response = Response({"experiment": str(experiment.id), "name": experiment.name,
+                             "points": step_rows(MetricPoint.objects.filter(
+                                 run__experiment=experiment))})
+        if request.accepted_renderer.format == "csv":
+            response["Content-Disposition"] = (
+                f'attachment; filename="estuary-points-{experiment.id}.csv"')
         return response
 
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,6 +14,7 @@ from controlplane.auth import IsDevice
 from controlplane.experiments.models import FINISHED_STATES, Run
 from controlplane.experiments.queries import runs_for, runs_hosted_by
 from controlplane.metrics import actions, downsample
+from controlplane.metrics.exports import StepsCSVRenderer, step_rows
 from controlplane.parsers import BoundedJSONParser
 from controlplane.metrics.serializers import (
     IngestResultSerializer,
@@ -61,8 +63,12 @@ class RunReportView(APIView):
 
 class RunMetricsView(RunReportView):
     parser_classes = [NonFiniteJSONParser]
+    renderer_classes = [JSONRenderer, StepsCSVRenderer]
 
-    @extend_schema(parameters=[SeriesQuerySerializer], responses=SeriesSerializer)
+    @extend_schema(parameters=[SeriesQuerySerializer, OpenApiParameter(
+        "format", str, enum=["json", "csv"],
+        description="csv: one row per point (run, method, name, step, value, sim_time_s, "
+                    "wall_time_s)")], responses=SeriesSerializer)
     def get(self, request: Request, run_id) -> Response:
         """The run's points ordered by name and step (``?name=``, ``?since_step=``, a step range
         ``?from_step=&to_step=``, and ``?buckets=N`` to downsample as the live view does)."""
@@ -73,6 +79,18 @@ class RunMetricsView(RunReportView):
         from_step = params.get("from_step")
         if "since_step" in params:
             from_step = max(from_step or 0, params["since_step"] + 1)
+        if request.accepted_renderer.format == "csv":
+            # An export is every point of the range, never downsampled.
+            points = run.points.all()
+            if "name" in params:
+                points = points.filter(name=params["name"])
+            if from_step is not None:
+                points = points.filter(step__gte=from_step)
+            if params.get("to_step") is not None:
+                points = points.filter(step__lte=params["to_step"])
+            response = Response({"run": str(run.id), "points": step_rows(points)})
+            response["Content-Disposition"] = f'attachment; filename="estuary-run-{run.id}.csv"'
+            return response
         rows, downsampled = downsample.points_by_run(
             [run.pk], params.get("buckets", downsample.UNLIMITED), params.get("name"),
             from_step, params.get("to_step"))

@@ -1,12 +1,14 @@
-"""Per-round metrics of a federated run, reported against the testbed's clock."""
+"""Per-round metrics and log lines of a federated run, reported against the testbed's clock."""
 from __future__ import annotations
 
+from ml.metrics_catalogue import summary_line
 from ml.reporting import Cancelled, Reporter
 from ml.testbed.emulator import Testbed
 
 
 class RoundLog:
-    """Reports points at the testbed's time and remembers the last value of each metric."""
+    """Reports points at the testbed's time, remembers the last value of each metric, and
+    writes one log line per round (what a researcher scans the run's log for)."""
 
     def __init__(self, reporter: Reporter, testbed: Testbed):
         self.reporter = reporter
@@ -32,7 +34,12 @@ class RoundLog:
         for kind, nbytes in self.testbed.traffic.by_kind().items():
             self.metric(f"traffic_bytes/{kind}", step, nbytes)
         self.metric("train_loss", step, train_loss)
+        shown = {"train_loss": train_loss}
         if evaluation is not None:
             accuracy, loss = evaluation
             self.metric("accuracy", step, accuracy)
             self.metric("loss", step, loss)
+            shown = {"accuracy": accuracy, "loss": loss, **shown}
+        shown.update(round_time_s=round_time_s, traffic_bytes=self.testbed.traffic.total())
+        self.reporter.log(f"round {step}: {summary_line(shown)} "
+                          f"(emulated time {self.testbed.now():.4g} s)")

@@ -68,13 +68,19 @@ def browser_context(browser, asgi_server):
     context.close()
 
 
-def _open_page(context, cookies: list[dict[str, Any]]):
+def _open_page(context, cookies: list[dict[str, Any]], server: str):
     context.clear_cookies()
     if cookies:
         context.add_cookies(cookies)
     page = context.new_page()
     page.set_default_timeout(15_000)
     errors = PageErrors()
+    # The dashboard works offline: every request goes to its own server (or is inline data).
+    own = (server.rstrip("/") + "/", server.replace("http", "ws", 1).rstrip("/") + "/")
+    page.on("request", lambda request: request.url.startswith(own + ("data:", "blob:"))
+            or errors.append(f"request to another address: {request.url}"))
+    page.on("websocket", lambda socket: socket.url.startswith(own)
+            or errors.append(f"websocket to another address: {socket.url}"))
     page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
     page.on("console", lambda message: message.type == "error"
             and not HANDLED_ANSWER.search(message.text)
@@ -83,9 +89,9 @@ def _open_page(context, cookies: list[dict[str, Any]]):
 
 
 @pytest.fixture
-def anonymous_page(browser_context):
+def anonymous_page(browser_context, asgi_server):
     """A fresh browser tab with no session."""
-    page, errors = _open_page(browser_context, [])
+    page, errors = _open_page(browser_context, [], asgi_server)
     yield page
     page.close()
     assert not errors, errors
@@ -99,7 +105,7 @@ def owner_page(browser_context, asgi_server, owner):
     client = Client()
     client.force_login(owner)
     cookie = {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": asgi_server}
-    page, errors = _open_page(browser_context, [cookie])
+    page, errors = _open_page(browser_context, [cookie], asgi_server)
     yield page
     page.close()
     assert not errors, errors

@@ -102,7 +102,7 @@ class TestLoginAndDevices:
         expect(row.locator(".status-detail")).to_contain_text(
             "not taking jobs: broker unreachable since")
         page.goto(f"/experiments/{experiment['id']}/")
-        expect(page.locator(".run-card .run-error")).to_contain_text("not taking jobs")
+        expect(page.locator(".run-card .queue-reason")).to_contain_text("not taking jobs")
 
     def test_it_issues_an_enrolment_token_and_the_command_that_uses_it(self, owner_page,
                                                                         asgi_server):
@@ -243,8 +243,8 @@ class TestNewExperiment:
         page.get_by_role("link", name="Experiments", exact=True).click()
         row = page.locator("tbody tr", has_text="from the form")
         expect(row.locator("td")).to_have_text(
-            ["from the form", "splitfed", "splitfed, fedavg", "running",
-             re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d")])
+            ["from the form", "splitfed", "splitfed, fedavg", "running", "—",
+             re.compile(r"^\d+ s$"), re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d")])
         screenshot(page, "experiments")
 
 
@@ -294,10 +294,11 @@ class TestExperimentPage:
         expect(page.locator("#logs")).to_contain_text("[splitfed] round 2: accuracy 0.80")
         screenshot(page, "experiment")
 
-        page.get_by_role("button", name="Cancel").click()
+        page.get_by_role("button", name="Cancel", exact=True).click()
+        page.get_by_role("button", name="Cancel the experiment").click()
         expect(page.locator("#experiment-status")).to_have_text("cancelled")
         expect(split_card.locator(".badge")).to_have_text("cancelled")
-        expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+        expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_disabled()
         assert Experiment.objects.get(pk=experiment["id"]).status == "cancelled"
 
         # Rerun: a new experiment, whose page links this one.
@@ -315,7 +316,7 @@ class TestExperimentPage:
         wait_for_trace_lengths(page, "loss", [1, 1])
         expect(page.locator("#logs")).to_contain_text("[fedavg] fedavg round 1 done")
         with page.expect_download() as download:
-            page.get_by_role("link", name="Export CSV").click()
+            page.get_by_role("link", name="Final values CSV").click()
         path = tmp_path / "experiment.csv"
         download.value.save_as(path)
         rows = list(csv.DictReader(path.open()))
@@ -340,7 +341,8 @@ class TestCompareAndResults:
         assert page.evaluate(
             "document.querySelector('.chart[data-metric=accuracy]').data.map(t => t.name)"
         ) == ["split vs fed · splitfed", "split vs fed · fedavg"]
-        final = page.locator("table tbody tr")
+        final = page.get_by_role("table", name="Final value of each metric per run").locator(
+            "tbody tr")
         expect(final).to_have_count(2)
         expect(final.nth(0).locator("td")).to_have_text(
             ["split vs fed", "splitfed", "queued", "0.8", "0.6"])

@@ -199,3 +199,43 @@ def test_the_new_experiment_page_opens_on_every_method(owner, name):
     assert data["algorithms_url"] == "/api/v1/algorithms/"
     page = response.content.decode()
     assert 'id="config-fields"' in page and 'id="new-experiment-data"' in page
+
+
+@pytest.mark.django_db
+class TestReadableViews:
+    def test_it_shows_the_config_as_a_table_and_compares_configs(self, experiment):
+        split, fed = experiment.runs.order_by("position")
+        client = logged_in(experiment.owner)
+        page = client.get(f"/experiments/{experiment.id}/")
+        rows = dict(page.context["config_rows"])
+        assert rows["rounds"] == "3" and rows["testbed"] == experiment.config["testbed"]
+        assert page.context["page_data"]["metric_catalogue"]["accuracy"]["unit"] == "fraction"
+
+        diff = client.get(f"/compare/?runs={split.id},{fed.id}").context["config_diff"]
+        assert diff.labels == ["split vs fed · splitfed", "split vs fed · fedavg"]
+        differing = dict(diff.differing)
+        assert differing and "rounds" not in differing
+        only_split = set(split.config) - set(fed.config)
+        assert {key for key, cells in differing.items() if cells[1] == "—"} == only_split
+        assert ("rounds", "3") in diff.same
+
+    def test_it_pages_and_filters_the_lists_and_names_a_bad_filter(self, experiment):
+        client = logged_in(experiment.owner)
+        page = client.get("/experiments/?search=split&ordering=name")
+        assert [row["experiment"].name for row in page.context["rows"]] == ["split vs fed"]
+        assert page.context["rows"][0]["main_label"] == "Accuracy"
+        assert page.context["rows"][0]["main_value"] == 0.75
+        assert client.get("/experiments/?search=nothing").context["rows"] == []
+        bad = client.get("/experiments/?created_after=tomorrow")
+        assert bad.status_code == 400 and "created_after" in bad.context["errors"]
+        assert client.get("/results/?method=fedavg").context["rows"]
+        assert not client.get("/results/?status=failed").context["rows"]
+
+
+def test_the_value_filters_read_like_a_person_writes():
+    from frontend.templatetags.estuary_format import duration, metric_in_unit
+
+    assert [duration(s) for s in (4.4, 125, 7322)] == ["4 s", "2 min 05 s", "2 h 02 min"]
+    assert metric_in_unit(0.81234, "fraction") == "81.23%"
+    assert metric_in_unit(60e6, "bytes") == "60 MB"
+    assert metric_in_unit(None, "s") == "—"

@@ -1,10 +1,16 @@
 // Compare page: any runs side by side, a chart per metric with one trace per run.
 import { api } from "./api.js";
-import { ChartBoard, bindXAxisSelect } from "./charts.js";
+import { ChartBoard } from "./charts.js";
+import { bindControls, viewFromUrl } from "./controls.js";
 
 const page = JSON.parse(document.getElementById("compare-data").textContent);
-const board = new ChartBoard(document.getElementById("charts"), []);
-bindXAxisSelect(document.getElementById("x-axis"), board);
+const traces = page.runs.map((run) => ({ key: run.id, name: run.label }));
+const board = new ChartBoard(document.getElementById("charts"), traces, {
+  legend: document.getElementById("legend"),
+  catalogue: page.metric_catalogue,
+  view: viewFromUrl(traces),
+});
+bindControls(board, () => traces);
 
 /** A point as the WebSocket sends it: [name, step, value, sim_time_s, wall_time_s]. */
 function asTuple(point) {
@@ -30,8 +36,9 @@ async function start() {
   try {
     const series = await Promise.all(page.runs.map((run) => runPoints(run.metrics_url)));
     const pointsByKey = Object.fromEntries(page.runs.map((run, index) => [run.id, series[index]]));
-    board.reset(page.runs.map((run) => ({ key: run.id, name: run.label })), pointsByKey);
+    board.reset(traces, pointsByKey);
     status.textContent = "";
+    status.hidden = true;
   } catch (error) {
     status.textContent = `Could not load metrics: ${error.message}`;
     status.className = "alert error";

@@ -54,6 +54,19 @@ function deviceRow(device) {
     detail.textContent = device.status_detail;
     status.append(detail);
   }
+  // What it does now: its jobs (experiment, method, role) and how many wait behind them.
+  for (const job of device.current_jobs || []) {
+    const line = document.createElement("div");
+    line.className = "current-job";
+    line.textContent = `running ${job.method} of “${job.experiment_name}” (${job.role})`;
+    status.append(line);
+  }
+  if (device.queue_depth) {
+    const waiting = document.createElement("div");
+    waiting.className = "queue-depth";
+    waiting.textContent = `${device.queue_depth} job${device.queue_depth === 1 ? "" : "s"} queued`;
+    status.append(waiting);
+  }
   const seen = cell(timestamp(device.last_seen), "last-seen nowrap");
   if (device.last_seen) seen.title = device.last_seen;
   tr.append(
@@ -66,11 +79,24 @@ function deviceRow(device) {
     cell(`${number.format(device.uplink_mbps)} / ${number.format(device.downlink_mbps)}`, "num nowrap"),
     cell(number.format(device.rtt_ms), "num"),
     cell(device.accelerator || "—"),
+    cell(loadText(device.resources), "load nowrap"),
     seen,
     actionCell("New credential", { replace: device.id },
       `A one-time token that gives ${device.name} a new credential (its old one stops working)`),
   );
   return tr;
+}
+
+/** "CPU 12% · mem 43% · GPU 80% (9.1/80 GiB)" from the agent's last heartbeat. */
+function loadText(resources) {
+  if (!resources || resources.cpu_percent === undefined) return "—";
+  const parts = [`CPU ${Math.round(resources.cpu_percent)}%`, `mem ${Math.round(resources.memory_percent)}%`];
+  for (const gpu of resources.gpus || []) {
+    const memory = `${(gpu.memory_used_mib / 1024).toFixed(1)}/${(gpu.memory_total_mib / 1024).toFixed(0)} GiB`;
+    parts.push(gpu.utilization_percent === null || gpu.utilization_percent === undefined
+      ? `GPU ${memory}` : `GPU ${Math.round(gpu.utilization_percent)}% (${memory})`);
+  }
+  return parts.join(" · ");
 }
 
 function actionCell(label, data, title) {

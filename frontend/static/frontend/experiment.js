@@ -1,21 +1,35 @@
-// Experiment page: live run states, charts, logs and cancel, fed by ws/experiments/<id>/.
+// Experiment page: live run states, progress, charts, logs and cancel, fed by
+// ws/experiments/<id>/.
 import { api, websocketUrl } from "./api.js";
-import { ChartBoard, PALETTE, bindXAxisSelect } from "./charts.js";
+import { ChartBoard, PALETTE } from "./charts.js";
+import { bindControls, viewFromUrl } from "./controls.js";
+import { fetchOnZoom } from "./history_zoom.js";
 import { renderPlacement } from "./placement.js";
+import { progressText } from "./progress.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 const page = JSON.parse(document.getElementById("experiment-data").textContent);
+let traces = page.runs.map((run) => ({ key: run.id, name: run.method }));
 
-const board = new ChartBoard(document.getElementById("charts"), []);
-bindXAxisSelect(document.getElementById("x-axis"), board);
+const board = new ChartBoard(document.getElementById("charts"), traces, {
+  legend: document.getElementById("legend"),
+  catalogue: page.metric_catalogue,
+  view: viewFromUrl(traces),
+});
+bindControls(board, () => traces);
+fetchOnZoom(board, () => traces.map((trace) => trace.key));
 
 const runsBox = document.getElementById("runs");
 const logs = document.getElementById("logs");
 const liveState = document.getElementById("live-state");
 const statusBadge = document.getElementById("experiment-status");
 const cancelButton = document.getElementById("cancel");
+const cancelDialog = document.getElementById("cancel-dialog");
 const cancelMessage = document.getElementById("cancel-message");
 const runs = new Map(); // run id -> run object as last received
+const lastStep = new Map(); // run id -> highest step reported
+let cancelRequested = false;
+let connected = false;
 
 function setBadge(element, state) {
   element.className = `badge ${state}`;
@@ -35,10 +49,22 @@ function experimentStatus() {
   return "failed";
 }
 
+/** The badge and messages follow the experiment to its final state. */
 function refreshStatus() {
   const status = experimentStatus();
   setBadge(statusBadge, status);
-  cancelButton.disabled = FINISHED.has(status);
+  const finished = FINISHED.has(status);
+  cancelButton.disabled = finished;
+  if (finished && connected) {
+    liveState.textContent = `Finished: ${status}`;
+    liveState.className = `badge ${status}`;
+  }
+  if (finished && cancelRequested) {
+    const stopped = [...runs.values()].filter((run) => run.state === "cancelled").length;
+    cancelMessage.textContent = status === "cancelled"
+      ? `Cancelled: ${stopped} run${stopped === 1 ? "" : "s"} stopped.`
+      : `The experiment ended as ${status} before the cancel reached it.`;
+  }
 }
 
 function runCard(run, index) {
@@ -48,7 +74,8 @@ function runCard(run, index) {
     card.className = "run-card";
     card.dataset.runId = run.id;
     card.innerHTML = '<div><span class="method"></span> <span class="badge"></span></div>'
-      + '<div class="meta"></div><div class="run-error"></div>';
+      + '<div class="meta"></div><div class="progress" hidden></div><div class="queue-reason"></div>'
+      + '<div class="run-error"></div>';
     runsBox.appendChild(card);
   }
   if (index !== undefined) card.style.setProperty("--run-color", PALETTE[index % PALETTE.length]);
@@ -60,9 +87,29 @@ function runCard(run, index) {
   const code = (run.provenance?.code_version || "").replace(/^git:([0-9a-f]{10})[0-9a-f]*/, "git:$1");
   card.querySelector(".meta").textContent =
     [role, host && `on ${host}`, code && `code ${code}`].filter(Boolean).join(" · ");
-  // A queued job says why it waits (its device offline, or its agent not taking jobs).
-  card.querySelector(".run-error").textContent = run.error || run.job?.waiting_reason || "";
+  // A queued run says why it waits: its place in the device's queue, what holds the device.
+  card.querySelector(".queue-reason").textContent = run.state === "queued"
+    ? run.queue_reason || run.job?.waiting_reason || "" : "";
+  card.querySelector(".run-error").textContent = run.error || "";
   renderPlacement(card, run);
+  showProgress(run.id);
+}
+
+function showProgress(runId) {
+  const run = runs.get(runId);
+  const card = runsBox.querySelector(`[data-run-id="${runId}"]`);
+  if (!run || !card) return;
+  const text = progressText(run, lastStep.get(runId), Date.now());
+  const box = card.querySelector(".progress");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+function notePoints(runId, points) {
+  let highest = lastStep.get(runId) ?? -1;
+  for (const point of points) if (point[1] > highest) highest = point[1];
+  if (highest >= 0) lastStep.set(runId, highest);
+  showProgress(runId);
 }
 
 function onHistory(message) {
@@ -73,7 +120,9 @@ function onHistory(message) {
     runs.set(run.id, run);
     runCard(run, index);
   });
-  board.reset(ordered.map((run) => ({ key: run.id, name: run.method })), message.points || {});
+  traces = ordered.map((run) => ({ key: run.id, name: run.method }));
+  board.reset(traces, message.points || {});
+  for (const [runId, points] of Object.entries(message.points || {})) notePoints(runId, points);
   // The history carries each run's latest log lines; a reconnect replaces what was shown.
   logs.replaceChildren();
   for (const [runId, lines] of Object.entries(message.logs || {})) appendLogLines(runId, lines);
@@ -105,7 +154,10 @@ function appendLogLines(runId, lines) {
 
 const handlers = {
   history: onHistory,
-  points: (message) => board.add(message.run, message.points || []),
+  points: (message) => {
+    board.add(message.run, message.points || []);
+    notePoints(message.run, message.points || []);
+  },
   run: onRun,
   log: (message) => appendLogLines(message.run, message.lines || []),
 };
@@ -120,6 +172,7 @@ function connect() {
   socket.addEventListener("message", (event) => {
     const message = JSON.parse(event.data);
     if (message.type === "history") {  // "Live" once the server has joined us to the events
+      connected = true;
       liveState.textContent = "Live";
       liveState.className = "badge online";
       retryDelayMs = 1000;
@@ -128,6 +181,7 @@ function connect() {
     if (handler) handler(message);
   });
   socket.addEventListener("close", (event) => {
+    connected = false;
     if (event.code === 4404) { // not this user's experiment, or no such experiment
       liveState.textContent = "Not found";
       liveState.className = "badge failed";
@@ -139,6 +193,20 @@ function connect() {
     setTimeout(connect, retryDelayMs);
     retryDelayMs = Math.min(retryDelayMs * 2, 15000);
   });
+}
+
+/** Queued runs wait on other experiments' jobs, whose events this page does not get: ask. */
+async function refreshQueued() {
+  for (const run of [...runs.values()].filter((r) => r.state === "queued")) {
+    try {
+      const fresh = await api(page.run_url_template.replace(page.id_placeholder, run.id));
+      if (runs.get(run.id)?.state === "queued") onRun({ run: fresh });
+    } catch {
+      // the next refresh retries
+    }
+  }
+  // Progress ETAs age too.
+  for (const runId of runs.keys()) showProgress(runId);
 }
 
 const rerunButton = document.getElementById("rerun");
@@ -156,18 +224,27 @@ rerunButton.addEventListener("click", async () => {
   }
 });
 
-cancelButton.addEventListener("click", async () => {
+async function cancelExperiment() {
   cancelButton.disabled = true;
   cancelMessage.textContent = "Cancelling…";
   try {
     await api(page.cancel_url, { method: "POST", body: {} });
+    cancelRequested = true;
     cancelMessage.textContent = "Cancel requested; runs stop within seconds.";
   } catch (error) {
     const detail = error.data?.detail || error.message;
     cancelMessage.textContent = `Could not cancel: ${detail}`;
-    refreshStatus();
   }
+  refreshStatus();
+}
+
+// Cancelling cannot be undone: ask first.
+cancelButton.addEventListener("click", () => cancelDialog.showModal());
+cancelDialog.addEventListener("close", () => {
+  if (cancelDialog.returnValue === "cancel") cancelExperiment();
+  else cancelButton.focus();
 });
 
 refreshStatus();
 connect();
+setInterval(refreshQueued, 5000);

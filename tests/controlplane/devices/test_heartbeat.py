@@ -154,3 +154,42 @@ class TestWorkerState:
         assert "worker" in response.json()
         agent.device.refresh_from_db()
         assert agent.device.worker_consuming
+
+
+@pytest.mark.django_db
+class TestResourceUse:
+    """The heartbeat's ``resources`` (agents/resources.py), and what the device list shows."""
+
+    def test_it_shows_the_agents_load_its_job_with_role_and_queue_depth(
+            self, api, owner, device_factory, experiment_factory):
+        from agents.resources import resource_usage
+
+        agent = device_factory(owner)
+        first = experiment_factory(owner, host=agent.device, name="first")
+        experiment_factory(owner, host=agent.device, name="second")
+        actions.start_job(Job.objects.get(run__experiment=first))
+        usage = resource_usage()  # this machine's, as a real agent sends it
+        assert 0 <= usage["cpu_percent"] <= 100 and 0 < usage["memory_total_mib"]
+        usage["gpus"] = [{"name": "NVIDIA H100", "memory_used_mib": 9000,
+                          "memory_total_mib": 81559, "utilization_percent": 80.0}]
+        response = api(device=agent.credential).post(
+            HEARTBEAT, {"running_jobs": [], "resources": usage}, format="json")
+        assert response.status_code == 200, response.json()
+
+        device = api(owner).get(f"/api/v1/devices/{agent.device.id}/").json()
+        assert device["resources"] == usage
+        assert device["queue_depth"] == 1
+        assert [(j["experiment_name"], j["method"], j["role"])
+                for j in device["current_jobs"]] == [("first", "fedavg", "all roles (emulated)")]
+        # A heartbeat without it keeps the last reported use.
+        api(device=agent.credential).post(HEARTBEAT, {"running_jobs": []})
+        assert api(owner).get(f"/api/v1/devices/{agent.device.id}/").json()["resources"] == usage
+
+    @pytest.mark.parametrize("resources", [{"cpu_percent": 101}, {"cpu_percent": "high"},
+                                           {"gpus": [{"name": "x"}]}, {"load": 1}])
+    def test_it_rejects_bad_resource_use(self, api, owner, device_factory, resources):
+        agent = device_factory(owner)
+        response = api(device=agent.credential).post(
+            HEARTBEAT, {"running_jobs": [], "resources": resources}, format="json")
+        assert response.status_code == 400
+        assert "resources" in response.json()
