@@ -29,6 +29,9 @@ class Comparison:
     ``claimed`` is the paper's lower bound as stated: points for a ``difference`` (with
     ``scale`` turning the metric into points, e.g. 100 for an accuracy in [0, 1]), the ratio for
     a ``ratio`` (1.36 for "1.36x faster", 1/0.79 for "21% less traffic").
+
+    With ``reference`` set, the method is compared with that constant instead of an arm
+    (``baseline`` then only names it), e.g. a rank correlation against 0.5.
     """
 
     method: str
@@ -38,10 +41,12 @@ class Comparison:
     better: Better
     claimed: float
     scale: float = 1.0
+    reference: float | None = None
+    units: str | None = None  # how a difference reads (default "points")
 
     @property
     def unit(self) -> str:
-        return "x" if self.kind == "ratio" else "points"
+        return "x" if self.kind == "ratio" else (self.units or "points")
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,8 @@ class Declaration:
             raise ValueError("arm labels must be unique")
         for claim in self.claims:
             for c in claim.comparisons:
-                missing = {c.method, c.baseline} - labels
+                missing = {c.method} - labels if c.reference is not None else \
+                    {c.method, c.baseline} - labels
                 if missing:
                     raise ValueError(f"claim {claim.key}: unknown arm(s) {sorted(missing)}")
         keys = [r.key for r in self.regimes]

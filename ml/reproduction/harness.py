@@ -88,7 +88,11 @@ def _paired(runs: list[dict], regime: str, comparison: Comparison) -> tuple[list
     def values(arm: str) -> dict[int, float]:
         return {r["seed"]: r["metrics"].get(comparison.metric) for r in runs
                 if r["regime"] == regime and r["arm"] == arm}
-    method, baseline = values(comparison.method), values(comparison.baseline)
+    method = values(comparison.method)
+    if comparison.reference is not None:
+        baseline = {s: comparison.reference for s in method}
+    else:
+        baseline = values(comparison.baseline)
     seeds = sorted(s for s in method.keys() & baseline.keys()
                    if method[s] is not None and baseline[s] is not None)
     return seeds, [method[s] for s in seeds], [baseline[s] for s in seeds]

@@ -27,6 +27,8 @@ from ml.reproduction.harness import default_results_dir, load
 def _num(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
+    if abs(value) >= 1e5:
+        return f"{value:.3g}"
     return f"{value:.{digits}f}"
 
 
@@ -42,7 +44,8 @@ def _effect(row: dict) -> str:
 
 
 def _claimed(row: dict) -> str:
-    return f">= {row['claimed']:.3g}{'x' if row['kind'] == 'ratio' else ' pt'}"
+    unit = "x" if row["kind"] == "ratio" else " " + row.get("unit", "points")
+    return f">= {row['claimed']:.3g}{unit}"
 
 
 def _means(row: dict) -> str:
