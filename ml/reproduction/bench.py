@@ -2,7 +2,7 @@
 
 ``--quick`` runs one regime with 2 seeds (about a minute) into ``var/reproductions/`` and leaves
 the committed results alone; the full mode runs the declared regimes and seeds, saves the
-results JSON in ``docs/reproductions/`` after every regime (``--resume`` continues a stopped
+results JSON in ``docs/reproductions/`` after every run (``--resume`` continues a stopped
 sweep), draws the plots and regenerates ``docs/reproductions.md``. Both print the verdict table
 last.
 """
@@ -75,7 +75,7 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
     print(f"{declaration.key}: {len(jobs)} runs ({len(done)} already done) in regimes "
           f"{', '.join(regimes)}; seeds {seeds}", file=sys.stderr, flush=True)
     records = harness.run_all(declaration, run, jobs, ctx, processes=args.jobs,
-                              on_regime_done=checkpoint,
+                              on_record=checkpoint,
                               log=lambda line: print(line, file=sys.stderr, flush=True))
     runs = done + records
     doc = document(runs)

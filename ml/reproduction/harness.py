@@ -1,7 +1,7 @@
 """Running a declared reproduction and turning its runs into verdicts.
 
 - :func:`run_all` runs every (regime, arm, seed) job a bench asks for, in worker processes or in
-  this one, and appends each run's record to the results file as soon as its regime is done, so
+  this one, and hands each run's record to the bench as soon as it is done (saved at once), so
   a long sweep that is stopped keeps what it measured and ``resume`` continues it;
 - :func:`evaluate` pairs the runs by seed and computes, for every regime, claim and comparison,
   the paired effects, their 95% t-interval and the verdict (:mod:`ml.reproduction.verdict`);
@@ -18,7 +18,7 @@ import json
 import math
 import os
 import platform
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -46,33 +46,31 @@ def plan_jobs(declaration: Declaration, regimes: Iterable[str], seeds: Iterable[
 
 
 def run_all(declaration: Declaration, run: RunFn, jobs: list[Job], context: dict, *,
-            processes: int = 1, on_regime_done: Callable[[list[dict]], None] | None = None,
+            processes: int = 1, on_record: Callable[[list[dict]], None] | None = None,
             log: Callable[[str], None] = print) -> list[dict]:
     """Run ``jobs`` with ``run(regime, arm, seed, context)``; return their records in job order.
 
-    ``on_regime_done`` gets all records so far each time a regime's jobs have all finished (the
-    benches save there). With ``processes > 1`` the jobs run in spawned processes; ``run`` must
+    ``on_record`` gets all records so far after every finished run (the benches save there, so
+    a stopped sweep keeps every run it finished). With ``processes > 1`` the jobs run in spawned processes; ``run`` must
     then be a module-level function.
     """
     records: list[dict] = []
-    by_regime: dict[str, int] = {}
-    for regime, _, _ in jobs:
-        by_regime[regime.key] = by_regime.get(regime.key, 0) + 1
 
     def collect(record: dict) -> None:
         records.append(record)
         log(f"{record['regime']} {record['arm']} seed {record['seed']}: "
             + ", ".join(f"{k} {_fmt(v)}" for k, v in record["metrics"].items())
             + f" ({record['wall_s']:.0f} s)")
-        by_regime[record["regime"]] -= 1
-        if by_regime[record["regime"]] == 0 and on_regime_done is not None:
-            on_regime_done(list(records))
+        if on_record is not None:
+            on_record(list(records))
 
     if processes > 1:
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(run, regime, arm, seed, context) for regime, arm, seed in jobs]
-            for future in futures:
+            for future in as_completed(futures):
                 collect(future.result())
+        order = {(r.key, a.label, s): i for i, (r, a, s) in enumerate(jobs)}
+        records.sort(key=lambda rec: order[(rec["regime"], rec["arm"], rec["seed"])])
     else:
         for regime, arm, seed in jobs:
             collect(run(regime, arm, seed, context))
