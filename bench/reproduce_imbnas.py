@@ -4,10 +4,11 @@ balanced accuracy predict long-tailed accuracy? On the reproduction harness.
 The reproduction is declared in :mod:`ml.reproduction.imbnas` before any run: the four
 strategies (``imb-nas`` = frozen backbone + re-weighted head retraining; fine-tuning with
 cross-entropy; fine-tuning re-weighted; full search on the target) and the Kendall-tau ranking
-of 30 fixed subnets; 10 seeds; imbalance ratio 10, 50 and 100 on digits and MNIST-5000.
+of 30 fixed subnets; 10 seeds; imbalance ratio 10, 50 and 100 on digits and MNIST-5000, and
+CIFAR-10 (500 images per class, rho 100) when ``--data-root`` holds it.
 
     python bench/reproduce_imbnas.py [--quick] [--regimes KEY ...] [--seeds N ...] [--jobs N]
-                                     [--resume]
+                                     [--resume] [--data-root FOLDER]
 
 ``--quick``: digits, rho 100, seeds 0 and 1 (about a minute), into var/reproductions/. Full
 mode: every regime and seed into docs/reproductions/imbnas.json with plots, and regenerates
@@ -25,8 +26,15 @@ from ml.reproduction.bench import parser, run_bench  # noqa: E402
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    run_bench(imbnas.DECLARATION, imbnas.run_arm, args, context={}, quick_context={},
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py (the CIFAR regime)")
+    args = p.parse_args()
+    skip = {}
+    if not imbnas.cifar_available(args.data_root):
+        skip["cifar10-100"] = ("no CIFAR-10 folder given (--data-root FOLDER with "
+                               "cifar-10-batches-py inside)")
+    run_bench(imbnas.DECLARATION, imbnas.run_arm, args, skip=skip,
+              context={"data_root": args.data_root}, quick_context={},
               quick_regime=imbnas.QUICK_REGIME, quick_seeds=imbnas.QUICK_SEEDS,
               metrics=imbnas.TARGET["report_metrics"])
 

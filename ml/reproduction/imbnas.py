@@ -15,7 +15,9 @@ below 0.5 (the effect is 0.5 - tau, bound 0).
 """
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -59,6 +61,8 @@ REGIMES = (
     Regime("mnist-100", "MNIST-5000, rho 100", {"dataset": "mnist", "rho": 100.0}),
     Regime("mnist-10", "MNIST-5000, rho 10", {"dataset": "mnist", "rho": 10.0}),
     Regime("mnist-50", "MNIST-5000, rho 50", {"dataset": "mnist", "rho": 50.0}),
+    Regime("cifar10-100", "CIFAR-10 (folder given, 500 per class), rho 100",
+           {"dataset": "cifar10", "rho": 100.0, "max_per_class": 500}),
 )
 
 TARGET = {"time_axis": "emulated time on the A6000 (s)",
@@ -113,6 +117,8 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
     """Run one strategy (or the ranking) with ``seed`` in ``regime``; return its record."""
     torch.set_num_threads(context.get("threads", 1))
     overrides = dict(context.get("overrides", {}))
+    if regime.settings["dataset"].startswith("cifar"):
+        os.environ["ESTUARY_DATA_DIR"] = str(context["data_root"])
     start = time.perf_counter()
     config = registry.get("imb-nas").parse_config(config_for(regime, seed, overrides))
     if arm.method == "kendall-tau":
@@ -137,3 +143,8 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
                       "accuracy": [p.value for p in curve]},
             "arch": result["arch"]["label"],
             "wall_s": time.perf_counter() - start}
+
+
+def cifar_available(root: str | Path | None) -> bool:
+    """Whether ``root`` holds the CIFAR-10 python batches (the CIFAR regime needs them)."""
+    return root is not None and (Path(root) / "cifar-10-batches-py" / "data_batch_1").exists()
