@@ -13,7 +13,7 @@ Mbit/s; an earlier cut; CIFAR-10 with a ResNet when ``--data-root`` holds it).
 
 ``--quick``: the headline regime, seeds 0 and 1, a 7 s budget and target 0.5 (one to three
 minutes on this shared 2-core machine with ``--jobs 2``), into var/reproductions/. Full mode:
-every regime, 5 seeds, a 30 s budget (12 s at 1 Gbit/s, 60 s at 50 Mbit/s), target 0.75, into
+every regime, 5 seeds, a 20 s budget (12 s at 1 Gbit/s, 40 s at 50 Mbit/s), target 0.7, into
 docs/reproductions/split_fl.json with plots, and regenerates docs/reproductions.md (about 30-60
 minutes per regime here). Both print the verdict table last.
 """

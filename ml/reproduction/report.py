@@ -254,8 +254,14 @@ def markdown_section(document: dict) -> str:
               f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
               f"{document['machine']}; finished {document['finished']}.", ""]
     lines += ["**Setting.** " + decl["setting"], ""]
-    target = ", ".join(f"{k} = {v}" for k, v in decl["target"].items())
-    lines += [f"**Target and budget (declared).** {target}.", ""]
+    target = ", ".join(f"{k} = {v}" for k, v in decl["target"].items()
+                       if k not in ("time_axis", "report_metrics"))
+    if target:
+        lines += [f"**Target and budget (declared).** {target}.", ""]
+    seeds_run = sorted({r["seed"] for r in document["runs"]})
+    if seeds_run != sorted(decl["seeds"]):
+        lines += [f"Seeds with runs: {', '.join(map(str, seeds_run))} (the rest of the declared "
+                  f"seeds did not run in the time available).", ""]
     lines += ["**Claims and verdicts.**", ""]
     for claim in decl["claims"]:
         summary = ev["claims"].get(claim["key"], {})
@@ -273,7 +279,13 @@ def markdown_section(document: dict) -> str:
     if missing:
         lines += ["", "Declared but not run in this results file: "
                   + "; ".join(r["label"] for r in missing) + "."]
-    lines += ["", "```", format_table(VERDICT_HEADERS, verdict_rows(document)), "```", ""]
+    lines += ["", "Verdict per claim and regime:", "", "```",
+              format_table(["claim", *[r["label"] for r in ran]],
+                           [[c["key"], *[ev["regimes"][r["key"]]["claims"][c["key"]]["verdict"]
+                                         for r in ran]] for c in decl["claims"]]), "```", ""]
+    lines += ["Every comparison (effect: points, or the ratio baseline / method for times and "
+              "traffic; 95% t-interval over paired seeds):", ""]
+    lines += ["```", format_table(VERDICT_HEADERS, verdict_rows(document)), "```", ""]
     metrics = decl["target"].get("report_metrics")
     if metrics:
         lines += ["Per arm (mean ± sd over seeds):", "", "```",
