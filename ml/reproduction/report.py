@@ -159,48 +159,74 @@ def plot_accuracy_vs_time(document: dict, regime: str, path: Path, *,
 
 
 def plot_effects(document: dict, path: Path) -> Path | None:
-    """One panel per comparison: effect (points or x) per regime with its 95% interval."""
+    """One panel per claim: each comparison's effect (points or x) per regime with its 95%
+    interval (colour: the verdict; marker: the baseline), zero and the claimed bound. Intervals
+    wider than the panel (few seeds) are cut at its edge."""
     evaluation = document["evaluation"]["regimes"]
     if not evaluation:
         return None
+    from matplotlib.ticker import ScalarFormatter
+
     labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
-    panels: dict[str, list[tuple[str, dict]]] = {}
-    for key, regime in evaluation.items():
-        for claim_key, claim in regime["claims"].items():
-            for row in claim["comparisons"]:
-                name = f"{claim_key}: {row['method']} vs {row['baseline']} ({row['metric']})"
-                panels.setdefault(name, []).append((labels.get(key, key), row))
+    regimes = [k for k in labels if k in evaluation]
+    claims = document["declaration"]["claims"]
     plt = _pyplot()
-    cols = 2 if len(panels) > 1 else 1
-    rows = math.ceil(len(panels) / cols)
-    width = max(4.0, 0.55 * max(len(v) for v in panels.values()) + 2.5)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.2 * rows), dpi=100,
+    cols = 2 if len(claims) > 1 else 1
+    rows = math.ceil(len(claims) / cols)
+    width = max(4.5, 0.9 * len(regimes) + 3.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.4 * rows), dpi=100,
                              squeeze=False)
-    for ax, (name, points) in zip(axes.flat, panels.items()):
-        kind = points[0][1]["kind"]
-        xs = np.arange(len(points))
-        for x, (_, row) in zip(xs, points):
-            shown = row.get("shown")
-            if not shown or shown["mean"] is None:
-                continue
-            low = shown["low"] if shown["low"] is not None else shown["mean"]
-            high = shown["high"] if shown["high"] is not None else shown["mean"]
-            colour = {"holds": "C2", "weaker": "C1", "not shown": "C7",
-                      "reversed": "C3"}[row["verdict"]]
-            ax.errorbar([x], [shown["mean"]], yerr=[[shown["mean"] - low], [high - shown["mean"]]],
-                        fmt="o", color=colour, capsize=3)
-        ax.axhline(1.0 if kind == "ratio" else 0.0, color="black", linewidth=0.8)
-        ax.axhline(points[0][1]["claimed"], color="C2", linestyle="--", linewidth=0.8,
-                   label="claimed bound")
+    colours = {"holds": "C2", "weaker": "C1", "not shown": "C7", "reversed": "C3"}
+    markers = "osD^v<>"
+    for ax, claim in zip(axes.flat, claims):
+        comparisons = claim["comparisons"]
+        kind, bound = comparisons[0]["kind"], comparisons[0]["claimed"]
+        neutral = 1.0 if kind == "ratio" else 0.0
+        means, spans = [neutral, bound], []
+        for i, comparison in enumerate(comparisons):
+            offset = (i - (len(comparisons) - 1) / 2) * 0.12
+            for x, key in enumerate(regimes):
+                row = evaluation[key]["claims"][claim["key"]]["comparisons"][i]
+                shown = row.get("shown")
+                if not shown or shown["mean"] is None:
+                    continue
+                mean = shown["mean"]
+                low = shown["low"] if shown["low"] is not None else -math.inf
+                high = shown["high"] if shown["high"] is not None else math.inf
+                means.append(mean)
+                spans.append((x + offset, mean, low, high, row["verdict"], i))
+        top, bottom = max(means), min(means)
+        pad = 0.6 * (top - bottom or abs(top) or 1.0)
+        y_low, y_high = bottom - pad, top + pad
+        if kind == "ratio":
+            y_low = max(y_low, min(m for m in means if m > 0) / 2)
+        for x, mean, low, high, verdict_, i in spans:
+            low, high = max(low, y_low), min(high, y_high)
+            ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], fmt=markers[i % 7],
+                        color=colours[verdict_], capsize=3, markersize=5)
+        for i, comparison in enumerate(comparisons):
+            ax.plot([], [], markers[i % 7], color="black", label=f"vs {comparison['baseline']}")
+        ax.axhline(neutral, color="black", linewidth=0.8)
+        ax.axhline(bound, color="C2", linestyle="--", linewidth=0.8, label="claimed bound")
+        ax.set_ylim(y_low, y_high)
+        ax.set_xlim(-0.5, len(regimes) - 0.5)
         if kind == "ratio":
             ax.set_yscale("log")
-        ax.set_xticks(xs, [p[0] for p in points], rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("ratio (x)" if kind == "ratio" else "points")
-        ax.set_title(name, fontsize=8)
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.set_xticks(range(len(regimes)), [labels[k] for k in regimes], rotation=25,
+                      ha="right", fontsize=7)
+        metric = comparisons[0]["metric"]
+        unit = "ratio baseline / method (x)" if kind == "ratio" else comparisons[0].get(
+            "units") or "points"
+        ax.set_ylabel(unit, fontsize=8)
+        ax.set_title(f"{claim['key']}: {comparisons[0]['method']} ({metric})", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(panels):]:
+        ax.legend(fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(claims):]:
         ax.set_visible(False)
+    fig.suptitle("Effect per regime, 95% interval; green holds, orange weaker, grey not shown, "
+                 "red reversed", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
