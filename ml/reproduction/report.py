@@ -340,7 +340,22 @@ def write_markdown(folder: Path, out: Path) -> Path:
 
 
 def main() -> None:
+    import argparse
+
+    from ml.reproduction.harness import save
+
+    parser = argparse.ArgumentParser(description="Regenerate docs/reproductions.md from the "
+                                                 "results JSON in docs/reproductions/")
+    parser.add_argument("--plots", action="store_true",
+                        help="also redraw every results file's plots (e.g. after a sweep was "
+                             "stopped before it drew them)")
+    args = parser.parse_args()
     folder = default_results_dir()
+    if args.plots:
+        for path in sorted(folder.glob("*.json")):
+            document = load(path)
+            document["plots"] = write_plots(document, folder)
+            save(document, path)
     out = write_markdown(folder, folder.parent / "reproductions.md")
     print(f"wrote {out}", file=sys.stderr)
 
