@@ -17,7 +17,7 @@ def strip_wall(records):
 
 
 def test_a_quick_run_repeats_exactly():
-    arms = [split_fl.DECLARATION.arm("mergesfl"), split_fl.DECLARATION.arm("parallelsfl")]
+    arms = [split_fl.DECLARATION.arm("mergesfl")]
     jobs = [(TINY, arm, 3) for arm in arms]
     context = {"accuracy": 0.5, "budget_s": 1.0}
     first = harness.run_all(split_fl.DECLARATION, split_fl.run_arm, jobs, context,
