@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from frontend import views
+from frontend import reproductions, views
 
 app_name = "frontend"
 
@@ -24,4 +24,7 @@ urlpatterns = [
     path("compare/", views.compare, name="compare"),
     path("results/", views.results, name="results"),
     path("results/export.<str:fmt>", views.results_export, name="results-export"),
+    path("reproductions/", reproductions.reproductions, name="reproductions"),
+    path("reproductions/plots/<str:name>", reproductions.reproduction_plot,
+         name="reproduction-plot"),
 ]

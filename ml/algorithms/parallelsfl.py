@@ -34,6 +34,10 @@ restarts every round; the PS waits for every cluster (synchronous rounds).
 
 Ablations (config): ``clustering=random`` deals workers into random clusters;
 ``adaptive_frequency=false`` runs ``local_iterations`` in every cluster.
+
+Option (ours): ``top_worker="fastest"`` gives every cluster one of the ``clusters`` fastest
+devices (most compute, then most uplink) as its top worker, pinned there while the clustering
+places the others, so no cluster's top model sits on a slow device.
 """
 from __future__ import annotations
 
@@ -82,6 +86,10 @@ class ParallelSFLConfig(SplitFedConfig):
                                     "label divergence from IID")
     clustering: Literal["utility", "random"] = Field(
         default="utility", description="Cluster by the utility, or deal workers at random")
+    top_worker: Literal["shortest-iteration", "fastest"] = Field(
+        default="shortest-iteration",
+        description="Each cluster's top worker: the member giving the shortest iteration, or "
+                    "one of the `clusters` fastest devices pinned to each cluster")
     adaptive_frequency: bool = Field(
         default=True, description="tau_k proportional to 1/T_k (off: local_iterations for all)")
     top_lr_scaling: TopLRScaling = Field(
@@ -155,6 +163,13 @@ def choose_top_worker(costs: SplitCosts, members: list[EmulatedDevice], batch_si
     in effect the one with the most compute and bandwidth."""
     times = [cluster_iteration_time(costs, members, hub, batch_size) for hub in members]
     return int(np.argmin(times))
+
+
+def fastest_workers(workers: list[SplitWorker], count: int) -> list[int]:
+    """Indices of the ``count`` fastest workers: most compute, then most uplink, then index."""
+    def speed(w: SplitWorker):
+        return (-w.device.profile.compute_gflops, -w.device.profile.uplink_mbps, w.index)
+    return [w.index for w in sorted(workers, key=speed)[:count]]
 
 
 class ClusterAggregate:
@@ -328,17 +343,25 @@ def _form_clusters(config: ParallelSFLConfig, costs: SplitCosts, workers: list[S
                    ps: EmulatedDevice, servers: list[SplitServer], histograms: np.ndarray,
                    solo_times: np.ndarray, rng: np.random.Generator) -> list[Cluster]:
     """Steps 2 and 3: clusters, their top workers and local updating frequencies."""
+    anchors = fastest_workers(workers, config.clusters) if config.top_worker == "fastest" else None
     if config.clustering == "utility":
         assignment = cluster_workers(histograms, solo_times, config.clusters, config.beta, rng,
                                      min_size=config.min_cluster_size,
-                                     max_size=config.max_cluster_size)
+                                     max_size=config.max_cluster_size, anchors=anchors)
     else:
         assignment = random_clusters(len(workers), config.clusters, rng)
+        if anchors is not None:  # swap each anchor into its own cluster
+            for k, i in enumerate(anchors):
+                j = next(j for j in np.flatnonzero(assignment == k) if j not in anchors[:k])
+                assignment[i], assignment[j] = k, assignment[i]
     clusters = []
     for k in range(config.clusters):
         members = [workers[i] for i in np.flatnonzero(assignment == k)]
         devices = [w.device for w in members]
-        hub = members[choose_top_worker(costs, devices, config.batch_size)]
+        if anchors is not None:
+            hub = workers[anchors[k]]
+        else:
+            hub = members[choose_top_worker(costs, devices, config.batch_size)]
         # The top worker serves the others first and back-propagates its own slice last.
         members = [w for w in members if w is not hub] + [hub]
         devices = [w.device for w in members]

@@ -263,12 +263,14 @@ def random_clusters(n_workers: int, n_clusters: int, rng: np.random.Generator) -
 
 def cluster_workers(histograms: np.ndarray, iter_times: np.ndarray, n_clusters: int, beta: float,
                     rng: np.random.Generator, *, min_size: int = 1, max_size: int | None = None,
-                    max_passes: int = 50) -> np.ndarray:
+                    max_passes: int = 50, anchors: list[int] | None = None) -> np.ndarray:
     """ParallelSFL's clustering: a cluster id per worker maximising :func:`clustering_utility`.
 
     Starts from groups of similar speed (workers sorted by iteration time, cut into equal runs),
     then improves by best-improvement local search over single moves (within the size bounds) and
     pairwise swaps until no step helps. ``rng`` only breaks ties in the visiting order.
+    ``anchors`` (one worker index per cluster, optional) pins worker ``anchors[k]`` to cluster
+    k: it starts there and never moves (ParallelSFL's ``top_worker="fastest"``).
     """
     hist = np.asarray(histograms, dtype=np.float64)
     times = np.asarray(iter_times, dtype=np.float64)
@@ -280,7 +282,17 @@ def cluster_workers(histograms: np.ndarray, iter_times: np.ndarray, n_clusters: 
         raise ValueError("cluster size bounds cannot hold every worker")
     order = np.argsort(times, kind="stable")
     assignment = np.empty(n, dtype=np.int64)
-    assignment[order] = np.repeat(np.arange(n_clusters), _cluster_sizes(n, n_clusters))
+    pinned = np.zeros(n, dtype=bool)
+    if anchors is None:
+        assignment[order] = np.repeat(np.arange(n_clusters), _cluster_sizes(n, n_clusters))
+    else:
+        if len(anchors) != n_clusters or len(set(anchors)) != n_clusters:
+            raise ValueError(f"need {n_clusters} distinct anchors, got {list(anchors)}")
+        pinned[list(anchors)] = True
+        assignment[list(anchors)] = np.arange(n_clusters)
+        rest = order[~pinned[order]]
+        assignment[rest] = np.repeat(np.arange(n_clusters),
+                                     np.asarray(_cluster_sizes(n, n_clusters)) - 1)
     mean_time, mean_data = float(times.mean()), float(hist.sum()) / n_clusters
 
     def utility_of(k: int, assign: np.ndarray) -> float:
@@ -293,6 +305,8 @@ def cluster_workers(histograms: np.ndarray, iter_times: np.ndarray, n_clusters: 
         best_gain, best_assign, best_pc = 1e-12, None, None
         sizes = np.bincount(assignment, minlength=n_clusters)
         for i in rng.permutation(n):
+            if pinned[i]:
+                continue
             a = assignment[i]
             for k in range(n_clusters):
                 if k == a:
@@ -300,7 +314,7 @@ def cluster_workers(histograms: np.ndarray, iter_times: np.ndarray, n_clusters: 
                 candidates = []
                 if sizes[a] > min_size and sizes[k] < max_size:
                     candidates.append(None)  # move i to k
-                candidates.extend(j for j in np.flatnonzero(assignment == k))  # swap i and j
+                candidates.extend(j for j in np.flatnonzero((assignment == k) & ~pinned))  # swaps
                 for j in candidates:
                     trial = assignment.copy()
                     trial[i] = k

@@ -11,6 +11,11 @@ Schemes of :func:`partition`:
 - ``label-pattern``: the USTC group's split-FL partition (papers.md §0, ``ymliao98/AdaSFL``):
   class c gives fraction ``p`` of its samples to worker ``c mod N`` and ``(1-p)/(N-1)`` to every
   other worker. Their ``data_pattern`` 1..4 are p = 0.2, 0.4, 0.6, 0.8.
+- ``pathological``: each worker holds exactly ``classes_per_worker`` classes (1 or 2 in the
+  split-FL reproductions; McMahan et al.'s "pathological non-IID", arXiv 1602.05629). Ours: the
+  classes are dealt round-robin from a seeded class permutation (worker w gets positions
+  ``w*k .. w*k+k-1`` modulo C, so its k classes differ), and every class is split evenly over the
+  workers that hold it. Needs ``workers * k >= C`` so that every sample has a worker.
 - ``unequal``: iid labels, unequal sizes (ours): worker shares follow an exponential profile
   from 1 down to ``1/rho`` (the largest worker holds ``rho`` times the smallest), assigned to
   workers in a seeded random order.
@@ -35,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-SCHEMES = ("iid", "iid-repeated", "dirichlet", "label-pattern", "unequal", "long-tailed")
+SCHEMES = ("iid", "iid-repeated", "dirichlet", "label-pattern", "unequal", "long-tailed",
+           "pathological")
 PROFILES = ("exp", "step")
 
 
@@ -68,11 +74,12 @@ class Partition:
 
 def partition(labels, workers: int, scheme: str, *, seed: int, alpha: float = 0.5,
               p: float = 0.8, rho: float = 10.0, min_size: int = 1,
-              num_classes: int | None = None) -> Partition:
+              num_classes: int | None = None, classes_per_worker: int = 2) -> Partition:
     """Split the samples with ``labels`` (1-D ints) among ``workers`` by ``scheme``.
 
     ``alpha`` is the Dirichlet concentration (``dirichlet``), ``p`` the dominant-class share
-    (``label-pattern``), ``rho`` the largest/smallest size ratio (of workers for ``unequal``,
+    (``label-pattern``), ``classes_per_worker`` the classes of each worker (``pathological``),
+    ``rho`` the largest/smallest size ratio (of workers for ``unequal``,
     of classes for ``long-tailed``). Every sample goes to exactly one worker (for
     ``long-tailed``: every kept sample); each worker gets at least ``min_size`` samples.
     ``num_classes`` defaults to ``max(labels) + 1``.
@@ -111,6 +118,10 @@ def partition(labels, workers: int, scheme: str, *, seed: int, alpha: float = 0.
             raise ValueError(f"p must be in [0, 1], got {p}")
         params = {"p": p}
         shares = _split_classes(labels, label_pattern_fractions(classes, workers, p), rng)
+    elif scheme == "pathological":
+        params = {"classes_per_worker": classes_per_worker}
+        fractions = pathological_fractions(classes, workers, classes_per_worker, rng)
+        shares = _split_classes(labels, fractions, rng)
     elif scheme == "long-tailed":
         if not rho >= 1.0:
             raise ValueError(f"rho must be >= 1, got {rho}")
@@ -142,6 +153,23 @@ def label_pattern_fractions(classes: int, workers: int, p: float) -> np.ndarray:
     fractions = np.full((classes, workers), (1.0 - p) / (workers - 1))
     fractions[np.arange(classes), np.arange(classes) % workers] = p
     return fractions
+
+
+def pathological_fractions(classes: int, workers: int, per_worker: int,
+                           rng: np.random.Generator) -> np.ndarray:
+    """``[classes, workers]`` shares of the ``pathological`` scheme: worker w holds the
+    ``per_worker`` classes at positions ``w*k .. w*k+k-1`` (mod C) of a seeded class permutation;
+    each class is shared equally by its holders."""
+    if not 1 <= per_worker <= classes:
+        raise ValueError(f"classes_per_worker must be in 1..{classes}, got {per_worker}")
+    if workers * per_worker < classes:
+        raise ValueError(f"{workers} workers x {per_worker} classes cannot cover {classes} "
+                         f"classes")
+    order = rng.permutation(classes)
+    held = np.zeros((classes, workers))
+    for w in range(workers):
+        held[order[(w * per_worker + np.arange(per_worker)) % classes], w] = 1.0
+    return held / held.sum(axis=1, keepdims=True)
 
 
 def long_tailed_indices(labels, rho: float, seed: int, profile: str = "exp") -> np.ndarray:

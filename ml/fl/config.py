@@ -14,7 +14,8 @@ from ml.config import MethodConfig
 
 DatasetName = Literal["mnist", "mnist-5000", "digits", "cifar10", "cifar100"]
 ModelName = Literal["cnn", "cnn-small", "alexnet", "resnet8", "resnet20", "resnet32", "resnet18"]
-PartitionScheme = Literal["iid", "iid-repeated", "dirichlet", "label-pattern", "unequal", "long-tailed"]
+PartitionScheme = Literal["iid", "iid-repeated", "dirichlet", "label-pattern", "unequal", "long-tailed",
+                          "pathological"]
 
 
 class FederatedConfig(MethodConfig):
@@ -35,6 +36,9 @@ class FederatedConfig(MethodConfig):
                                    description="Dirichlet concentration (partition=dirichlet)")
     partition_p: float = Field(default=0.8, ge=0, le=1,
                                description="Dominant-class share (partition=label-pattern)")
+    partition_classes: int = Field(default=2, ge=1, le=100,
+                                   description="Classes held by each worker "
+                                               "(partition=pathological)")
     partition_rho: float = Field(default=10.0, ge=1, le=1000,
                                  description="Largest/smallest ratio: of worker sizes "
                                              "(partition=unequal) or of class sizes, exp profile "

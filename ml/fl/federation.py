@@ -68,7 +68,8 @@ def build_federation(config: FederatedConfig, device: torch.device) -> Federatio
         parts = partition_labels(dataset.train_y.numpy(), config.workers, config.partition,
                                  seed=config.seed, alpha=config.partition_alpha,
                                  p=config.partition_p, rho=config.partition_rho,
-                                 num_classes=dataset.num_classes)
+                                 num_classes=dataset.num_classes,
+                                 classes_per_worker=config.partition_classes)
     except ValueError as exc:
         raise ConfigError({"workers": str(exc)}) from None
     try:

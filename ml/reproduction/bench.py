@@ -1,0 +1,100 @@
+"""The command line every ``bench/reproduce_<paper>.py`` shares.
+
+``--quick`` runs one regime with 2 seeds (about a minute) into ``var/reproductions/`` and leaves
+the committed results alone; the full mode runs the declared regimes and seeds, saves the
+results JSON in ``docs/reproductions/`` after every run (``--resume`` continues a stopped
+sweep), draws the plots and regenerates ``docs/reproductions.md``. Both print the verdict table
+last.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from ml.reproduction import harness, report
+from ml.reproduction.declaration import Declaration
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="one regime, 2 seeds (about a minute)")
+    p.add_argument("--regimes", nargs="+", help="run only these regime keys (full mode)")
+    p.add_argument("--seeds", type=int, nargs="+", help="override the declared seeds")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (processes)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in the results file and run only the rest")
+    p.add_argument("--out", type=Path, help="results folder (default docs/reproductions, "
+                                            "quick: var/reproductions)")
+    return p
+
+
+def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace, *,
+              context: dict, quick_regime: str, quick_seeds: tuple[int, ...],
+              quick_context: dict, skip: dict[str, str] | None = None,
+              metrics: list[str] | None = None) -> dict:
+    """Run the bench described by ``args``; return the results document.
+
+    ``skip`` maps regime keys that cannot run here (e.g. no CIFAR folder) to the reason, which
+    is printed and stored in the document's notes.
+    """
+    skip = skip or {}
+    if args.quick:
+        regimes, seeds, ctx = [quick_regime], list(args.seeds or quick_seeds), quick_context
+        folder = args.out or Path("var/reproductions")
+    else:
+        regimes = args.regimes or [r.key for r in declaration.regimes]
+        seeds, ctx = list(args.seeds or declaration.seeds), context
+        folder = args.out or harness.default_results_dir()
+    notes = [f"Regime {declaration.regime(k).label} skipped: {skip[k]}" for k in regimes
+             if k in skip]
+    for note in notes:
+        print(note, file=sys.stderr)
+    regimes = [k for k in regimes if k not in skip]
+    path = folder / f"{declaration.key}.json"
+    done: list[dict] = []
+    previous_wall = 0.0
+    if args.resume and path.exists():
+        previous = harness.load(path)
+        done, previous_wall = previous["runs"], previous.get("wall_s", 0.0)
+    jobs = harness.plan_jobs(declaration, regimes, seeds, done)
+    mode = "quick" if args.quick else ("full" if not args.regimes and not args.seeds
+                                       else "subset")
+    start = time.perf_counter()
+
+    def document(runs: list[dict], plots: list[str] | None = None) -> dict:
+        return harness.results_document(
+            declaration, runs, mode=mode, wall_s=previous_wall + time.perf_counter() - start,
+            plots=plots, notes=notes)
+
+    def checkpoint(records: list[dict]) -> None:
+        harness.save(document(done + records), path)
+
+    print(f"{declaration.key}: {len(jobs)} runs ({len(done)} already done) in regimes "
+          f"{', '.join(regimes)}; seeds {seeds}", file=sys.stderr, flush=True)
+    records = harness.run_all(declaration, run, jobs, ctx, processes=args.jobs,
+                              on_record=checkpoint,
+                              log=lambda line: print(line, file=sys.stderr, flush=True))
+    runs = done + records
+    doc = document(runs)
+    doc["declaration"]["target"] = {**doc["declaration"]["target"],
+                                    **{k: v for k, v in ctx.items() if k in ("accuracy",
+                                                                               "budget_s")}}
+    doc["plots"] = report.write_plots(doc, folder)
+    harness.save(doc, path)
+    if not args.quick and folder == harness.default_results_dir():
+        report.write_markdown(folder, folder.parent / "reproductions.md")
+    if metrics:
+        print()
+        print(report.arm_table(doc, metrics))
+    print()
+    for claim in declaration.claims:
+        summary = doc["evaluation"]["claims"][claim.key]
+        print(f"{claim.key}: {claim.text} -> closest regime {summary['closest_regime']}: "
+              f"{summary['closest_verdict']}")
+    print(f"results: {path}; wall {doc['wall_s']:.0f} s")
+    print()
+    print(report.verdict_table(doc))
+    return doc

@@ -1,0 +1,364 @@
+"""What a reproduction shows: the verdict table, the plots and docs/reproductions.md.
+
+Everything here reads the results JSON (:func:`ml.reproduction.harness.results_document`), never
+the runs themselves, so the docs and the dashboard show exactly what was saved.
+
+- :func:`verdict_table`: one row per regime, claim and comparison (the benches print it last);
+- :func:`arm_table`: per regime and arm, the mean of each reported metric over seeds;
+- :func:`plot_accuracy_vs_time`: accuracy against emulated time, one line per arm (mean over
+  seeds on a common grid, each seed faint);
+- :func:`plot_effects`: each comparison's effect against the regime, with its 95% interval,
+  zero and the claimed bound;
+- :func:`write_markdown`: docs/reproductions.md from every results JSON in a folder
+  (``python -m ml.reproduction.report`` regenerates it).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ml.reproduction.harness import default_results_dir, load
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if abs(value) >= 1e5:
+        return f"{value:.3g}"
+    return f"{value:.{digits}f}"
+
+
+def _effect(row: dict) -> str:
+    shown = row.get("shown")
+    if not shown:
+        return "-"
+    digits = 2 if row["kind"] == "ratio" else 1
+    unit = "x" if row["kind"] == "ratio" else ""
+    low = _num(shown["low"], digits) if shown["low"] is not None else "-inf"
+    high = _num(shown["high"], digits) if shown["high"] is not None else "inf"
+    return f"{_num(shown['mean'], digits)}{unit} [{low}, {high}]"
+
+
+def _claimed(row: dict) -> str:
+    unit = "x" if row["kind"] == "ratio" else " " + row.get("unit", "points")
+    return f">= {row['claimed']:.3g}{unit}"
+
+
+def _means(row: dict) -> str:
+    def one(mean, censored):
+        text = _num(mean)
+        return f"{text} ({censored} cens.)" if censored else text
+    return (f"{one(row['method_mean'], row['method_censored'])} vs "
+            f"{one(row['baseline_mean'], row['baseline_censored'])}")
+
+
+def verdict_rows(document: dict) -> list[list[str]]:
+    """Rows of the verdict table: regime, claim, comparison, means, effect [CI], bound, n,
+    verdict."""
+    labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
+    rows = []
+    for key, regime in document["evaluation"]["regimes"].items():
+        for claim_key, claim in regime["claims"].items():
+            for row in claim["comparisons"]:
+                rows.append([labels.get(key, key), claim_key,
+                             f"{row['method']} vs {row['baseline']}: {row['metric']}",
+                             _means(row), _effect(row), _claimed(row), str(row["n"]),
+                             row["verdict"]])
+            if len(claim["comparisons"]) > 1:
+                rows.append([labels.get(key, key), claim_key, "(all comparisons)", "", "", "",
+                             "", claim["verdict"]])
+    return rows
+
+
+VERDICT_HEADERS = ["regime", "claim", "comparison", "method vs baseline (mean)",
+                   "effect [95% CI]", "claimed", "n", "verdict"]
+
+
+def verdict_table(document: dict) -> str:
+    from ml.cli import format_table
+    return format_table(VERDICT_HEADERS, verdict_rows(document))
+
+
+def arm_rows(document: dict, metrics: list[str]) -> list[list[str]]:
+    """Per regime and arm: seeds and the mean (with censored count) of each metric."""
+    labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
+    rows = []
+    for regime in [r["key"] for r in document["declaration"]["regimes"]]:
+        for arm in [a["label"] for a in document["declaration"]["arms"]]:
+            runs = [r for r in document["runs"] if r["regime"] == regime and r["arm"] == arm]
+            if not runs:
+                continue
+            cells = [labels[regime], arm, str(len(runs))]
+            for metric in metrics:
+                values = [r["metrics"].get(metric) for r in runs]
+                values = [v for v in values if v is not None]
+                censored = sum(metric in r.get("censored", ()) for r in runs)
+                text = _num(float(np.mean(values))) if values else "-"
+                if len(values) > 1:
+                    text += f" ± {_num(float(np.std(values, ddof=1)))}"
+                cells.append(text + (f" ({censored} cens.)" if censored else ""))
+            rows.append(cells)
+    return rows
+
+
+def arm_table(document: dict, metrics: list[str]) -> str:
+    from ml.cli import format_table
+    return format_table(["regime", "arm", "seeds", *metrics], arm_rows(document, metrics))
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    return pyplot
+
+
+def plot_accuracy_vs_time(document: dict, regime: str, path: Path, *,
+                          xlabel: str = "emulated time (s)") -> Path | None:
+    """Accuracy against time in ``regime``, one colour per arm; None if nothing ran there."""
+    runs = [r for r in document["runs"] if r["regime"] == regime and r.get("curve")
+            and r["curve"].get("time_s")]
+    if not runs:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    horizon = max(max(r["curve"]["time_s"]) for r in runs)
+    grid = np.linspace(0, horizon, 200)
+    arms = [a["label"] for a in document["declaration"]["arms"]]
+    for i, arm in enumerate(a for a in arms if any(r["arm"] == a for r in runs)):
+        colour = f"C{i % 10}"
+        curves = []
+        for r in (r for r in runs if r["arm"] == arm):
+            t, acc = r["curve"]["time_s"], r["curve"]["accuracy"]
+            ax.plot(t, acc, color=colour, alpha=0.2, linewidth=0.8)
+            idx = np.searchsorted(t, grid, side="right") - 1
+            curves.append(np.where(idx >= 0, np.asarray(acc)[np.clip(idx, 0, None)], np.nan))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(np.vstack(curves), axis=0)
+        ax.plot(grid, mean, color=colour, linewidth=2,
+                label=f"{arm} (mean of {len(curves)})")
+    target = document["declaration"]["target"].get("accuracy")
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:g}")
+    label = next(r["label"] for r in document["declaration"]["regimes"] if r["key"] == regime)
+    ax.set(xlabel=xlabel, ylabel="test accuracy", title=label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_effects(document: dict, path: Path) -> Path | None:
+    """One panel per claim: each comparison's effect (points or x) per regime with its 95%
+    interval (colour: the verdict; marker: the baseline), zero and the claimed bound. Intervals
+    wider than the panel (few seeds) are cut at its edge."""
+    evaluation = document["evaluation"]["regimes"]
+    if not evaluation:
+        return None
+    from matplotlib.ticker import ScalarFormatter
+
+    labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
+    regimes = [k for k in labels if k in evaluation]
+    claims = document["declaration"]["claims"]
+    plt = _pyplot()
+    cols = 2 if len(claims) > 1 else 1
+    rows = math.ceil(len(claims) / cols)
+    width = max(4.5, 0.9 * len(regimes) + 3.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.4 * rows), dpi=100,
+                             squeeze=False)
+    colours = {"holds": "C2", "weaker": "C1", "not shown": "C7", "reversed": "C3"}
+    markers = "osD^v<>"
+    for ax, claim in zip(axes.flat, claims):
+        comparisons = claim["comparisons"]
+        kind, bound = comparisons[0]["kind"], comparisons[0]["claimed"]
+        neutral = 1.0 if kind == "ratio" else 0.0
+        means, spans = [neutral, bound], []
+        for i, comparison in enumerate(comparisons):
+            offset = (i - (len(comparisons) - 1) / 2) * 0.12
+            for x, key in enumerate(regimes):
+                row = evaluation[key]["claims"][claim["key"]]["comparisons"][i]
+                shown = row.get("shown")
+                if not shown or shown["mean"] is None:
+                    continue
+                mean = shown["mean"]
+                low = shown["low"] if shown["low"] is not None else -math.inf
+                high = shown["high"] if shown["high"] is not None else math.inf
+                means.append(mean)
+                spans.append((x + offset, mean, low, high, row["verdict"], i))
+        top, bottom = max(means), min(means)
+        pad = 0.6 * (top - bottom or abs(top) or 1.0)
+        y_low, y_high = bottom - pad, top + pad
+        if kind == "ratio":
+            y_low = max(y_low, min(m for m in means if m > 0) / 2)
+        for x, mean, low, high, verdict_, i in spans:
+            low, high = max(low, y_low), min(high, y_high)
+            ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], fmt=markers[i % 7],
+                        color=colours[verdict_], capsize=3, markersize=5)
+        for i, comparison in enumerate(comparisons):
+            ax.plot([], [], markers[i % 7], color="black", label=f"vs {comparison['baseline']}")
+        ax.axhline(neutral, color="black", linewidth=0.8)
+        ax.axhline(bound, color="C2", linestyle="--", linewidth=0.8, label="claimed bound")
+        ax.set_ylim(y_low, y_high)
+        ax.set_xlim(-0.5, len(regimes) - 0.5)
+        if kind == "ratio":
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.set_xticks(range(len(regimes)), [labels[k] for k in regimes], rotation=25,
+                      ha="right", fontsize=7)
+        metric = comparisons[0]["metric"]
+        unit = "ratio baseline / method (x)" if kind == "ratio" else comparisons[0].get(
+            "units") or "points"
+        ax.set_ylabel(unit, fontsize=8)
+        ax.set_title(f"{claim['key']}: {comparisons[0]['method']} ({metric})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(claims):]:
+        ax.set_visible(False)
+    fig.suptitle("Effect per regime, 95% interval; green holds, orange weaker, grey not shown, "
+                 "red reversed", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_plots(document: dict, folder: Path) -> list[str]:
+    """The accuracy-vs-time plot of every regime that ran and the effect plot; file names."""
+    key = document["declaration"]["key"]
+    names = []
+    effects = plot_effects(document, folder / f"{key}-effects.png")
+    if effects:
+        names.append(effects.name)
+    for regime in document["evaluation"]["regimes"]:
+        out = plot_accuracy_vs_time(document, regime, folder / f"{key}-{regime}-accuracy.png",
+                                    xlabel=document["declaration"]["target"].get(
+                                        "time_axis", "emulated time (s)"))
+        if out:
+            names.append(out.name)
+    return names
+
+
+# -- docs/reproductions.md ------------------------------------------------------------------------
+
+HEADER = """# Reproductions
+
+Generated by `python -m ml.reproduction.report` from the results JSON in `docs/reproductions/`
+(written by `bench/reproduce_<paper>.py`); do not edit by hand. Each section gives the paper's
+claim, the setting, the verdict per regime, plots, and what differs from the paper.
+
+Verdict rule (fixed before the runs, `ml/reproduction/verdict.py`): per comparison, the paired
+per-seed effects (method minus baseline; for times and traffic the ratio baseline / method) get a
+95% Student t-interval. **holds**: the interval excludes zero in the claimed direction and the
+mean effect reaches the claimed lower bound; **weaker**: excludes zero, smaller than claimed;
+**not shown**: the interval includes zero; **reversed**: it excludes zero the other way. A claim
+against several baselines gets the weakest of its comparisons' verdicts. A run that never reached
+the target within the budget counts with the budget as its time (a lower bound, marked
+"cens.").
+"""
+
+
+def markdown_section(document: dict) -> str:
+    """One paper's section of docs/reproductions.md."""
+    from ml.cli import format_table
+    decl = document["declaration"]
+    ev = document["evaluation"]
+    labels = {r["key"]: r["label"] for r in decl["regimes"]}
+    lines = [f"## {decl['paper']} (arXiv {decl['arxiv']})", ""]
+    lines += [f"Mode: **{document['mode']}**; seeds {', '.join(map(str, decl['seeds']))}; "
+              f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
+              f"{document['machine']}; finished {document['finished']}.", ""]
+    lines += ["**Setting.** " + decl["setting"], ""]
+    target = ", ".join(f"{k} = {v}" for k, v in decl["target"].items()
+                       if k not in ("time_axis", "report_metrics"))
+    if target:
+        lines += [f"**Target and budget (declared).** {target}.", ""]
+    seeds_run = sorted({r["seed"] for r in document["runs"]})
+    if seeds_run != sorted(decl["seeds"]):
+        lines += [f"Seeds with runs: {', '.join(map(str, seeds_run))} (the rest of the declared "
+                  f"seeds did not run in the time available).", ""]
+    lines += ["**Claims and verdicts.**", ""]
+    for claim in decl["claims"]:
+        summary = ev["claims"].get(claim["key"], {})
+        closest = summary.get("closest_regime")
+        lines.append(f"- `{claim['key']}`: {claim['text']} — headline regime "
+                     f"({labels[decl['headline']]}): **{summary.get('headline_verdict') or 'not run'}**"
+                     + (f"; closest regime: {labels[closest]}, **{summary['closest_verdict']}**."
+                        if closest else "."))
+    lines.append("")
+    ran = [r for r in decl["regimes"] if r["key"] in ev["regimes"]]
+    missing = [r for r in decl["regimes"] if r["key"] not in ev["regimes"]]
+    lines += ["**Regimes.** " + "; ".join(
+        f"{r['label']}" + (f" (`{_settings(r['settings'])}`)" if r["settings"] else "")
+        for r in ran) + "."]
+    if missing:
+        lines += ["", "Declared but not run in this results file: "
+                  + "; ".join(r["label"] for r in missing) + "."]
+    lines += ["", "Verdict per claim and regime:", "", "```",
+              format_table(["claim", *[r["label"] for r in ran]],
+                           [[c["key"], *[ev["regimes"][r["key"]]["claims"][c["key"]]["verdict"]
+                                         for r in ran]] for c in decl["claims"]]), "```", ""]
+    lines += ["Every comparison (effect: points, or the ratio baseline / method for times and "
+              "traffic; 95% t-interval over paired seeds):", ""]
+    lines += ["```", format_table(VERDICT_HEADERS, verdict_rows(document)), "```", ""]
+    metrics = decl["target"].get("report_metrics")
+    if metrics:
+        lines += ["Per arm (mean ± sd over seeds):", "", "```",
+                  format_table(["regime", "arm", "seeds", *metrics],
+                               arm_rows(document, metrics)), "```", ""]
+    for name in document.get("plots", []):
+        lines += [f"![{name}](reproductions/{name})", ""]
+    if decl["differences"]:
+        lines += ["**What differs from the paper.**", ""]
+        lines += [f"- {d}" for d in decl["differences"]]
+        lines.append("")
+    for note in document.get("notes", []):
+        lines += [f"> {note}", ""]
+    return "\n".join(lines)
+
+
+def _settings(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def write_markdown(folder: Path, out: Path) -> Path:
+    """docs/reproductions.md from every ``*.json`` results file in ``folder``."""
+    sections = [markdown_section(load(p)) for p in sorted(folder.glob("*.json"))]
+    out.write_text(HEADER + "\n" + "\n".join(sections))
+    return out
+
+
+def main() -> None:
+    import argparse
+
+    from ml.reproduction.harness import save
+
+    parser = argparse.ArgumentParser(description="Regenerate docs/reproductions.md from the "
+                                                 "results JSON in docs/reproductions/")
+    parser.add_argument("--plots", action="store_true",
+                        help="also redraw every results file's plots (e.g. after a sweep was "
+                             "stopped before it drew them)")
+    args = parser.parse_args()
+    folder = default_results_dir()
+    if args.plots:
+        for path in sorted(folder.glob("*.json")):
+            document = load(path)
+            document["plots"] = write_plots(document, folder)
+            save(document, path)
+    out = write_markdown(folder, folder.parent / "reproductions.md")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The Reproductions page: claims and verdicts from the results JSON, plots served by name, and
+each paper's headline regime accepted by the experiments API as its button sends it."""
+import pytest
+from django.test import Client
+
+from ml.reproduction import harness, imbnas, report, split_fl
+from tests.ml.reproduction.test_harness import DECLARATION, runs
+
+
+@pytest.fixture
+def results(tmp_path, settings):
+    document = harness.results_document(DECLARATION, runs(), mode="full", wall_s=60.0)
+    document["plots"] = report.write_plots(document, tmp_path)
+    harness.save(document, tmp_path / "toy.json")
+    (tmp_path / "stray.png").write_bytes(b"\x89PNG not listed")
+    (tmp_path / "broken.json").write_text("{not json")
+    settings.ESTUARY_REPRODUCTIONS_DIR = str(tmp_path)
+    return document
+
+
+@pytest.mark.django_db
+def test_the_page_shows_each_claim_with_its_verdicts_and_plots(owner, results):
+    client = Client()
+    assert client.get("/reproductions/").status_code == 302  # login required
+    client.force_login(owner)
+    page = client.get("/reproductions/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'aria-current="page">Reproductions</a>' in html
+    assert "Toy paper" in html and "A beats B by 5 points." in html
+    row = html[html.index('data-claim="acc"'):html.index('data-claim="speed"')]
+    assert '<span class="badge failed">reversed</span>' in row  # headline regime "hard"
+    assert "easy regime: <span class=\"badge succeeded\">holds</span>" in row
+    for name in results["plots"]:
+        assert f"/reproductions/plots/{name}" in html
+        image = client.get(f"/reproductions/plots/{name}")
+        assert image.status_code == 200 and image["Content-Type"] == "image/png"
+    assert client.get("/reproductions/plots/stray.png").status_code == 404
+    assert client.get("/reproductions/plots/..%2Ftoy.json").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_page_without_results_says_how_to_make_them(owner, tmp_path, settings):
+    settings.ESTUARY_REPRODUCTIONS_DIR = str(tmp_path)
+    client = Client()
+    client.force_login(owner)
+    assert 'id="no-reproductions"' in client.get("/reproductions/").content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("declaration", [split_fl.DECLARATION, imbnas.DECLARATION])
+def test_each_headline_launch_is_a_valid_experiment(api, owner, device_factory, declaration):
+    device_factory(owner)  # an online host
+    launch = declaration.launch
+    body = {"name": declaration.paper, "algorithm": launch["algorithm"],
+            "baselines": launch["baselines"], "config": launch["config"]}
+    response = api(owner).post("/api/v1/experiments/", body, format="json")
+    assert response.status_code == 201, response.json()
+    methods = [run["method"] for run in response.json()["runs"]]
+    assert methods == [launch["algorithm"], *launch["baselines"]]
+    # the same regime on a preset instead of the declared testbed
+    preset = {**body, "config": {k: v for k, v in launch["config"].items() if k != "testbed"},
+              "preset": "jetson80"}
+    assert api(owner).post("/api/v1/experiments/", preset, format="json").status_code == 201

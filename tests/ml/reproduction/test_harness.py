@@ -1,0 +1,106 @@
+"""The harness end to end on constructed runs: pairing, evaluation, JSON, table, docs."""
+import json
+
+import pytest
+
+from ml.reproduction import harness, report
+from ml.reproduction.curves import first_crossing
+from ml.reproduction.declaration import Arm, Claim, Comparison, Declaration, Regime
+
+DECLARATION = Declaration(
+    key="toy", paper="Toy paper", arxiv="0000.00000", setting="constructed runs",
+    claims=(
+        Claim("acc", "A beats B by 5 points.",
+              (Comparison("a", "b", "accuracy", "difference", "higher", 5.0, 100.0),)),
+        Claim("speed", "A is 1.5x faster than B.",
+              (Comparison("a", "b", "time_s", "ratio", "lower", 1.5),)),
+        Claim("tau", "tau is below 0.5.",
+              (Comparison("a", "tau = 0.5", "tau", "difference", "lower", 0.0,
+                          reference=0.5, units="tau"),)),
+    ),
+    arms=(Arm("a", "method-a"), Arm("b", "method-b")),
+    regimes=(Regime("easy", "easy regime"), Regime("hard", "hard regime")),
+    headline="hard", seeds=(0, 1, 2, 3, 4), target={"accuracy": 0.9},
+    differences=("nothing is real",))
+
+
+def record(regime, arm, seed, accuracy, time_s, tau=0.2):
+    return {"regime": regime, "arm": arm, "seed": seed,
+            "metrics": {"accuracy": accuracy, "time_s": time_s, "tau": tau},
+            "censored": [], "curve": {"time_s": [1.0, 2.0], "accuracy": [0.5, accuracy]},
+            "wall_s": 0.1}
+
+
+def runs():
+    out = []
+    for seed in range(5):
+        jitter = 0.002 * (seed - 2)
+        # easy: A is 8 points better and twice as fast; hard: A is 1 point worse
+        out.append(record("easy", "a", seed, 0.90 + jitter, 10.0 + seed))
+        out.append(record("easy", "b", seed, 0.82 + 2 * jitter, 2 * (10.0 + seed) * 1.01))
+        out.append(record("hard", "a", seed, 0.80 + jitter, 10.0 + seed))
+        out.append(record("hard", "b", seed, 0.81 - jitter, 10.0 + seed + 0.1 * (seed - 2)))
+    return out
+
+
+def test_evaluation_pairs_by_seed_and_applies_the_rule():
+    evaluation = harness.evaluate(DECLARATION, runs())
+    easy = evaluation["regimes"]["easy"]["claims"]
+    hard = evaluation["regimes"]["hard"]["claims"]
+    assert easy["acc"]["verdict"] == "holds"
+    assert easy["acc"]["comparisons"][0]["shown"]["mean"] == pytest.approx(8.0)
+    assert easy["speed"]["verdict"] == "holds"
+    assert easy["speed"]["comparisons"][0]["shown"]["mean"] == pytest.approx(2.02)
+    assert hard["acc"]["verdict"] == "reversed"
+    assert hard["speed"]["verdict"] == "not shown"
+    assert easy["tau"]["verdict"] == "holds"  # tau 0.2 in every seed, against the constant 0.5
+    assert easy["tau"]["comparisons"][0]["shown"]["mean"] == pytest.approx(0.3)
+    summary = evaluation["claims"]["acc"]
+    assert summary["headline_verdict"] == "reversed"
+    assert (summary["closest_regime"], summary["closest_verdict"]) == ("easy", "holds")
+
+
+def test_a_seed_missing_from_one_arm_is_left_out_of_the_pairs():
+    partial = [r for r in runs() if not (r["arm"] == "b" and r["seed"] == 4)]
+    row = harness.evaluate(DECLARATION, partial)["regimes"]["easy"]["claims"]["acc"]
+    assert row["comparisons"][0]["seeds"] == [0, 1, 2, 3]
+
+
+def test_results_round_trip_and_render(tmp_path):
+    document = harness.results_document(DECLARATION, runs(), mode="full", wall_s=12.0)
+    document["plots"] = report.write_plots(document, tmp_path)
+    path = tmp_path / "toy.json"
+    harness.save(document, path)
+    loaded = harness.load(path)
+    assert loaded["evaluation"]["claims"]["acc"]["closest_regime"] == "easy"
+    assert json.loads(path.read_text())["declaration"]["seeds"] == [0, 1, 2, 3, 4]
+    assert sorted(loaded["plots"]) == ["toy-easy-accuracy.png", "toy-effects.png",
+                                       "toy-hard-accuracy.png"]
+    assert all((tmp_path / name).stat().st_size > 1000 for name in loaded["plots"])
+    table = report.verdict_table(loaded)
+    assert table.splitlines()[0].startswith("regime")
+    assert "reversed" in table and "holds" in table
+    markdown = report.write_markdown(tmp_path, tmp_path / "reproductions.md").read_text()
+    assert "## Toy paper (arXiv 0000.00000)" in markdown
+    assert "`acc`: A beats B by 5 points. — headline regime (hard regime): **reversed**; " \
+           "closest regime: easy regime, **holds**." in markdown
+    assert "![toy-effects.png](reproductions/toy-effects.png)" in markdown
+
+
+def test_the_time_to_target_is_interpolated_between_evaluations():
+    crossing = first_crossing([2.0, 4.0, 6.0], [0.5, 0.7, 0.9], [10.0, 20.0, 30.0], 0.8, 10.0)
+    assert (crossing.time_s, crossing.traffic, crossing.censored) == (5.0, 25.0, False)
+    never = first_crossing([2.0, 4.0, 12.0], [0.5, 0.7, 0.95], [10.0, 20.0, 30.0], 0.8, 10.0)
+    assert (never.time_s, never.traffic, never.censored) == (10.0, 20.0, True)
+
+
+def test_a_declaration_rejects_unknown_arms_and_headlines():
+    with pytest.raises(ValueError, match="unknown arm"):
+        Declaration(key="x", paper="x", arxiv="x", setting="x",
+                    claims=(Claim("c", "c", (Comparison("a", "zz", "m", "difference", "higher",
+                                                        1.0),)),),
+                    arms=(Arm("a", "a"),), regimes=(Regime("r", "r"),), headline="r",
+                    seeds=(0,), target={})
+    with pytest.raises(ValueError, match="headline"):
+        Declaration(key="x", paper="x", arxiv="x", setting="x", claims=(), arms=(),
+                    regimes=(Regime("r", "r"),), headline="q", seeds=(0,), target={})
