@@ -88,7 +88,8 @@ function runCard(run, index) {
   card.querySelector(".meta").textContent =
     [role, host && `on ${host}`, code && `code ${code}`].filter(Boolean).join(" · ");
   // A queued run says why it waits: its place in the device's queue, what holds the device.
-  card.querySelector(".queue-reason").textContent = run.state === "queued"
+  // A distributed run's placement box says which devices its gang waits for.
+  card.querySelector(".queue-reason").textContent = run.state === "queued" && !run.placement?.length
     ? run.queue_reason || run.job?.waiting_reason || "" : "";
   card.querySelector(".run-error").textContent = run.error || "";
   renderPlacement(card, run);
