@@ -132,6 +132,12 @@ class Client:
         """The final value of each metric of each run."""
         return self._call("experiment_results", id=experiment_id, params={"format": "json"})
 
+    def experiment_points(self, experiment_id: str) -> list[Json]:
+        """Every point of every run, one row per (run, metric, step): ``{run, method, name,
+        step, value, sim_time_s, wall_time_s}``."""
+        return self._call("experiment_points", id=experiment_id,
+                          params={"format": "json"})["points"]
+
     # -- runs, metrics, logs ----------------------------------------------------------------
     def list_runs(self, **filters: str) -> Iterator[Json]:
         """The user's runs; filters ``experiment``, ``state``, ``method``, ``name``."""

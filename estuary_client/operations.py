@@ -32,6 +32,7 @@ OPERATIONS: dict[str, Operation] = {
     "cancel_experiment": Operation("POST", "/api/v1/experiments/{id}/cancel/"),
     "rerun_experiment": Operation("POST", "/api/v1/experiments/{id}/rerun/"),
     "experiment_results": Operation("GET", "/api/v1/experiments/{id}/results/"),
+    "experiment_points": Operation("GET", "/api/v1/experiments/{id}/points/"),
     "list_runs": Operation("GET", "/api/v1/runs/"),
     "get_run": Operation("GET", "/api/v1/runs/{id}/"),
     "run_metrics": Operation("GET", "/api/v1/runs/{run_id}/metrics/"),

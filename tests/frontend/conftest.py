@@ -130,6 +130,9 @@ class Agent:
         self.log_lines: dict[str, int] = {}  # per run: lines sent so far (the next seq)
         #: What heartbeats say of the worker, e.g. ``{"consuming": False, "detail": ...}``.
         self.worker: dict[str, Any] | None = None
+        #: Jobs it started, listed in its heartbeats as a real agent lists its running jobs
+        #: (the reaper fails a running job its device stops listing).
+        self.running: list[str] = []
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self.http.post(f"{self.base_url}{path}", json=body, timeout=10)
@@ -137,7 +140,7 @@ class Agent:
         return response.json()
 
     def heartbeat(self) -> None:
-        body: dict[str, Any] = {"running_jobs": []}
+        body: dict[str, Any] = {"running_jobs": list(self.running)}
         if self.worker is not None:
             body["worker"] = self.worker
         self.post("/api/v1/agents/heartbeat/", body)
@@ -146,6 +149,7 @@ class Agent:
         """Start the job as an agent of commit 0123456789abcdef would."""
         self.post(f"/api/v1/agents/jobs/{job_id}/start/", {"provenance": {
             "code_version": "git:0123456789abcdef", "python": "3.11", "packages": {}}})
+        self.running.append(job_id)
 
     def report(self, run_id: str, points: list[tuple[str, int, float, float]]) -> int:
         """Post (name, step, value, sim_time_s) points; returns how many were accepted."""

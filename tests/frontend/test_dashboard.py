@@ -38,9 +38,11 @@ def query(page) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def watched(asgi_server, owner, device_factory, experiment_factory, keep_online):
+def watched(asgi_server, owner, device_factory, experiment_factory, keep_online,
+            controlplane_worker):
     """splitfed vs fedavg on one device: splitfed running with 2 of 3 rounds reported,
-    fedavg queued behind it; accuracy, a constant round time, traffic and a per-entity series."""
+    fedavg queued behind it; accuracy, a constant round time, traffic and a per-entity series.
+    The control plane's worker runs (its reaper too), as in production."""
     enrolled = device_factory(owner, name="cloud-07")
     agent = keep_online(Agent(asgi_server, enrolled.credential, str(enrolled.device.id)))
     experiment = experiment_factory(owner, enrolled.device, algorithm="splitfed",
