@@ -31,7 +31,10 @@ def test_the_experiment_page_shows_the_placement_and_the_devices_it_waits_for(
     for name in ("cloud-1", "jetson-1", "jetson-2"):
         assert f"<td>{name}</td>" in page
     assert "<td>0, 2</td>" in page  # jetson-1 hosts virtual workers 0 and 2
-    assert "Waiting for devices: cloud-1 (busy with another job)" in page
+    # Every device of the gang is busy with the first run (listed in device-id order).
+    assert "Waiting for devices: " in page
+    for name in ("cloud-1", "jetson-1", "jetson-2"):
+        assert f"{name} (busy with another job)" in page
     assert "Waiting for devices" not in logged_in(owner).get(
         f"/experiments/{first.id}/").content.decode()
 
