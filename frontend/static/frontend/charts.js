@@ -336,7 +336,9 @@ export class ChartBoard {
       plot.on("plotly_relayout", (event) => {
         if (!this.onZoom) return;
         if (event["xaxis.autorange"]) this.onZoom(key, null);
+        // A drag gives "xaxis.range[0]" and "[1]"; Plotly.relayout(div, {"xaxis.range": [a, b]}) the pair.
         else if ("xaxis.range[0]" in event) this.onZoom(key, [event["xaxis.range[0]"], event["xaxis.range[1]"]]);
+        else if (Array.isArray(event["xaxis.range"])) this.onZoom(key, event["xaxis.range"]);
       });
     };
     // plot.on exists once plotly has drawn the div; draw() runs right after card().
