@@ -72,7 +72,6 @@ class Method:
             "paper": self.paper,
             "summary": self.summary,
             "baselines": list(self.baselines),
-            "distributed": self.distributed,
             "metrics": list(self.metrics),
             "defaults": self.defaults(),
             "schema": self.json_schema(),
