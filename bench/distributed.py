@@ -140,7 +140,7 @@ def probe_child(directory: Path, rank: int, shaped: bool, size: int, bursts: int
 def probe(shaped: bool, quick: bool) -> dict:
     directory = Path(tempfile.mkdtemp(prefix="estuary-probe-"))
     (directory / "spec.json").write_text(json.dumps({"prefix": f"probe-{os.getpid()}/"}))
-    size, bursts, pings = (250_000, 6, 15) if quick else (1_000_000, 10, 40)
+    size, bursts, pings = (1_000_000, 6, 15) if quick else (1_000_000, 10, 40)
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, __file__, "--probe", str(directory), str(rank),
                                str(int(shaped)), str(size), str(bursts), str(pings)], env=env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,17 +157,18 @@ def launch_local(method: str, config: dict, world_size: int, *, shape: bool = Fa
     try:
         launch.start()
         outcomes = launch.wait()
+        failed = [r for r, o in outcomes.items() if not (o and o.get("ok"))]
+        if failed:
+            first = 0 if 0 in failed else failed[0]
+            if outcomes.get(first) is None:
+                raise RuntimeError(f"rank {first} died: {launch.log(first)[-3000:]}")
+            raise_outcome(outcomes[first], first)
+        reporter = MemoryReporter()
+        reporter.points.extend(launch.points())
+        return outcomes[0]["result"], reporter
     finally:
         launch.kill()
-    failed = [r for r, o in outcomes.items() if not (o and o.get("ok"))]
-    if failed:
-        first = 0 if 0 in failed else failed[0]
-        if outcomes.get(first) is None:
-            raise RuntimeError(f"rank {first} died: {launch.log(first)[-3000:]}")
-        raise_outcome(outcomes[first], first)
-    reporter = MemoryReporter()
-    reporter.points.extend(launch.points())
-    return outcomes[0]["result"], reporter
+        shutil.rmtree(launch.dir, ignore_errors=True)
 
 
 class _FileReporter(MemoryReporter):
