@@ -21,6 +21,7 @@ from rest_framework.exceptions import ValidationError
 from controlplane.devices.models import offline_cutoff
 from controlplane.devices.queries import devices_for
 from controlplane.errors import Conflict
+from controlplane.experiments import gang
 from controlplane.experiments.dispatch import send_job
 from controlplane.experiments.events import run_event
 from controlplane.experiments.models import (
@@ -71,13 +72,17 @@ def create_experiment(owner, plan: ExperimentPlan, rerun_of: Experiment | None =
     return experiment
 
 
+def allocate_gangs() -> list[uuid.UUID]:
+    """Allocate every waiting distributed run whose devices are all free, and send its jobs
+    (controlplane.experiments.gang); returns the runs allocated now."""
+    return gang.allocate_waiting_runs(dispatch_job)
+
+
 def allocate_on_commit() -> None:
     """Try to allocate the waiting gangs; a failure here must not fail the request (the
     reaper's beat tries again)."""
-    from controlplane.experiments.gang import allocate_waiting_runs
-
     try:
-        allocate_waiting_runs()
+        allocate_gangs()
     except Exception:  # noqa: BLE001
         log.exception("gang allocation failed; the reaper will try again")
 

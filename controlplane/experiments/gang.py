@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import uuid
 from functools import partial
+from typing import Callable
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.devices.models import Device
-from controlplane.experiments.actions import dispatch_job
 from controlplane.experiments.events import run_event
 from controlplane.experiments.models import Job, JobState, Run
 from controlplane.metrics.events import publish_on_commit
@@ -38,13 +38,18 @@ def waiting_runs() -> list[uuid.UUID]:
                 .order_by("experiment__created", "position").values_list("id", flat=True))
 
 
-def allocate_waiting_runs() -> list[uuid.UUID]:
-    """Try every waiting run; returns those allocated now."""
-    return [run_id for run_id in waiting_runs() if try_allocate(run_id)]
+#: Sends one job to its device's queue: ``dispatch(job_id, task_id, device_id)``.
+Dispatch = Callable[[uuid.UUID, str, uuid.UUID], None]
+
+
+def allocate_waiting_runs(dispatch: Dispatch) -> list[uuid.UUID]:
+    """Try every waiting run; returns those allocated now (their jobs go to ``dispatch`` once
+    the allocation committed)."""
+    return [run_id for run_id in waiting_runs() if try_allocate(run_id, dispatch)]
 
 
 @transaction.atomic
-def try_allocate(run_id: uuid.UUID) -> bool:
+def try_allocate(run_id: uuid.UUID, dispatch: Dispatch) -> bool:
     """Allocate run ``run_id``'s devices and send its jobs if all are free; else record which
     devices it waits for. Returns whether it was allocated."""
     run = (Run.objects.select_for_update()
@@ -71,6 +76,6 @@ def try_allocate(run_id: uuid.UUID) -> bool:
     for job in jobs:
         job.dispatched_at = now
         job.save(update_fields=["dispatched_at"])
-        transaction.on_commit(partial(dispatch_job, job.id, job.celery_task_id, job.device_id))
+        transaction.on_commit(partial(dispatch, job.id, job.celery_task_id, job.device_id))
     publish_on_commit(run.experiment_id, partial(run_event, run.id))
     return True

@@ -2,7 +2,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from controlplane.experiments import actions, gang
+from controlplane.experiments import actions
 
 
 @shared_task(name="experiments.reap_stale_jobs", ignore_result=True)
@@ -11,6 +11,6 @@ def reap_stale_jobs() -> list[str]:
     deadline (every REAPER_INTERVAL_S), try to allocate the waiting gangs, then touch the
     worker's progress mark (``ESTUARY["REAPER_MARK"]``), which its supervisor watches."""
     failed = [str(job_id) for job_id in actions.reap_stale_jobs()]
-    gang.allocate_waiting_runs()
+    actions.allocate_gangs()
     settings.ESTUARY["REAPER_MARK"].touch()
     return failed

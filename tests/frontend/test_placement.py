@@ -3,7 +3,7 @@ new-experiment form offers the execution choice."""
 import pytest
 from django.test import Client
 
-from controlplane.experiments import gang
+from controlplane.experiments import actions
 from controlplane.experiments.models import Run
 
 
@@ -23,7 +23,7 @@ def test_the_experiment_page_shows_the_placement_and_the_devices_it_waits_for(
     config = {"rounds": 2, "workers": 3, "dataset": "digits"}
     first = experiment_factory(owner, execution="distributed", devices=devices, config=config)
     waiting = experiment_factory(owner, execution="distributed", devices=devices, config=config)
-    gang.allocate_waiting_runs()
+    actions.allocate_gangs()
     assert Run.objects.get(experiment=waiting).waiting_for
 
     page = logged_in(owner).get(f"/experiments/{waiting.id}/").content.decode()

@@ -128,8 +128,8 @@ class TestGang:
         devices = [cloud.device, edge1.device, edge2.device]
         first = uuid.UUID(create(api, owner, devices)["runs"][0]["id"])
         second = uuid.UUID(create(api, owner, [cloud.device, edge1.device])["runs"][0]["id"])
-        assert gang.allocate_waiting_runs() == [first]
-        assert not gang.try_allocate(second)
+        assert actions.allocate_gangs() == [first]
+        assert not gang.try_allocate(second, actions.dispatch_job)
         waiting = api(owner).get(f"/api/v1/runs/{second}/").json()["waiting_for"]
         assert {w["name"] for w in waiting} == {"cloud", "edge-1"}
         assert all(w["why"] == "busy with another job" for w in waiting)
@@ -143,7 +143,7 @@ class TestGang:
             actions.finish_job(job, "succeeded", "", {"final": {"accuracy": 0.5}})
         run = Run.objects.get(pk=first)
         assert run.state == "succeeded" and run.result == {"final": {"accuracy": 0.5}}
-        assert gang.allocate_waiting_runs() == [second]
+        assert actions.allocate_gangs() == [second]
         assert Run.objects.get(pk=second).waiting_for == []
 
     def test_an_emulated_job_on_a_device_holds_the_gang_back(
@@ -152,14 +152,14 @@ class TestGang:
         experiment_factory(owner, host=cloud.device, config={"rounds": 1, "dataset": "digits"},
                            preset="local-3")
         run = create(api, owner, [cloud.device, edge1.device, edge2.device])["runs"][0]["id"]
-        assert gang.allocate_waiting_runs() == []
+        assert actions.allocate_gangs() == []
         assert [w["name"] for w in Run.objects.get(pk=run).waiting_for] == ["cloud"]
 
     def test_a_device_that_misses_the_claim_deadline_fails_the_run_naming_it(
             self, api, owner, testbed, settings):
         cloud, (edge1, edge2) = testbed
         run_id = create(api, owner, [cloud.device, edge1.device, edge2.device])["runs"][0]["id"]
-        gang.allocate_waiting_runs()
+        actions.allocate_gangs()
         jobs = {job.rank: job for job in Job.objects.filter(run_id=run_id)}
         assert start(api, cloud, jobs[0].id).status_code == 200
         assert start(api, edge1, jobs[1].id).status_code == 200
@@ -185,7 +185,7 @@ class TestRankFailureAndCancel:
     def running(self, api, owner, testbed):
         cloud, (edge1, edge2) = testbed
         run_id = create(api, owner, [cloud.device, edge1.device, edge2.device])["runs"][0]["id"]
-        gang.allocate_waiting_runs()
+        actions.allocate_gangs()
         jobs = {job.rank: job for job in Job.objects.filter(run_id=run_id)}
         for rank, enrolled in enumerate([cloud, edge1, edge2]):
             assert start(api, enrolled, jobs[rank].id).status_code == 200
@@ -221,7 +221,7 @@ class TestRendezvous:
         api(device=cloud.credential).post("/api/v1/agents/heartbeat/", {
             "running_jobs": [], "advertise_address": "10.0.0.7"}, format="json")
         run_id = create(api, owner, [cloud.device, edge1.device, edge2.device])["runs"][0]["id"]
-        gang.allocate_waiting_runs()
+        actions.allocate_gangs()
         jobs = {job.rank: job for job in Job.objects.filter(run_id=run_id)}
         prefix = Run.objects.get(pk=run_id).rendezvous_prefix
 
