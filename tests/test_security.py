@@ -85,6 +85,7 @@ def world(owner, device_factory, experiment_factory) -> dict[str, str]:
         **ids, "devices": ids["device"], "experiments": ids["experiment"],
         "runs": ids["run"], "jobs": ids["job"], "algorithms": "fedavg",
         "enrolment-tokens": ids["enrolment-token"],
+        "plots": "split_fl-effects.png",  # a reproduction's plot (docs/)
         # Admin objects of other models, the admin's catch-all, the results export format.
         "param:object_id": "1", "param:id": "1", "param:app_label": "devices",
         "param:content_type_id": "1",
