@@ -73,6 +73,7 @@ class Method:
             "paper": self.paper,
             "summary": self.summary,
             "baselines": list(self.baselines),
+            "distributed": self.distributed,
             "metrics": list(self.metrics),
             # How the dashboard titles and formats each (ml/metrics_catalogue.py).
             "metric_info": {name: metrics_catalogue.describe(name).as_dict()
