@@ -135,7 +135,9 @@ def _lock_run_of(job_id: uuid.UUID) -> Run | None:
 
 def _locked(job: Job) -> Job:
     _lock_run_of(job.pk)
-    return Job.objects.select_for_update().select_related("run", "device").get(pk=job.pk)
+    # of=self: PostgreSQL cannot lock the nullable side (device) of the outer join.
+    return (Job.objects.select_for_update(of=("self",)).select_related("run", "device")
+            .get(pk=job.pk))
 
 
 def job_label(job: Job) -> str:
@@ -217,7 +219,7 @@ def cancel_experiment(experiment: Experiment) -> int:
     heartbeat or metrics post and stop the role (a distributed run's every rank)."""
     now = timezone.now()
     list(Run.objects.select_for_update().filter(experiment=experiment).order_by("position"))
-    jobs = list(Job.objects.select_for_update().select_related("run", "device")
+    jobs = list(Job.objects.select_for_update(of=("self",)).select_related("run", "device")
                 .filter(run__experiment=experiment, state__in=[JobState.QUEUED, JobState.RUNNING])
                 .order_by("run__position", "rank"))
     cancelled = 0
