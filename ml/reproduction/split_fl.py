@@ -183,7 +183,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
     try:
         method.run(config, reporter)
     except Cancelled:
-        pass
+        pass  # the BudgetReporter stops the run once its emulated budget is spent
     wall = time.perf_counter() - start
     acc = [p for p in reporter.series("accuracy") if p.sim_time_s <= budget]
     traffic_by_step = {p.step: p.value for p in reporter.series("traffic_bytes")}
