@@ -27,7 +27,7 @@ from ml import registry  # noqa: E402
 from ml.cli import format_table  # noqa: E402
 from ml.data import load_dataset  # noqa: E402
 from ml.data.partition import partition  # noqa: E402
-from ml.fl.seeding import generator, seeded_run  # noqa: E402
+from ml.method_run import generator, seeded_run  # noqa: E402
 from ml.models import build_model  # noqa: E402
 from ml.reporting import MemoryReporter  # noqa: E402
 

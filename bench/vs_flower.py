@@ -75,7 +75,7 @@ def write_data(path: Path, client_counts: list[int]) -> None:
     import torch
 
     from ml.data import load_dataset, partition
-    from ml.fl.seeding import seeded_run
+    from ml.method_run import seeded_run
     from ml.models import build_model
 
     data = load_dataset(SETTINGS["dataset"], seed=SETTINGS["seed"])

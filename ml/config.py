@@ -7,42 +7,15 @@ dashboard renders both come from :meth:`Method.json_schema`.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from ml.testbed.presets import check_testbed_spec
+from ml.validation import ConfigError, ProfileOverride, validate_strictly
 
-def validate_strictly(cls: type[BaseModel], values: Any) -> Any:
-    """``cls`` validated from ``values`` in pydantic's strict mode, read as the JSON it is."""
-    try:
-        text = json.dumps(values)
-    except (TypeError, ValueError):  # not plain JSON (model instances): strict Python mode
-        return cls.model_validate(values, strict=True)
-    return cls.model_validate_json(text, strict=True)
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; ``errors`` maps each faulty field (dotted path) to a message."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        super().__init__("; ".join(f"{field}: {msg}" for field, msg in errors.items()))
-
-
-class ProfileOverride(BaseModel):
-    """One emulated device given inline: a catalogue profile name, optionally overridden."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    profile: str = Field(description="Catalogue profile name, e.g. jetson-nx")
-    name: str | None = Field(default=None, description="Device name shown in metrics")
-    compute_gflops: float | None = Field(default=None, gt=0)
-    memory_mib: int | None = Field(default=None, gt=0)
-    uplink_mbps: float | None = Field(default=None, gt=0)
-    downlink_mbps: float | None = Field(default=None, gt=0)
-    rtt_ms: float | None = Field(default=None, ge=0)
+__all__ = ["ConfigError", "MethodConfig", "ProfileOverride", "parse_config", "validate_strictly"]
 
 
 class MethodConfig(BaseModel):
@@ -62,8 +35,6 @@ class MethodConfig(BaseModel):
     @field_validator("testbed")
     @classmethod
     def _known_testbed(cls, value):
-        from ml.testbed.presets import check_testbed_spec  # ml.testbed imports this module
-
         try:
             check_testbed_spec(value, need_server=cls.needs_server)
         except ValueError as exc:

@@ -32,7 +32,8 @@ from ml.algorithms.regulated_sfl import PlanningInputs, RoundPlan, train_regulat
 from ml.algorithms.split_control import (IterationCost, regulate_batch_sizes,
                                          uniform_batch_sizes)
 from ml.algorithms.splitfed import SplitFedConfig
-from ml.fl import build_federation, seeded_run, torch_device
+from ml.fl import build_federation
+from ml.method_run import seeded_run, torch_device
 from ml.fl.config import DatasetName, PartitionScheme
 from ml.registry import Method, register
 from ml.reporting import Reporter

@@ -30,10 +30,10 @@ from pydantic_core import PydanticCustomError
 from ml.distributed.messages import wire_type
 from ml.distributed.run import run_emulated
 from ml.distributed.runtime import RoleProgram, Runtime
-from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, TrainResult,
-                   WeightedAverage, Worker,
-                   build_federation, evaluate, generator, get_weights, participants_count,
+from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, TrainResult, WeightedAverage,
+                   Worker, build_federation, evaluate, get_weights, participants_count,
                    sample_clients, set_weights, work_per_sample)
+from ml.method_run import generator
 from ml.fl.config import FederatedConfig
 from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.models import model_bytes

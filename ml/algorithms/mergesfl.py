@@ -42,7 +42,8 @@ from ml.algorithms.adasfl import AdaSFLConfig, plan_sizes
 from ml.algorithms.regulated_sfl import PlanningInputs, RoundPlan, train_regulated_sfl
 from ml.algorithms.split_control import select_workers_ga
 from ml.algorithms.split_training import TopLRScaling
-from ml.fl import build_federation, derive_seed, participants_count, seeded_run, torch_device
+from ml.fl import build_federation, participants_count
+from ml.method_run import derive_seed, seeded_run, torch_device
 from ml.registry import Method, register
 from ml.reporting import Reporter
 

@@ -57,8 +57,8 @@ from ml.algorithms.split_training import (SampleStream, SplitCosts, TopLRScaling
 from ml.algorithms.splitfed import SplitFedConfig
 from ml.config import ConfigError
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
-                   build_federation, derive_seed, evaluate, generator, get_weights, seeded_run,
-                   set_weights, torch_device)
+                   build_federation, evaluate, get_weights, set_weights)
+from ml.method_run import derive_seed, generator, seeded_run, torch_device
 from ml.fl.config import DatasetName, PartitionScheme
 from ml.fl.weights import Weights
 from ml.fl.waiting import WaitingLedger, round_end_barrier

@@ -23,7 +23,8 @@ from ml.algorithms.split_training import (SampleStream, SplitCosts, TopLRScaling
 from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.config import ConfigError
 from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
-                   evaluate, generator, get_weights, set_weights)
+                   evaluate, get_weights, set_weights)
+from ml.method_run import generator
 from ml.reporting import Reporter
 
 if TYPE_CHECKING:

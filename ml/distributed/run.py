@@ -10,7 +10,7 @@ from ml.distributed.runtime import DistributedRuntime, EmulatedRuntime, RoleProg
 from ml.distributed.serve import report_failure, serve
 from ml.distributed.shaping import LinkShape
 from ml.distributed.transport import Peer, Rendezvous, Transport
-from ml.fl.seeding import seeded_run, torch_device
+from ml.method_run import seeded_run, torch_device
 from ml.reporting import Cancelled, Reporter
 
 

@@ -6,7 +6,6 @@ from ml.fl.evaluate import evaluate
 from ml.fl.federation import Federation, build_federation, work_per_sample
 from ml.fl.reporting import RoundLog
 from ml.fl.sampling import participants_count, sample_clients
-from ml.fl.seeding import derive_seed, generator, seeded_run, torch_device
 from ml.fl.weights import WeightedAverage, Weights, get_weights, set_weights, state_tensors
 from ml.fl.workers import (LocalTrainer, SGDSettings, SplitServer, SplitWorker, TrainData,
                            TrainResult, Worker, sgd_step)
@@ -14,7 +13,6 @@ from ml.fl.workers import (LocalTrainer, SGDSettings, SplitServer, SplitWorker, 
 __all__ = [
     "BatchStream", "FederatedConfig", "Federation", "LocalTrainer", "RoundLog", "SGDSettings",
     "SplitServer", "SplitWorker", "TrainData", "TrainResult", "WeightedAverage", "Weights",
-    "Worker", "build_federation", "derive_seed", "evaluate", "generator", "get_weights",
-    "participants_count", "sample_clients", "seeded_run", "set_weights", "sgd_step",
-    "state_tensors", "torch_device", "work_per_sample",
+    "Worker", "build_federation", "evaluate", "get_weights", "participants_count",
+    "sample_clients", "set_weights", "sgd_step", "state_tensors", "work_per_sample",
 ]

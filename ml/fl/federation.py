@@ -13,7 +13,7 @@ from ml.data.partition import Partition
 from ml.data.partition import partition as partition_labels
 from ml.fl.batches import BatchStream
 from ml.fl.config import FederatedConfig
-from ml.fl.seeding import generator
+from ml.method_run import generator
 from ml.fl.workers import TrainData
 from ml.models import SplittableModel, build_model, count_flops
 from ml.models.flops import TRAINING_FLOPS_FACTOR
@@ -55,7 +55,7 @@ class Federation:
 def build_federation(config: FederatedConfig, device: torch.device) -> Federation:
     """Load and partition the data, resolve the testbed and build the model.
 
-    Call inside :func:`ml.fl.seeding.seeded_run` (model initialisation uses the global RNG).
+    Call inside :func:`ml.method_run.seeded_run` (model initialisation uses the global RNG).
     User-facing failures (missing CIFAR files, too many workers for the data) become
     :class:`ConfigError` naming the field.
     """

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ml.metrics_catalogue import summary_line
-from ml.reporting import Cancelled, Reporter
+from ml.method_run import check_cancelled
+from ml.reporting import Reporter
 from ml.testbed.emulator import Testbed
 
 
@@ -16,9 +17,7 @@ class RoundLog:
         self.final: dict[str, float] = {}
 
     def check_cancelled(self) -> None:
-        """Raise :class:`Cancelled` once the reporter says the run was cancelled."""
-        if self.reporter.should_stop():
-            raise Cancelled()
+        check_cancelled(self.reporter)
 
     def metric(self, name: str, step: int, value: float) -> None:
         self.reporter.metric(name, step, value, self.testbed.now())

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from ml.config import ConfigError, ProfileOverride, validate_strictly
+from ml.validation import ConfigError, ProfileOverride, validate_strictly
 from ml.testbed.emulator import EmulatedDevice, Testbed
 from ml.testbed.profiles import PROFILES, DeviceProfile
 

@@ -36,7 +36,7 @@ from ml.algorithms.comp.prune import (
     remove_neurons, removal_target,
 )
 from ml.data.text import SequenceDataset
-from ml.fl.seeding import generator
+from ml.method_run import generator
 from ml.models.lora import apply_lora, lora_modules, remove_lora
 from ml.models.transformer import DecoderLM, lm_loss
 

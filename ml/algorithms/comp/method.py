@@ -54,7 +54,7 @@ from ml.algorithms.comp.pipeline import BlockwiseSettings
 from ml.algorithms.comp.source import MODEL_SIZES, calibration_set, choice_task, load_source
 from ml.config import MethodConfig
 from ml.data.images import default_data_dir
-from ml.fl.seeding import seeded_run, torch_device
+from ml.method_run import seeded_run, torch_device
 from ml.models.checkpoints import load_checkpoint, save_checkpoint
 from ml.models.transformer import DecoderLM
 from ml.registry import Method, register

@@ -15,7 +15,7 @@ import torch
 from ml.models.hf_llama import HFTokenizer, load_llama
 from ml.data.text import ByteTokenizer, SequenceDataset, load_corpus, train_val_split
 from ml.eval.lm import ChoiceItem, next_word_choice_task
-from ml.fl.seeding import generator
+from ml.method_run import generator
 from ml.models.pretrained import DEFAULT_CONFIG, VAL_FRACTION, pretrained_lm
 from ml.models.transformer import DecoderConfig, DecoderLM
 

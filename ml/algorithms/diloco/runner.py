@@ -21,7 +21,7 @@ from ml.algorithms.diloco.engine import OuterLoop, SyncPolicy
 from ml.algorithms.diloco.replica import Replica, held_out_loss
 from ml.algorithms.diloco.wan import EmulatedWorkload, WanEmulator
 from ml.data.text import ByteTokenizer, SequenceDataset, load_corpus, shard, train_val_split
-from ml.fl.seeding import generator, seeded_run, torch_device
+from ml.method_run import generator, seeded_run, torch_device
 from ml.models.transformer import DecoderConfig, DecoderLM
 from ml.reporting import Cancelled, Reporter
 from ml.testbed import Testbed, resolve_testbed

@@ -32,7 +32,7 @@ from ml.algorithms.fedspine.task import TopicData, load_base, load_topic_data
 from ml.data.partition import partition
 from ml.fl.batches import BatchStream
 from ml.fl.reporting import RoundLog
-from ml.fl.seeding import generator, seeded_run, torch_device
+from ml.method_run import generator, seeded_run, torch_device
 from ml.models.flops import count_flops
 from ml.models.lora import lora_state_dict
 from ml.reporting import Reporter

@@ -22,7 +22,7 @@ from ml.algorithms.fedspine.config import (FedLoRAConfig, FedSpineConfig, HetLoR
                                            PruneThenFinetuneConfig)
 from ml.algorithms.fedspine.importance import least_important, magnitude_scores
 from ml.algorithms.fedspine.structure import Structure, sparsity
-from ml.fl.seeding import derive_seed
+from ml.method_run import derive_seed
 
 
 class _Base:

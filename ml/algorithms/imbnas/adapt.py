@@ -43,7 +43,7 @@ from ml.algorithms.imbnas.losses import (
 )
 from ml.algorithms.imbnas.supernet import Arch, SearchSpace, SuperNet, sandwich_archs, train_step
 from ml.fl.batches import BatchStream
-from ml.fl.seeding import derive_seed, generator
+from ml.method_run import derive_seed, generator
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ml.data import load_dataset, long_tailed_indices
-from ml.fl.seeding import derive_seed
+from ml.method_run import derive_seed
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from ml.algorithms.imbnas.losses import DEFAULT_BETA
 from ml.algorithms.imbnas.search import search
 from ml.algorithms.imbnas.supernet import SearchSpace, SuperNet
 from ml.config import MethodConfig
-from ml.fl.seeding import derive_seed, torch_device
+from ml.method_run import derive_seed, torch_device
 from ml.registry import Method, register
 from ml.reporting import Cancelled, Reporter
 from ml.testbed import resolve_testbed

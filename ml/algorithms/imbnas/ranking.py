@@ -29,7 +29,7 @@ from ml.algorithms.imbnas.data import build_task
 from ml.algorithms.imbnas.evaluate import balanced_accuracy
 from ml.algorithms.imbnas.method import CALIBRATION_SIZE, ImbNasConfig, _optim, source_supernet
 from ml.algorithms.imbnas.supernet import Arch, SearchSpace
-from ml.fl.seeding import torch_device
+from ml.method_run import torch_device
 from ml.reporting import MemoryReporter
 
 #: Seed of the fixed subnet sample (independent of the run's seed by design).

@@ -19,7 +19,8 @@ from ml.algorithms.split_training import (SampleStream, SplitCosts, dispatch_gra
 from ml.config import ConfigError
 from ml.data import load_dataset
 from ml.data.partition import partition
-from ml.fl import SGDSettings, SplitServer, SplitWorker, TrainData, generator
+from ml.fl import SGDSettings, SplitServer, SplitWorker, TrainData
+from ml.method_run import generator
 from ml.models import build_model
 from ml.reporting import MemoryReporter
 from ml.testbed import resolve_testbed

@@ -1,4 +1,7 @@
-"""Seeds and torch devices: one RNG per purpose, so runs are reproducible bit for bit on CPU.
+"""What every method's run does around its own loop, written once: seeds, the torch device,
+the cancellation check, the wall clock and the summary.
+
+Seeds: one RNG per purpose, so runs are reproducible bit for bit on CPU.
 
 Every random choice of a run draws from its own ``torch.Generator`` seeded from
 ``(seed, purpose, index)``: adding a worker or a draw in one place does not shift the others.
@@ -9,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import Iterator
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import torch
 
 from ml.config import ConfigError
+from ml.reporting import Cancelled, Reporter
 
 
 def derive_seed(seed: int, purpose: str, index: int = 0) -> int:
@@ -44,3 +50,37 @@ def seeded_run(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(derive_seed(seed, "global"))
         yield
+
+
+def check_cancelled(reporter: Reporter, where: str = "") -> None:
+    """Raise :class:`ml.reporting.Cancelled` once ``reporter`` says the run was cancelled."""
+    if reporter.should_stop():
+        raise Cancelled(f"cancelled {where}".strip())
+
+
+@dataclass
+class MethodRun:
+    """One run of a method: its reporter, torch device and wall clock."""
+
+    reporter: Reporter
+    device: torch.device
+    started: float = field(default_factory=time.perf_counter)
+
+    def check_cancelled(self, where: str = "") -> None:
+        check_cancelled(self.reporter, where)
+
+    def wall_time_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def summary(self, final: dict[str, float], **details: Any) -> dict:
+        """The JSON-able summary every method returns: ``final`` metrics, the method's own
+        ``details`` and the wall time."""
+        return {"final": dict(final), **details, "wall_time_s": self.wall_time_s()}
+
+
+@contextlib.contextmanager
+def method_run(config: Any, reporter: Reporter) -> Iterator[MethodRun]:
+    """Choose ``config.device``, seed the run from ``config.seed`` and time it."""
+    device = torch_device(config.device)
+    with seeded_run(config.seed, device):
+        yield MethodRun(reporter, device)
