@@ -1,7 +1,7 @@
 """COMP against its baselines at 10%, 20% and 30% pruning of the same pre-trained decoder LM.
 
 Runs the catalogue's ``comp``, ``llm-pruner``, ``llm-pruner-lora``, ``wanda-channel`` and
-``layer-prune`` jobs (ml.algorithms.comp) on the same model, calibration set, budget and
+``layer-prune`` jobs (ml.algorithms.llm_compression) on the same model, calibration set, budget and
 evaluation, and prints per ratio and method: achieved pruning ratio, parameters, held-out
 perplexity, next-word choice accuracy (4 candidates, chance 25%), peak pruning memory, pruning
 time and measured forward latency. Then the paper's claim beside what we measured at 20%; the

@@ -16,14 +16,14 @@ from ml.reporting import Reporter
 
 #: Modules that register methods; each is imported by :func:`load_all`.
 ALGORITHM_MODULES: list[str] = [
-    "ml.algorithms.fedavg",
+    "ml.algorithms.federated_learning",
     "ml.algorithms.splitfed",
     "ml.algorithms.diloco",
     "ml.algorithms.adasfl",
     "ml.algorithms.mergesfl",
     "ml.algorithms.parallelsfl",
-    "ml.algorithms.imbnas",
-    "ml.algorithms.comp",
+    "ml.algorithms.neural_architecture_search",
+    "ml.algorithms.llm_compression",
     "ml.algorithms.hat",
     "ml.algorithms.fedspine",
 ]

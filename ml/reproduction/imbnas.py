@@ -4,7 +4,7 @@ Declared here, before any run: the four adaptation strategies of the catalogue (
 frozen balanced backbone, head retrained with the class-balanced loss; fine-tuning with
 cross-entropy; fine-tuning with the re-weighted loss; a full search from scratch on the
 long-tailed target) on the same tasks, seeds and budget, plus the rank-correlation measurement
-of the paper's first finding (:mod:`ml.algorithms.imbnas.ranking`: Kendall's tau between
+of the paper's first finding (:mod:`ml.algorithms.neural_architecture_search.ranking`: Kendall's tau between
 balanced- and long-tailed-trained accuracy over a fixed sample of 30 subnets); 10 seeds; the
 regimes: imbalance ratio 10, 50, 100 on sklearn digits and MNIST-5000.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ml import registry
-from ml.algorithms.imbnas.ranking import rank_correlation
+from ml.algorithms.neural_architecture_search.ranking import rank_correlation
 from ml.reproduction.declaration import Arm, Claim, Comparison, Declaration, Regime
 from ml.reporting import MemoryReporter
 

@@ -2,8 +2,8 @@
 from scipy import stats
 
 from ml import registry
-from ml.algorithms.imbnas.ranking import fixed_subnets, rank_correlation
-from ml.algorithms.imbnas.supernet import SearchSpace
+from ml.algorithms.neural_architecture_search.ranking import fixed_subnets, rank_correlation
+from ml.algorithms.neural_architecture_search.supernet import SearchSpace
 
 
 def test_the_subnet_sample_is_fixed_and_distinct():

@@ -24,41 +24,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pydantic import Field, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
-
+from ml.algorithms.federated_learning.config import FedAvgConfig
 from ml.distributed.messages import wire_type
-from ml.distributed.run import run_emulated
 from ml.distributed.runtime import RoleProgram, Runtime
 from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, TrainResult, WeightedAverage,
                    Worker, build_federation, evaluate, get_weights, participants_count,
                    sample_clients, set_weights, work_per_sample)
-from ml.method_run import generator
-from ml.fl.config import FederatedConfig
 from ml.fl.waiting import WaitingLedger, round_end_barrier
+from ml.method_run import generator
 from ml.models import model_bytes
-from ml.registry import Method, register
 from ml.reporting import Reporter
-
-
-class FedAvgConfig(FederatedConfig):
-    """FedAvg's knobs on top of the shared federated ones."""
-
-    clients_per_round: float = Field(
-        default=1.0, gt=0,
-        description="Workers per round: a value <= 1 is a fraction of the workers, a larger "
-                    "value a count")
-    local_epochs: int = Field(default=1, ge=1, le=1000, description="Local epochs per round (E)")
-
-    @field_validator("clients_per_round")
-    @classmethod
-    def _count_fits(cls, value: float, info: ValidationInfo) -> float:
-        workers = info.data.get("workers")
-        if value > 1 and (value != int(value) or (workers is not None and value > workers)):
-            raise PydanticCustomError(
-                "clients_per_round", "a value > 1 is a count of workers: it must be a whole "
-                "number <= workers ({workers}), got {value}", {"workers": workers, "value": value})
-        return value
 
 
 @dataclass
@@ -148,24 +123,3 @@ def coordinate(config: FedAvgConfig, context: FedAvgContext, runtime: Runtime,
 wire_type(TrainResult)  # what Worker.fit returns crosses the wire as JSON + tensors
 PROGRAM = RoleProgram(setup=setup, worker=make_worker, coordinate=coordinate,
                       exposed=frozenset({"fit"}))
-
-
-def run(config: FedAvgConfig, reporter: Reporter) -> dict:
-    """Train with FedAvg on the emulated testbed; report per-round metrics; return the summary."""
-    return run_emulated(PROGRAM, config, reporter)
-
-
-METHOD = register(Method(
-    name="fedavg",
-    paper="McMahan et al., Communication-Efficient Learning of Deep Networks from Decentralized "
-          "Data, AISTATS 2017 (arXiv 1602.05629)",
-    summary="Federated averaging: sampled workers train the whole model locally for a few "
-            "epochs; the server averages their weights by data size.",
-    config=FedAvgConfig,
-    run=run,
-    baselines=(),
-    metrics=("accuracy", "loss", "train_loss", "traffic_bytes", "traffic_bytes/model",
-             "round_time_s", "sim_time_s", "waiting_time_s"),
-    family="federated-learning",
-    program=PROGRAM,
-))

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ml.algorithms.comp.blockio import micro_batches
-from ml.algorithms.comp.importance import block_influence, lowest
-from ml.algorithms.comp.pipeline import BlockwiseSettings, prune_blockwise
-from ml.algorithms.comp.prune import (
+from ml.algorithms.llm_compression.blockio import micro_batches
+from ml.algorithms.llm_compression.importance import block_influence, lowest
+from ml.algorithms.llm_compression.pipeline import BlockwiseSettings, prune_blockwise
+from ml.algorithms.llm_compression.prune import (
     head_parameters, neuron_parameters, parameter_count, remove_blocks, remove_heads,
     remove_neurons, removal_target,
 )

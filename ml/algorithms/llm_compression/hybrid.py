@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ml.algorithms.comp.blockio import calibration_loss, needs_offload, on_device
-from ml.algorithms.comp.importance import block_influence
-from ml.algorithms.comp.pipeline import BlockLog, BlockwiseSettings, prune_blockwise
-from ml.algorithms.comp.prune import neuron_parameters, parameter_count, removal_target
+from ml.algorithms.llm_compression.blockio import calibration_loss, needs_offload, on_device
+from ml.algorithms.llm_compression.importance import block_influence
+from ml.algorithms.llm_compression.pipeline import BlockLog, BlockwiseSettings, prune_blockwise
+from ml.algorithms.llm_compression.prune import neuron_parameters, parameter_count, removal_target
 from ml.models.transformer import DecoderLM
 
 

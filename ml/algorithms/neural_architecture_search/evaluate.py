@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ml.algorithms.imbnas.supernet import Arch, SuperNet
+from ml.algorithms.neural_architecture_search.supernet import Arch, SuperNet
 
 EVAL_BATCH_SIZE = 1000
 SHOT_GROUPS = ("many", "medium", "few")

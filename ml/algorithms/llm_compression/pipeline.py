@@ -31,16 +31,16 @@ from typing import Literal
 
 import torch
 
-from ml.algorithms.comp.blockio import (
+from ml.algorithms.llm_compression.blockio import (
     attention_heads, attention_output, block_forward, embed, micro_batches, mlp_activation,
     needs_offload, on_device, rope_for,
 )
-from ml.algorithms.comp.importance import condition_removal_order, lowest, wanda_scores
-from ml.algorithms.comp.masktune import (
+from ml.algorithms.llm_compression.importance import condition_removal_order, lowest, wanda_scores
+from ml.algorithms.llm_compression.masktune import (
     HeadStats, NeuronStats, fold_head_scales, fold_neuron_scales, reconstruction_error,
     solve_scales,
 )
-from ml.algorithms.comp.prune import remove_blocks, remove_neurons
+from ml.algorithms.llm_compression.prune import remove_blocks, remove_neurons
 from ml.models.transformer import DecoderBlock, DecoderLM
 
 NeuronScore = Literal["condition", "wanda", "magnitude"]

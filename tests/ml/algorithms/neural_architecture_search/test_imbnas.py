@@ -10,19 +10,19 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ml import registry
-from ml.algorithms.imbnas import method as imbnas_method
-from ml.algorithms.imbnas.adapt import (
+from ml.algorithms.neural_architecture_search import runner as imbnas_runner
+from ml.algorithms.neural_architecture_search.adapt import (
     STRATEGIES, Optim, adapt_supernet, fresh_supernet, prepare_supernet, steps_per_epoch,
 )
-from ml.algorithms.imbnas.data import build_task
-from ml.algorithms.imbnas.evaluate import (
+from ml.algorithms.neural_architecture_search.data import build_task
+from ml.algorithms.neural_architecture_search.evaluate import (
     accuracy_report, balanced_accuracy, per_class_accuracy, shot_groups,
 )
-from ml.algorithms.imbnas.losses import (
+from ml.algorithms.neural_architecture_search.losses import (
     class_balanced_weights, inverse_frequency_weights, weighted_cross_entropy,
 )
-from ml.algorithms.imbnas.search import evolutionary_search, random_search
-from ml.algorithms.imbnas.supernet import Arch, SearchSpace, SuperNet, sandwich_step
+from ml.algorithms.neural_architecture_search.search import evolutionary_search, random_search
+from ml.algorithms.neural_architecture_search.supernet import Arch, SearchSpace, SuperNet, sandwich_step
 from ml.config import ConfigError
 from ml.reporting import Cancelled, MemoryReporter
 
@@ -324,7 +324,7 @@ def test_bad_config_values_are_named():
 
 
 def test_a_run_reports_balanced_and_shot_accuracies_and_search_cost():
-    imbnas_method._SOURCE_CACHE.clear()
+    imbnas_runner._SOURCE_CACHE.clear()
     config = registry.get("imb-nas").parse_config(TINY)
     reporter = MemoryReporter()
     result = registry.get("imb-nas").run(config, reporter)

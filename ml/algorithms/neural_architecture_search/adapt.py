@@ -38,10 +38,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ml.algorithms.imbnas.losses import (
+from ml.algorithms.neural_architecture_search.losses import (
     DEFAULT_BETA, Reweighting, class_weights, weighted_cross_entropy,
 )
-from ml.algorithms.imbnas.supernet import Arch, SearchSpace, SuperNet, sandwich_archs, train_step
+from ml.algorithms.neural_architecture_search.supernet import Arch, SearchSpace, SuperNet, sandwich_archs, train_step
 from ml.fl.batches import BatchStream
 from ml.method_run import derive_seed, generator
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ml.algorithms.comp.blockio import (
+from ml.algorithms.llm_compression.blockio import (
     block_forward, embed, micro_batches, needs_offload, on_device, rope_for,
 )
 from ml.models.transformer import DecoderLM

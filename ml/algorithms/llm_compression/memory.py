@@ -6,7 +6,7 @@ the ``with`` block. On CPU they come from the profiler's memory events
 allocator's own counters (``max_memory_allocated`` after ``reset_peak_memory_stats``). The
 result is the highest number of bytes held at once *beyond what was held at entry*: activations,
 gradients, optimizer states, Gram matrices, copies. Weights that already existed before entry
-are not counted (see ``resident_weight_bytes`` in ml.algorithms.comp.method for how they are
+are not counted (see ``resident_weight_bytes`` in ml.algorithms.llm_compression.runner for how they are
 added). Python objects outside torch are not counted. The profiler slows the code down by a few
 microseconds per op; times measured inside a ``PeakMemory`` block include that overhead.
 """

@@ -3,7 +3,7 @@ predict its accuracy after training on long-tailed data? (arXiv 2210.00136, 2406
 
 For one seed and imbalance ratio:
 
-1. the task of :func:`~ml.algorithms.imbnas.data.build_task` (balanced source, long-tailed
+1. the task of :func:`~ml.algorithms.neural_architecture_search.data.build_task` (balanced source, long-tailed
    target from the same classes, balanced test set);
 2. supernet B: the balanced source supernet of the method (sandwich rule, cross-entropy; the
    same cached artefact ``imb-nas`` adapts);
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ml.algorithms.imbnas.adapt import steps_per_epoch, train_source_supernet
-from ml.algorithms.imbnas.data import build_task
-from ml.algorithms.imbnas.evaluate import balanced_accuracy
-from ml.algorithms.imbnas.method import CALIBRATION_SIZE, ImbNasConfig, _optim, source_supernet
-from ml.algorithms.imbnas.supernet import Arch, SearchSpace
+from ml.algorithms.neural_architecture_search.adapt import steps_per_epoch, train_source_supernet
+from ml.algorithms.neural_architecture_search.data import build_task
+from ml.algorithms.neural_architecture_search.evaluate import balanced_accuracy
+from ml.algorithms.neural_architecture_search.runner import CALIBRATION_SIZE, ImbNasConfig, _optim, source_supernet
+from ml.algorithms.neural_architecture_search.supernet import Arch, SearchSpace
 from ml.method_run import torch_device
 from ml.reporting import MemoryReporter
 

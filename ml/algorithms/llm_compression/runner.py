@@ -1,4 +1,4 @@
-"""COMP and its baselines in the catalogue: one pruning job on one device.
+"""One pruning job on one device: COMP or one of its baselines (methods.py registers them).
 
 Methods (all share :class:`PruneConfig`'s keys, so one experiment compares them on the same
 model, calibration set, budget and evaluation):
@@ -40,126 +40,28 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
 from torch.utils.flop_counter import FlopCounterMode
 
-from ml.algorithms.comp.baselines import (
-    layer_drop_prune, llm_pruner_plan, llm_pruner_prune, lora_recovery, wanda_channel_prune,
-)
-from ml.algorithms.comp.evaluate import ModelReport, evaluate_model
-from ml.models.hf_llama import set_norm_eps
-from ml.algorithms.comp.hybrid import comp_prune
-from ml.algorithms.comp.memory import PeakMemory
-from ml.algorithms.comp.pipeline import BlockwiseSettings
-from ml.algorithms.comp.source import MODEL_SIZES, calibration_set, choice_task, load_source
-from ml.config import MethodConfig
+from ml.algorithms.llm_compression.baselines import (layer_drop_prune, llm_pruner_plan,
+                                                     llm_pruner_prune, lora_recovery,
+                                                     wanda_channel_prune)
+from ml.algorithms.llm_compression.config import LLMPrunerLoraConfig, PruneConfig
+from ml.algorithms.llm_compression.evaluate import ModelReport, evaluate_model
+from ml.algorithms.llm_compression.hybrid import comp_prune
+from ml.algorithms.llm_compression.memory import PeakMemory
+from ml.algorithms.llm_compression.pipeline import BlockwiseSettings
+from ml.algorithms.llm_compression.source import calibration_set, choice_task, load_source
 from ml.data.images import default_data_dir
-from ml.method_run import seeded_run, torch_device
+from ml.method_run import MethodRun, check_cancelled, method_run
 from ml.models.checkpoints import load_checkpoint, save_checkpoint
+from ml.models.hf_llama import set_norm_eps
 from ml.models.transformer import DecoderLM
-from ml.registry import Method, register
-from ml.reporting import Cancelled, Reporter
+from ml.reporting import Reporter
 from ml.testbed import resolve_testbed
-
-PAPER = ("Xu, Xu, Xu, Liao, Yao, Xie, Lightweight and Post-Training Structured Pruning for "
-         "On-Device Large Language Models (COMP), arXiv 2501.15255 (2025)")
-
-
-class PruneConfig(MethodConfig):
-    """Model, data, budget and evaluation of a pruning job (shared by COMP and its baselines)."""
-
-    ratio: float = Field(default=0.2, gt=0, le=0.6,
-                         description="Pruning ratio: share of all the model's parameters to "
-                                     "remove")
-    calibration_size: int = Field(default=16, ge=1, le=4096,
-                                  description="Calibration sequences (random training windows)")
-    seq_len: int | None = Field(default=None, ge=8, le=8192,
-                                description="Tokens per calibration / evaluation sequence; "
-                                            "empty: the model's max_seq_len")
-    checkpoint: str | None = Field(default=None,
-                                   description="Local Hugging Face Llama-style checkpoint folder "
-                                               "(config.json, model.safetensors, tokenizer.json); "
-                                               "empty: the LM pre-trained on the corpus")
-    corpus: str = Field(default="pydoc",
-                        description="Text for calibration and evaluation: 'pydoc' or a UTF-8 "
-                                    "file path")
-    model_size: Literal["small", "tiny"] = Field(
-        default="tiny", description="LM pre-trained on the corpus (no checkpoint): tiny (~70 k "
-                                    "parameters, the quick default) or small (~0.9 M)")
-    pretrain_steps: int = Field(default=300, ge=1, le=100_000,
-                                description="Pre-training steps of that LM (cached on disk)")
-    batch_size: int = Field(default=8, ge=1, le=1024,
-                            description="Calibration sequences per micro-batch")
-    eval_windows: int = Field(default=64, ge=1, le=100_000,
-                              description="Held-out windows of seq_len tokens for perplexity")
-    task_items: int = Field(default=200, ge=10, le=100_000,
-                            description="Questions of the next-word choice task")
-    task_choices: int = Field(default=4, ge=2, le=16,
-                              description="Candidate words per question (chance = 1/choices)")
-    latency_repeats: int = Field(default=5, ge=1, le=1000,
-                                 description="Timed forward passes for the latency median")
-    output_dir: str | None = Field(default=None,
-                                   description="Where the pruned safetensors go; empty: "
-                                               "$ESTUARY_DATA_DIR/pruned")
-
-
-
-class CompConfig(PruneConfig):
-    """COMP's own settings."""
-
-    mask_tuning: bool = Field(default=True,
-                              description="Fit least-squares scales of kept neurons and heads")
-    tune_heads: bool = Field(default=True, description="Also tune per-head attention scales")
-    neuron_score: Literal["condition", "wanda"] = Field(
-        default="condition", description="Neuron importance: condition-based or Wanda ablation")
-    damping: float = Field(default=0.01, ge=0, le=1,
-                           description="Gram damping, share of its mean diagonal")
-    max_scale: float = Field(default=10.0, gt=1, le=1000,
-                             description="Reject a layer's scales if any |m| exceeds this")
-    ridge: float = Field(default=1e-3, ge=0, le=10,
-                         description="Mask tuning's ridge toward scale 1, share of mean diag")
-    max_neuron_fraction: float = Field(default=0.9, gt=0, lt=1,
-                                       description="Most neurons a plan may take from a block")
-    coarse_blocks: int | None = Field(default=None, ge=0, le=1000,
-                                      description="Blocks to remove; empty: chosen on the "
-                                                  "calibration loss")
-
-
-class LLMPrunerConfig(PruneConfig):
-    """LLM-Pruner's settings (no recovery)."""
-
-    skip_first: int = Field(default=0, ge=0, le=1000,
-                            description="Blocks at the start left unpruned")
-    skip_last: int = Field(default=0, ge=0, le=1000,
-                           description="Blocks at the end left unpruned")
-
-
-class LLMPrunerLoraConfig(LLMPrunerConfig):
-    """LLM-Pruner with LoRA recovery."""
-
-    recovery_steps: int = Field(default=30, ge=1, le=100_000, description="LoRA training steps")
-    recovery_batch_size: int = Field(default=8, ge=1, le=1024,
-                                     description="Sequences per LoRA step")
-    lora_rank: int = Field(default=8, ge=1, le=1024, description="LoRA rank")
-    lora_alpha: float = Field(default=16.0, gt=0, le=1e4, description="LoRA alpha")
-    lora_lr: float = Field(default=1e-3, gt=0, le=1, description="AdamW learning rate")
-
-
-class WandaChannelConfig(PruneConfig):
-    """Channel pruning's score."""
-
-    channel_score: Literal["wanda", "magnitude"] = Field(
-        default="wanda", description="wanda: ||h_j|| ||w_j||; magnitude: ||w_j|| (down column)")
-
 
 # -- one run --------------------------------------------------------------------------------------
 
 Kind = Literal["comp", "llm-pruner", "llm-pruner-lora", "wanda-channel", "layer-prune"]
-
-
-def _check_stop(reporter: Reporter) -> None:
-    if reporter.should_stop():
-        raise Cancelled()
 
 
 def _output_path(config: PruneConfig, kind: str) -> Path:
@@ -192,16 +94,15 @@ _DENSE_REPORTS: dict[tuple, ModelReport] = {}
 
 def run_pruning(kind: Kind, config: PruneConfig, reporter: Reporter) -> dict:
     """Run pruning method ``kind`` (steps 1-4 of the module docstring)."""
-    wall_start = time.perf_counter()
-    device = torch_device(config.device)
     testbed = resolve_testbed(config.testbed)
     host = testbed.workers[0]  # on-device pruning (ours): first edge device, else first cloud
-    _check_stop(reporter)
-    with seeded_run(config.seed, device):
-        return _run(kind, config, reporter, device, testbed, host, wall_start)
+    check_cancelled(reporter)
+    with method_run(config, reporter) as run:
+        return _run(kind, config, run, testbed, host)
 
 
-def _run(kind, config, reporter, device, testbed, host, wall_start) -> dict:
+def _run(kind: Kind, config: PruneConfig, run: MethodRun, testbed, host) -> dict:
+    reporter, device = run.reporter, run.device
     # 1. model and data
     source = load_source(config.corpus, config.checkpoint, config.model_size,
                          config.pretrain_steps, config.seed)
@@ -232,7 +133,7 @@ def _run(kind, config, reporter, device, testbed, host, wall_start) -> dict:
         _DENSE_REPORTS[key] = evaluate(model)
     dense = _DENSE_REPORTS[key]
     _report_model(reporter, 0, dense, 0.0)
-    _check_stop(reporter)
+    check_cancelled(reporter)
 
     # 3. pruning, measured
     offload = device.type == "cuda" and kind not in ("llm-pruner", "llm-pruner-lora")
@@ -284,21 +185,20 @@ def _run(kind, config, reporter, device, testbed, host, wall_start) -> dict:
     final["reload_max_abs_diff"] = reload_difference(path, model, calib_x[:2].to(device),
                                                      source.rms_norm_eps)
     reporter.log(f"saved the pruned model to {tensors}")
-    return {
-        "final": final,
-        "method": kind,
-        "checkpoint": str(tensors),
-        "architecture": model.architecture(),
-        "dense": dense.as_dict(),
-        "pruned": pruned.as_dict(),
-        "details": details,
-        "source": source.info,
-        "task_items": len(task),
-        "device": host.name,
-        "memory_measure": ("torch.cuda.max_memory_allocated" if device.type == "cuda"
-                           else "torch profiler CPU allocation events") + " + resident weights",
-        "wall_time_s": time.perf_counter() - wall_start,
-    }
+    return run.summary(
+        final,
+        method=kind,
+        checkpoint=str(tensors),
+        architecture=model.architecture(),
+        dense=dense.as_dict(),
+        pruned=pruned.as_dict(),
+        details=details,
+        source=source.info,
+        task_items=len(task),
+        device=host.name,
+        memory_measure=("torch.cuda.max_memory_allocated" if device.type == "cuda"
+                        else "torch profiler CPU allocation events") + " + resident weights",
+    )
 
 
 def load_pruned(path: str | Path) -> tuple[DecoderLM, dict]:
@@ -321,7 +221,7 @@ def reload_difference(path: Path, model: DecoderLM, tokens: torch.Tensor, eps: f
 def _prune(kind: Kind, config: PruneConfig, model: DecoderLM, calib_x: torch.Tensor,
            calib_y: torch.Tensor, device: torch.device, reporter: Reporter) -> dict:
     """Prune ``model`` in place; return what the method decided (JSON-able)."""
-    stop = functools.partial(_check_stop, reporter)
+    stop = functools.partial(check_cancelled, reporter)
     bs = config.batch_size
     if kind == "comp":
         settings = BlockwiseSettings(neuron_score=config.neuron_score,
@@ -365,7 +265,7 @@ def _recover(config: LLMPrunerLoraConfig, model: DecoderLM, train_tokens: torch.
 
     def on_step(step: int, loss: float) -> None:
         reporter.metric("loss", step, loss, host.clock_s)
-        _check_stop(reporter)
+        check_cancelled(reporter)
 
     with step_flops:
         start = time.perf_counter()
@@ -377,50 +277,3 @@ def _recover(config: LLMPrunerLoraConfig, model: DecoderLM, train_tokens: torch.
     testbed.compute(host, step_flops.get_total_flops())
     return {"time_s": seconds, "flops": float(step_flops.get_total_flops()),
             "steps": config.recovery_steps}
-
-
-# -- the catalogue --------------------------------------------------------------------------------
-
-METRICS = ("perplexity", "accuracy", "params", "flops", "latency_ms", "prune_peak_memory_bytes",
-           "memory_bytes", "prune_time_s", "achieved_ratio", "sim_time_s")
-LLM_PRUNER_PAPER = ("Ma, Fang, Wang, LLM-Pruner: On the Structural Pruning of Large Language "
-                    "Models, NeurIPS 2023 (arXiv 2305.11627)")
-BASELINES = ("llm-pruner", "llm-pruner-lora", "wanda-channel", "layer-prune")
-
-
-def _register(name: Kind, config: type[PruneConfig], summary: str, paper: str = PAPER,
-              baselines: tuple[str, ...] = (), metrics: tuple[str, ...] = METRICS) -> Method:
-    return register(Method(name=name, paper=paper, summary=summary, config=config,
-                           run=functools.partial(run_pruning, name), baselines=baselines,
-                           metrics=metrics, family="llm-compression"))
-
-
-COMP = _register(
-    "comp", CompConfig,
-    "Post-training structured pruning of a decoder LM: remove whole blocks by Block Influence, "
-    "then MLP neurons by a condition-based score, with least-squares mask tuning folded into "
-    "the weights, one block at a time; no gradients, no fine-tuning.",
-    baselines=BASELINES)
-LLM_PRUNER = _register(
-    "llm-pruner", LLMPrunerConfig,
-    "LLM-Pruner (Ma et al. 2023): remove attention heads and MLP channels of every block by "
-    "first-order Taylor group importance from one backward pass; no recovery.",
-    paper=LLM_PRUNER_PAPER)
-LLM_PRUNER_LORA = _register(
-    "llm-pruner-lora", LLMPrunerLoraConfig,
-    "LLM-Pruner followed by its LoRA recovery (adapters on every linear layer, merged after).",
-    paper=LLM_PRUNER_PAPER,
-    metrics=METRICS + ("loss",))
-WANDA_CHANNEL = _register(
-    "wanda-channel", WandaChannelConfig,
-    "Wanda-style structured pruning: remove the MLP channels with the lowest activation-norm x "
-    "weight-norm score, the same number in every block; no tuning.",
-    paper="Sun, Liu, Bair, Kolter, A Simple and Effective Pruning Approach for Large Language "
-          "Models (Wanda), arXiv 2306.11695 (2023); structured wanda_sp variant")
-LAYER_PRUNE = _register(
-    "layer-prune", PruneConfig,
-    "ShortGPT-style layer pruning: remove the whole blocks with the lowest Block Influence.",
-    paper="Men et al., ShortGPT: Layers in Large Language Models are More Redundant Than You "
-          "Expect, arXiv 2403.03853 (2024)")
-
-__all__ = ["CompConfig", "PruneConfig", "run_pruning", "load_pruned", "MODEL_SIZES"]

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from ml.algorithms.imbnas.supernet import Arch, SearchSpace
+from ml.algorithms.neural_architecture_search.supernet import Arch, SearchSpace
 
 SearchKind = Literal["evolutionary", "random"]
 

@@ -5,17 +5,17 @@ import pytest
 import torch
 
 from ml import registry
-from ml.algorithms.comp.baselines import llm_pruner_plan, llm_pruner_prune
-from ml.algorithms.comp.blockio import embed, rope_for
+from ml.algorithms.llm_compression.baselines import llm_pruner_plan, llm_pruner_prune
+from ml.algorithms.llm_compression.blockio import embed, rope_for
 from ml.models.hf_llama import UnsupportedCheckpoint, load_llama, save_llama, set_norm_eps
 from tests.fixtures.llama import write_bpe_tokenizer
-from ml.algorithms.comp.hybrid import comp_prune
-from ml.algorithms.comp.importance import condition_removal_order, condition_scores
-from ml.algorithms.comp.memory import PeakMemory
-from ml.algorithms.comp.method import load_pruned
-from ml.algorithms.comp.pipeline import BlockwiseSettings, prune_blockwise
-from ml.algorithms.comp.prune import remove_heads
-from ml.algorithms.comp.source import MODEL_SIZES, calibration_set
+from ml.algorithms.llm_compression.hybrid import comp_prune
+from ml.algorithms.llm_compression.importance import condition_removal_order, condition_scores
+from ml.algorithms.llm_compression.memory import PeakMemory
+from ml.algorithms.llm_compression.runner import load_pruned
+from ml.algorithms.llm_compression.pipeline import BlockwiseSettings, prune_blockwise
+from ml.algorithms.llm_compression.prune import remove_heads
+from ml.algorithms.llm_compression.source import MODEL_SIZES, calibration_set
 from ml.config import ConfigError
 from ml.data.text import ByteTokenizer, load_corpus, train_val_split
 from ml.models.pretrained import pretrained_lm
