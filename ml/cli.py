@@ -185,10 +185,12 @@ def _run_distributed(method: registry.Method, config, args: argparse.Namespace):
     from ml.distributed import launch_local  # torch.distributed only when asked for
 
     if not method.distributed:
-        raise UsageError(f"method {method.name!r} cannot run distributed yet")
-    if args.distributed < 2:
+        if not args.quiet:
+            print(f"{method.name} is a single-device method: it runs whole in one local rank",
+                  file=sys.stderr)
+    elif args.distributed < 2:
         raise UsageError("--distributed needs at least 2 ranks (a coordinator and a worker)")
-    if not args.quiet:
+    elif not args.quiet:
         print(f"{method.name}: {args.distributed} local ranks over torch.distributed"
               f"{' (shaped links)' if args.shape else ''}", file=sys.stderr)
     result, reporter = launch_local(method.name, config.model_dump(mode="json"),

@@ -74,6 +74,8 @@ class Method:
             "summary": self.summary,
             "baselines": list(self.baselines),
             "distributed": self.distributed,
+            # Without roles, a distributed run executes whole on one chosen device.
+            "single_device": not self.distributed,
             "metrics": list(self.metrics),
             # How the dashboard titles and formats each (ml/metrics_catalogue.py).
             "metric_info": {name: metrics_catalogue.describe(name).as_dict()

@@ -3,7 +3,8 @@
 Which devices: the ``devices`` listed at creation, else the owner's online devices. The first
 cloud device among them hosts the coordinator (rank 0); the edge devices host the workers,
 several virtual workers each when there are more workers than edge devices (the rule itself is
-``ml.distributed.plan_placement``). Other cloud devices are not used.
+``ml.distributed.plan_placement``). Other cloud devices are not used. A single-device method
+runs whole on one device (:func:`single_device`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rest_framework.exceptions import ValidationError
 
 from controlplane.devices.models import Device
 from controlplane.devices.queries import online_devices_for
+from controlplane.experiments.scheduling import choose_host
 from ml import distributed
 
 
@@ -33,6 +35,19 @@ def distributed_devices(user, listed: list[Device] | None) -> tuple[Device, list
     return clouds[0], edges
 
 
+def single_device(user, listed: list[Device] | None, host_id) -> Device:
+    """Where a single-device method's distributed run executes: ``host`` (one of ``listed``
+    when devices are listed), else the first listed device, else the device an emulated run
+    would take (:func:`choose_host`); 400 on ``host`` when it is not among the listed."""
+    if host_id is not None:
+        if listed is not None and host_id not in {device.id for device in listed}:
+            raise ValidationError({"host": ["The host must be one of the listed devices."]})
+        return choose_host(user, host_id)
+    if listed:
+        return listed[0]
+    return choose_host(user, None)
+
+
 def slot_source(device: Device) -> dict[str, Any]:
     """A device as ``plan_placement`` takes it."""
     return {"device": str(device.id), "name": device.name, "profile": device.testbed_entry()}
@@ -40,8 +55,12 @@ def slot_source(device: Device) -> dict[str, Any]:
 
 def place(method: str, config: dict[str, Any], coordinator: Device, edges: list[Device]
           ) -> list[dict[str, Any]]:
-    """The run's placement as stored (``Slot.as_dict()`` per rank); 400 naming the field
-    ``plan_placement`` names when it cannot place."""
+    """The run's placement as stored (``Slot.as_dict()`` per rank): a single-device method's
+    on ``coordinator`` alone; 400 naming the field ``plan_placement`` names when it cannot
+    place."""
+    if not distributed.supports_distributed(method):
+        return [slot.as_dict() for slot in
+                distributed.single_device_placement(slot_source(coordinator))]
     try:
         slots = distributed.plan_placement(method, config, slot_source(coordinator),
                                            [slot_source(edge) for edge in edges])

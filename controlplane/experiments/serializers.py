@@ -149,6 +149,8 @@ class ExperimentCreateSerializer(StrictSerializer):
     ``execution: "distributed"`` places each run's roles on ``devices`` (else the owner's
     online devices; see :mod:`controlplane.experiments.placement`) and replaces each run's
     ``config.testbed`` by the placement's emulated equivalent, so the emulated twin is exact.
+    A single-device method (no roles: ``comp``, ``imb-nas``, ...) runs whole on ``host``, else
+    on the first listed device, else on the device an emulated run would take.
     """
 
     name = serializers.CharField(max_length=200)
@@ -244,23 +246,28 @@ class ExperimentCreateSerializer(StrictSerializer):
     def _distributed_plan(self, user, attrs: dict[str, Any], method: registry.Method,
                           baselines: list[registry.Method], runs: list[PlannedRun]
                           ) -> ExperimentPlan:
-        for name in [method.name] + [baseline.name for baseline in baselines]:
-            if not distributed.supports_distributed(name):
-                able = ", ".join(m.name for m in registry.all_methods()
-                                 if distributed.supports_distributed(m.name))
-                raise serializers.ValidationError({"execution": [
-                    f"{name} cannot run distributed yet; methods that can: {able}."]})
-        for field in ("preset", "host"):
-            if field in attrs and attrs[field] is not None:
-                raise serializers.ValidationError({field: [
-                    "A distributed experiment runs on its devices: give devices, not "
-                    f"{field}."]})
+        single = [m.name for m in [method, *baselines] if not m.distributed]
+        if single and len(single) != 1 + len(baselines):
+            raise serializers.ValidationError({"baselines": [
+                f"{', '.join(single)} run on one device and the others across devices; run "
+                "them in separate distributed experiments."]})
+        if "preset" in attrs:
+            raise serializers.ValidationError({"preset": [
+                "A distributed experiment runs on its devices: give devices, not preset."]})
         listed = None
         if "devices" in attrs:
             found = {device.id: device for device in
                      devices_for(user).filter(id__in=attrs["devices"])}
             listed = [found[device_id] for device_id in attrs["devices"]]
-        coordinator, edges = placing.distributed_devices(user, listed)
+        if single:
+            coordinator = placing.single_device(user, listed, attrs.get("host"))
+            edges = []
+        else:
+            if attrs.get("host") is not None:
+                raise serializers.ValidationError({"host": [
+                    "A distributed experiment's coordinator is its first cloud device: give "
+                    "devices, not host."]})
+            coordinator, edges = placing.distributed_devices(user, listed)
         placed = []
         for planned, baseline in zip(runs, [method] + baselines):
             slots = placing.place(planned.method, planned.config, coordinator, edges)

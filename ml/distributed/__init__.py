@@ -10,14 +10,14 @@ The API the agent and the control plane use (see docs/distributed.md):
 """
 from ml.distributed.errors import PeerLost, ProtocolError, RemoteError
 from ml.distributed.local import LocalLaunch, launch_local
-from ml.distributed.placement import (PlacementError, Slot, plan_placement, supports_distributed,
-                                      testbed_of)
+from ml.distributed.placement import (PlacementError, Slot, plan_placement,
+                                      single_device_placement, supports_distributed, testbed_of)
 from ml.distributed.run import run_role
 from ml.distributed.shaping import LinkShape
 from ml.distributed.transport import Rendezvous
 
 __all__ = [
     "LinkShape", "LocalLaunch", "PeerLost", "PlacementError", "ProtocolError", "RemoteError",
-    "Rendezvous", "Slot", "launch_local", "plan_placement", "run_role", "supports_distributed",
-    "testbed_of",
+    "Rendezvous", "Slot", "launch_local", "plan_placement", "run_role",
+    "single_device_placement", "supports_distributed", "testbed_of",
 ]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ml import registry
 from ml.distributed.errors import PeerLost, RemoteError
-from ml.distributed.placement import Slot
+from ml.distributed.placement import Slot, single_device_placement
 from ml.distributed.shaping import LinkShape
 from ml.reporting import Cancelled, MemoryReporter, MetricPoint
 from ml.testbed.presets import resolve_testbed
@@ -30,10 +30,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def local_placement(method: str, config: dict, world_size: int) -> list[Slot]:
     """Rank 0 = the config testbed's server; ranks 1..k host virtual worker ``w`` at rank
-    ``1 + w % k`` and are named (and shaped) after the first worker device they host."""
+    ``1 + w % k`` and are named (and shaped) after the first worker device they host. A
+    single-device method gets one rank, whatever ``world_size``."""
+    entry = registry.get(method)
+    parsed = entry.parse_config(config)
+    if entry.program is None:  # single-device: the whole run on the testbed's first device
+        testbed = resolve_testbed(parsed.testbed)
+        host = (testbed.workers or [testbed.server])[0]
+        return single_device_placement({"device": "local-0", "name": host.name,
+                                        "profile": _entry(host)})
     if world_size < 2:
         raise ValueError(f"a distributed run needs world_size >= 2, got {world_size}")
-    parsed = registry.get(method).parse_config(config)
     testbed = resolve_testbed(parsed.testbed, parsed.workers)
     server = testbed.require_server()
     workers = testbed.workers

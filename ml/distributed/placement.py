@@ -67,6 +67,13 @@ def supports_distributed(method: str) -> bool:
         return False
 
 
+def single_device_placement(device: dict) -> list[Slot]:
+    """The placement of a single-device method (no role program, e.g. ``comp``): the whole run
+    on ``device`` (``{"device", "name", "profile"}``) as rank 0, with no workers."""
+    return [Slot("coordinator", 0, str(device["device"]), str(device["name"]),
+                 dict(device["profile"]), ())]
+
+
 def _kind(entry: dict, field: str) -> str:
     profile = entry.get("profile", {}) if isinstance(entry, dict) else {}
     name = profile.get("profile") if isinstance(profile, dict) else None
@@ -87,8 +94,8 @@ def plan_placement(method: str, config: dict, coordinator: dict,
     ``workers`` (not a positive integer).
     """
     if not supports_distributed(method):
-        raise PlacementError("execution", f"method {method!r} cannot run distributed yet; "
-                                          "use execution 'emulated'")
+        raise PlacementError("execution", f"method {method!r} runs on one device; place it "
+                                          "with single_device_placement")
     workers = config.get("workers", 10)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise PlacementError("workers", f"must be an integer >= 1, got {workers!r}")
@@ -120,7 +127,8 @@ def plan_placement(method: str, config: dict, coordinator: dict,
 
 def testbed_of(placement: list[Slot]) -> list[dict]:
     """The config ``testbed`` of a placement's emulated twin: the coordinator's profile as the
-    server, then one entry per virtual worker in index order, with its host's profile.
+    server, then one entry per virtual worker in index order, with its host's profile (a
+    single-device placement gives the one device).
 
     A device hosting several virtual workers appears once per worker, the first under its own
     name and the others as ``<name>.2``, ``<name>.3`` ... (names must be unique in a testbed).

@@ -42,9 +42,11 @@ def run_role(method: str, config: dict, placement: list[Slot], rank: int,
     peer, Cancelled when the run was cancelled.
     """
     entry = registry.get(method)
-    program = program_of(method)
     parsed = entry.parse_config(config)
     slots = sorted(placement, key=lambda s: s.rank)
+    if entry.program is None:
+        return _run_single_device(entry, parsed, slots, reporter)
+    program = program_of(method)
     if [s.rank for s in slots] != list(range(len(slots))) or slots[0].role != "coordinator":
         raise ValueError("the placement must have ranks 0..n-1 with the coordinator at 0")
     mine = slots[rank]
@@ -67,6 +69,18 @@ def run_role(method: str, config: dict, placement: list[Slot], rank: int,
     transport.close()
     return {"execution": "distributed", "rank": rank, "device": mine.device,
             "workers": list(mine.workers), **counters}
+
+
+def _run_single_device(entry: registry.Method, config, slots: list[Slot],
+                       reporter: Reporter) -> dict:
+    """A method without roles in a distributed run: the whole run here, on its one device."""
+    if len(slots) != 1:
+        raise ValueError(f"{entry.name} is a single-device method: its placement must be one "
+                         f"device, got {len(slots)}")
+    reporter.log(f"{entry.name} is a single-device method: the whole run executes on "
+                 f"{slots[0].name}")
+    result = entry.run(config, reporter)
+    return {**result, "execution": "distributed", "single_device": slots[0].name}
 
 
 def _coordinate(program: RoleProgram, config, slots: list[Slot], transport: Transport,

@@ -10,6 +10,10 @@ import pytest
 from ml.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+#: A quick pruning job (the tiny LM, briefly pre-trained) on local-3.
+COMP_FAST = {"model_size": "tiny", "pretrain_steps": 30, "seq_len": 32, "calibration_size": 8,
+             "batch_size": 4, "eval_windows": 4, "task_items": 20, "latency_repeats": 1,
+             "testbed": "local-3"}
 
 
 def ml(*args, timeout=300):
@@ -84,8 +88,18 @@ def test_an_unknown_method_exits_2(capsys):
     assert "fedavg" in err and "splitfed" in err
 
 
-def test_distributed_needs_a_method_with_roles_and_two_ranks(capsys):
-    assert main(["run", "comp", "--distributed", "3"]) == 2
-    assert "cannot run distributed" in capsys.readouterr().err
+def test_distributed_roles_need_two_ranks(capsys):
     assert main(["run", "fedavg", "--distributed", "1"]) == 2
     assert "at least 2 ranks" in capsys.readouterr().err
+
+
+def test_a_single_device_method_runs_distributed_in_one_rank_and_says_so(capsys, tmp_path):
+    out = tmp_path / "comp.json"
+    assert main(["run", "comp", "--distributed", "3", "--out", str(out),
+                 *sum((["--set", f"{k}={json.dumps(v)}"] for k, v in COMP_FAST.items()), [])
+                 ]) == 0
+    assert "single-device method" in capsys.readouterr().err
+    result = json.loads(out.read_text())["result"]
+    assert result["execution"] == "distributed"
+    assert result["single_device"] == "jetson-nx-01"  # local-3's first edge device
+    assert 0 < result["final"]["achieved_ratio"] <= 1

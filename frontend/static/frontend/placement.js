@@ -34,7 +34,11 @@ export function renderPlacement(card, run) {
   }
   const table = document.createElement("table");
   table.className = "placement-table";
-  table.append(cell("caption", "Placement"));
+  // A single-device method (no roles) runs whole on its one device.
+  const single = run.placement.length === 1 && !(run.placement[0].workers || []).length;
+  table.append(cell("caption", single
+    ? `Placement: a single-device method, the whole run on ${run.placement[0].name}`
+    : "Placement"));
   const head = document.createElement("thead");
   const headRow = document.createElement("tr");
   for (const title of ["Rank", "Role", "Device", "Workers"]) {

@@ -84,17 +84,37 @@ class TestCreate:
         assert [run["method"] for run in created["runs"]] == ["splitfed", "fedavg"]
         assert all(len(run["placement"]) == 3 for run in created["runs"])
 
-    @pytest.mark.parametrize("case, field", [
-        ("method", "execution"), ("no-cloud", "devices"), ("no-edge", "devices"),
-        ("preset", "preset"), ("execution", "execution")])
-    def test_bad_input_is_a_400_naming_the_field_and_creates_nothing(
-            self, api, owner, testbed, case, field):
+    def test_a_single_device_method_runs_whole_on_its_host_and_says_so(self, api, owner,
+                                                                      testbed):
         cloud, (edge1, edge2) = testbed
         devices = [cloud.device, edge1.device, edge2.device]
-        unsupported = next(m for m in ("diloco", "hat", "comp")
-                           if not distributed.supports_distributed(m))
+        created = create(api, owner, devices, algorithm="comp", config={"model_size": "tiny"},
+                         baselines=["llm-pruner"], host=str(edge2.device.id))
+        for run in created["runs"]:
+            [slot] = run["placement"]
+            assert (slot["rank"], slot["name"], slot["workers"]) == (0, "edge-2", [])
+            assert [job["device"] for job in run["jobs"]] == [str(edge2.device.id)]
+            stored = Run.objects.get(pk=run["id"])
+            # Its emulated clock is the device it runs on.
+            assert [entry["name"] for entry in stored.config["testbed"]] == ["edge-2"]
+        # Without host: the first listed device.
+        created = create(api, owner, [edge1.device, cloud.device], algorithm="imb-nas",
+                         config={"dataset": "digits"})
+        assert [slot["name"] for slot in created["runs"][0]["placement"]] == ["edge-1"]
+
+    @pytest.mark.parametrize("case, field", [
+        ("host-not-listed", "host"), ("host-with-roles", "host"), ("no-cloud", "devices"),
+        ("no-edge", "devices"), ("preset", "preset"), ("execution", "execution")])
+    def test_bad_input_is_a_400_naming_the_field_and_creates_nothing(
+            self, api, owner, testbed, device_factory, case, field):
+        cloud, (edge1, edge2) = testbed
+        devices = [cloud.device, edge1.device, edge2.device]
+        elsewhere = device_factory(owner, name="elsewhere", profile="jetson-nx")
+        assert not distributed.supports_distributed("comp")
         request = {
-            "method": body(devices, algorithm=unsupported, config={}),
+            "host-not-listed": body(devices, algorithm="comp", config={},
+                                    host=str(elsewhere.device.id)),
+            "host-with-roles": body(devices, host=str(cloud.device.id)),
             "no-cloud": body([edge1.device, edge2.device]),
             "no-edge": body([cloud.device]),
             "preset": {**body(devices), "preset": "local-3", "devices": None},
