@@ -210,6 +210,10 @@ ESTUARY = {
     # devices were allocated, or the run fails naming it.
     "GANG_CLAIM_DEADLINE_S": envint("ESTUARY_GANG_CLAIM_DEADLINE_S", 60, minimum=1,
                                     maximum=3600),
+    # A distributed run that has waited this long for its devices reserves them: younger runs
+    # that need any of them wait behind it instead of overtaking it forever.
+    "GANG_RESERVE_AFTER_S": envint("ESTUARY_GANG_RESERVE_AFTER_S", 120, minimum=0,
+                                   maximum=86400),
     # The rendezvous timeout handed to every rank (store, process group, every wait): a dead
     # peer surfaces as an error within it.
     "RENDEZVOUS_TIMEOUT_S": envint("ESTUARY_RENDEZVOUS_TIMEOUT_S", 30, minimum=1,

@@ -6,7 +6,10 @@ run ever holds part of its devices: two runs cannot deadlock on each other's. Un
 run records which devices it waits for (``Run.waiting_for``). Devices are locked (``SELECT ...
 FOR UPDATE``, in id order) while they are checked and taken, so two allocators cannot
 double-book one. Oldest runs are tried first; a younger run whose devices are free does not
-wait behind an older one that cannot start.
+wait behind an older one that cannot start, unless that one has waited longer than
+``ESTUARY_GANG_RESERVE_AFTER_S``: then its devices are reserved for it, so a run needing many
+devices is not overtaken forever by runs needing few (runs it does not touch still start).
+Emulated jobs are queued on their host at once and are not held back by a reservation.
 
 An offline device does not hold a gang back: it is allocated like a free one and, if its agent
 does not claim its job within the claim deadline, the run fails naming it
@@ -15,9 +18,11 @@ does not claim its job within the claim deadline, the run fails naming it
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Callable
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -31,11 +36,13 @@ from controlplane.metrics.events import publish_on_commit
 OCCUPYING = Q(state=JobState.RUNNING) | Q(state=JobState.QUEUED, dispatched_at__isnull=False)
 
 
-def waiting_runs() -> list[uuid.UUID]:
-    """Distributed runs whose gang is not allocated yet, oldest first."""
+def waiting_runs() -> list[tuple[uuid.UUID, datetime]]:
+    """Distributed runs whose gang is not allocated yet, oldest first, with when they were
+    created."""
     return list(Run.objects.filter(state=JobState.QUEUED, allocated_at__isnull=True,
                                    experiment__execution="distributed")
-                .order_by("experiment__created", "position").values_list("id", flat=True))
+                .order_by("experiment__created", "position")
+                .values_list("id", "experiment__created"))
 
 
 #: Sends one job to its device's queue: ``dispatch(job_id, task_id, device_id)``.
@@ -43,15 +50,30 @@ Dispatch = Callable[[uuid.UUID, str, uuid.UUID], None]
 
 
 def allocate_waiting_runs(dispatch: Dispatch) -> list[uuid.UUID]:
-    """Try every waiting run; returns those allocated now (their jobs go to ``dispatch`` once
-    the allocation committed)."""
-    return [run_id for run_id in waiting_runs() if try_allocate(run_id, dispatch)]
+    """Try every waiting run, oldest first; returns those allocated now (their jobs go to
+    ``dispatch`` once the allocation committed). The devices of a run that has waited longer
+    than the reservation patience are reserved for it against the younger runs."""
+    patience = timedelta(seconds=settings.ESTUARY["GANG_RESERVE_AFTER_S"])
+    now = timezone.now()
+    reserved: dict[uuid.UUID, str] = {}
+    allocated = []
+    for run_id, created in waiting_runs():
+        if try_allocate(run_id, dispatch, reserved):
+            allocated.append(run_id)
+        elif now - created >= patience:
+            for device_id in Job.objects.filter(run_id=run_id, device_id__isnull=False) \
+                    .values_list("device_id", flat=True):
+                reserved.setdefault(device_id, f"reserved for an older run waiting since "
+                                               f"{created:%H:%M:%S} UTC")
+    return allocated
 
 
 @transaction.atomic
-def try_allocate(run_id: uuid.UUID, dispatch: Dispatch) -> bool:
-    """Allocate run ``run_id``'s devices and send its jobs if all are free; else record which
-    devices it waits for. Returns whether it was allocated."""
+def try_allocate(run_id: uuid.UUID, dispatch: Dispatch,
+                 reserved: dict[uuid.UUID, str] | None = None) -> bool:
+    """Allocate run ``run_id``'s devices and send its jobs if all are free and none is in
+    ``reserved`` (device id -> why); else record which devices it waits for and why. Returns
+    whether it was allocated."""
     run = (Run.objects.select_for_update()
            .filter(pk=run_id, state=JobState.QUEUED, allocated_at__isnull=True).first())
     if run is None:
@@ -62,9 +84,13 @@ def try_allocate(run_id: uuid.UUID, dispatch: Dispatch) -> bool:
                Device.objects.select_for_update().filter(pk__in=device_ids).order_by("pk")}
     busy = set(Job.objects.filter(OCCUPYING, device_id__in=device_ids).exclude(run=run)
                .values_list("device_id", flat=True))
-    if busy:
-        waiting = [{"device": str(pk), "name": devices[pk].name,
-                    "why": "busy with another job"} for pk in sorted(busy, key=str)]
+    why = {pk: "busy with another job" for pk in busy}
+    for pk in device_ids:
+        if reserved and pk in reserved and pk not in why:
+            why[pk] = reserved[pk]
+    if why:
+        waiting = [{"device": str(pk), "name": devices[pk].name, "why": why[pk]}
+                   for pk in sorted(why, key=str)]
         if waiting != run.waiting_for:
             run.waiting_for = waiting
             run.save(update_fields=["waiting_for"])

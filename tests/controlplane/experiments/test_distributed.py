@@ -166,6 +166,27 @@ class TestGang:
         assert actions.allocate_gangs() == [second]
         assert Run.objects.get(pk=second).waiting_for == []
 
+    @pytest.mark.parametrize("patience_s, small_starts", [(3600, True), (0, False)])
+    def test_a_run_that_waited_too_long_reserves_its_devices_against_younger_runs(
+            self, api, owner, testbed, device_factory, settings, patience_s, small_starts):
+        settings.ESTUARY = {**settings.ESTUARY, "GANG_RESERVE_AFTER_S": patience_s}
+        cloud, (edge1, edge2) = testbed
+        cloud2 = device_factory(owner, name="cloud-2", profile="a6000-server")
+        first = uuid.UUID(create(api, owner, [cloud.device, edge1.device])["runs"][0]["id"])
+        assert actions.allocate_gangs() == [first]
+        big = uuid.UUID(create(api, owner, [cloud.device, edge1.device,
+                                            edge2.device])["runs"][0]["id"])
+        small = uuid.UUID(create(api, owner, [cloud2.device, edge2.device])["runs"][0]["id"])
+        # The small run's devices are free; it overtakes the big one only while the big one
+        # has not waited past the patience.
+        assert actions.allocate_gangs() == ([small] if small_starts else [])
+        if not small_starts:
+            [waiting] = Run.objects.get(pk=small).waiting_for
+            assert waiting["name"] == "edge-2"
+            assert waiting["why"].startswith("reserved for an older run")
+            assert not Job.objects.filter(run_id=small, dispatched_at__isnull=False).exists()
+        assert {w["name"] for w in Run.objects.get(pk=big).waiting_for} == {"cloud", "edge-1"}
+
     def test_an_emulated_job_on_a_device_holds_the_gang_back(
             self, api, owner, testbed, experiment_factory):
         cloud, (edge1, edge2) = testbed
