@@ -176,8 +176,10 @@ class HeartbeatAnswerSerializer(serializers.Serializer):
 def device_jobs(device: Device) -> list[dict]:
     """The jobs ``device`` runs now, as the devices page shows them. An emulated run's one job
     plays every role in one process; a job of a distributed run has the role of its rank."""
-    jobs = (device.jobs.filter(state="running").select_related("run__experiment")
-            .order_by("started_at"))
+    jobs = getattr(device, "running_job_rows", None)  # prefetched by with_job_summaries
+    if jobs is None:
+        jobs = (device.jobs.filter(state="running").select_related("run__experiment")
+                .order_by("started_at"))
     return [{"job": str(job.id), "experiment": str(job.run.experiment_id),
              "experiment_name": job.run.experiment.name, "method": job.run.method,
              "role": _role_of(job)} for job in jobs]
@@ -227,7 +229,8 @@ class DeviceSerializer(StrictModelSerializer):
         return device_jobs(device)
 
     def get_queue_depth(self, device: Device) -> int:
-        return device.jobs.filter(state="queued").count()
+        counted = getattr(device, "queued_jobs", None)  # annotated by with_job_summaries
+        return device.jobs.filter(state="queued").count() if counted is None else counted
 
     def _offline_cutoff(self) -> datetime:
         # Once per serializer, which a list shares among its devices: one query, not two each.

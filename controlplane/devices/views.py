@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from controlplane.auth import DeviceCredentialAuthentication, IsDevice, IsOwner
 from controlplane.devices import actions, broker
 from controlplane.devices.models import Device, offline_cutoff
-from controlplane.devices.queries import devices_for, enrolment_tokens_for
+from controlplane.devices.queries import devices_for, enrolment_tokens_for, with_job_summaries
 from controlplane.devices.serializers import (
     DeviceSerializer,
     EnrolmentSerializer,
@@ -69,7 +69,8 @@ class DeviceViewSet(FilteredListMixin, mixins.RetrieveModelMixin,
     http_method_names = ["get", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
-        return devices_for(self.request.user)
+        devices = devices_for(self.request.user)
+        return with_job_summaries(devices) if self.action in ("list", "retrieve") else devices
 
     def perform_update(self, serializer: DeviceSerializer) -> None:
         actions.update_device(serializer.instance, serializer.validated_data)

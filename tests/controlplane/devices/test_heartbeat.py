@@ -185,6 +185,31 @@ class TestResourceUse:
         api(device=agent.credential).post(HEARTBEAT, {"running_jobs": []})
         assert api(owner).get(f"/api/v1/devices/{agent.device.id}/").json()["resources"] == usage
 
+    def test_the_list_costs_the_same_queries_for_any_number_of_busy_devices(
+            self, api, owner, device_factory, experiment_factory):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        def busy_device(i: int) -> None:
+            agent = device_factory(owner, name=f"busy-{i}")
+            running = experiment_factory(owner, host=agent.device, name=f"running-{i}")
+            experiment_factory(owner, host=agent.device, name=f"queued-{i}")
+            actions.start_job(Job.objects.get(run__experiment=running))
+
+        def list_queries() -> tuple[int, list[dict]]:
+            with CaptureQueriesContext(connection) as queries:
+                devices = api(owner).get("/api/v1/devices/").json()["results"]
+            return len(queries), devices
+
+        busy_device(0)
+        few, _ = list_queries()
+        for i in range(1, 6):
+            busy_device(i)
+        many, devices = list_queries()
+        assert many == few, (few, many)
+        assert len(devices) == 6
+        assert all(d["queue_depth"] == 1 and len(d["current_jobs"]) == 1 for d in devices)
+
     @pytest.mark.parametrize("resources", [{"cpu_percent": 101}, {"cpu_percent": "high"},
                                            {"gpus": [{"name": "x"}]}, {"load": 1}])
     def test_it_rejects_bad_resource_use(self, api, owner, device_factory, resources):
