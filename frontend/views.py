@@ -3,29 +3,28 @@
 which the pages' ES modules call with the session and CSRF token."""
 from __future__ import annotations
 
-import csv
 import json
 import uuid
+from typing import Any
 from urllib.parse import urlencode
 
-from typing import Any
-
 from django.conf import settings
-from django.core.paginator import Paginator
-from django.utils import timezone
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from controlplane.csv_tables import write_csv
 from controlplane.devices.queries import devices_for
 from controlplane.devices.serializers import DeviceSerializer
 from controlplane.experiments.models import Experiment
 from controlplane.experiments.queries import experiments_for, runs_for
-from controlplane.experiments.results import duration_s, main_metrics, spreadsheet_safe
-from controlplane.experiments.views import EXPERIMENT_ORDERINGS, ExperimentQuerySerializer
+from controlplane.experiments.results import duration_s, main_metrics
 from controlplane.experiments.serializers import code_version_differs
+from controlplane.experiments.views import EXPERIMENT_ORDERINGS, ExperimentQuerySerializer
 from frontend import tables
 from ml import metrics_catalogue, registry
 from ml.metrics_catalogue import describe
@@ -273,12 +272,10 @@ def results_export(request: HttpRequest, fmt: str) -> HttpResponse:
         response = HttpResponse(json.dumps(body, indent=1), content_type="application/json")
     else:
         response = HttpResponse(content_type="text/csv; charset=utf-8")
-        writer = csv.writer(response)
-        writer.writerow([spreadsheet_safe(cell) for cell in [
-            "experiment", "experiment_name", "algorithm", "run", "method", "state", *metrics]])
-        for row in rows:
-            writer.writerow([spreadsheet_safe(cell) for cell in [
-                row.experiment_id, row.experiment_name, row.algorithm, row.id, row.method,
-                row.state, *("" if value is None else value for value in row.values(metrics))]])
+        write_csv(response, [
+            ["experiment", "experiment_name", "algorithm", "run", "method", "state", *metrics],
+            *([row.experiment_id, row.experiment_name, row.algorithm, row.id, row.method,
+               row.state, *("" if value is None else value for value in row.values(metrics))]
+              for row in rows)])
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -1,16 +1,13 @@
 """An experiment's results table: the final value of every metric of every run."""
 from __future__ import annotations
 
-import csv
-import io
-from typing import Any
-
 from datetime import datetime
+from typing import Any
 
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
-from rest_framework.renderers import BaseRenderer
 
+from controlplane.csv_tables import TableCSVRenderer
 from controlplane.experiments.models import Experiment
 from controlplane.metrics.models import MetricPoint
 from ml.metrics_catalogue import MAIN_METRICS
@@ -60,41 +57,13 @@ def duration_s(experiment: Experiment, now: datetime | None = None) -> float:
     return max(0.0, (end - experiment.created).total_seconds())
 
 
-#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+class ResultsCSVRenderer(TableCSVRenderer):
+    """``?format=csv``: one row per run, one column per metric."""
 
+    table_key = "metrics"
 
-def spreadsheet_safe(cell: Any) -> Any:
-    """A text cell that would start a formula, prefixed with ``'`` so it is shown as text.
-
-    Numbers are written as they are: only client-chosen text (names, messages) can carry a
-    formula, and a negative number must stay a number.
-    """
-    if isinstance(cell, str) and cell.startswith(FORMULA_TRIGGERS):
-        return "'" + cell
-    return cell
-
-
-class ResultsCSVRenderer(BaseRenderer):
-    """``?format=csv``: one row per run, one column per metric; text cells spreadsheet-safe."""
-
-    media_type = "text/csv"
-    format = "csv"
-    charset = "utf-8"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out)
-
-        def write(cells: list) -> None:
-            writer.writerow([spreadsheet_safe(cell) for cell in cells])
-
-        if "metrics" not in data:  # an error answer: keep its message readable
-            write(["error"])
-            write([str(data.get("detail", data))])
-            return out.getvalue()
-        write(["run", "method", "state", *data["metrics"]])
+    def rows(self, data: dict):
+        yield ["run", "method", "state", *data["metrics"]]
         for row in data["runs"]:
-            write([row["run"], row["method"], row["state"],
-                   *(row["final"].get(name, "") for name in data["metrics"])])
-        return out.getvalue()
+            yield [row["run"], row["method"], row["state"],
+                   *(row["final"].get(name, "") for name in data["metrics"])]

@@ -6,14 +6,11 @@ position, name and step, so a spreadsheet or pandas reads it as a long table. Th
 """
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any, Iterable
 
 from django.db.models import F, QuerySet
-from rest_framework.renderers import BaseRenderer
 
-from controlplane.experiments.results import spreadsheet_safe
+from controlplane.csv_tables import TableCSVRenderer
 from controlplane.metrics.models import MetricPoint
 
 #: The columns of a per-step export, in order.
@@ -28,22 +25,12 @@ def step_rows(points: QuerySet[MetricPoint]) -> list[dict[str, Any]]:
     return [{"run": str(row.pop("run_id")), **row} for row in rows]
 
 
-class StepsCSVRenderer(BaseRenderer):
-    """``?format=csv``: the rows of a per-step export (an error answer stays readable)."""
+class StepsCSVRenderer(TableCSVRenderer):
+    """``?format=csv``: the rows of a per-step export."""
 
-    media_type = "text/csv"
-    format = "csv"
-    charset = "utf-8"
+    table_key = "points"
 
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        if not isinstance(data, dict) or "points" not in data:
-            writer.writerow(["error"])
-            writer.writerow([str(data.get("detail", data)) if isinstance(data, dict) else data])
-            return out.getvalue()
-        writer.writerow(COLUMNS)
-        rows: Iterable[dict[str, Any]] = data["points"]
-        for row in rows:
-            writer.writerow([spreadsheet_safe(row.get(column, "")) for column in COLUMNS])
-        return out.getvalue()
+    def rows(self, data: dict) -> Iterable[list]:
+        yield list(COLUMNS)
+        for row in data["points"]:
+            yield [row.get(column, "") for column in COLUMNS]
