@@ -3,9 +3,9 @@ that names each faulty field, and the inline device profile a testbed may list."
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 def validate_strictly(cls: type[BaseModel], values: Any) -> Any:
@@ -32,8 +32,19 @@ class ProfileOverride(BaseModel):
 
     profile: str = Field(description="Catalogue profile name, e.g. jetson-nx")
     name: str | None = Field(default=None, description="Device name shown in metrics")
+    kind: Literal["edge", "cloud"] | None = Field(
+        default=None, description="edge or cloud, when the device plays another role than its "
+                                  "profile's (e.g. a Jetson registered as a cloud device)")
     compute_gflops: float | None = Field(default=None, gt=0)
     memory_mib: int | None = Field(default=None, gt=0)
     uplink_mbps: float | None = Field(default=None, gt=0)
     downlink_mbps: float | None = Field(default=None, gt=0)
     rtt_ms: float | None = Field(default=None, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_kind(self, handler):
+        # Most devices play their profile's kind: their stored entries stay as they were.
+        data = handler(self)
+        if data.get("kind") is None:
+            data.pop("kind", None)
+        return data

@@ -10,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from controlplane.celery import device_queue
+from ml.testbed.profiles import PROFILES
 
 
 def offline_cutoff(now: datetime | None = None) -> datetime:
@@ -147,10 +148,14 @@ class Device(models.Model):
         return ""
 
     def testbed_entry(self) -> dict[str, Any]:
-        """The device as one entry of a method config's ``testbed`` list."""
+        """The device as one entry of a method config's ``testbed`` list (its kind only when
+        it differs from its profile's, so the entry of an unchanged device stays minimal)."""
+        profile = PROFILES.get(self.profile_name)
+        kind = {} if profile is not None and profile.kind == self.kind else {"kind": self.kind}
         return {
             "profile": self.profile_name,
             "name": self.name,
+            **kind,
             "compute_gflops": self.compute_gflops,
             "memory_mib": self.memory_mib,
             "uplink_mbps": self.uplink_mbps,

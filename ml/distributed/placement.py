@@ -75,12 +75,13 @@ def single_device_placement(device: dict) -> list[Slot]:
 
 
 def _kind(entry: dict, field: str) -> str:
+    """The device's own kind when its entry overrides the profile's, else the profile's."""
     profile = entry.get("profile", {}) if isinstance(entry, dict) else {}
     name = profile.get("profile") if isinstance(profile, dict) else None
     if name not in PROFILES:
         raise PlacementError(field, f"device {entry.get('name')!r} has no known profile "
                                     f"({name!r})")
-    return PROFILES[name].kind
+    return profile.get("kind") or PROFILES[name].kind
 
 
 def plan_placement(method: str, config: dict, coordinator: dict,

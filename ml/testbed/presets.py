@@ -32,7 +32,8 @@ from ml.validation import ConfigError, ProfileOverride, validate_strictly
 from ml.testbed.emulator import EmulatedDevice, Testbed
 from ml.testbed.profiles import PROFILES, DeviceProfile
 
-_OVERRIDE_FIELDS = ("compute_gflops", "memory_mib", "uplink_mbps", "downlink_mbps", "rtt_ms")
+_OVERRIDE_FIELDS = ("kind", "compute_gflops", "memory_mib", "uplink_mbps", "downlink_mbps",
+                    "rtt_ms")
 
 
 def _many(profile: str, count: int) -> list[ProfileOverride]:

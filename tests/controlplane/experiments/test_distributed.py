@@ -77,6 +77,22 @@ class TestCreate:
         names = [slot["name"] for slot in response.json()["runs"][0]["placement"]]
         assert names == ["cloud", "edge-1", "edge-2"]
 
+    def test_a_device_enrolled_as_another_kind_than_its_profile_plays_its_own_kind(
+            self, api, owner, testbed, device_factory):
+        _, (edge1, edge2) = testbed
+        orin = device_factory(owner, name="orin-as-cloud", profile="jetson-agx-orin",
+                              overrides={"kind": "cloud"})
+        created = create(api, owner, [orin.device, edge1.device, edge2.device])
+        [run] = created["runs"]
+        assert [(s["role"], s["name"]) for s in run["placement"]] == [
+            ("coordinator", "orin-as-cloud"), ("worker", "edge-1"), ("worker", "edge-2")]
+        stored = Run.objects.get(pk=run["id"])
+        # The emulated twin's server is the same device, as a cloud device.
+        assert stored.config["testbed"][0]["kind"] == "cloud"
+        assert "kind" not in stored.config["testbed"][1]
+        from ml.testbed import resolve_testbed
+        assert resolve_testbed(stored.config["testbed"]).server.name == "orin-as-cloud"
+
     def test_baselines_are_placed_too(self, api, owner, testbed):
         cloud, edges = testbed
         created = create(api, owner, [cloud.device, *[e.device for e in edges]],
