@@ -1,12 +1,12 @@
 """The three methods as policies of the one outer loop, and their catalogue entries."""
 from __future__ import annotations
 
-from ml.algorithms.diloco.config import CoCoDCConfig, DiLoCoConfig, StreamingDiLoCoConfig
-from ml.algorithms.diloco.engine import SyncPolicy
-from ml.algorithms.diloco.fragments import make_fragments
-from ml.algorithms.diloco.quantization import payload_bytes
-from ml.algorithms.diloco.runner import Setup, train
-from ml.algorithms.diloco.transmission import AdaptiveSchedule, StaggeredSchedule
+from ml.algorithms.cross_region.config import CoCoDCConfig, DiLoCoConfig, StreamingDiLoCoConfig
+from ml.algorithms.cross_region.outer_loop import SyncPolicy
+from ml.algorithms.cross_region.fragments import make_fragments
+from ml.algorithms.cross_region.quantization import payload_bytes
+from ml.algorithms.cross_region.training import Setup, train
+from ml.algorithms.cross_region.transmission import AdaptiveSchedule, StaggeredSchedule
 from ml.registry import Method, register
 from ml.reporting import Reporter
 
@@ -57,17 +57,17 @@ def link_capacity(config: StreamingDiLoCoConfig, setup: Setup, fragments) -> int
 
 
 def run_diloco(config: DiLoCoConfig, reporter: Reporter) -> dict:
-    """DiLoCo on the emulated WAN; see :mod:`ml.algorithms.diloco`."""
+    """DiLoCo on the emulated WAN; see :mod:`ml.algorithms.cross_region`."""
     return train(config, reporter, lambda setup: diloco_policy(config, setup))
 
 
 def run_streaming_diloco(config: StreamingDiLoCoConfig, reporter: Reporter) -> dict:
-    """Streaming DiLoCo on the emulated WAN; see :mod:`ml.algorithms.diloco`."""
+    """Streaming DiLoCo on the emulated WAN; see :mod:`ml.algorithms.cross_region`."""
     return train(config, reporter, lambda setup: streaming_policy(config, setup))
 
 
 def run_cocodc(config: CoCoDCConfig, reporter: Reporter) -> dict:
-    """CoCoDC on the emulated WAN; see :mod:`ml.algorithms.diloco`."""
+    """CoCoDC on the emulated WAN; see :mod:`ml.algorithms.cross_region`."""
     return train(config, reporter, lambda setup: cocodc_policy(config, setup))
 
 

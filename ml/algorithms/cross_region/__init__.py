@@ -2,7 +2,7 @@
 
 Papers: DiLoCo (arXiv 2311.08105), Streaming DiLoCo (arXiv 2501.18512), CoCoDC (arXiv
 2504.17672). Formulas follow the CoCoDC authors' code (``isaacveg/crosstrain``) as papers.md §1
-records them. All three are settings of one outer loop (:mod:`.engine`).
+records them. All three are settings of one outer loop (:mod:`.outer_loop`).
 
 DiLoCo, per outer round:
 1. every region m starts from the global model θ̃;
@@ -36,6 +36,6 @@ Ours [I] (papers.md tags these as inferred; each is documented where it is imple
 - the model's layer units and the placement of embedding, norm and head among them, as the
   authors' code lists them (:mod:`.fragments`).
 """
-from ml.algorithms.diloco.methods import COCODC, DILOCO, STREAMING_DILOCO
+from ml.algorithms.cross_region.methods import COCODC, DILOCO, STREAMING_DILOCO
 
 __all__ = ["COCODC", "DILOCO", "STREAMING_DILOCO"]

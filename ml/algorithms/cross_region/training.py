@@ -1,6 +1,6 @@
 """Setting up and running one cross-region training: corpus, regions, replicas, WAN, metrics.
 
-Shared by the three methods; only the :class:`~.engine.SyncPolicy` differs. The corpus is
+Shared by the three methods; only the :class:`~.outer_loop.SyncPolicy` differs. The corpus is
 byte-tokenised, its last 10% held out, and the rest cut into one contiguous shard per region
 (the regions' data differ, as in cross-region training). Every replica starts from the same
 initial model. Held-out perplexity is measured on region 0's replica, as the authors' code
@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ml.algorithms.diloco.config import DiLoCoConfig
-from ml.algorithms.diloco.engine import OuterLoop, SyncPolicy
-from ml.algorithms.diloco.replica import Replica, held_out_loss
-from ml.algorithms.diloco.wan import EmulatedWorkload, WanEmulator
+from ml.algorithms.cross_region.config import DiLoCoConfig
+from ml.algorithms.cross_region.outer_loop import OuterLoop, SyncPolicy
+from ml.algorithms.cross_region.replica import Replica, held_out_loss
+from ml.algorithms.cross_region.wan import EmulatedWorkload, WanEmulator
 from ml.data.text import ByteTokenizer, SequenceDataset, load_corpus, shard, train_val_split
-from ml.method_run import generator, seeded_run, torch_device
+from ml.method_run import check_cancelled, generator, seeded_run, torch_device
 from ml.models.transformer import DecoderConfig, DecoderLM
-from ml.reporting import Cancelled, Reporter
+from ml.reporting import Reporter
 from ml.testbed import Testbed, resolve_testbed
 
 VAL_FRACTION = 0.1
@@ -93,8 +93,8 @@ def train(config: DiLoCoConfig, reporter: Reporter,
         if t % config.eval_every == 0 or t == total:
             last = _report(config, reporter, setup, loop, t, loss_sum / loss_count)
             loss_sum, loss_count = 0.0, 0
-        if (t % config.eval_every == 0 or t % config.inner_steps == 0) and reporter.should_stop():
-            raise Cancelled(f"cancelled at step {t}")
+        if t % config.eval_every == 0 or t % config.inner_steps == 0:
+            check_cancelled(reporter, f"at step {t}")
     return _summary(loop, setup, last, time.perf_counter() - wall_start)
 
 

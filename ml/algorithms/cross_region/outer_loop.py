@@ -32,14 +32,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ml.algorithms.diloco.compensation import compensated_fragment
-from ml.algorithms.diloco.fragments import Fragment
-from ml.algorithms.diloco.outer import GlobalFragment
-from ml.algorithms.diloco.quantization import payload_bytes, quantize_dequantize
-from ml.algorithms.diloco.replica import Replica
-from ml.algorithms.diloco.transmission import (AdaptiveSchedule, FragmentStatus,
+from ml.algorithms.cross_region.compensation import compensated_fragment
+from ml.algorithms.cross_region.fragments import Fragment
+from ml.algorithms.cross_region.outer_optimizer import GlobalFragment
+from ml.algorithms.cross_region.quantization import payload_bytes, quantize_dequantize
+from ml.algorithms.cross_region.replica import Replica
+from ml.algorithms.cross_region.transmission import (AdaptiveSchedule, FragmentStatus,
                                                StaggeredSchedule, change_score)
-from ml.algorithms.diloco.wan import WanEmulator
+from ml.algorithms.cross_region.wan import WanEmulator
 
 MergeRule = Literal["alpha", "compensate"]
 
