@@ -10,7 +10,7 @@ import torch
 from ml import registry
 from ml.algorithms.cross_region.config import CoCoDCConfig, DiLoCoConfig, StreamingDiLoCoConfig
 from ml.algorithms.cross_region.outer_loop import OuterLoop
-from ml.algorithms.cross_region.methods import cocodc_policy, diloco_policy, streaming_policy
+from ml.algorithms.cross_region.policies import cocodc_policy, diloco_policy, streaming_policy
 from ml.algorithms.cross_region.training import build_setup
 from ml.config import ConfigError
 from ml.reporting import Cancelled, MemoryReporter
