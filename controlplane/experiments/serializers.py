@@ -260,7 +260,8 @@ class ExperimentCreateSerializer(StrictSerializer):
             found = {device.id: device for device in
                      devices_for(user).filter(id__in=attrs["devices"])}
             listed = [found[device_id] for device_id in attrs["devices"]]
-        coordinator, edges = placing.distributed_devices(user, listed)
+        coordinator, edges = placing.distributed_devices(
+            user, listed, distributed.worker_kind(method.name))
         placed = []
         for planned, baseline in zip(runs, [method] + baselines):
             slots = placing.place(planned.method, planned.config, coordinator, edges)
