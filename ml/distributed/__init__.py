@@ -3,7 +3,8 @@
 The API the agent and the control plane use (see docs/distributed.md):
 
 - :class:`Slot`, :func:`plan_placement`, :func:`testbed_of`, :class:`PlacementError`,
-  :func:`supports_distributed`, :func:`worker_kind`: where the roles go and the emulated twin of a placement;
+  :func:`supports_distributed`, :func:`worker_kind`: where the roles go and the emulated twin
+  of a placement;
 - :class:`Rendezvous`, :class:`LinkShape`, :func:`run_role`: run one rank's role in this
   process; :class:`PeerLost` names a lost peer;
 - :func:`launch_local`: every rank as a local child process on 127.0.0.1 (tests, bench, CLI).
