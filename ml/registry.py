@@ -18,7 +18,7 @@ from ml.reporting import Reporter
 ALGORITHM_MODULES: list[str] = [
     "ml.algorithms.federated_learning",
     "ml.algorithms.splitfed",
-    "ml.algorithms.diloco",
+    "ml.algorithms.cross_region",
     "ml.algorithms.adasfl",
     "ml.algorithms.mergesfl",
     "ml.algorithms.parallelsfl",

@@ -3,8 +3,10 @@
 Which devices: the ``devices`` listed at creation, else the owner's online devices. The first
 cloud device among them hosts the coordinator (rank 0); the edge devices host the workers,
 several virtual workers each when there are more workers than edge devices (the rule itself is
-``ml.distributed.plan_placement``). Other cloud devices are not used. A single-device method
-runs whole on one device (:func:`single_device`).
+``ml.distributed.plan_placement``). Other cloud devices are not used. Methods whose workers
+are cloud servers (``ml.distributed.worker_kind``: cross-region training, one region a server)
+have the other cloud devices host the workers instead, and no edge device is used. A
+single-device method runs whole on one device (:func:`single_device`).
 """
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ from controlplane.experiments.scheduling import choose_host
 from ml import distributed
 
 
-def distributed_devices(user, listed: list[Device] | None) -> tuple[Device, list[Device]]:
-    """(coordinator, edges) of a distributed experiment; 400 on ``devices`` without a cloud
-    device or without an edge device."""
+def distributed_devices(user, listed: list[Device] | None, worker_kind: str = "edge"
+                        ) -> tuple[Device, list[Device]]:
+    """(coordinator, worker devices) of a distributed experiment: the first cloud device and
+    the devices of ``worker_kind`` (``edge``, or ``cloud``: the other cloud devices); 400 on
+    ``devices`` without a cloud device or without a worker device."""
     devices = listed if listed is not None else list(online_devices_for(user))
     where = "among the listed devices" if listed is not None else "among your online devices"
     clouds = [device for device in devices if device.kind == Device.Kind.CLOUD]
@@ -28,6 +32,13 @@ def distributed_devices(user, listed: list[Device] | None) -> tuple[Device, list
     if not clouds:
         raise ValidationError({"devices": [
             f"A distributed run needs a cloud device for its coordinator; there is none {where}."]})
+    if worker_kind == "cloud":
+        if len(clouds) < 2:
+            raise ValidationError({"devices": [
+                "This method's workers are cloud servers: it needs a cloud device for its "
+                f"coordinator and at least one more for its workers; there is {len(clouds)} "
+                f"{where}."]})
+        return clouds[0], clouds[1:]
     if not edges:
         raise ValidationError({"devices": [
             f"A distributed run needs at least one edge device for its workers; there is none "

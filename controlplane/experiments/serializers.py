@@ -267,7 +267,8 @@ class ExperimentCreateSerializer(StrictSerializer):
                 raise serializers.ValidationError({"host": [
                     "A distributed experiment's coordinator is its first cloud device: give "
                     "devices, not host."]})
-            coordinator, edges = placing.distributed_devices(user, listed)
+            coordinator, edges = placing.distributed_devices(
+                user, listed, distributed.worker_kind(method.name))
         placed = []
         for planned, baseline in zip(runs, [method] + baselines):
             slots = placing.place(planned.method, planned.config, coordinator, edges)

@@ -1,9 +1,11 @@
 """Where the roles of a distributed run go, and the emulated testbed equivalent to it.
 
 The rule lives here once, for the control plane and ``launch_local`` alike: rank 0 is the
-coordinator (a cloud device); the first ``k = min(len(edges), workers)`` edge devices get ranks
-``1..k``; virtual worker ``w`` goes to rank ``1 + (w % k)``. :func:`testbed_of` turns a placement
-into the config ``testbed`` of its emulated twin, so the same seed gives the same accuracy curve.
+coordinator (a cloud device); the first ``k = min(len(edges), workers)`` worker devices get ranks
+``1..k``; virtual worker ``w`` goes to rank ``1 + (w % k)``. Worker devices are edge devices,
+or cloud devices for programs whose ``RoleProgram.worker_kind`` is ``"cloud"`` (cross-region
+training: one cloud server per region). :func:`testbed_of` turns a placement into the config
+``testbed`` of its emulated twin, so the same seed gives the same accuracy curve.
 """
 from __future__ import annotations
 
@@ -74,24 +76,36 @@ def single_device_placement(device: dict) -> list[Slot]:
                  dict(device["profile"]), ())]
 
 
+def worker_kind(method: str) -> str:
+    """The kind of device (``edge`` or ``cloud``) that hosts ``method``'s workers."""
+    from ml import registry  # the registry imports every algorithm; only when asked
+
+    return getattr(registry.get(method).program, "worker_kind", "edge")
+
+
 def _kind(entry: dict, field: str) -> str:
-    """The device's own kind when its entry overrides the profile's, else the profile's."""
+    """The kind of device ``entry`` (see :func:`_profile_kind`); PlacementError on ``field``
+    when its profile is unknown."""
     profile = entry.get("profile", {}) if isinstance(entry, dict) else {}
-    name = profile.get("profile") if isinstance(profile, dict) else None
-    if name not in PROFILES:
+    if not isinstance(profile, dict):
+        profile = {}
+    kind = _profile_kind(profile)
+    if kind is None:
         raise PlacementError(field, f"device {entry.get('name')!r} has no known profile "
-                                    f"({name!r})")
-    return profile.get("kind") or PROFILES[name].kind
+                                    f"({profile.get('profile')!r})")
+    return kind
 
 
 def plan_placement(method: str, config: dict, coordinator: dict,
                    edges: list[dict]) -> list[Slot]:
-    """Place ``method``'s roles: ``coordinator`` gets rank 0, edges ranks 1..k.
+    """Place ``method``'s roles: ``coordinator`` gets rank 0, ``edges`` (the worker devices:
+    edge devices, or cloud ones where the method's workers are cloud servers, see
+    :func:`worker_kind`) ranks 1..k.
 
     ``coordinator`` and each of ``edges`` are ``{"device", "name", "profile"}``; ``config``
     needs ``workers`` (default 10, the federated default). Raises :class:`PlacementError`
     naming the field: ``execution`` (method not distributed), ``devices`` (no cloud
-    coordinator, no edge device, an edge that is not an edge device, a device twice),
+    coordinator, no worker device, a worker device of the wrong kind, a device twice),
     ``workers`` (not a positive integer).
     """
     if not supports_distributed(method):
@@ -106,14 +120,15 @@ def plan_placement(method: str, config: dict, coordinator: dict,
     if _kind(coordinator, "devices") != "cloud":
         raise PlacementError("devices", f"the coordinator {coordinator.get('name')!r} must be "
                                         "a cloud device")
+    kind = worker_kind(method)
     if not edges:
-        raise PlacementError("devices", "a distributed run needs at least one edge device "
+        raise PlacementError("devices", f"a distributed run needs at least one {kind} device "
                                         "for its workers")
     seen = {coordinator.get("device")}
     for edge in edges:
-        if _kind(edge, "devices") != "edge":
-            raise PlacementError("devices", f"worker device {edge.get('name')!r} is not an "
-                                            "edge device")
+        if _kind(edge, "devices") != kind:
+            raise PlacementError("devices", f"worker device {edge.get('name')!r} is not "
+                                            f"{'an' if kind == 'edge' else 'a'} {kind} device")
         if edge.get("device") in seen:
             raise PlacementError("devices", f"device {edge.get('name')!r} is placed twice")
         seen.add(edge.get("device"))
@@ -133,6 +148,9 @@ def testbed_of(placement: list[Slot]) -> list[dict]:
 
     A device hosting several virtual workers appears once per worker, the first under its own
     name and the others as ``<name>.2``, ``<name>.3`` ... (names must be unique in a testbed).
+    Where the workers are cloud devices as the coordinator is (cross-region training), the
+    coordinator is left out: a testbed of cloud devices only has all of them as workers
+    (ml.testbed.presets), the first doubling as the server.
     """
     coordinator = next((s for s in placement if s.role == "coordinator"), None)
     if coordinator is None:
@@ -146,6 +164,9 @@ def testbed_of(placement: list[Slot]) -> list[dict]:
     if sorted(hosts) != list(range(len(hosts))):
         raise PlacementError("devices", "the placement's workers are not 0..n-1")
     entries = [_entry(coordinator.profile, coordinator.name)]
+    if hosts and all(_profile_kind(s.profile) == "cloud"
+                     for s in [coordinator, *hosts.values()]):
+        entries = []
     copies: dict[int, int] = {}
     for w in range(len(hosts)):
         slot = hosts[w]
@@ -153,6 +174,13 @@ def testbed_of(placement: list[Slot]) -> list[dict]:
         n = copies[slot.rank]
         entries.append(_entry(slot.profile, slot.name if n == 1 else f"{slot.name}.{n}"))
     return entries
+
+
+def _profile_kind(profile: dict[str, Any]) -> str | None:
+    """The device's own kind when its entry overrides the profile's, else the profile's; None
+    for an unknown profile."""
+    base = PROFILES.get(profile.get("profile", ""))
+    return (profile.get("kind") or base.kind) if base else None
 
 
 def _entry(profile: dict[str, Any], name: str) -> dict:

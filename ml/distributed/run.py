@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ml import registry
+from ml.distributed.collectives import LocalCollectives, TransportCollectives
 from ml.distributed.errors import PeerLost
 from ml.distributed.placement import Slot
 from ml.distributed.runtime import DistributedRuntime, EmulatedRuntime, RoleProgram
@@ -26,8 +27,10 @@ def run_emulated(program: RoleProgram, config, reporter: Reporter) -> dict:
     device = torch_device(config.device)
     with seeded_run(config.seed, device):
         context = program.setup(config, device)
-        runtime = EmulatedRuntime([program.worker(context, w)
-                                   for w in range(program.workers(config))])
+        count = program.workers(config)
+        if program.connect is not None:
+            program.connect(context, LocalCollectives(range(count)))
+        runtime = EmulatedRuntime([program.worker(context, w) for w in range(count)])
         return program.coordinate(config, context, runtime, reporter)
 
 
@@ -60,6 +63,8 @@ def run_role(method: str, config: dict, placement: list[Slot], rank: int,
     try:
         with seeded_run(parsed.seed, device):
             context = program.setup(parsed, device)
+            if program.connect is not None:
+                program.connect(context, TransportCollectives(transport, slots))
             objects = {w: program.worker(context, w) for w in mine.workers}
             counters = serve(transport, objects, program.exposed)
     except BaseException as exc:

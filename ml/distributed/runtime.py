@@ -47,6 +47,12 @@ class RoleProgram:
     coordinate: Callable[[Any, Any, "Runtime", Any], dict]  # (config, context, runtime, reporter)
     exposed: frozenset[str]  # worker methods the coordinator may call
     workers: Callable[[Any], int] = lambda config: config.workers
+    # (context, collectives) -> None: called after setup on every process hosting workers,
+    # before they are built, for programs whose workers talk to each other
+    # (ml.distributed.collectives); None: they talk to the coordinator only.
+    connect: Callable[[Any, Any], None] | None = None
+    # The kind of device ("edge" or "cloud") that hosts the workers on a testbed.
+    worker_kind: str = "edge"
 
 
 class Future:
@@ -117,6 +123,11 @@ class Runtime:
 
     def summary(self) -> dict:
         """Keys the run's result gains in this runtime."""
+        return {}
+
+    def measure(self) -> dict[int, dict]:
+        """Every rank's cumulative counters (``Counters.as_dict``), after the calls made so
+        far; empty in the emulated runtime, which measures nothing."""
         return {}
 
 
@@ -258,6 +269,12 @@ class DistributedRuntime(Runtime):
                     self.advance(rank)
                 else:
                     self._pump(rank)
+
+    def measure(self) -> dict[int, dict]:
+        stats = self._control("stats")
+        stats[0] = {**self.transport.counters.as_dict(), "compute_s": 0.0}
+        self._stats = stats
+        return stats
 
     def _control(self, op: str) -> dict[int, dict]:
         """Send ``op`` to every worker rank and collect their answers (after pending calls)."""

@@ -100,6 +100,29 @@ class TestCreate:
         assert [run["method"] for run in created["runs"]] == ["splitfed", "fedavg"]
         assert all(len(run["placement"]) == 3 for run in created["runs"])
 
+    def test_cross_region_regions_are_cloud_devices(self, api, owner, testbed, device_factory):
+        coordinator, edges = testbed
+        regions = [device_factory(owner, name=f"region-{i}", profile="h100",
+                                  overrides={"uplink_mbps": 100.0}) for i in (1, 2)]
+        created = create(api, owner, [coordinator.device, *(e.device for e in edges),
+                                      *(r.device for r in regions)],
+                         algorithm="cocodc", config={"workers": 2, "rounds": 1,
+                                                     "inner_steps": 4, "fragments": 2},
+                         baselines=["diloco"])
+        for run in created["runs"]:
+            assert [(slot["role"], slot["name"], slot["workers"]) for slot in run["placement"]] \
+                == [("coordinator", "cloud", []), ("worker", "region-1", [0]),
+                    ("worker", "region-2", [1])]
+            stored = Run.objects.get(pk=run["id"])
+            assert [entry["name"] for entry in stored.config["testbed"]] == ["region-1",
+                                                                             "region-2"]
+        response = api(owner).post(EXPERIMENTS, body(
+            [coordinator.device, *(e.device for e in edges)], algorithm="diloco",
+            config={"workers": 2}), format="json")
+        assert response.status_code == 400
+        assert "cloud device for its coordinator and at least one more" in \
+            response.json()["devices"][0]
+
     def test_a_single_device_method_runs_whole_on_its_host_and_says_so(self, api, owner,
                                                                       testbed):
         cloud, (edge1, edge2) = testbed

@@ -52,7 +52,7 @@ def test_it_refuses_what_it_cannot_place_naming_the_field(method, config, coordi
 
 def test_the_catalogue_says_which_methods_run_distributed():
     assert supports_distributed("fedavg") and supports_distributed("splitfed")
-    assert not supports_distributed("diloco") and not supports_distributed("nope")
+    assert supports_distributed("diloco") and not supports_distributed("nope")
 
 
 def test_the_twin_testbed_has_the_server_and_one_entry_per_virtual_worker_in_order():
@@ -75,3 +75,23 @@ def test_a_placement_without_coordinator_or_with_a_worker_twice_has_no_twin():
         testbed_of(slots[1:])
     with pytest.raises(PlacementError):
         testbed_of([*slots, Slot("worker", 3, "e-3", "edge-3", {"profile": "jetson-nx"}, (1,))])
+
+
+def cloud(i):
+    return {"device": f"c-{i}", "name": f"region-{i}",
+            "profile": {"profile": "h100", "name": f"region-{i}", "uplink_mbps": 100.0}}
+
+
+def test_cross_region_workers_are_cloud_servers_and_the_twin_is_the_regions():
+    slots = plan_placement("cocodc", {"workers": 3}, CLOUD, [cloud(1), cloud(2)])
+    assert [(s.role, s.device, s.workers) for s in slots] == [
+        ("coordinator", "c-0", ()), ("worker", "c-1", (0, 2)), ("worker", "c-2", (1,))]
+    entries = testbed_of(slots)
+    assert [e["name"] for e in entries] == ["region-1", "region-2", "region-1.2"]
+    testbed = resolve_testbed(entries, 3)
+    assert [d.name for d in testbed.workers] == ["region-1", "region-2", "region-1.2"]
+    with pytest.raises(PlacementError, match="not a cloud device") as info:
+        plan_placement("diloco", {"workers": 2}, CLOUD, [edge(1)])
+    assert info.value.field == "devices"
+    with pytest.raises(PlacementError, match="not an edge device"):
+        plan_placement("fedavg", {"workers": 2}, CLOUD, [cloud(1)])

@@ -95,5 +95,11 @@ def change_score(global_params: list[Tensor], worker_params: Sequence[list[Tenso
     """R_p summed over workers: Σ_m ‖θ̃_p − θ_{m,p}‖₁ / (I_p · |p|)."""
     total = 0.0
     for local in worker_params:
-        total += sum(float((g - loc.to(g.dtype)).abs().sum()) for g, loc in zip(global_params, local))
+        total += region_change(global_params, local)
     return total / (max(1, staleness) * numel)
+
+
+@torch.no_grad()
+def region_change(global_params: list[Tensor], local: list[Tensor]) -> float:
+    """One region's term of R_p's sum: ‖θ̃_p − θ_{m,p}‖₁."""
+    return sum(float((g - loc.to(g.dtype)).abs().sum()) for g, loc in zip(global_params, local))

@@ -2,7 +2,8 @@
 
 Papers: DiLoCo (arXiv 2311.08105), Streaming DiLoCo (arXiv 2501.18512), CoCoDC (arXiv
 2504.17672). Formulas follow the CoCoDC authors' code (``isaacveg/crosstrain``) as papers.md §1
-records them. All three are settings of one outer loop (:mod:`.engine`).
+records them. All three are settings of one outer loop (:mod:`.outer_loop`), run as one role
+program (:mod:`.roles`: one rank per region) emulated or distributed.
 
 DiLoCo, per outer round:
 1. every region m starts from the global model θ̃;
@@ -29,13 +30,13 @@ CoCoDC:
 Ours [I] (papers.md tags these as inferred; each is documented where it is implemented):
 - in-flight fragments are never chosen by Adaptive Transmission, and the stalest stale fragment
   goes first (:mod:`.transmission`);
-- N = ⌊H / τ_max⌋ from the link, τ_max the largest fragment's reduce in steps (:mod:`.methods`);
+- N = ⌊H / τ_max⌋ from the link, τ_max the largest fragment's reduce in steps (:mod:`.policies`);
 - the 1/η_in of the authors' correction is dropped, it cancels (:mod:`.compensation`);
 - the integer 4/8-bit code with a per-tensor scale instead of FP4 (:mod:`.quantization`);
 - the ring all-reduce time model and the stand-in workload scale of the clock (:mod:`.wan`);
 - the model's layer units and the placement of embedding, norm and head among them, as the
   authors' code lists them (:mod:`.fragments`).
 """
-from ml.algorithms.diloco.methods import COCODC, DILOCO, STREAMING_DILOCO
+from ml.algorithms.cross_region.methods import COCODC, DILOCO, STREAMING_DILOCO
 
 __all__ = ["COCODC", "DILOCO", "STREAMING_DILOCO"]

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from ml import registry
-from ml.algorithms.diloco.config import CoCoDCConfig, DiLoCoConfig, StreamingDiLoCoConfig
-from ml.algorithms.diloco.engine import OuterLoop
-from ml.algorithms.diloco.methods import cocodc_policy, diloco_policy, streaming_policy
-from ml.algorithms.diloco.runner import build_setup
+from ml.algorithms.cross_region.config import CoCoDCConfig, DiLoCoConfig, StreamingDiLoCoConfig
+from ml.algorithms.cross_region.outer_loop import OuterLoop
+from ml.algorithms.cross_region.policies import cocodc_policy, diloco_policy, streaming_policy
+from ml.algorithms.cross_region.training import build_setup
 from ml.config import ConfigError
 from ml.reporting import Cancelled, MemoryReporter
 
@@ -192,7 +192,7 @@ def test_asking_for_cuda_without_a_gpu_is_a_config_error_naming_device():
 
 
 def test_cpu_is_the_default_device_and_runs_without_autocast():
-    from ml.algorithms.diloco.replica import autocast_for
+    from ml.algorithms.cross_region.replica import autocast_for
 
     assert DiLoCoConfig().device == "cpu"
     assert build_setup(DiLoCoConfig(**TINY)).device.type == "cpu"

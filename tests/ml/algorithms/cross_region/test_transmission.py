@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ml.algorithms.diloco.transmission import (AdaptiveSchedule, FragmentStatus,
+from ml.algorithms.cross_region.transmission import (AdaptiveSchedule, FragmentStatus,
                                                StaggeredSchedule, change_score, select_fragment)
 
 H = 20

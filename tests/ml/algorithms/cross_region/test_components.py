@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ml.algorithms.diloco.compensation import compensated_fragment
-from ml.algorithms.diloco.fragments import make_fragments, model_units
-from ml.algorithms.diloco.outer import GlobalFragment
-from ml.algorithms.diloco.quantization import payload_bytes, quantize_dequantize
+from ml.algorithms.cross_region.compensation import compensated_fragment
+from ml.algorithms.cross_region.fragments import make_fragments, model_units
+from ml.algorithms.cross_region.outer_optimizer import GlobalFragment
+from ml.algorithms.cross_region.quantization import payload_bytes, quantize_dequantize
 from ml.models.transformer import DecoderConfig, DecoderLM
 
 

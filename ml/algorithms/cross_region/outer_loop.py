@@ -13,6 +13,14 @@ Each inner step every region trains its replica (AdamW), then the loop, with a p
    and starts their all-reduce on the emulated WAN, due τ_p steps later.
 3. Receives again, for reduces due at once (τ = 0: DiLoCo's blocking sync).
 
+The loop runs the regions one process hosts (all of them when emulated, one per rank when
+distributed) and reaches the others through :mod:`ml.distributed.collectives`: the
+pseudo-gradient mean is an asynchronous all-reduce started at the send and waited for at the
+receive, and Adaptive Transmission's score is an all-reduce of one number per region. Both add
+in region order, so every process takes the same decisions and the same outer steps, and a
+distributed run reproduces the emulated one bit for bit. Every process keeps the emulated WAN
+clock of all regions (it only depends on the schedule, which every process shares).
+
 The methods are settings of this loop:
 
 ============================  =========  =======================  ==========  ============
@@ -32,14 +40,15 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ml.algorithms.diloco.compensation import compensated_fragment
-from ml.algorithms.diloco.fragments import Fragment
-from ml.algorithms.diloco.outer import GlobalFragment
-from ml.algorithms.diloco.quantization import payload_bytes, quantize_dequantize
-from ml.algorithms.diloco.replica import Replica
-from ml.algorithms.diloco.transmission import (AdaptiveSchedule, FragmentStatus,
-                                               StaggeredSchedule, change_score)
-from ml.algorithms.diloco.wan import WanEmulator
+from ml.algorithms.cross_region.compensation import compensated_fragment
+from ml.algorithms.cross_region.fragments import Fragment
+from ml.algorithms.cross_region.outer_optimizer import GlobalFragment
+from ml.algorithms.cross_region.quantization import QuantizedCodec, payload_bytes
+from ml.algorithms.cross_region.replica import Replica
+from ml.algorithms.cross_region.transmission import (AdaptiveSchedule, FragmentStatus,
+                                                     StaggeredSchedule, region_change)
+from ml.algorithms.cross_region.wan import WanEmulator
+from ml.distributed.collectives import Collectives, LocalCollectives, Pending
 
 MergeRule = Literal["alpha", "compensate"]
 
@@ -67,7 +76,7 @@ class _Reduce:
     recv_step: int
     done_s: float
     snapshots: list[list[Tensor]]
-    delta: list[Tensor]
+    delta: Pending  # of mean_m Δ_{m,p}, the all-reduce in flight
 
 
 @dataclass
@@ -82,10 +91,18 @@ class SyncStats:
 class OuterLoop:
     """Regions training replicas, synchronised fragment by fragment under a :class:`SyncPolicy`."""
 
-    def __init__(self, replicas: Sequence[Replica], policy: SyncPolicy, wan: WanEmulator):
+    def __init__(self, replicas: Sequence[Replica], policy: SyncPolicy, wan: WanEmulator,
+                 collectives: Collectives | None = None):
+        """``replicas`` are this process's regions, in the order of ``collectives.local``
+        (default: every region, in this process)."""
         if not replicas:
             raise ValueError("need at least one replica")
         self.replicas = list(replicas)
+        self.collectives = collectives or LocalCollectives(range(len(self.replicas)))
+        self.members = self.collectives.local
+        if len(self.members) != len(self.replicas):
+            raise ValueError(f"{len(self.replicas)} replicas for local regions {self.members}")
+        self.codec = QuantizedCodec(policy.bits) if policy.bits != 32 else None
         self.policy = policy
         self.wan = wan
         first = self.replicas[0]
@@ -98,6 +115,7 @@ class OuterLoop:
         self.stats = SyncStats(sends=[0] * len(self.globals),
                                send_intervals=[[] for _ in self.globals])
         self.step_count = 0
+        self.last_losses: list[float] = []  # each local replica's loss at the last step
         self._in_flight: dict[int, _Reduce] = {}
 
     def step(self) -> float:
@@ -106,6 +124,7 @@ class OuterLoop:
         Returns the mean training loss over the replicas.
         """
         losses = [replica.train_step() for replica in self.replicas]
+        self.last_losses = losses
         self.wan.compute_step()
         self.step_count += 1
         t = self.step_count
@@ -128,19 +147,21 @@ class OuterLoop:
         return replica.tensors(self.policy.fragments[p].names)
 
     def _score(self, p: int, t: int) -> float:
-        return change_score(self.globals[p].params,
-                            [self._fragment(r, p) for r in self.replicas],
-                            self.status[p].staleness(t), self.status[p].numel)
+        """R_p summed over every region (CoCoDC's score, see :mod:`.transmission`)."""
+        changes = {m: [torch.tensor(region_change(self.globals[p].params, self._fragment(r, p)),
+                                    dtype=torch.float64)]
+                   for m, r in zip(self.members, self.replicas)}
+        total = self.collectives.all_reduce(f"score/{p}/{t}", changes, kind="score").wait()
+        status = self.status[p]
+        return float(total[0]) / (max(1, status.staleness(t)) * status.numel)
 
     @torch.no_grad()
     def _send(self, p: int, t: int) -> None:
         snapshots = [[x.clone() for x in self._fragment(r, p)] for r in self.replicas]
-        delta = [torch.zeros_like(g) for g in self.globals[p].params]
-        for snap in snapshots:
-            for acc, d in zip(delta, self.globals[p].pseudo_gradient(snap)):
-                acc.add_(quantize_dequantize(d, self.policy.bits))
-        for acc in delta:
-            acc.div_(len(snapshots))
+        pseudo = {m: self.globals[p].pseudo_gradient(snap)
+                  for m, snap in zip(self.members, snapshots)}
+        delta = self.collectives.all_reduce(f"delta/{p}/{t}", pseudo, mean=True,
+                                            kind="pseudo-gradient", codec=self.codec)
         done = self.wan.start_allreduce(self.payload[p])
         self._in_flight[p] = _Reduce(t, t + self.tau[p], done, snapshots, delta)
         status = self.status[p]
@@ -157,7 +178,7 @@ class OuterLoop:
         reduce = self._in_flight.pop(p)
         self.stats.blocked_s += self.wan.wait_until(reduce.done_s)
         fragment_global = self.globals[p]
-        fragment_global.step(reduce.delta)
+        fragment_global.step(reduce.delta.wait())
         for replica, snapshot in zip(self.replicas, reduce.snapshots):
             local = self._fragment(replica, p)
             if self.policy.merge == "compensate":
