@@ -1,6 +1,6 @@
 """Distributed runs against their emulated twins, and shaped links against their profiles.
 
-Part 1, methods: the same fedavg and splitfed configs run emulated (one process) and
+Part 1, methods: the same fedavg, splitfed and fedspine configs run emulated (one process) and
 distributed over 3 local ranks (real processes over torch.distributed on 127.0.0.1, via
 ``launch_local``), unshaped and shaped (each rank applies its profile's uplink and RTT to what
 it sends). Per round: wall time (median of the rounds, the emulated run's is its wall time over
@@ -47,8 +47,13 @@ def configs(quick: bool) -> dict[str, dict]:
     common = ({"dataset": "digits", "workers": 4, "rounds": 3} if quick else
               {"dataset": "digits", "workers": 6, "rounds": 6})
     common.update(testbed="local-3", seed=0, eval_every=common["rounds"])
+    fine_tuning = {"base": "tiny" if quick else "small", "workers": common["workers"],
+                   "rounds": common["rounds"], "local_steps": 8 if quick else 20,
+                   "prune_every": 4 if quick else 10, "batch_size": 16, "testbed": "local-3",
+                   "seed": 0, "eval_every": common["rounds"]}
     return {"fedavg": {**common, "batch_size": 32},
-            "splitfed": {**common, "local_iterations": 10 if quick else 20, "batch_size": 32}}
+            "splitfed": {**common, "local_iterations": 10 if quick else 20, "batch_size": 32},
+            "fedspine": fine_tuning}
 
 
 def median_of(reporter: MemoryReporter, name: str) -> float:

@@ -105,3 +105,14 @@ def test_three_local_ranks_reproduce_the_emulated_run(tiny_base, method):
     assert [s["rank"] for s in result["placement"]] == [0, 1, 2]
     assert len(points.series("round_time_s")) == config["rounds"]
     assert points.series("sim_round_time_s")
+
+
+def test_a_cold_base_cache_draws_the_same_run_as_a_warm_one(tmp_path, monkeypatch):
+    # A rank that pre-trains the base (cold cache) must start from the same initial adapters
+    # and head as one that loads it, or a distributed run would not reproduce its twin.
+    monkeypatch.setenv("ESTUARY_DATA_DIR", str(tmp_path))
+    config = {**TINY, "rounds": 1}
+    _, cold = _emulated("fedlora", config)
+    _, warm = _emulated("fedlora", config)
+    for name in ("train_loss", "accuracy", "loss"):
+        assert _values(cold, name) == _values(warm, name), name
