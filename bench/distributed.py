@@ -1,13 +1,13 @@
 """Distributed runs against their emulated twins, and shaped links against their profiles.
 
-Part 1, methods: the same fedavg, splitfed and cross-region (diloco, streaming-diloco, cocodc;
-two regions, one rank each, the emulated clock charged for the real model) configs run emulated
-(one process) and distributed over 3 local ranks (real processes over torch.distributed on
-127.0.0.1, via ``launch_local``), unshaped and shaped (each rank applies its profile's uplink
-and RTT to what it sends). Per round: wall time (median of the rounds, the emulated run's is
-its wall time over the rounds), payload bytes and framing bytes, the emulated clock's
-prediction of the round time, and the distributed/emulated wall ratio; for the shaped run, the
-error of the emulator's prediction against the measured round time.
+Part 1, methods: the same fedavg, splitfed, fedspine and cross-region (diloco, streaming-diloco,
+cocodc; two regions, one rank each, the emulated clock charged for the real model) configs run
+emulated (one process) and distributed over 3 local ranks (real processes over torch.distributed on
+127.0.0.1, via ``launch_local``), unshaped and shaped (each rank applies its profile's uplink and
+RTT to what it sends). Per round: wall time (median of the rounds, the emulated run's is its wall
+time over the rounds), payload bytes and framing bytes, the emulated clock's prediction of the
+round time, and the distributed/emulated wall ratio; for the shaped run, the error of the
+emulator's prediction against the measured round time.
 
 Part 2, links: two ranks over the transport; rank 1 shaped as a Jetson NX (40 Mbit/s up, 15 ms
 RTT) or not. One-way latency = half the median round trip of tiny messages (both ranks shaped
@@ -48,11 +48,16 @@ def configs(quick: bool) -> dict[str, dict]:
     common = ({"dataset": "digits", "workers": 4, "rounds": 3} if quick else
               {"dataset": "digits", "workers": 6, "rounds": 6})
     common.update(testbed="local-3", seed=0, eval_every=common["rounds"])
+    fine_tuning = {"base": "tiny" if quick else "small", "workers": common["workers"],
+                   "rounds": common["rounds"], "local_steps": 8 if quick else 20,
+                   "prune_every": 4 if quick else 10, "batch_size": 16, "testbed": "local-3",
+                   "seed": 0, "eval_every": common["rounds"]}
     regions = {"workers": 2, "rounds": 3 if quick else 6, "inner_steps": 10, "eval_every": 10,
                "batch_size": 8, "seq_len": 32, "d_model": 32, "layers": 2, "eval_windows": 32,
                "emulated_params": None, "emulated_tokens_per_step": None, "seed": 0}
     return {"fedavg": {**common, "batch_size": 32},
             "splitfed": {**common, "local_iterations": 10 if quick else 20, "batch_size": 32},
+            "fedspine": fine_tuning,
             "diloco": regions,
             # τ and N fixed: from this WAN, the real tiny model's reduce would take thousands
             # of its emulated (H100) steps and never arrive within the run

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.algorithms.fedspine import FEDLORA, FEDSPINE, HETLORA, PRUNE_THEN_FINETUNE  # noqa: E402
+from ml.algorithms.federated_fine_tuning import FEDLORA, FEDSPINE, HETLORA, PRUNE_THEN_FINETUNE  # noqa: E402
 from ml.reporting import MemoryReporter  # noqa: E402
 
 
@@ -53,8 +53,8 @@ def central(task: str, steps: int = 300, seed: int = 0) -> list[tuple[str, float
     LoRA (rank 8, every projection) + head, ``steps`` AdamW steps of batch 16 at lr 3e-3."""
     from torch.nn import functional as F
 
-    from ml.algorithms.fedspine.structure import LORA_TARGETS
-    from ml.algorithms.fedspine.task import TopicClassifier, load_base, load_topic_data
+    from ml.algorithms.federated_fine_tuning.structure import LORA_TARGETS
+    from ml.algorithms.federated_fine_tuning.task import TopicClassifier, load_base, load_topic_data
     from ml.models.lora import apply_lora
 
     data = load_topic_data(seq_len=64, seed=0, max_test=600, task=task)

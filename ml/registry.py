@@ -25,7 +25,7 @@ ALGORITHM_MODULES: list[str] = [
     "ml.algorithms.neural_architecture_search",
     "ml.algorithms.llm_compression",
     "ml.algorithms.hat",
-    "ml.algorithms.fedspine",
+    "ml.algorithms.federated_fine_tuning",
 ]
 
 RunFn = Callable[[Any, Reporter], dict]

@@ -7,8 +7,8 @@ import time
 import torch
 from torch.nn import functional as F
 
-from ml.algorithms.fedspine.adapters import LoRAState
-from ml.algorithms.fedspine.task import TopicClassifier
+from ml.algorithms.federated_fine_tuning.adapters import LoRAState
+from ml.algorithms.federated_fine_tuning.task import TopicClassifier
 from ml.models.lora import remove_lora
 
 

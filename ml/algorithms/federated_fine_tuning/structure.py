@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ml.algorithms.fedspine.task import TopicClassifier
+from ml.algorithms.federated_fine_tuning.task import TopicClassifier
+from ml.distributed.messages import wire_type
 from ml.models.lora import apply_lora
 from ml.models.transformer import DecoderLM
 
@@ -23,12 +24,19 @@ from ml.models.transformer import DecoderLM
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+@wire_type
 @dataclass(frozen=True)
 class Structure:
-    """Kept heads and FFN channels of every block (sorted original indices)."""
+    """Kept heads and FFN channels of every block (sorted original indices); the pruning plan
+    the server sends a client, so it crosses the wire as JSON lists."""
 
     heads: tuple[tuple[int, ...], ...]
     channels: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        # Lists from the wire become tuples again: a structure is hashable (a cache key).
+        object.__setattr__(self, "heads", tuple(tuple(h) for h in self.heads))
+        object.__setattr__(self, "channels", tuple(tuple(c) for c in self.channels))
 
     @classmethod
     def full(cls, base: DecoderLM) -> Structure:
@@ -72,10 +80,11 @@ def prune_decoder(base: DecoderLM, structure: Structure) -> DecoderLM:
     return model
 
 
-def build_client_model(base: DecoderLM, classifier: torch.nn.Linear, structure: Structure,
+def build_client_model(base: DecoderLM, head: dict[str, torch.Tensor], structure: Structure,
                        rank: int | None, scaling: float) -> TopicClassifier:
     """The model a client trains: the pruned frozen base, LoRA of ``rank`` on every projection
-    (none when ``rank`` is None) and a trainable copy of the classification head.
+    (none when ``rank`` is None) and a trainable copy of the classification head (``head``:
+    its ``weight`` and ``bias``).
 
     LoRA's ``alpha`` is ``scaling * rank`` (ours): the update ``scaling * B @ A`` keeps one
     scale whatever the rank, so truncating factors to a lower rank keeps the top components'
@@ -84,8 +93,8 @@ def build_client_model(base: DecoderLM, classifier: torch.nn.Linear, structure: 
     decoder = prune_decoder(base, structure)
     for p in decoder.parameters():
         p.requires_grad_(False)
-    model = TopicClassifier(decoder, classifier.out_features)
-    model.classifier.load_state_dict(classifier.state_dict())
+    model = TopicClassifier(decoder, head["weight"].shape[0])
+    model.classifier.load_state_dict(head)
     if rank is not None:
         apply_lora(decoder, LORA_TARGETS, rank=rank, alpha=alpha, freeze_base=True)
     for p in model.classifier.parameters():

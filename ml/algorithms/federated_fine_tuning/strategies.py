@@ -13,16 +13,63 @@ server aggregates, and what it learns from a round.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 import numpy as np
 
-from ml.algorithms.fedspine.adapters import EntryMeanAggregator, LoRAState, ZeroPadAggregator
-from ml.algorithms.fedspine.bandit import SmoothUCB, reward
-from ml.algorithms.fedspine.client import Client, LocalResult, Plan
-from ml.algorithms.fedspine.config import (FedLoRAConfig, FedSpineConfig, HetLoRAConfig,
-                                           PruneThenFinetuneConfig)
-from ml.algorithms.fedspine.importance import least_important, magnitude_scores
-from ml.algorithms.fedspine.structure import Structure, sparsity
+from ml.algorithms.federated_fine_tuning.adapters import (EntryMeanAggregator, LoRAState,
+                                                          ZeroPadAggregator)
+from ml.algorithms.federated_fine_tuning.bandit import SmoothUCB, reward
+from ml.algorithms.federated_fine_tuning.config import (FedLoRAConfig, FedSpineConfig,
+                                                        HetLoRAConfig, PruneThenFinetuneConfig)
+from ml.algorithms.federated_fine_tuning.importance import least_important, magnitude_scores
+from ml.algorithms.federated_fine_tuning.structure import Structure, sparsity
+from ml.algorithms.federated_fine_tuning.training import LocalResult, Plan
 from ml.method_run import derive_seed
+from ml.models.transformer import DecoderLM
+from ml.testbed.emulator import EmulatedDevice
+
+
+@dataclass
+class ClientView:
+    """What the server knows of a client: its device, data size, structure (the pruning plan
+    it sends down, updated from what the client sends back) and HetLoRA's rank."""
+
+    index: int
+    device: EmulatedDevice
+    num_samples: int
+    structure: Structure
+    rank: int = 0  # the rank HetLoRA's self-pruning maintains
+
+    @property
+    def name(self) -> str:
+        return f"client-{self.index:02d}"
+
+
+class StrategyContext(Protocol):
+    """What a strategy sees of the server (``roles.Server``)."""
+
+    base: DecoderLM
+    clients: list[ClientView]
+
+
+class Strategy(Protocol):
+    """What differs between FedSpine and the baselines (the server's policy)."""
+
+    max_rank: int
+    prune_every: int
+
+    def setup(self, ctx: StrategyContext) -> None: ...
+
+    def plans(self, ctx: StrategyContext, step: int) -> list[Plan]: ...
+
+    def aggregator(self, like: LoRAState): ...
+
+    def weight(self, client: ClientView, result: LocalResult) -> float: ...
+
+    def feedback(self, ctx: StrategyContext, step: int, plans: list[Plan],
+                 results: list[LocalResult], times: list[float]) -> dict[str, float]: ...
 
 
 class _Base:
@@ -35,7 +82,7 @@ class _Base:
     def aggregator(self, like: LoRAState):
         return EntryMeanAggregator(like)
 
-    def weight(self, client: Client, result: LocalResult) -> float:
+    def weight(self, client: ClientView, result: LocalResult) -> float:
         return float(client.num_samples)
 
     def feedback(self, ctx, step, plans, results, times) -> dict[str, float]:
@@ -143,7 +190,7 @@ class HetLoRAStrategy(_Base):
     def aggregator(self, like: LoRAState):
         return ZeroPadAggregator(like)
 
-    def weight(self, client: Client, result: LocalResult) -> float:
+    def weight(self, client: ClientView, result: LocalResult) -> float:
         return float(client.num_samples) * max(result.update_norm, 1e-12)
 
     def feedback(self, ctx, step, plans, results, times) -> dict[str, float]:

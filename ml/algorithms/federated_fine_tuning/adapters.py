@@ -20,7 +20,7 @@ import re
 
 import torch
 
-from ml.algorithms.fedspine.structure import Structure
+from ml.algorithms.federated_fine_tuning.structure import Structure
 
 LoRAState = dict[str, torch.Tensor]
 _NAME = re.compile(r"blocks\.(\d+)\.(attn|mlp)\.(\w+)\.lora_([AB])$")

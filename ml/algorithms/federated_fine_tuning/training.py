@@ -1,4 +1,4 @@
-"""A client's local round: LoRA fine-tuning on the frozen (pruned) base, with iterative
+"""The client's role: a local round: LoRA fine-tuning on the frozen (pruned) base, with iterative
 structured pruning: prune a step, recover with LoRA for ``prune_every`` iterations, repeat.
 
 Within a round the client moves from its current sparsity ``s0`` to the plan's target in equal
@@ -16,18 +16,22 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from ml.algorithms.fedspine.adapters import LoRAState, scatter_state, slice_state, update_norm
-from ml.algorithms.fedspine.importance import ImportanceTracker, least_important
-from ml.algorithms.fedspine.structure import (LORA_TARGETS, Structure, build_client_model,
-                                              sparsity)
-from ml.algorithms.fedspine.task import TopicClassifier
+from ml.algorithms.federated_fine_tuning.adapters import (LoRAState, scatter_state, slice_state,
+                                                          update_norm)
+from ml.algorithms.federated_fine_tuning.importance import ImportanceTracker, least_important
+from ml.algorithms.federated_fine_tuning.structure import (LORA_TARGETS, Structure,
+                                                           build_client_model, sparsity)
+from ml.algorithms.federated_fine_tuning.task import TopicClassifier
+from ml.distributed.messages import wire_type
 from ml.fl.batches import BatchStream
 from ml.models.flops import TRAINING_FLOPS_FACTOR, count_flops
 from ml.models.lora import load_lora_state_dict, lora_state_dict
 from ml.models.transformer import DecoderLM
-from ml.testbed.emulator import EmulatedDevice
+
+Head = dict[str, torch.Tensor]  # the classification head's ``weight`` and ``bias``
 
 
+@wire_type
 @dataclass(frozen=True)
 class Plan:
     """What the server asks of a client this round."""
@@ -38,32 +42,13 @@ class Plan:
     ratio: float = 0.0  # the bandit's pruning ratio, for reporting
 
 
-@dataclass
-class Client:
-    """A client on an emulated device: its data, probe batch, structure and importance."""
-
-    index: int
-    device: EmulatedDevice
-    stream: BatchStream
-    probe_x: torch.Tensor
-    probe_y: torch.Tensor
-    structure: Structure
-    tracker: ImportanceTracker
-    rank: int = 0  # the rank HetLoRA's self-pruning maintains
-
-    @property
-    def name(self) -> str:
-        return f"client-{self.index:02d}"
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.stream)
-
-
+@wire_type
 @dataclass
 class LocalResult:
+    """What a client sends back after its round (adapters and head as tensors)."""
+
     state: LoRAState  # client-shaped adapters after training
-    classifier: dict[str, torch.Tensor]
+    classifier: Head
     structure: Structure
     rank: int
     samples: int
@@ -77,19 +62,24 @@ class LocalResult:
 
 
 class Workspace:
-    """What every local round shares: base, data, hyperparameters and a FLOPs cache."""
+    """What every local round of a rank shares: base, data, hyperparameters, the shapes of the
+    global adapters and a FLOPs cache."""
 
     def __init__(self, base: DecoderLM, train_x: torch.Tensor, train_y: torch.Tensor, lr: float,
-                 scaling: float, prune_every: int, local_steps: int):
+                 scaling: float, prune_every: int, local_steps: int,
+                 adapter_shapes: LoRAState | None = None):
         self.base, self.train_x, self.train_y = base, train_x, train_y
         self.lr, self.scaling = lr, scaling
         self.prune_every, self.local_steps = prune_every, local_steps
         self.head_dim = base.head_dim
+        #: Tensors of the global adapters' shapes (values unused): where a client's adapters go
+        #: when it re-slices them after a pruning step.
+        self.adapter_shapes = adapter_shapes
         self._flops: dict[Structure, tuple[int, int]] = {}
 
-    def model(self, classifier: torch.nn.Linear, structure: Structure, rank: int | None,
+    def model(self, head: Head, structure: Structure, rank: int | None,
               state: LoRAState | None) -> TopicClassifier:
-        model = build_client_model(self.base, classifier, structure, rank, self.scaling)
+        model = build_client_model(self.base, head, structure, rank, self.scaling)
         if state is not None:
             load_lora_state_dict(model, state)
         return model
@@ -98,13 +88,38 @@ class Workspace:
         """Forward FLOPs of one sample: the pruned base counted by torch (cached per
         structure) plus the adapters, ``2·r·(in + out)`` per token and adapted layer."""
         if structure not in self._flops:
-            plain = self.model(torch.nn.Linear(self.base.cfg.d_model, 1), structure, None, None)
+            d = self.base.cfg.d_model
+            plain = self.model({"weight": torch.zeros(1, d), "bias": torch.zeros(1)}, structure,
+                               None, None)
             self._flops[structure] = (count_flops(plain, self.train_x[:1]),
                                       sum(m.in_features + m.out_features
                                           for name, m in plain.decoder.named_modules()
                                           if name.rsplit(".", 1)[-1] in LORA_TARGETS))
         base_flops, lora_width = self._flops[structure]
         return base_flops + (2 * rank * lora_width * self.train_x.shape[1] if rank else 0)
+
+
+@dataclass
+class ClientData:
+    """What only the client holds: its batches, probe batch and smoothed importance."""
+
+    index: int
+    stream: BatchStream
+    probe_x: torch.Tensor
+    probe_y: torch.Tensor
+    tracker: ImportanceTracker
+
+
+class FineTuneClient:
+    """A client's role: :meth:`train` runs one local round on what the server sent."""
+
+    def __init__(self, ws: Workspace, data: ClientData):
+        self.ws = ws
+        self.data = data
+
+    def train(self, plan: Plan, structure: Structure, adapters: LoRAState,
+              head: Head) -> LocalResult:
+        return local_round(self.ws, self.data, structure, adapters, head, plan)
 
 
 @torch.no_grad()
@@ -115,13 +130,14 @@ def probe_loss(model: TopicClassifier, x: torch.Tensor, y: torch.Tensor) -> floa
     return loss
 
 
-def local_round(ws: Workspace, client: Client, global_lora: LoRAState,
-                classifier: torch.nn.Linear, plan: Plan) -> LocalResult:
-    """Run one round of local training (and pruning) for ``client``; update its structure."""
-    structure, rank = client.structure, plan.rank
+def local_round(ws: Workspace, client: ClientData, structure: Structure, adapters: LoRAState,
+                head: Head, plan: Plan) -> LocalResult:
+    """One round of local training (and pruning) from ``structure`` (the server's pruning
+    plan), ``adapters`` (the client's slice of the global ones at ``plan.rank``) and ``head``;
+    the result carries the structure the client ends the round with."""
+    rank = plan.rank
     s0 = sparsity(ws.base, structure)
-    model = ws.model(classifier, structure, rank, slice_state(global_lora, structure, rank,
-                                                              ws.head_dim))
+    model = ws.model(head, structure, rank, adapters)
     loss_before = probe_loss(model, client.probe_x, client.probe_y)
     opt = _optimizer(model, ws.lr)
     points = _prune_points(ws.local_steps, ws.prune_every) if plan.target_sparsity > s0 + 1e-9 \
@@ -139,10 +155,10 @@ def local_round(ws: Workspace, client: Client, global_lora: LoRAState,
                                         round((1 - q) * total_channels))
             if removed_h or removed_c:
                 full, _ = scatter_state(lora_state_dict(model), structure, rank, ws.head_dim,
-                                        global_lora)
+                                        ws.adapter_shapes)
                 new = structure.without(removed_h, removed_c)
-                head = model.classifier
-                model = ws.model(head, new, rank, slice_state(full, new, rank, ws.head_dim))
+                model = ws.model(model.classifier.state_dict(), new, rank,
+                                 slice_state(full, new, rank, ws.head_dim))
                 structure, opt = new, _optimizer(model, ws.lr)
         x, y = _batch(ws, client)
         loss = F.cross_entropy(model(x), y)
@@ -154,10 +170,10 @@ def local_round(ws: Workspace, client: Client, global_lora: LoRAState,
         loss_sum += loss.item() * len(y)
         samples += len(y)
         flops += len(y) * TRAINING_FLOPS_FACTOR * ws.forward_flops(structure, rank)
-    client.structure = structure
     state = lora_state_dict(model)
     return LocalResult(
-        state=state, classifier={k: v.detach().clone() for k, v in model.classifier.state_dict().items()},
+        state=state,
+        classifier={k: v.detach().clone() for k, v in model.classifier.state_dict().items()},
         structure=structure, rank=rank, samples=samples, flops=flops,
         train_loss=loss_sum / max(samples, 1), loss_before=loss_before,
         loss_after=probe_loss(model, client.probe_x, client.probe_y),
@@ -175,6 +191,6 @@ def _optimizer(model: TopicClassifier, lr: float) -> torch.optim.Optimizer:
                              weight_decay=0.0)
 
 
-def _batch(ws: Workspace, client: Client) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(ws: Workspace, client: ClientData) -> tuple[torch.Tensor, torch.Tensor]:
     idx = client.stream.next()
     return ws.train_x.index_select(0, idx), ws.train_y.index_select(0, idx)

@@ -175,8 +175,14 @@ def load_topic_data(seq_len: int = 64, test_fraction: float = 0.15, seed: int = 
 
 
 def load_base(name: str = "small", cache_dir: str | Path | None = None) -> tuple[DecoderLM, dict]:
-    """The pre-trained decoder ``name`` of :data:`BASES` (trained once, then cached)."""
+    """The pre-trained decoder ``name`` of :data:`BASES` (trained once, then cached).
+
+    It always comes from the cache, so the caller's global RNG moves the same whether or not
+    this call pre-trained it: a run (or a rank of a distributed run) that finds the cache
+    cold draws the same initial adapters and head as one that finds it warm."""
     cfg, steps = BASES[name]
+    with torch.random.fork_rng():  # pre-training (cold cache) draws apart from the caller
+        pretrained_lm("pydoc", cfg=cfg, steps=steps, batch_size=16, cache_dir=cache_dir)
     model, _, info = pretrained_lm("pydoc", cfg=cfg, steps=steps, batch_size=16,
                                    cache_dir=cache_dir)
     for p in model.parameters():

@@ -9,20 +9,19 @@ import torch
 from torch.nn import functional as F
 
 from ml import registry
-from ml.algorithms.fedspine import FEDLORA, FEDSPINE, HETLORA, PRUNE_THEN_FINETUNE
-from ml.algorithms.fedspine.adapters import (EntryMeanAggregator, ZeroPadAggregator,
+from ml.algorithms.federated_fine_tuning import FEDLORA, FEDSPINE, HETLORA, PRUNE_THEN_FINETUNE
+from ml.algorithms.federated_fine_tuning.adapters import (EntryMeanAggregator, ZeroPadAggregator,
                                              scatter_state, slice_state)
-from ml.algorithms.fedspine.bandit import SmoothUCB, reward
-from ml.algorithms.fedspine.client import Client, Plan, Workspace, local_round
-from ml.algorithms.fedspine.importance import ImportanceTracker, least_important
-from ml.algorithms.fedspine.measure import deployed_params, merged
-from ml.algorithms.fedspine.structure import Structure, build_client_model, sparsity
-from ml.algorithms.fedspine.task import load_base, load_topic_data
+from ml.algorithms.federated_fine_tuning.bandit import SmoothUCB, reward
+from ml.algorithms.federated_fine_tuning.training import ClientData, Plan, Workspace, local_round
+from ml.algorithms.federated_fine_tuning.importance import ImportanceTracker, least_important
+from ml.algorithms.federated_fine_tuning.measure import deployed_params, merged
+from ml.algorithms.federated_fine_tuning.structure import Structure, build_client_model, sparsity
+from ml.algorithms.federated_fine_tuning.task import load_base, load_topic_data
 from ml.fl.batches import BatchStream
 from ml.models.flops import count_flops
 from ml.models.lora import LoRALinear, lora_state_dict
 from ml.reporting import MemoryReporter
-from ml.testbed.presets import resolve_testbed
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +65,8 @@ def _pruned_structure(base) -> Structure:
 def test_pruned_model_is_really_smaller_and_still_runs(base, data):
     head = torch.nn.Linear(base.cfg.d_model, 5)
     full, pruned = Structure.full(base), _pruned_structure(base)
-    big = merged(build_client_model(base, head, full, 4, 1.0))
-    small = merged(build_client_model(base, head, pruned, 4, 1.0))
+    big = merged(build_client_model(base, head.state_dict(), full, 4, 1.0))
+    small = merged(build_client_model(base, head.state_dict(), pruned, 4, 1.0))
     assert deployed_params(small) < deployed_params(big)
     x = data.test_x[:3]
     assert count_flops(small, x[:1]) < count_flops(big, x[:1])
@@ -93,8 +92,8 @@ def test_pruning_a_silent_head_leaves_the_output_unchanged(base, data):
         silent.blocks[1].mlp.down_proj.weight[:, 5] = 0
     head = torch.nn.Linear(base.cfg.d_model, 5)
     keep = Structure.full(base).without({(0, 2)}, {(1, 5)})
-    a = build_client_model(silent, head, Structure.full(base), None, 1.0).eval()
-    b = build_client_model(silent, head, keep, None, 1.0).eval()
+    a = build_client_model(silent, head.state_dict(), Structure.full(base), None, 1.0).eval()
+    b = build_client_model(silent, head.state_dict(), keep, None, 1.0).eval()
     x = data.test_x[:4]
     torch.testing.assert_close(a(x), b(x), atol=1e-5, rtol=1e-4)
 
@@ -124,23 +123,23 @@ def test_least_important_removes_lowest_scores_but_never_empties_a_block():
 
 def _client(base, data, index=0):
     shard = torch.arange(index * 200, index * 200 + 200)
-    return Client(index, resolve_testbed("local-3").workers[0],
-                  BatchStream(shard, 8, torch.Generator().manual_seed(index)),
-                  data.train_x[shard[:16]], data.train_y[shard[:16]], Structure.full(base),
-                  ImportanceTracker(2, base.cfg.n_heads, base.cfg.d_ff, beta=0.8))
+    return ClientData(index, BatchStream(shard, 8, torch.Generator().manual_seed(index)),
+                      data.train_x[shard[:16]], data.train_y[shard[:16]],
+                      ImportanceTracker(2, base.cfg.n_heads, base.cfg.d_ff, beta=0.8))
 
 
 def test_local_round_prunes_step_by_step_to_the_target(base, data):
+    head = torch.nn.Linear(base.cfg.d_model, 5).state_dict()
+    full = Structure.full(base)
+    global_lora = lora_state_dict(build_client_model(base, head, full, 4, 1.0))
     ws = Workspace(base, data.train_x, data.train_y, lr=3e-3, scaling=1.0, prune_every=2,
-                   local_steps=6)
-    head = torch.nn.Linear(base.cfg.d_model, 5)
-    global_lora = lora_state_dict(build_client_model(base, head, Structure.full(base), 4, 1.0))
+                   local_steps=6, adapter_shapes=global_lora)
     client = _client(base, data)
-    result = local_round(ws, client, global_lora, head, Plan(rank=4, target_sparsity=0.5,
-                                                              track_importance=True))
+    result = local_round(ws, client, full, global_lora, head,
+                         Plan(rank=4, target_sparsity=0.5, track_importance=True))
     assert result.sparsity_before == 0.0
     assert result.sparsity_after == pytest.approx(0.5, abs=0.03)
-    assert client.structure == result.structure and client.structure.num_heads() == 4
+    assert result.structure.num_heads() == 4
     # The adapters came back in the pruned shapes; scores exist for every structure.
     assert result.state["decoder.blocks.0.attn.q_proj.lora_B"].shape[0] == \
         len(result.structure.heads[0]) * base.head_dim
@@ -149,14 +148,16 @@ def test_local_round_prunes_step_by_step_to_the_target(base, data):
     full_flops = 6 * 8 * 3 * ws.forward_flops(Structure.full(base), 4)
     assert result.flops < full_flops
     # A second round at the same target prunes nothing more.
-    again = local_round(ws, client, global_lora, head, Plan(4, 0.5, True))
+    again = local_round(ws, client, result.structure,
+                        slice_state(global_lora, result.structure, 4, base.head_dim), head,
+                        Plan(4, 0.5, True))
     assert again.structure == result.structure
 
 
 def _toy_state(base, rank, structure, seed):
     torch.manual_seed(seed)
     head = torch.nn.Linear(base.cfg.d_model, 5)
-    m = build_client_model(base, head, structure, rank, 1.0)
+    m = build_client_model(base, head.state_dict(), structure, rank, 1.0)
     for p in m.parameters():
         if p.requires_grad:
             torch.nn.init.normal_(p)
@@ -261,7 +262,7 @@ TINY_RUN = {"base": "tiny", "workers": 3, "rounds": 2, "local_steps": 4, "batch_
 
 def test_fedspine_end_to_end_reaches_the_target_sparsity(base):
     method = FEDSPINE
-    assert "ml.algorithms.fedspine" in registry.ALGORITHM_MODULES
+    assert "ml.algorithms.federated_fine_tuning" in registry.ALGORITHM_MODULES
     assert set(method.baselines) == {"fedlora", "hetlora", "prune-then-finetune"}
     reporter = MemoryReporter()
     config = method.parse_config({**TINY_RUN, "prune_every": 2, "target_sparsity": 0.4})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ml.algorithms.fedspine.structure import Structure
+from ml.algorithms.federated_fine_tuning.structure import Structure
 from ml.models.lora import LoRALinear
 from ml.models.transformer import DecoderLM
 
