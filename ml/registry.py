@@ -17,11 +17,8 @@ from ml.reporting import Reporter
 #: Modules that register methods; each is imported by :func:`load_all`.
 ALGORITHM_MODULES: list[str] = [
     "ml.algorithms.fedavg",
-    "ml.algorithms.splitfed",
+    "ml.algorithms.split_learning",
     "ml.algorithms.diloco",
-    "ml.algorithms.adasfl",
-    "ml.algorithms.mergesfl",
-    "ml.algorithms.parallelsfl",
     "ml.algorithms.imbnas",
     "ml.algorithms.comp",
     "ml.algorithms.hat",
