@@ -5,6 +5,7 @@ from typing import Callable
 
 from ml import registry
 from ml.distributed.errors import PeerLost
+from ml.distributed.peers import LocalMailbox, Mailbox, TransportMailbox
 from ml.distributed.placement import Slot
 from ml.distributed.runtime import DistributedRuntime, EmulatedRuntime, RoleProgram
 from ml.distributed.serve import report_failure, serve
@@ -26,9 +27,17 @@ def run_emulated(program: RoleProgram, config, reporter: Reporter) -> dict:
     device = torch_device(config.device)
     with seeded_run(config.seed, device):
         context = program.setup(config, device)
-        runtime = EmulatedRuntime([program.worker(context, w)
-                                   for w in range(program.workers(config))])
+        objects = [program.worker(context, w) for w in range(program.workers(config))]
+        _attach_peers(program, objects, LocalMailbox())
+        runtime = EmulatedRuntime(objects)
         return program.coordinate(config, context, runtime, reporter)
+
+
+def _attach_peers(program: RoleProgram, objects, mailbox: Mailbox) -> None:
+    """Give the worker objects of a program whose workers message each other the mailbox."""
+    if program.peers:
+        for obj in objects:
+            obj.attach_peers(mailbox)
 
 
 def run_role(method: str, config: dict, placement: list[Slot], rank: int,
@@ -59,6 +68,8 @@ def run_role(method: str, config: dict, placement: list[Slot], rank: int,
         with seeded_run(parsed.seed, device):
             context = program.setup(parsed, device)
             objects = {w: program.worker(context, w) for w in mine.workers}
+            _attach_peers(program, objects.values(), TransportMailbox(
+                transport, {w: s.rank for s in slots for w in s.workers}))
             counters = serve(transport, objects, program.exposed)
     except BaseException as exc:
         report_failure(transport, exc)

@@ -47,6 +47,8 @@ class RoleProgram:
     coordinate: Callable[[Any, Any, "Runtime", Any], dict]  # (config, context, runtime, reporter)
     exposed: frozenset[str]  # worker methods the coordinator may call
     workers: Callable[[Any], int] = lambda config: config.workers
+    #: Worker objects message each other directly (``attach_peers``, ml.distributed.peers).
+    peers: bool = False
 
 
 class Future:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from ml.algorithms.split_learning.clustering import (choose_top_worker, cluster_exchange_time,
                                                      cluster_iteration_time, cluster_workers,
@@ -55,11 +56,14 @@ from ml.algorithms.split_learning.clustering import (choose_top_worker, cluster_
 from ml.algorithms.split_learning.config import ParallelSFLConfig
 from ml.algorithms.split_learning.context import SplitContext
 from ml.algorithms.split_learning.planning import kl_to_uniform, label_distribution
-from ml.algorithms.split_learning.training import (SplitCosts, call_merged_iteration,
+from ml.algorithms.split_learning.sampling import SampleStream
+from ml.algorithms.split_learning.training import (SplitCosts, emulate_merged, merge_step,
                                                    set_learning_rate, top_lr_factor)
-from ml.algorithms.split_learning.workers import SplitServer
+from ml.algorithms.split_learning.workers import SampledSplitWorker, SplitServer
+from ml.distributed.peers import Mailbox
 from ml.distributed.runtime import Runtime
 from ml.fl import RoundLog, SGDSettings, WeightedAverage, evaluate, get_weights, set_weights
+from ml.fl.workers import TrainData
 from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.fl.weights import Weights
 from ml.method_run import MethodRun, derive_seed
@@ -105,14 +109,95 @@ class ClusterAggregate:
                 for w, a in zip(start, average)]
 
 
+class ClusterWorker(SampledSplitWorker):
+    """A ParallelSFL worker: a member of its cluster and, when chosen, the cluster's top worker.
+
+    The top worker holds the cluster's top model; members exchange features, gradient slices
+    and bottoms with it directly (:mod:`ml.distributed.peers`), the coordinator (the PS) only
+    triggers each step and exchanges the full model with the top worker.
+    """
+
+    def __init__(self, index: int, device: EmulatedDevice, data: TrainData,
+                 samples: SampleStream, bottom: nn.Module, top: nn.Module, sgd: SGDSettings):
+        super().__init__(index, device, data, samples, bottom, sgd)
+        self._top = top  # copied when this worker first leads a cluster
+        self._sgd = sgd
+        self.server: SplitServer | None = None
+        self.peers: Mailbox | None = None
+        self._round_bottom: Weights | None = None
+
+    def attach_peers(self, mailbox: Mailbox) -> None:
+        self.peers = mailbox
+
+    # -- as a member --------------------------------------------------------------------------
+
+    def join_round(self, hub: int) -> None:
+        """Take the round's bottom from the top worker."""
+        self.set_weights(self.peers.recv(self.index, hub))
+
+    def forward_to(self, size: int, hub: int) -> None:
+        """Forward the next ``size`` samples; send the features and labels to the top worker."""
+        self.peers.send(self.index, hub, list(self.forward_take(size)), "features")
+
+    def backward_from(self, hub: int) -> None:
+        """Back-propagate the gradient slice the top worker sent."""
+        (grad,) = self.peers.recv(self.index, hub)
+        self.backward(grad)
+
+    def send_bottom(self, hub: int) -> None:
+        self.peers.send(self.index, hub, self.get_weights(), "model")
+
+    # -- as the top worker --------------------------------------------------------------------
+
+    def lead_round(self, full: Weights, lr: float, members: list[int]) -> None:
+        """Start a round from the PS's full model: load the top (rate ``lr``, fresh optimiser
+        state) and the bottom, and pass the bottom on to the other ``members``."""
+        bottom, top = full[:len(self.get_weights())], full[len(self.get_weights()):]
+        if self.server is None:
+            self.server = SplitServer(copy.deepcopy(self._top), self._sgd)
+        set_weights(self.server.top, top)
+        self.server.optimizer.state.clear()
+        set_learning_rate(self.server.optimizer, lr)
+        self.set_weights(bottom)
+        self._round_bottom = bottom
+        for member in members:
+            self.peers.send(self.index, member, bottom, "model")
+
+    def lead_iteration(self, members: list[int], size: int) -> list:
+        """One merged iteration: the members' features (theirs, then its own ``size`` samples),
+        one top step, the scaled gradient slices back; ``[loss x samples, samples]``."""
+        replies = [self.peers.recv(self.index, member) for member in members]
+        replies.append(list(self.forward_take(size)))
+        labels = [y for _, y in replies]
+        loss, grads = merge_step(self.server, [f for f, _ in replies], labels)
+        for member, grad in zip(members, grads):
+            self.peers.send(self.index, member, [grad], "gradients")
+        self.backward(grads[-1])
+        samples = sum(len(y) for y in labels)
+        return [loss.item() * samples, samples]
+
+    def finish_round(self, members: list[int], weights: list[int]) -> Weights:
+        """Average the members' bottoms (and its own, last) by ``weights``; the full model."""
+        bottoms = WeightedAverage()
+        for member, weight in zip(members, weights):
+            bottoms.add(self.peers.recv(self.index, member), weight)
+        bottoms.add(self.get_weights(), weights[-1])
+        return bottoms.result(self._round_bottom) + get_weights(self.server.top)
+
+
+#: What the PS may call on a ParallelSFL worker.
+EXPOSED = frozenset({"join_round", "forward_to", "backward_from", "send_bottom", "lead_round",
+                     "lead_iteration", "finish_round"})
+
+
 @dataclass
 class Cluster:
     """One cluster: its members (worker indices, the top worker last), the top worker ``hub``,
-    the top model it trains (``server``), its emulated iteration and exchange times and tau_k."""
+    its top model's learning rate, its emulated iteration and exchange times and tau_k."""
 
     members: list[int]
     hub: int
-    server: SplitServer
+    top_lr: float
     num_samples: int
     iteration_time_s: float
     exchange_time_s: float
@@ -121,21 +206,17 @@ class Cluster:
 
 def coordinate(config: ParallelSFLConfig, context: SplitContext, runtime: Runtime,
                reporter: Reporter) -> dict:
-    """The PS's role. It also holds every cluster's top model and runs its merged steps: in a
-    distributed run the members' features and gradients cross the member <-> PS links, where
-    the emulated testbed charges member <-> top worker (docs/distributed.md, ParallelSFL)."""
+    """The PS's role: clusters, frequencies and the full-model average; each step of a cluster
+    is triggered here and runs between its members and its top worker."""
     run = MethodRun(reporter, context.fed.device)
     fed, costs = context.fed, context.costs
     testbed, model = fed.testbed, fed.model
     ps = testbed.require_server()
     devices, workers = testbed.workers, runtime.workers
-    sgd = SGDSettings(config.lr, config.momentum, config.weight_decay)
     solo_times = costs.iteration_cost(testbed, devices, ps).times(
         np.full(len(devices), config.batch_size))
     histograms = fed.partition.histograms
     sizes = [len(shard) for shard in fed.shards]
-    servers = [SplitServer(copy.deepcopy(context.top), sgd) for _ in range(config.clusters)]
-    num_classes = fed.dataset.num_classes
     log = RoundLog(reporter, testbed)
     waiting = WaitingLedger([d.name for d in devices])
     global_bottom, global_top = get_weights(context.bottom), get_weights(context.top)
@@ -146,8 +227,8 @@ def coordinate(config: ParallelSFLConfig, context: SplitContext, runtime: Runtim
         log.check_cancelled()
         if (step - 1) % config.recluster_every == 0:
             rng = np.random.default_rng(derive_seed(config.seed, "clustering", step))
-            clusters = _form_clusters(config, costs, devices, sizes, ps, servers, histograms,
-                                      solo_times, rng)
+            clusters = _form_clusters(config, costs, devices, sizes, ps, histograms, solo_times,
+                                      rng)
         round_start = testbed.barrier(everyone)
         for cluster in clusters:  # the PS sends every top worker the model at once
             testbed.transfer(ps, devices[cluster.hub], costs.full_bytes, "model")
@@ -155,31 +236,15 @@ def coordinate(config: ParallelSFLConfig, context: SplitContext, runtime: Runtim
         uploads = []
         loss_sum, samples = 0.0, 0
         for cluster in clusters:  # clusters run in parallel, each on its own devices' clocks
-            hub = devices[cluster.hub]
-            set_weights(cluster.server.top, global_top)
-            cluster.server.optimizer.state.clear()
-            set_learning_rate(cluster.server.optimizer, config.lr * top_lr_factor(
-                config.top_lr_scaling, config.batch_size * len(cluster.members),
-                config.batch_size))
-            for i in cluster.members:
-                testbed.transfer(hub, devices[i], costs.bottom_bytes, "model")
-                workers[i].cast("set_weights", global_bottom, kind="model")
-            batch = [config.batch_size] * len(cluster.members)
-            for _ in range(cluster.tau):
-                result = call_merged_iteration(workers, testbed, hub, cluster.server,
-                                               cluster.members, batch, costs, num_classes)
-                loss_sum += result.loss_sum
-                samples += result.samples
-                waiting.add(result.waiting_s)
-            bottoms = WeightedAverage()
-            replies = [workers[i].call("get_weights", reply_kind="model")
-                       for i in cluster.members]
-            for i, reply in zip(cluster.members, replies):
-                testbed.transfer(devices[i], hub, costs.bottom_bytes, "model")
-                bottoms.add(reply.result(), sizes[i])
-            uploads.append(testbed.send(hub, ps, costs.full_bytes, "model"))
-            full = bottoms.result(global_bottom) + get_weights(cluster.server.top)
-            average.add(full, cluster.num_samples, cluster.tau)
+            loss, n = _cluster_round(config, cluster, global_bottom + global_top, runtime,
+                                     testbed, costs, sizes, waiting)
+            loss_sum += loss
+            samples += n
+            full = workers[cluster.hub].call("finish_round", cluster.members[:-1],
+                                             [sizes[i] for i in cluster.members],
+                                             reply_kind="model")
+            uploads.append(testbed.send(devices[cluster.hub], ps, costs.full_bytes, "model"))
+            average.add(full.result(), cluster.num_samples, cluster.tau)
         for arrival in uploads:
             testbed.receive(ps, arrival)
         merged = average.result(global_bottom + global_top)
@@ -209,8 +274,7 @@ def coordinate(config: ParallelSFLConfig, context: SplitContext, runtime: Runtim
         clusters=[{"members": [devices[i].name for i in c.members],
                    "top_worker": devices[c.hub].name, "tau": c.tau,
                    "iteration_time_s": c.iteration_time_s,
-                   "exchange_time_s": c.exchange_time_s,
-                   "top_lr": c.server.optimizer.param_groups[0]["lr"],
+                   "exchange_time_s": c.exchange_time_s, "top_lr": c.top_lr,
                    "label_kl": kl_to_uniform(_cluster_distribution(c, histograms))}
                   for c in clusters],
         sim_time_s=testbed.now(),
@@ -220,10 +284,47 @@ def coordinate(config: ParallelSFLConfig, context: SplitContext, runtime: Runtim
     )
 
 
+def _cluster_round(config: ParallelSFLConfig, cluster: Cluster, full: Weights,
+                   runtime: Runtime, testbed, costs: SplitCosts, sizes: list[int],
+                   waiting: WaitingLedger) -> tuple[float, int]:
+    """Steps 4-5 for one cluster up to the bottoms' upload: the top worker takes the full model
+    and passes the bottom on, tau_k merged iterations run between the members and the top
+    worker; returns the summed loss and the samples. Every receive is triggered after its send
+    and a ``runtime.flush()`` (ml.distributed.peers' ordering contract)."""
+    workers, devices = runtime.workers, testbed.workers
+    hub, others = devices[cluster.hub], cluster.members[:-1]
+    top = workers[cluster.hub]
+    top.cast("lead_round", full, cluster.top_lr, others, kind="model")
+    runtime.flush()
+    for i in cluster.members:
+        testbed.transfer(hub, devices[i], costs.bottom_bytes, "model")
+    for i in others:
+        workers[i].cast("join_round", cluster.hub)
+    batch = config.batch_size
+    loss_sum, samples = 0.0, 0
+    for _ in range(cluster.tau):
+        for i in others:
+            workers[i].cast("forward_to", batch, cluster.hub)
+        runtime.flush()
+        loss, n = top.call("lead_iteration", others, batch).result()
+        for i in others:
+            workers[i].cast("backward_from", cluster.hub)
+        waits = emulate_merged(testbed, hub, [devices[i] for i in cluster.members],
+                               [batch] * len(cluster.members), costs)
+        waiting.add(dict(zip(cluster.members, waits)))
+        loss_sum += loss
+        samples += n
+    for i in others:
+        workers[i].cast("send_bottom", cluster.hub)
+    runtime.flush()
+    for i in cluster.members:
+        testbed.transfer(devices[i], hub, costs.bottom_bytes, "model")
+    return loss_sum, samples
+
+
 def _form_clusters(config: ParallelSFLConfig, costs: SplitCosts, devices: list[EmulatedDevice],
-                   sizes: list[int], ps: EmulatedDevice, servers: list[SplitServer],
-                   histograms: np.ndarray, solo_times: np.ndarray,
-                   rng: np.random.Generator) -> list[Cluster]:
+                   sizes: list[int], ps: EmulatedDevice, histograms: np.ndarray,
+                   solo_times: np.ndarray, rng: np.random.Generator) -> list[Cluster]:
     """Steps 2 and 3: clusters, their top workers and local updating frequencies."""
     anchors = fastest_workers(devices, config.clusters) if config.top_worker == "fastest" else None
     if config.clustering == "utility":
@@ -247,8 +348,10 @@ def _form_clusters(config: ParallelSFLConfig, costs: SplitCosts, devices: list[E
         # The top worker serves the others first and back-propagates its own slice last.
         members = [i for i in members if i != hub] + [hub]
         member_devices = [devices[i] for i in members]
+        top_lr = config.lr * top_lr_factor(config.top_lr_scaling,
+                                           config.batch_size * len(members), config.batch_size)
         clusters.append(Cluster(
-            members, hub, servers[k], sum(sizes[i] for i in members),
+            members, hub, top_lr, sum(sizes[i] for i in members),
             cluster_iteration_time(costs, member_devices, devices[hub], config.batch_size),
             cluster_exchange_time(costs, member_devices, devices[hub], ps)))
     if config.adaptive_frequency:

@@ -43,6 +43,14 @@ def sampled_worker(context: SplitContext, index: int) -> SampledSplitWorker:
                               copy.deepcopy(context.bottom), _sgd(context))
 
 
+def cluster_worker(context: SplitContext, index: int) -> parallel.ClusterWorker:
+    """A ParallelSFL worker (member, and top worker of its cluster when chosen)."""
+    fed = context.fed
+    samples = SampleStream(fed.shards[index], generator(context.config.seed, "shuffle", index))
+    return parallel.ClusterWorker(index, fed.testbed.workers[index], fed.train, samples,
+                                  copy.deepcopy(context.bottom), context.top, _sgd(context))
+
+
 def adasfl_coordinate(config: AdaSFLConfig, context: SplitContext, runtime: Runtime,
                       reporter: Reporter) -> dict:
     return regulated.train(config, context, runtime, reporter, regulated.adasfl_policy(config))
@@ -59,6 +67,6 @@ ADASFL = RoleProgram(setup=split_context, worker=sampled_worker, coordinate=adas
                      exposed=EXPOSED | {"forward_take"})
 MERGESFL = RoleProgram(setup=split_context, worker=sampled_worker,
                        coordinate=mergesfl_coordinate, exposed=EXPOSED | {"forward_take"})
-PARALLELSFL = RoleProgram(setup=split_context, worker=sampled_worker,
-                          coordinate=parallel.coordinate, exposed=EXPOSED | {"forward_take"})
+PARALLELSFL = RoleProgram(setup=split_context, worker=cluster_worker,
+                          coordinate=parallel.coordinate, exposed=parallel.EXPOSED, peers=True)
 
