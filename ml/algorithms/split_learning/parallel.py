@@ -235,16 +235,14 @@ def coordinate(config: ParallelSFLConfig, context: SplitContext, runtime: Runtim
         average = ClusterAggregate(config.aggregation)
         uploads = []
         loss_sum, samples = 0.0, 0
-        for cluster in clusters:  # clusters run in parallel, each on its own devices' clocks
-            loss, n = _cluster_round(config, cluster, global_bottom + global_top, runtime,
-                                     testbed, costs, sizes, waiting)
-            loss_sum += loss
-            samples += n
-            full = workers[cluster.hub].call("finish_round", cluster.members[:-1],
-                                             [sizes[i] for i in cluster.members],
-                                             reply_kind="model")
+        losses, fulls = _clusters_round(config, clusters, global_bottom + global_top, runtime,
+                                        testbed, costs, sizes, waiting)
+        for cluster, cluster_losses, full in zip(clusters, losses, fulls):
+            for loss, n in cluster_losses:
+                loss_sum += loss
+                samples += n
             uploads.append(testbed.send(devices[cluster.hub], ps, costs.full_bytes, "model"))
-            average.add(full.result(), cluster.num_samples, cluster.tau)
+            average.add(full, cluster.num_samples, cluster.tau)
         for arrival in uploads:
             testbed.receive(ps, arrival)
         merged = average.result(global_bottom + global_top)
@@ -284,42 +282,59 @@ def coordinate(config: ParallelSFLConfig, context: SplitContext, runtime: Runtim
     )
 
 
-def _cluster_round(config: ParallelSFLConfig, cluster: Cluster, full: Weights,
-                   runtime: Runtime, testbed, costs: SplitCosts, sizes: list[int],
-                   waiting: WaitingLedger) -> tuple[float, int]:
-    """Steps 4-5 for one cluster up to the bottoms' upload: the top worker takes the full model
-    and passes the bottom on, tau_k merged iterations run between the members and the top
-    worker; returns the summed loss and the samples. Every receive is triggered after its send
-    and a ``runtime.flush()`` (ml.distributed.peers' ordering contract)."""
+def _clusters_round(config: ParallelSFLConfig, clusters: list[Cluster], full: Weights,
+                    runtime: Runtime, testbed, costs: SplitCosts, sizes: list[int],
+                    waiting: WaitingLedger) -> tuple[list[list[tuple[float, int]]], list[Weights]]:
+    """Steps 4-5 in every cluster at once: each top worker takes the full model and passes the
+    bottom on, tau_k merged iterations run between the members and the top worker, the top
+    worker averages the bottoms. Each phase is triggered in every cluster before any is waited
+    for, so clusters on different agents run concurrently. Returns each cluster's (loss x
+    samples, samples) per iteration and its full model.
+
+    Every receive is triggered after its send and a ``runtime.flush()`` (the ordering contract
+    of ml.distributed.peers); clusters touch disjoint devices, so the emulated clocks do not
+    depend on how their steps interleave.
+    """
     workers, devices = runtime.workers, testbed.workers
-    hub, others = devices[cluster.hub], cluster.members[:-1]
-    top = workers[cluster.hub]
-    top.cast("lead_round", full, cluster.top_lr, others, kind="model")
-    runtime.flush()
-    for i in cluster.members:
-        testbed.transfer(hub, devices[i], costs.bottom_bytes, "model")
-    for i in others:
-        workers[i].cast("join_round", cluster.hub)
     batch = config.batch_size
-    loss_sum, samples = 0.0, 0
-    for _ in range(cluster.tau):
-        for i in others:
-            workers[i].cast("forward_to", batch, cluster.hub)
-        runtime.flush()
-        loss, n = top.call("lead_iteration", others, batch).result()
-        for i in others:
-            workers[i].cast("backward_from", cluster.hub)
-        waits = emulate_merged(testbed, hub, [devices[i] for i in cluster.members],
-                               [batch] * len(cluster.members), costs)
-        waiting.add(dict(zip(cluster.members, waits)))
-        loss_sum += loss
-        samples += n
-    for i in others:
-        workers[i].cast("send_bottom", cluster.hub)
+    for cluster in clusters:
+        workers[cluster.hub].cast("lead_round", full, cluster.top_lr, cluster.members[:-1],
+                                  kind="model")
     runtime.flush()
-    for i in cluster.members:
-        testbed.transfer(devices[i], hub, costs.bottom_bytes, "model")
-    return loss_sum, samples
+    for cluster in clusters:
+        for i in cluster.members:
+            testbed.transfer(devices[cluster.hub], devices[i], costs.bottom_bytes, "model")
+        for i in cluster.members[:-1]:
+            workers[i].cast("join_round", cluster.hub)
+    losses: list[list[tuple[float, int]]] = [[] for _ in clusters]
+    for t in range(max(c.tau for c in clusters)):
+        active = [k for k, c in enumerate(clusters) if t < c.tau]
+        for k in active:
+            for i in clusters[k].members[:-1]:
+                workers[i].cast("forward_to", batch, clusters[k].hub)
+        runtime.flush()
+        steps = {k: workers[clusters[k].hub].call("lead_iteration", clusters[k].members[:-1],
+                                                  batch) for k in active}
+        for k in active:
+            cluster = clusters[k]
+            loss, n = steps[k].result()
+            losses[k].append((loss, n))
+            for i in cluster.members[:-1]:
+                workers[i].cast("backward_from", cluster.hub)
+            waits = emulate_merged(testbed, devices[cluster.hub],
+                                   [devices[i] for i in cluster.members],
+                                   [batch] * len(cluster.members), costs)
+            waiting.add(dict(zip(cluster.members, waits)))
+    for cluster in clusters:
+        for i in cluster.members[:-1]:
+            workers[i].cast("send_bottom", cluster.hub)
+    runtime.flush()
+    fulls = [workers[c.hub].call("finish_round", c.members[:-1], [sizes[i] for i in c.members],
+                                 reply_kind="model") for c in clusters]
+    for cluster in clusters:
+        for i in cluster.members:
+            testbed.transfer(devices[i], devices[cluster.hub], costs.bottom_bytes, "model")
+    return losses, [f.result() for f in fulls]
 
 
 def _form_clusters(config: ParallelSFLConfig, costs: SplitCosts, devices: list[EmulatedDevice],
