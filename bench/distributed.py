@@ -196,9 +196,10 @@ def main() -> None:
     torch.set_num_threads(1)
     links = [] if args.methods else link_rows(args.quick)
     methods = method_rows(args.quick, args.methods)
-    print(format_table(("link", "latency ms", "profile", "error", "throughput MB/s", "profile",
-                        "error"), links))
-    print()
+    if links:
+        print(format_table(("link", "latency ms", "profile", "error", "throughput MB/s",
+                            "profile", "error"), links))
+        print()
     print(format_table(("method", "run", "wall s/round", "payload B/round", "framing B/round",
                         "emulated s/round", "wall / emulated wall", "emulator error"), methods))
 
