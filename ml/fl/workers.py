@@ -1,4 +1,4 @@
-"""Workers and the split-learning server, Flower style: the coordinator calls small methods.
+"""Federated-learning workers, Flower style: the coordinator calls small methods.
 
 - :class:`Worker` trains a full model on its shard (``fit(weights, epochs)``, Flower's client
   ``fit``). In-process workers take turns on one shared :class:`LocalTrainer` (one model object

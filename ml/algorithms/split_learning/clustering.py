@@ -21,7 +21,7 @@ def cluster_utility(members: np.ndarray, histograms: np.ndarray, iter_times: np.
     """U(C) = -(n_C / mean n) * KL(P_C || U) - beta * (max_C t - min_C t) / mean t.
 
     P_C is the cluster's label distribution (members' histograms summed). The KL term is weighted
-    by the cluster's share of the data relative to an average cluster (ours; the plain papers.md
+    by the cluster's share of the data relative to an average cluster (ours; the plain reconstructed
     utility when clusters hold equal data), so that the sum over clusters measures how far the
     average *sample's* cluster is from IID: unweighted, a sum of KLs is smallest when all the
     skewed workers are packed into one cluster and the others are left near-IID but nearly empty.

@@ -1,8 +1,9 @@
 """ParallelSFL: split federated learning in parallel clusters of workers.
 
 Paper: Y. Liao, Y. Xu, H. Xu, Z. Yao, L. Huang, C. Qiao, "ParallelSFL: A Novel Split Federated
-Learning Framework Tackling Heterogeneity Issues", MobiCom 2024 (arXiv 2410.01256). papers.md §5;
-the method text was not available, so steps 2, 3 and 6 are reconstructions [I].
+Learning Framework Tackling Heterogeneity Issues", MobiCom 2024 (arXiv 2410.01256). Notes:
+docs/methods/parallelsfl.md; the method text was not available, so steps 2, 3 and 6 are
+reconstructions [I].
 
 Steps:
 1. State monitoring: the parameter server (PS) knows every worker's label histogram, compute
@@ -74,7 +75,7 @@ from ml.testbed.emulator import EmulatedDevice
 class ClusterAggregate:
     """The PS's average of the clusters' full models, by :attr:`ParallelSFLConfig.aggregation`.
 
-    Clusters run different numbers of iterations. ``data-tau`` (papers.md's reading, default)
+    Clusters run different numbers of iterations. ``data-tau`` (our reading of the paper, default)
     weights each model by data x tau_k, favouring the fast clusters' data; ``data`` lets a
     cluster that took one step pull the model back towards the start; ``normalized`` (after
     FedNova, Wang et al. 2020) divides each cluster's update ``w_k - w`` by tau_k, averages the

@@ -3,7 +3,7 @@
 Pure numpy, no torch: label-distribution divergences, batch-size regulation, the genetic
 worker selection of MergeSFL, and the two methods' planners (:func:`adasfl_planner`,
 :func:`mergesfl_planner`). ParallelSFL's clustering is in :mod:`.clustering`. The formulas are ours
-where papers.md tags them [I]:
+where the method notes (docs/methods/mergesfl.md, parallelsfl.md) tag them [I]:
 
 - The per-iteration time of worker i with batch b is ``fixed_i + b * per_sample_i`` (compute of
   the bottom forward and backward, feature upload and gradient download all scale with b; the
@@ -238,7 +238,7 @@ class RoundPlan:
 
 @dataclass(frozen=True)
 class PlanningInputs:
-    """What the server knows when it plans a round (papers.md: worker state monitoring)."""
+    """What the server knows when it plans a round (the paper's worker state monitoring)."""
 
     distributions: np.ndarray  # label distribution per worker
     cost: IterationCost  # every worker's iteration time model against the server

@@ -4,14 +4,15 @@ variants are policies (:class:`RegulatedPolicy`).
 Per round: the policy's planner picks the participants and their batch sizes (AdaSFL: everyone,
 regulated; MergeSFL: a genetic selection, regulated); the server sends them the global bottom;
 K iterations run, merged (MergeSFL) or sequential (SFL-V2, AdaSFL); each participant uploads its
-bottom and the server averages them weighted by batch size (papers.md §6 step 5, [I]); the
+bottom and the server averages them weighted by batch size (arXiv 2311.13348 step 5, [I]); the
 combined model is evaluated. The coordinator (the server) charges the emulated testbed's clocks
 in both runtimes; the workers are reached through the runtime (:mod:`ml.distributed.runtime`).
 
 AdaSFL: split federated learning with batch-size regulation (the baseline of MergeSFL).
 
 Paper: Y. Liao et al., AdaSFL, IEEE/ACM Transactions on Networking 2023; code by the first author
-``ymliao98/AdaSFL`` (papers.md §0, §6). Only the code could be read; the steps below follow it.
+``ymliao98/AdaSFL`` (docs/methods/mergesfl.md). Only the code could be read; the steps below
+follow it.
 
 Steps, per round (K = ``local_iterations`` iterations):
 1. The server measures each worker's per-iteration time and regulates the batch sizes so that
@@ -36,7 +37,8 @@ merging and worker selection.
 MergeSFL: split federated learning with feature merging and batch-size regulation.
 
 Paper: Y. Liao, Y. Xu, H. Xu, L. Wang, Z. Yao, C. Qiao, "MergeSFL: Split Federated Learning with
-Feature Merging and Batch Size Regulation", ICDE 2024 (arXiv 2311.13348). papers.md §6.
+Feature Merging and Batch Size Regulation", ICDE 2024 (arXiv 2311.13348); notes in
+docs/methods/mergesfl.md.
 
 Steps, per round (K = ``local_iterations`` iterations):
 1. Control module: from each worker's label distribution P_i and its compute and bandwidth, a
@@ -52,9 +54,9 @@ Steps, per round (K = ``local_iterations`` iterations):
       the gradient of worker i's own mean loss;
    d. every participant back-propagates and steps its bottom.
 4. After K iterations the server aggregates the participants' bottoms weighted by b_i
-   [I: papers.md's reading of "adaptive aggregation"].
+   [I: our reading of "adaptive aggregation"].
 
-Ours (named as such in papers.md or not fixed by it): the batch-size formula (bounded
+Ours (named as such in the notes or not fixed by the paper): the batch-size formula (bounded
 water-filling that equalises compute + feature upload + gradient download, total batch fixed:
 :func:`.planning.regulate_batch_sizes`); the GA's encoding (fixed-size worker
 subsets), operators and the unit-free time term (divided by the median worker's time on an even

@@ -5,10 +5,11 @@ the emulated testbed, with per-worker batch sizes.
   model sizes, measured once from the split model; :meth:`SplitCosts.iteration_cost` turns them
   into the linear per-worker time model that batch-size regulation and clustering use.
 - :func:`merged_iteration` / :func:`call_merged_iteration` (in-process workers / the role
-  program's workers through the runtime): MergeSFL's feature merging. The hub (the server, or a cluster's top
-  worker in ParallelSFL) waits for every member's features, concatenates them, takes **one**
-  top-model step on the merged batch and dispatches each member its gradient slice scaled by
-  ``sum_j b_j / b_i`` (:func:`dispatch_gradients`), the gradient of that member's own mean loss.
+  program's workers through the runtime): MergeSFL's feature merging. The hub (the server, or
+  a cluster's top worker in ParallelSFL) waits for every member's features, concatenates
+  them, takes **one** top-model step on the merged batch (:func:`merge_step`) and dispatches
+  each member its gradient slice scaled by ``sum_j b_j / b_i`` (:func:`dispatch_gradients`),
+  the gradient of that member's own mean loss.
 - :func:`call_sequential_iteration`: SFL-V2 as SplitFed does it (and AdaSFL, MergeSFL without
   merging): the server takes each worker's batch in arrival order and steps the top model on it.
 
