@@ -1,8 +1,9 @@
 """Distributed runs against their emulated twins, and shaped links against their profiles.
 
-Part 1, methods: the same fedavg, splitfed, fedspine and cross-region (diloco, streaming-diloco,
-cocodc; two regions, one rank each, the emulated clock charged for the real model) configs run
-emulated (one process) and distributed over 3 local ranks (real processes over torch.distributed on
+Part 1, methods: the same fedavg, split-learning (splitfed, adasfl, mergesfl, parallelsfl),
+fedspine and cross-region (diloco, streaming-diloco, cocodc; two regions, one rank each, the
+emulated clock charged for the real model) configs run emulated (one process) and distributed over
+3 local ranks (ParallelSFL: one per worker and the PS; real processes over torch.distributed on
 127.0.0.1, via ``launch_local``), unshaped and shaped (each rank applies its profile's uplink and
 RTT to what it sends). Per round: wall time (median of the rounds, the emulated run's is its wall
 time over the rounds), payload bytes and framing bytes, the emulated clock's prediction of the
@@ -15,7 +16,7 @@ alike); throughput = (K-1)·S / (t_K - t_1), where t_k is the time to receive a 
 messages of S bytes (the request's latency cancels out). Goal: shaped figures within 10% of the
 profile.
 
-    python bench/distributed.py [--quick]
+    python bench/distributed.py [--quick] [--methods splitfed adasfl ...]
 """
 from __future__ import annotations
 
@@ -55,8 +56,12 @@ def configs(quick: bool) -> dict[str, dict]:
     regions = {"workers": 2, "rounds": 3 if quick else 6, "inner_steps": 10, "eval_every": 10,
                "batch_size": 8, "seq_len": 32, "d_model": 32, "layers": 2, "eval_windows": 32,
                "emulated_params": None, "emulated_tokens_per_step": None, "seed": 0}
+    split = {**common, "local_iterations": 10 if quick else 20, "batch_size": 32}
     return {"fedavg": {**common, "batch_size": 32},
-            "splitfed": {**common, "local_iterations": 10 if quick else 20, "batch_size": 32},
+            "splitfed": split,
+            "adasfl": split,
+            "mergesfl": {**split, "clients_per_round": 0.75},
+            "parallelsfl": {**split, "clusters": 2},
             "fedspine": fine_tuning,
             "diloco": regions,
             # τ and N fixed: from this WAN, the real tiny model's reduce would take thousands
@@ -74,13 +79,21 @@ def emulated_round_time(reporter: MemoryReporter, rounds: int) -> float:
     return reporter.last("sim_time_s") / rounds
 
 
+def world_size(method: str, config: dict) -> int:
+    """Ranks of the distributed run: 3 (a coordinator and two worker agents), ParallelSFL one
+    per worker plus the PS, so that every member <-> top worker exchange crosses a real link."""
+    return config["workers"] + 1 if method == "parallelsfl" else 3
+
+
 def median_of(reporter: MemoryReporter, name: str) -> float:
     return statistics.median(p.value for p in reporter.series(name))
 
 
-def method_rows(quick: bool) -> list[tuple]:
+def method_rows(quick: bool, only: list[str] | None = None) -> list[tuple]:
     rows = []
     for method, config in configs(quick).items():
+        if only and method not in only:
+            continue
         entry = registry.get(method)
         reporter = MemoryReporter()
         result = entry.run(entry.parse_config(config), reporter)
@@ -91,7 +104,8 @@ def method_rows(quick: bool) -> list[tuple]:
         rows.append((method, "emulated", f"{emu_wall:.3f}", f"{emu_bytes:,.0f}", "-",
                      f"{emu_pred:.3f}", "1.00", "-"))
         for shaped in (False, True):
-            res, points = launch_local(method, config, 3, shape=shaped, timeout_s=TIMEOUT_S)
+            res, points = launch_local(method, config, world_size(method, config), shape=shaped,
+                                       timeout_s=TIMEOUT_S)
             wall = median_of(points, "round_time_s")
             pred = median_of(points, "sim_round_time_s")
             payload = res["traffic_bytes"] / rounds
@@ -199,13 +213,16 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small configs (about a minute)")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD",
+                        help="only these methods' rows (and no link rows)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    links = link_rows(args.quick)
-    methods = method_rows(args.quick)
-    print(format_table(("link", "latency ms", "profile", "error", "throughput MB/s", "profile",
-                        "error"), links))
-    print()
+    links = [] if args.methods else link_rows(args.quick)
+    methods = method_rows(args.quick, args.methods)
+    if links:
+        print(format_table(("link", "latency ms", "profile", "error", "throughput MB/s",
+                            "profile", "error"), links))
+        print()
     print(format_table(("method", "run", "wall s/round", "payload B/round", "framing B/round",
                         "emulated s/round", "wall / emulated wall", "emulator error"), methods))
 

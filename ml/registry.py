@@ -17,11 +17,8 @@ from ml.reporting import Reporter
 #: Modules that register methods; each is imported by :func:`load_all`.
 ALGORITHM_MODULES: list[str] = [
     "ml.algorithms.federated_learning",
-    "ml.algorithms.splitfed",
+    "ml.algorithms.split_learning",
     "ml.algorithms.cross_region",
-    "ml.algorithms.adasfl",
-    "ml.algorithms.mergesfl",
-    "ml.algorithms.parallelsfl",
     "ml.algorithms.neural_architecture_search",
     "ml.algorithms.llm_compression",
     "ml.algorithms.hat",

@@ -53,6 +53,8 @@ class RoleProgram:
     connect: Callable[[Any, Any], None] | None = None
     # The kind of device ("edge" or "cloud") that hosts the workers on a testbed.
     worker_kind: str = "edge"
+    #: Worker objects message each other directly (``attach_peers``, ml.distributed.peers).
+    peers: bool = False
 
 
 class Future:

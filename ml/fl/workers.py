@@ -1,12 +1,10 @@
-"""Workers and the split-learning server, Flower style: the coordinator calls small methods.
+"""Federated-learning workers, Flower style: the coordinator calls small methods.
 
 - :class:`Worker` trains a full model on its shard (``fit(weights, epochs)``, Flower's client
   ``fit``). In-process workers take turns on one shared :class:`LocalTrainer` (one model object
   whose weights are swapped in), so memory does not grow with the number of workers.
-- :class:`SplitWorker` holds its own bottom model: ``next_batch``, ``forward`` (features to
-  send), ``backward`` (gradients received), ``get_weights`` / ``set_weights``.
-- :class:`SplitServer` holds the top model: ``train_step(features, labels)`` returns the loss and
-  the gradients to send back.
+
+Split learning's worker and server live with their family (``ml.algorithms.split_learning``).
 
 Ours: a worker's optimiser state (momentum) starts afresh whenever new weights are set, as in
 the usual FedAvg implementations.
@@ -112,73 +110,3 @@ class Worker:
             steps += 1
         loss = loss_sum.item() / samples if samples else 0.0
         return TrainResult(get_weights(trainer.model), self.num_samples, samples, steps, loss)
-
-
-class SplitWorker:
-    """A split-learning worker: its own bottom model, trained with gradients from the server."""
-
-    def __init__(self, index: int, device: EmulatedDevice, data: TrainData, stream: BatchStream,
-                 bottom: nn.Module, sgd: SGDSettings):
-        self.index = index
-        self.device = device
-        self.data = data
-        self.stream = stream
-        self.bottom = bottom
-        self.optimizer = sgd.optimizer(bottom)
-        self._features: torch.Tensor | None = None
-
-    @property
-    def name(self) -> str:
-        return self.device.name
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.stream)
-
-    def get_weights(self) -> Weights:
-        return get_weights(self.bottom)
-
-    def set_weights(self, weights: Weights) -> None:
-        set_weights(self.bottom, weights)
-        self.optimizer.state.clear()
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next mini-batch ``(x, y)`` of the worker's shard."""
-        return self.data.batch(self.stream.next())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the bottom model; return the features as sent (detached from the graph)."""
-        self.bottom.train()
-        self._features = self.bottom(x)
-        return self._features.detach()
-
-    def backward(self, grad: torch.Tensor) -> None:
-        """Back-propagate the server's feature gradients and step the bottom optimiser."""
-        if self._features is None:
-            raise RuntimeError("backward() before forward()")
-        self.optimizer.zero_grad(set_to_none=True)
-        self._features.backward(grad)
-        self.optimizer.step()
-        self._features = None
-
-
-class SplitServer:
-    """The server side of split learning: the top model and its optimiser."""
-
-    def __init__(self, top: nn.Module, sgd: SGDSettings):
-        self.top = top
-        self.optimizer = sgd.optimizer(top)
-
-    def train_step(self, features: torch.Tensor,
-                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step of the top model on received features.
-
-        Returns ``(loss, grad)``: the detached batch loss and d loss / d features to send back.
-        """
-        self.top.train()
-        features = features.detach().requires_grad_(True)
-        loss = F.cross_entropy(self.top(features), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach(), features.grad

@@ -3,7 +3,7 @@ methods (the pathological partition, ParallelSFL's fastest top workers)."""
 import numpy as np
 import pytest
 
-from ml.algorithms.parallelsfl import fastest_workers
+from ml.algorithms.split_learning.clustering import fastest_workers
 from ml.data.partition import partition
 from ml.reproduction import harness, split_fl
 from ml.reproduction.declaration import Regime

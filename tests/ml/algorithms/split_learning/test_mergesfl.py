@@ -10,16 +10,18 @@ import torch
 from torch.nn import functional as F
 
 from ml import registry
-from ml.algorithms.split_control import (kl_to_uniform, merged_distribution,
-                                         regulate_batch_sizes, select_workers_ga,
-                                         uniform_batch_sizes)
-from ml.algorithms.split_training import (SampleStream, SplitCosts, dispatch_gradients,
-                                          draw_batches, emulate_merged, merged_iteration,
-                                          set_learning_rate, top_lr_factor)
+from ml.algorithms.split_learning.planning import (kl_to_uniform, merged_distribution,
+                                                   regulate_batch_sizes, select_workers_ga,
+                                                   uniform_batch_sizes)
+from ml.algorithms.split_learning.sampling import SampleStream
+from ml.algorithms.split_learning.training import (SplitCosts, dispatch_gradients, draw_batches,
+                                                   emulate_merged, merged_iteration,
+                                                   set_learning_rate, top_lr_factor)
+from ml.algorithms.split_learning.workers import SplitServer, SplitWorker
 from ml.config import ConfigError
 from ml.data import load_dataset
 from ml.data.partition import partition
-from ml.fl import SGDSettings, SplitServer, SplitWorker, TrainData
+from ml.fl import SGDSettings, TrainData
 from ml.method_run import generator
 from ml.models import build_model
 from ml.reporting import MemoryReporter
@@ -135,7 +137,7 @@ def test_ga_selection_balances_labels_and_prefers_fast_workers():
     hist = partition(np.repeat(np.arange(10), 100), 20, "dirichlet", seed=3, alpha=0.2).histograms
     dist = hist / hist.sum(axis=1, keepdims=True)
     per_sample = np.where(np.arange(20) < 10, 0.01, 0.002)  # workers 0-9 five times slower
-    from ml.algorithms.split_control import IterationCost
+    from ml.algorithms.split_learning.planning import IterationCost
     cost = IterationCost(per_sample, np.full(20, 0.01))
     rng = np.random.default_rng(0)
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from ml import registry
-from ml.algorithms.parallelsfl import (ClusterAggregate, choose_top_worker,
-                                      cluster_iteration_time)
-from ml.algorithms.split_control import (cluster_workers, clustering_utility, kl_to_uniform,
-                                         local_frequencies, random_clusters)
-from ml.algorithms.split_training import SplitCosts
+from ml.algorithms.split_learning.clustering import (choose_top_worker, cluster_iteration_time,
+                                                     cluster_workers, clustering_utility,
+                                                     local_frequencies, random_clusters)
+from ml.algorithms.split_learning.parallel import ClusterAggregate
+from ml.algorithms.split_learning.planning import kl_to_uniform
+from ml.algorithms.split_learning.training import SplitCosts
 from ml.config import ConfigError
 from ml.data.partition import partition
 from ml.models import build_model

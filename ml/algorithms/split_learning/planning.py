@@ -1,8 +1,9 @@
-"""Control-plane maths shared by the split-FL methods (AdaSFL, MergeSFL, ParallelSFL).
+"""How AdaSFL's and MergeSFL's server plans a round: who trains, with which batch sizes.
 
 Pure numpy, no torch: label-distribution divergences, batch-size regulation, the genetic
-worker selection of MergeSFL and the worker clustering of ParallelSFL. The formulas are ours
-where papers.md tags them [I]:
+worker selection of MergeSFL, and the two methods' planners (:func:`adasfl_planner`,
+:func:`mergesfl_planner`). ParallelSFL's clustering is in :mod:`.clustering`. The formulas are ours
+where the method notes (docs/methods/mergesfl.md, parallelsfl.md) tag them [I]:
 
 - The per-iteration time of worker i with batch b is ``fixed_i + b * per_sample_i`` (compute of
   the bottom forward and backward, feature upload and gradient download all scale with b; the
@@ -16,15 +17,17 @@ where papers.md tags them [I]:
   ``P_merge`` weighs each member's label distribution by its regulated batch size and ``T(S)`` is
   the slowest member's regulated iteration time; ``T_ref`` (ours) is the median worker's time for
   an even share of the total batch, which makes ``mu`` unit-free.
-- :func:`cluster_workers` maximises ``sum_C -(n_C / mean n) KL(P_C || U) - beta * (max_C t -
-  min_C t) / mean t`` with ``mean t`` over all workers and the KL weighted by the cluster's data
-  n_C (both ours), by local search (moves and swaps) from speed-sorted groups (ours).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+from ml.algorithms.split_learning.config import AdaSFLConfig, MergeSFLConfig
+from ml.fl.sampling import participants_count
+from ml.method_run import derive_seed
 
 #: Probability floor used inside KL so that an absent class gives a large but finite value.
 KL_EPS = 1e-8
@@ -222,128 +225,62 @@ def select_workers_ga(distributions: np.ndarray, cost: IterationCost, n_select: 
     return best
 
 
-# --------------------------------------------------------------------------- ParallelSFL
+# -- the planners ---------------------------------------------------------------------------
 
 
-def cluster_utility(members: np.ndarray, histograms: np.ndarray, iter_times: np.ndarray,
-                    beta: float, mean_time: float, mean_data: float) -> float:
-    """U(C) = -(n_C / mean n) * KL(P_C || U) - beta * (max_C t - min_C t) / mean t.
+@dataclass(frozen=True)
+class RoundPlan:
+    """Who trains this round and with which batch sizes (aligned arrays)."""
 
-    P_C is the cluster's label distribution (members' histograms summed). The KL term is weighted
-    by the cluster's share of the data relative to an average cluster (ours; the plain papers.md
-    utility when clusters hold equal data), so that the sum over clusters measures how far the
-    average *sample's* cluster is from IID: unweighted, a sum of KLs is smallest when all the
-    skewed workers are packed into one cluster and the others are left near-IID but nearly empty.
-    """
-    members = np.asarray(members)
-    counts = np.asarray(histograms, dtype=np.float64)[members].sum(axis=0)
-    spread = float(iter_times[members].max() - iter_times[members].min()) / mean_time
-    return -counts.sum() / mean_data * kl_to_uniform(counts) - beta * spread
+    members: np.ndarray
+    batch_sizes: np.ndarray
 
 
-def clustering_utility(assignment: np.ndarray, n_clusters: int, histograms: np.ndarray,
-                       iter_times: np.ndarray, beta: float) -> float:
-    """Sum of :func:`cluster_utility` over the clusters of ``assignment`` (a cluster id per
-    worker)."""
-    mean_time = float(np.mean(iter_times))
-    mean_data = float(np.sum(histograms)) / n_clusters
-    return sum(cluster_utility(np.flatnonzero(assignment == k), histograms, iter_times, beta,
-                               mean_time, mean_data) for k in range(n_clusters))
+@dataclass(frozen=True)
+class PlanningInputs:
+    """What the server knows when it plans a round (the paper's worker state monitoring)."""
+
+    distributions: np.ndarray  # label distribution per worker
+    cost: IterationCost  # every worker's iteration time model against the server
+    num_workers: int
 
 
-def _cluster_sizes(n_workers: int, n_clusters: int) -> np.ndarray:
-    return uniform_batch_sizes(n_clusters, n_workers)
+Planner = Callable[[int, PlanningInputs], RoundPlan]
 
 
-def random_clusters(n_workers: int, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
-    """Ablation: workers dealt at random into ``n_clusters`` groups of (near) equal size."""
-    labels = np.repeat(np.arange(n_clusters), _cluster_sizes(n_workers, n_clusters))
-    return rng.permutation(labels)
+def plan_sizes(cost: IterationCost, total: int, config: AdaSFLConfig) -> np.ndarray:
+    """Regulated (or, with regulation off, equal) batch sizes summing to ``total``."""
+    if config.batch_regulation:
+        return regulate_batch_sizes(cost, total, config.min_batch_size, config.max_batch_size)
+    return uniform_batch_sizes(len(cost.per_sample_s), total)
 
 
-def cluster_workers(histograms: np.ndarray, iter_times: np.ndarray, n_clusters: int, beta: float,
-                    rng: np.random.Generator, *, min_size: int = 1, max_size: int | None = None,
-                    max_passes: int = 50, anchors: list[int] | None = None) -> np.ndarray:
-    """ParallelSFL's clustering: a cluster id per worker maximising :func:`clustering_utility`.
+def adasfl_planner(config: AdaSFLConfig) -> Planner:
+    """AdaSFL: every worker, batch sizes regulated to equalise iteration times."""
 
-    Starts from groups of similar speed (workers sorted by iteration time, cut into equal runs),
-    then improves by best-improvement local search over single moves (within the size bounds) and
-    pairwise swaps until no step helps. ``rng`` only breaks ties in the visiting order.
-    ``anchors`` (one worker index per cluster, optional) pins worker ``anchors[k]`` to cluster
-    k: it starts there and never moves (ParallelSFL's ``top_worker="fastest"``).
-    """
-    hist = np.asarray(histograms, dtype=np.float64)
-    times = np.asarray(iter_times, dtype=np.float64)
-    n = hist.shape[0]
-    if not 1 <= n_clusters <= n:
-        raise ValueError(f"cannot make {n_clusters} clusters of {n} workers")
-    max_size = n if max_size is None else max_size
-    if n_clusters * min_size > n or n_clusters * max_size < n:
-        raise ValueError("cluster size bounds cannot hold every worker")
-    order = np.argsort(times, kind="stable")
-    assignment = np.empty(n, dtype=np.int64)
-    pinned = np.zeros(n, dtype=bool)
-    if anchors is None:
-        assignment[order] = np.repeat(np.arange(n_clusters), _cluster_sizes(n, n_clusters))
-    else:
-        if len(anchors) != n_clusters or len(set(anchors)) != n_clusters:
-            raise ValueError(f"need {n_clusters} distinct anchors, got {list(anchors)}")
-        pinned[list(anchors)] = True
-        assignment[list(anchors)] = np.arange(n_clusters)
-        rest = order[~pinned[order]]
-        assignment[rest] = np.repeat(np.arange(n_clusters),
-                                     np.asarray(_cluster_sizes(n, n_clusters)) - 1)
-    mean_time, mean_data = float(times.mean()), float(hist.sum()) / n_clusters
+    def planner(step: int, inputs: PlanningInputs) -> RoundPlan:
+        everyone = np.arange(inputs.num_workers)
+        return RoundPlan(everyone, plan_sizes(inputs.cost, config.batch_size * everyone.size,
+                                              config))
 
-    def utility_of(k: int, assign: np.ndarray) -> float:
-        members = np.flatnonzero(assign == k)
-        return (cluster_utility(members, hist, times, beta, mean_time, mean_data)
-                if members.size else 0.0)
-
-    per_cluster = np.array([utility_of(k, assignment) for k in range(n_clusters)])
-    for _ in range(max_passes):
-        best_gain, best_assign, best_pc = 1e-12, None, None
-        sizes = np.bincount(assignment, minlength=n_clusters)
-        for i in rng.permutation(n):
-            if pinned[i]:
-                continue
-            a = assignment[i]
-            for k in range(n_clusters):
-                if k == a:
-                    continue
-                candidates = []
-                if sizes[a] > min_size and sizes[k] < max_size:
-                    candidates.append(None)  # move i to k
-                candidates.extend(j for j in np.flatnonzero((assignment == k) & ~pinned))  # swaps
-                for j in candidates:
-                    trial = assignment.copy()
-                    trial[i] = k
-                    if j is not None:
-                        trial[j] = a
-                    ua, uk = utility_of(a, trial), utility_of(k, trial)
-                    gain = ua + uk - per_cluster[a] - per_cluster[k]
-                    if gain > best_gain:
-                        pc = per_cluster.copy()
-                        pc[a], pc[k] = ua, uk
-                        best_gain, best_assign, best_pc = gain, trial, pc
-        if best_assign is None:
-            break
-        assignment, per_cluster = best_assign, best_pc
-    return assignment
+    return planner
 
 
-def local_frequencies(iteration_times: np.ndarray, tau_max: int,
-                      overheads: np.ndarray | None = None) -> np.ndarray:
-    """ParallelSFL's per-cluster local updating frequency: tau_k ~ 1 / T_k, so that every
-    cluster's round ``C_k + tau_k * T_k`` fits the same round time T_round.
+def mergesfl_planner(config: MergeSFLConfig) -> Planner:
+    """MergeSFL's control module: a round's participants (genetic or random selection) and
+    their batch sizes."""
 
-    ``iteration_times`` T_k; ``overheads`` C_k, the per-round model exchange (ours; zero by
-    default). T_round (ours) is the longer of the fastest cluster at ``tau_max`` iterations and
-    the slowest cluster at one: ``max(min_k(C_k + tau_max T_k), max_k(C_k + T_k))``; then
-    ``tau_k = floor((T_round - C_k) / T_k)`` within ``[1, tau_max]``.
-    """
-    t = np.asarray(iteration_times, dtype=np.float64)
-    c = np.zeros_like(t) if overheads is None else np.asarray(overheads, dtype=np.float64)
-    round_time = max(float(np.min(c + tau_max * t)), float(np.max(c + t)))
-    tau = np.floor((round_time - c) / t + 1e-9).astype(np.int64)
-    return np.clip(tau, 1, tau_max)
+    def planner(step: int, inputs: PlanningInputs) -> RoundPlan:
+        n = participants_count(config.clients_per_round, inputs.num_workers)
+        total = config.batch_size * n
+        rng = np.random.default_rng(derive_seed(config.seed, "selection", step))
+        if config.worker_selection == "random" or n == inputs.num_workers:
+            members = np.sort(rng.choice(inputs.num_workers, size=n, replace=False))
+            return RoundPlan(members, plan_sizes(inputs.cost.subset(members), total, config))
+        best = select_workers_ga(
+            inputs.distributions, inputs.cost, n, total, config.min_batch_size,
+            config.max_batch_size, config.mu, rng, regulate=config.batch_regulation,
+            population=config.ga_population, generations=config.ga_generations)
+        return RoundPlan(best.members, best.batch_sizes)
+
+    return planner

@@ -4,12 +4,13 @@ the emulated testbed, with per-worker batch sizes.
 - :class:`SplitCosts`: what one sample costs (bottom FLOPs, top FLOPs, feature bytes) and the
   model sizes, measured once from the split model; :meth:`SplitCosts.iteration_cost` turns them
   into the linear per-worker time model that batch-size regulation and clustering use.
-- :class:`SampleStream`: a worker's shard drawn in batches of any size (epoch after epoch).
-- :func:`merged_iteration`: MergeSFL's feature merging. The hub (the server, or a cluster's top
-  worker in ParallelSFL) waits for every member's features, concatenates them, takes **one**
-  top-model step on the merged batch and dispatches each member its gradient slice scaled by
-  ``sum_j b_j / b_i`` (:func:`dispatch_gradients`), the gradient of that member's own mean loss.
-- :func:`sequential_iteration`: SFL-V2 as SplitFed does it (and AdaSFL, MergeSFL without
+- :func:`merged_iteration` / :func:`call_merged_iteration` (in-process workers / the role
+  program's workers through the runtime): MergeSFL's feature merging. The hub (the server, or
+  a cluster's top worker in ParallelSFL) waits for every member's features, concatenates
+  them, takes **one** top-model step on the merged batch (:func:`merge_step`) and dispatches
+  each member its gradient slice scaled by ``sum_j b_j / b_i`` (:func:`dispatch_gradients`),
+  the gradient of that member's own mean loss.
+- :func:`call_sequential_iteration`: SFL-V2 as SplitFed does it (and AdaSFL, MergeSFL without
   merging): the server takes each worker's batch in arrival order and steps the top model on it.
 
 Waiting time (ours): a worker "waits" while its features sit at the hub before the hub starts
@@ -20,17 +21,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from ml.algorithms.split_control import IterationCost
-from ml.algorithms.splitfed import LABEL_BYTES
-from ml.fl import SplitServer, SplitWorker, TrainData
+from ml.algorithms.split_learning.config import TopLRScaling
+from ml.algorithms.split_learning.planning import IterationCost
+from ml.algorithms.split_learning.sampling import SampleStream
+from ml.algorithms.split_learning.workers import SplitServer, SplitWorker
+from ml.fl import TrainData
 from ml.models import count_flops, model_bytes, training_flops_per_sample
 from ml.testbed.emulator import EmulatedDevice, Testbed
+
+LABEL_BYTES = 8  # int64 class ids, sent with the features
 
 
 @dataclass(frozen=True)
@@ -88,35 +92,6 @@ class SplitCosts:
         return IterationCost(np.array(per), np.array(fixed))
 
 
-class SampleStream:
-    """A worker's shard as an endless stream of samples: ``take(n)`` returns the next n indices.
-
-    Each epoch is a fresh permutation from the worker's own generator (as
-    :class:`ml.fl.BatchStream`), so batches of varying size never repeat a sample within an
-    epoch; a batch larger than the rest of the epoch continues into the next one.
-    """
-
-    def __init__(self, shard: torch.Tensor, generator: torch.Generator):
-        if len(shard) == 0:
-            raise ValueError("cannot stream an empty shard")
-        self.shard = shard
-        self.generator = generator
-        self._epoch = shard[:0]
-
-    def __len__(self) -> int:
-        return len(self.shard)
-
-    def take(self, n: int) -> torch.Tensor:
-        pieces = []
-        while n > 0:
-            if len(self._epoch) == 0:
-                self._epoch = self.shard[torch.randperm(len(self.shard), generator=self.generator)]
-            pieces.append(self._epoch[:n])
-            self._epoch = self._epoch[n:]
-            n -= len(pieces[-1])
-        return torch.cat(pieces)
-
-
 @dataclass
 class IterationResult:
     """What one iteration trained on and how long its members waited (seconds, by worker)."""
@@ -132,9 +107,6 @@ def dispatch_gradients(merged_grad: torch.Tensor, sizes: list[int]) -> list[torc
     ``sum(sizes) / size``: worker i then receives the gradient of its *own* mean loss."""
     total = sum(sizes)
     return [g * (total / b) for g, b in zip(merged_grad.split(sizes), sizes)]
-
-
-TopLRScaling = Literal["none", "sqrt", "linear"]
 
 
 def top_lr_factor(rule: TopLRScaling, merged_batch: int, per_worker_batch: int,
@@ -190,49 +162,89 @@ def merged_iteration_time(costs: SplitCosts, devices: list[EmulatedDevice], hub:
     return scratch.now()
 
 
+def merge_step(server: SplitServer, features: list[torch.Tensor],
+               labels: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Feature merging at the hub: one top step on the members' concatenated features; the
+    merged loss and each member's scaled gradient slice (:func:`dispatch_gradients`)."""
+    loss, grad = server.train_step(torch.cat(features), torch.cat(labels))
+    return loss, dispatch_gradients(grad, [len(y) for y in labels])
+
+
+def _label_counts(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.bincount(y, minlength=num_classes).cpu()
+
+
 def merged_iteration(testbed: Testbed, hub: EmulatedDevice, server: SplitServer,
                      members: list[SplitWorker], batches: list[tuple[torch.Tensor, torch.Tensor]],
                      costs: SplitCosts, num_classes: int) -> IterationResult:
-    """One MergeSFL iteration: merge every member's features, one top step, scaled slices back."""
-    sizes = [len(y) for _, y in batches]
+    """One MergeSFL iteration on in-process workers and given batches (see
+    :func:`call_merged_iteration` for the role program's)."""
     features = [worker.forward(x) for worker, (x, _) in zip(members, batches)]
-    labels = torch.cat([y for _, y in batches])
-    loss, grad = server.train_step(torch.cat(features), labels)
-    for worker, g in zip(members, dispatch_gradients(grad, sizes)):
+    labels = [y for _, y in batches]
+    loss, grads = merge_step(server, features, labels)
+    for worker, g in zip(members, grads):
         worker.backward(g)
-    waits = emulate_merged(testbed, hub, [w.device for w in members], sizes, costs)
+    waits = emulate_merged(testbed, hub, [w.device for w in members], [len(y) for y in labels],
+                           costs)
+    samples = sum(len(y) for y in labels)
     return IterationResult(
-        loss_sum=loss.item() * len(labels), samples=len(labels),
-        label_counts={w.index: torch.bincount(y, minlength=num_classes).cpu()
-                      for w, (_, y) in zip(members, batches)},
+        loss_sum=loss.item() * samples, samples=samples,
+        label_counts={w.index: _label_counts(y, num_classes) for w, y in zip(members, labels)},
         waiting_s={w.index: wait for w, wait in zip(members, waits)})
 
 
-def sequential_iteration(testbed: Testbed, hub: EmulatedDevice, server: SplitServer,
-                         members: list[SplitWorker],
-                         batches: list[tuple[torch.Tensor, torch.Tensor]], costs: SplitCosts,
-                         num_classes: int) -> IterationResult:
-    """One SFL-V2 iteration: the server steps the top model on each worker's batch in turn,
-    in arrival order (ties by worker index), as :mod:`ml.algorithms.splitfed` does."""
+def call_merged_iteration(workers: list, testbed: Testbed, hub: EmulatedDevice,
+                          server: SplitServer, members: list[int], sizes: list[int],
+                          costs: SplitCosts, num_classes: int) -> IterationResult:
+    """One merged iteration through the runtime: ``workers[i]`` (a runtime's worker, any
+    :class:`~ml.algorithms.split_learning.workers.SampledSplitWorker`) of every member draws
+    and forwards ``sizes`` samples; the hub (this process) merges, steps, dispatches slices."""
+    futures = [workers[i].call("forward_take", b, reply_kind="features")
+               for i, b in zip(members, sizes)]
+    replies = [f.result() for f in futures]
+    labels = [y for _, y in replies]
+    loss, grads = merge_step(server, [f for f, _ in replies], labels)
+    for i, g in zip(members, grads):
+        workers[i].cast("backward", g, kind="gradients")
+    devices = [testbed.workers[i] for i in members]
+    waits = emulate_merged(testbed, hub, devices, sizes, costs)
+    samples = sum(len(y) for y in labels)
+    return IterationResult(
+        loss_sum=loss.item() * samples, samples=samples,
+        label_counts={i: _label_counts(y, num_classes) for i, y in zip(members, labels)},
+        waiting_s=dict(zip(members, waits)))
+
+
+def call_sequential_iteration(workers: list, testbed: Testbed, hub: EmulatedDevice,
+                              server: SplitServer, members: list[int], sizes: list[int],
+                              costs: SplitCosts, num_classes: int) -> IterationResult:
+    """One SFL-V2 iteration through the runtime: the server steps the top model on each
+    member's batch in turn, in emulated arrival order (ties by worker index), as
+    :mod:`ml.algorithms.split_learning.splitfed` does, in both runtimes."""
     result = IterationResult()
+    devices = [testbed.workers[i] for i in members]
     arrivals = []
-    for worker, (x, y) in zip(members, batches):
-        testbed.compute(worker.device, len(y) * costs.bottom_forward_flops)
-        arrivals.append(testbed.send(worker.device, hub,
-                                     len(y) * (costs.feature_bytes + LABEL_BYTES), "features"))
-    for i in sorted(range(len(members)), key=lambda i: (arrivals[i], members[i].index)):
-        worker, (x, y) = members[i], batches[i]
-        loss, grad = server.train_step(worker.forward(x), y)
-        worker.backward(grad)
-        testbed.receive(hub, arrivals[i])
-        result.waiting_s[worker.index] = hub.clock_s - arrivals[i]
+    for device, b in zip(devices, sizes):
+        testbed.compute(device, b * costs.bottom_forward_flops)
+        arrivals.append(testbed.send(device, hub, b * (costs.feature_bytes + LABEL_BYTES),
+                                     "features"))
+    order = sorted(range(len(members)), key=lambda k: (arrivals[k], members[k]))
+    futures = {k: workers[members[k]].call("forward_take", sizes[k], reply_kind="features")
+               for k in order}
+    for k in order:
+        i, device = members[k], devices[k]
+        features, y = futures[k].result()
+        loss, grad = server.train_step(features, y)
+        workers[i].cast("backward", grad, kind="gradients")
+        testbed.receive(hub, arrivals[k])
+        result.waiting_s[i] = hub.clock_s - arrivals[k]
         testbed.compute(hub, len(y) * costs.top_train_flops)
-        back = testbed.send(hub, worker.device, len(y) * costs.feature_bytes, "gradients")
-        testbed.receive(worker.device, back)
-        testbed.compute(worker.device, len(y) * costs.bottom_backward_flops)
+        back = testbed.send(hub, device, len(y) * costs.feature_bytes, "gradients")
+        testbed.receive(device, back)
+        testbed.compute(device, len(y) * costs.bottom_backward_flops)
         result.loss_sum += loss.item() * len(y)
         result.samples += len(y)
-        result.label_counts[worker.index] = torch.bincount(y, minlength=num_classes).cpu()
+        result.label_counts[i] = _label_counts(y, num_classes)
     return result
 
 
@@ -240,5 +252,3 @@ def draw_batches(streams: list[SampleStream], data: TrainData, members: list[int
                  sizes: list[int] | np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The next batch of each member, of its own size."""
     return [data.batch(streams[i].take(int(b))) for i, b in zip(members, sizes)]
-
-

@@ -1,4 +1,5 @@
-"""SplitFed (SFL-V2): split learning with a shared server-side model and federated bottoms.
+"""SplitFed (SFL-V2), the server's role: split learning with a shared server-side model and
+federated bottoms.
 
 Paper: C. Thapa, P. C. Mahawaga Arachchige, S. Camtepe, L. Sun, "SplitFed: When Federated
 Learning Meets Split Learning", AAAI 2022 (arXiv 2004.12088), SFL-V2.
@@ -24,97 +25,29 @@ each round; the test-set evaluation of the combined model every ``eval_every`` r
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
-from dataclasses import dataclass
 
 import torch
-from torch import nn
-from pydantic import Field
 
-from ml.config import ConfigError
-from ml.distributed.run import run_emulated
-from ml.distributed.runtime import RoleProgram, Runtime
-from ml.fl import (Federation, RoundLog, SGDSettings, SplitServer, SplitWorker, WeightedAverage,
-                   build_federation, evaluate, get_weights, set_weights, work_per_sample)
-from ml.fl.config import FederatedConfig
+from ml.algorithms.split_learning.config import SplitFedConfig
+from ml.algorithms.split_learning.context import SplitContext
+from ml.algorithms.split_learning.sampling import BatchSizes
+from ml.algorithms.split_learning.training import LABEL_BYTES
+from ml.algorithms.split_learning.workers import SplitServer
+from ml.distributed.runtime import Runtime
+from ml.fl import (RoundLog, SGDSettings, WeightedAverage, evaluate, get_weights, set_weights,
+                   work_per_sample)
 from ml.fl.waiting import WaitingLedger, round_end_barrier
+from ml.method_run import MethodRun
 from ml.models import model_bytes
-from ml.registry import Method, register
 from ml.reporting import Reporter
 
-LABEL_BYTES = 8  # int64 class ids
 
-
-class SplitFedConfig(FederatedConfig):
-    """SplitFed's knobs on top of the shared federated ones."""
-
-    local_iterations: int = Field(default=10, ge=1, le=100_000,
-                                  description="Iterations between bottom-model averaging (K)")
-    split_point: str | None = Field(default=None,
-                                    description="Stage after which the model is cut (default: "
-                                                "the model's own, e.g. conv2 for cnn)")
-
-
-class SplitFedWorker(SplitWorker):
-    """A SplitFed worker: draws its next batch itself, so only features and labels leave it."""
-
-    def forward_next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the bottom on the next mini-batch; return ``(features, labels)`` to send."""
-        x, y = self.next_batch()
-        return self.forward(x), y
-
-
-class BatchSizes:
-    """The sizes of a worker's successive mini-batches (ml.fl.batches: every epoch cuts its
-    ``n`` samples into batches of ``batch_size``, the last one smaller), known to the
-    coordinator without the worker's data, so it can order the batches before they arrive."""
-
-    def __init__(self, samples: int, batch_size: int):
-        if samples == 0:
-            raise ValueError("cannot draw a batch from an empty shard")
-        self.samples = samples
-        self.batch_size = batch_size
-        self._position = 0
-
-    def next(self) -> int:
-        size = min(self.batch_size, self.samples - self._position)
-        self._position = (self._position + size) % self.samples
-        return size
-
-
-@dataclass
-class SplitFedContext:
-    """What every rank builds: the federation and the model's two halves."""
-
-    config: SplitFedConfig
-    fed: Federation
-    bottom: nn.Module
-    top: nn.Module
-
-
-def setup(config: SplitFedConfig, device) -> SplitFedContext:
-    fed = build_federation(config, device)
-    try:
-        bottom, top = fed.model.split(config.split_point)
-    except ValueError as exc:
-        raise ConfigError({"split_point": str(exc)}) from None
-    return SplitFedContext(config, fed, bottom, top)
-
-
-def make_worker(context: SplitFedContext, index: int) -> SplitFedWorker:
-    fed, config = context.fed, context.config
-    sgd = SGDSettings(config.lr, config.momentum, config.weight_decay)
-    return SplitFedWorker(index, fed.testbed.workers[index], fed.train, fed.stream(index),
-                          copy.deepcopy(context.bottom), sgd)
-
-
-def coordinate(config: SplitFedConfig, context: SplitFedContext, runtime: Runtime,
+def coordinate(config: SplitFedConfig, context: SplitContext, runtime: Runtime,
                reporter: Reporter) -> dict:
     """The fed server's and main server's role (one device): bottoms out and back, the top
     trained on the workers' features in their (emulated) arrival order."""
-    wall_start = time.perf_counter()
+    run = MethodRun(reporter, context.fed.device)
     fed, bottom, top = context.fed, context.bottom, context.top
     testbed, model = fed.testbed, fed.model
     server_device = testbed.require_server()
@@ -195,42 +128,14 @@ def coordinate(config: SplitFedConfig, context: SplitFedContext, runtime: Runtim
         runtime.report_round(log, step, round_end - round_start,
                              loss_sum.item() / max(samples, 1), evaluation, waiting)
 
-    return {
-        "final": log.final,
-        "rounds": config.rounds,
-        "split_point": split_point,
-        "feature_shape": list(feature_shape),
-        "bottom_model_bytes": bottom_bytes,
-        "sim_time_s": testbed.now(),
-        "wall_time_s": time.perf_counter() - wall_start,
-        "workers": [{"name": d.name, "profile": d.profile.name, "samples": n}
-                    for d, n in zip(devices, num_samples)],
-        "server": server_device.name,
-    }
-
-
-PROGRAM = RoleProgram(setup=setup, worker=make_worker, coordinate=coordinate,
-                      exposed=frozenset({"set_weights", "forward_next", "backward",
-                                         "get_weights"}))
-
-
-def run(config: SplitFedConfig, reporter: Reporter) -> dict:
-    """Train with SFL-V2 on the emulated testbed; report per-round metrics; return the summary."""
-    return run_emulated(PROGRAM, config, reporter)
-
-
-METHOD = register(Method(
-    name="splitfed",
-    paper="Thapa et al., SplitFed: When Federated Learning Meets Split Learning, AAAI 2022 "
-          "(arXiv 2004.12088)",
-    summary="SFL-V2: workers train the bottom of a split model, the server trains the top on "
-            "their features one worker after another; bottoms are averaged every K iterations.",
-    config=SplitFedConfig,
-    run=run,
-    baselines=("fedavg",),
-    metrics=("accuracy", "loss", "train_loss", "traffic_bytes", "traffic_bytes/features",
-             "traffic_bytes/gradients", "traffic_bytes/model", "round_time_s", "sim_time_s",
-             "waiting_time_s"),
-    family="split-learning",
-    program=PROGRAM,
-))
+    return run.summary(
+        log.final,
+        rounds=config.rounds,
+        split_point=split_point,
+        feature_shape=list(feature_shape),
+        bottom_model_bytes=bottom_bytes,
+        sim_time_s=testbed.now(),
+        workers=[{"name": d.name, "profile": d.profile.name, "samples": n}
+                 for d, n in zip(devices, num_samples)],
+        server=server_device.name,
+    )
