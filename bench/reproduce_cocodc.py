@@ -41,8 +41,8 @@ FULL = {"inner_steps": 50, "rounds": 5, "warmup_steps": 25, "eval_every": 10}
 QUICK = {"inner_steps": 40, "rounds": 3, "warmup_steps": 20, "eval_every": 10,
          "eval_windows": 128}
 
-#: (row label, method, overrides): the authors' settings (papers.md §1.3): DiLoCo outer lr 0.7,
-#: Streaming DiLoCo 4 strided fragments with α = 0.5 and outer lr 0.4, CoCoDC λ₀ = 1.
+#: (row label, method, overrides): the CoCoDC authors' settings (arXiv 2504.17672): DiLoCo outer
+#: lr 0.7, Streaming DiLoCo 4 strided fragments with α = 0.5 and outer lr 0.4, CoCoDC λ₀ = 1.
 RUNS: list[tuple[str, str, dict]] = [
     ("diloco", "diloco", {"outer_lr": 0.7}),
     ("streaming-diloco", "streaming-diloco", {"outer_lr": 0.4, "fragments": 4, "alpha": 0.5}),

@@ -1,9 +1,9 @@
 """DiLoCo, Streaming DiLoCo and CoCoDC: cross-region training of a decoder LM on an emulated WAN.
 
 Papers: DiLoCo (arXiv 2311.08105), Streaming DiLoCo (arXiv 2501.18512), CoCoDC (arXiv
-2504.17672). Formulas follow the CoCoDC authors' code (``isaacveg/crosstrain``) as papers.md §1
-records them. All three are settings of one outer loop (:mod:`.outer_loop`), run as one role
-program (:mod:`.roles`: one rank per region) emulated or distributed.
+2504.17672). Formulas follow the CoCoDC authors' code (``isaacveg/crosstrain``); see
+docs/methods/diloco.md. All three are settings of one outer loop (:mod:`.outer_loop`), run as
+one role program (:mod:`.roles`: one rank per region) emulated or distributed.
 
 DiLoCo, per outer round:
 1. every region m starts from the global model θ̃;
@@ -27,7 +27,7 @@ CoCoDC:
 3. on arrival, delay compensation replaces the merge:
    θ_p ← θ̃_p + Δ_loc − λ₀‖Δ_loc‖·c/‖c‖, c = Δ_loc ⊙ Δ_loc ⊙ (θ̃_p − s_p), per tensor.
 
-Ours [I] (papers.md tags these as inferred; each is documented where it is implemented):
+Ours [I] (details the papers leave open, chosen by us; each is documented where implemented):
 - in-flight fragments are never chosen by Adaptive Transmission, and the stalest stale fragment
   goes first (:mod:`.transmission`);
 - N = ⌊H / τ_max⌋ from the link, τ_max the largest fragment's reduce in steps (:mod:`.policies`);

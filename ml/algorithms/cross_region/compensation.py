@@ -1,4 +1,4 @@
-"""CoCoDC's Taylor-expansion delay compensation (arXiv 2504.17672; papers.md §1.3 (a)).
+"""CoCoDC's Taylor-expansion delay compensation (arXiv 2504.17672; docs/methods/diloco.md).
 
 When fragment p's reduce, sent at step t_s with local snapshot s_p, arrives τ steps later, the
 workers have made local progress Δ_loc = θ_p(t) − s_p on a stale base. CoCoDC replays that progress

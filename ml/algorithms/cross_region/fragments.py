@@ -1,7 +1,7 @@
 """Model fragments: the parameter groups that Streaming DiLoCo and CoCoDC synchronise one at a time.
 
 Streaming DiLoCo (arXiv 2501.18512) splits the transformer into P fragments; the CoCoDC authors'
-code (``isaacveg/crosstrain``, papers.md §1.2 step 1) lists the model as units
+code (``isaacveg/crosstrain``; Streaming DiLoCo step 1) lists the model as units
 ``[embed, block_0, ..., block_{L-1}, norm, head]`` and deals them out *strided* (unit i goes to
 fragment i mod P) or *sequentially* (contiguous runs). DiLoCo is the special case P = 1.
 

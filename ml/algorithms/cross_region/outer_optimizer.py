@@ -1,8 +1,9 @@
 """The outer optimiser: a global copy of each fragment stepped with Nesterov SGD on pseudo-gradients.
 
-DiLoCo (arXiv 2311.08105, papers.md §1.1 steps 3-4): the pseudo-gradient is *global minus local*,
-Δ = (1/M) Σ_m (θ̃ − θ_m), and the outer step follows PyTorch's ``SGD(nesterov=True)`` convention:
-v ← μ·v + Δ, then θ̃ ← θ̃ − η_out·(Δ + μ·v); with μ = 0 it is plain SGD, θ̃ ← θ̃ − η_out·Δ.
+DiLoCo (arXiv 2311.08105, steps 3-4; docs/methods/diloco.md): the pseudo-gradient is *global
+minus local*, Δ = (1/M) Σ_m (θ̃ − θ_m), and the outer step follows PyTorch's
+``SGD(nesterov=True)`` convention: v ← μ·v + Δ, then θ̃ ← θ̃ − η_out·(Δ + μ·v); with μ = 0 it is
+plain SGD, θ̃ ← θ̃ − η_out·Δ.
 Streaming DiLoCo keeps one such optimiser (and momentum buffer) per fragment.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Low-bit quantisation of the exchanged pseudo-gradients (Streaming DiLoCo, papers.md §1.2 step 3).
+"""Low-bit quantisation of the exchanged pseudo-gradients (Streaming DiLoCo, arXiv 2501.18512).
 
 The Streaming DiLoCo paper sends outer gradients in FP4 (E3M0) and accumulates in FP32. Ours [I]:
 a symmetric uniform integer code with one fp32 scale per tensor (absmax / (2^(b−1) − 1), round to

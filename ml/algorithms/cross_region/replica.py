@@ -1,6 +1,6 @@
 """One region's replica: a copy of the model, its inner AdamW and its shard of the corpus.
 
-The inner loop of DiLoCo (papers.md §1.1 step 2): AdamW (betas 0.9/0.95, weight decay 0.1),
+The inner loop of DiLoCo (arXiv 2311.08105, step 2): AdamW (betas 0.9/0.95, weight decay 0.1),
 gradient clipping at 1.0, linear warm-up then cosine decay over the whole run (the authors'
 ``get_cosine_schedule_with_warmup``). Inner optimiser state is kept across outer steps. On CUDA
 the forward pass runs under bf16 autocast (parameters, optimiser state and the outer loop stay

@@ -1,10 +1,10 @@
 """When each fragment is sent: Streaming DiLoCo's staggered schedule and CoCoDC's adaptive one.
 
-Staggered (Streaming DiLoCo, arXiv 2501.18512; papers.md §1.2 step 2): fragment p is sent at
-steps t with t mod H = p·⌊H/P⌋. DiLoCo is the case P = 1: everything every H steps.
+Staggered (Streaming DiLoCo, arXiv 2501.18512, step 2): fragment p is sent at steps t with
+t mod H = p·⌊H/P⌋. DiLoCo is the case P = 1: everything every H steps.
 
-Adaptive Transmission (CoCoDC, arXiv 2504.17672; papers.md §1.3 (b)): every h = ⌊H/N⌋ steps
-(N = fragment transmissions the link carries per H steps) one fragment is chosen:
+Adaptive Transmission (CoCoDC, arXiv 2504.17672): every h = ⌊H/N⌋ steps (N = fragment
+transmissions the link carries per H steps) one fragment is chosen:
 
 1. a fragment whose staleness I_p = t − t_p^send ≥ H (the stalest first, ours [I]; the code
    takes the lowest index) — this bounds staleness by H;

@@ -1,6 +1,6 @@
 """WAN emulation glue: per-region clocks from the testbed and a shared ring for the all-reduces.
 
-Time model (papers.md §0; ml.testbed.emulator for clocks and links):
+Time model (the USTC group's FLOP-based one; ml.testbed.emulator for clocks and links):
 
 - One inner step costs each region ``6 · params · tokens`` FLOPs (forward 2·P·T, backward twice
   that) at its profile's rate; regions run in parallel, each on its own clock.
@@ -11,7 +11,7 @@ Time model (papers.md §0; ml.testbed.emulator for clocks and links):
 - A reduce starts when the last region has contributed (the latest clock) and every region that
   uses its result first waits for it to finish: DiLoCo, which uses it at once, blocks on the whole
   reduce; Streaming DiLoCo and CoCoDC use it τ steps later and only wait if it is still running.
-- τ = ⌈reduce time / step time⌉ (papers.md §1.2 step 4).
+- τ = ⌈reduce time / step time⌉ (Streaming DiLoCo, arXiv 2501.18512).
 
 The stand-in scale (ours [I]): a small model trained on a CPU would have its step time dwarfed by
 WAN latency, which no real deployment faces. The clock therefore charges compute and bytes for a

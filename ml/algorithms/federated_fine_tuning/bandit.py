@@ -1,9 +1,9 @@
 """S-UCB: a smooth UCB bandit over the continuous (pruning ratio, LoRA rank) square.
 
-papers.md §4 [C-2nd]: S-UCB partitions the continuous space and refines it progressively,
-balancing observed reward against uncertainty. The exact update is unknown; ours is HOO
-(hierarchical optimistic optimisation, Bubeck et al. 2011), a smooth UCB on a binary tree of
-boxes over ``[0, 1]²``:
+FedSpine (arXiv 2501.02438), per third-party summaries: S-UCB partitions the continuous space
+and refines it progressively, balancing observed reward against uncertainty. The exact update is
+unknown; ours is HOO (hierarchical optimistic optimisation, Bubeck et al. 2011), a smooth UCB on
+a binary tree of boxes over ``[0, 1]²``:
 
 - every node keeps its pull count n and mean reward μ; its optimistic value is
   ``U = μ + c·sqrt(2·ln t / n) + L·diam`` (``L·diam`` is the smoothness allowance: rewards
@@ -126,7 +126,7 @@ class SmoothUCB:
 def reward(loss_before: float, loss_after: float, sparsity_gain: float, time_s: float,
            others_time_s: float, update_share: float, beta: float = 1.0, gamma: float = 0.05,
            lam: float = 0.5) -> float:
-    """One client's reward for its arm this round (ours; papers.md §4 lists the terms).
+    """One client's reward for its arm this round (ours; FedSpine names the terms, not the form).
 
     ``(L_before − L_after)/L_before`` (relative local-loss improvement on the client's probe
     batch) ``+ β·Δsparsity`` (pruning progress) ``+ γ·(update_share − 1)`` (the client's LoRA

@@ -1,12 +1,13 @@
 """Importance of heads and FFN channels from the LoRA gradients, smoothed over iterations.
 
-First-order Taylor estimate of the loss change when a dependency group s is removed (papers.md
-§4, the formula is [I], ours): ``I_s = |Σ_{k∈s} Ĝ_k W_k|`` with W the effective weight
-``W0 + scaling·B·A`` and Ĝ the gradient of W estimated from the adapter gradient the client
-computes anyway: ``∂L/∂B = scaling·G·Aᵀ``, so ``Ĝ = (∂L/∂B)·A / scaling = G·AᵀA``, G projected on
-A's row space. No gradient of the frozen base is ever taken. A head's group is its q/k/v rows and
-o columns; a channel's is its gate/up rows and down column. Scores are smoothed with an
-exponential moving average ``I ← β·I + (1-β)·I_now`` and kept in the original numbering.
+First-order Taylor estimate of the loss change when a dependency group s is removed (FedSpine,
+arXiv 2501.02438, does not give the formula; [I], ours): ``I_s = |Σ_{k∈s} Ĝ_k W_k|`` with W the
+effective weight ``W0 + scaling·B·A`` and Ĝ the gradient of W estimated from the adapter
+gradient the client computes anyway: ``∂L/∂B = scaling·G·Aᵀ``, so
+``Ĝ = (∂L/∂B)·A / scaling = G·AᵀA``, G projected on A's row space. No gradient of the frozen
+base is ever taken. A head's group is its q/k/v rows and o columns; a channel's is its gate/up
+rows and down column. Scores are smoothed with an exponential moving average
+``I ← β·I + (1-β)·I_now`` and kept in the original numbering.
 """
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ HETLORA = _entry(
 
 PRUNE_THEN_FINETUNE = _entry(
     "prune-then-finetune", PruneFirstStrategy,
-    paper="Baseline (papers.md §4 [I]): structured pruning at a fixed ratio, then federated LoRA",
+    paper="Baseline (FedSpine, arXiv 2501.02438; details ours): structured pruning at a fixed "
+          "ratio, then federated LoRA",
     summary="The base is pruned once (whole heads and FFN channels, by weight magnitude) at a "
             "fixed ratio, then clients fine-tune LoRA of one rank.",
     config=PruneThenFinetuneConfig)

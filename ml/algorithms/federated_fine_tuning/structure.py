@@ -1,7 +1,7 @@
 """Which attention heads and FFN channels a client keeps, and the pruned model it trains.
 
-Dependency groups (papers.md §4): a head is the q/k/v rows and the o columns of that head; an FFN
-channel is the gate/up rows and the down column of that channel (SwiGLU). A
+Dependency groups (FedSpine, arXiv 2501.02438): a head is the q/k/v rows and the o columns of
+that head; an FFN channel is the gate/up rows and the down column of that channel (SwiGLU). A
 :class:`Structure` lists the kept indices per block, in the *original* numbering, so adapters and
 importance scores of differently pruned clients line up on the server.
 

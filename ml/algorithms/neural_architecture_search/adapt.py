@@ -1,6 +1,6 @@
 """Training the supernet, and four ways of adapting it to the long-tailed target (IMB-NAS step 3).
 
-Strategies (papers.md §7, step 3):
+Strategies (IMB-NAS, arXiv 2210.00136, step 3):
 
 (a) ``full-search``: ignore the source; train a fresh supernet on the long-tailed target with the
     sandwich rule and the re-weighted loss (the expensive reference: a full NAS run on the target).

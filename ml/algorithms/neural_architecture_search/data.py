@@ -1,7 +1,7 @@
 """The balanced source, the long-tailed target and the balanced evaluation sets of IMB-NAS.
 
 IMB-NAS adapts a supernet "trained on a balanced source dataset" to "an imbalanced target
-dataset" (papers.md §7). Our source and target (ours, [I]): **two disjoint halves of the same
+dataset" (arXiv 2210.00136). Our source and target (ours, [I]): **two disjoint halves of the same
 training set**. For every class, a seeded random half goes to the source and the other half to
 the target pool, so
 

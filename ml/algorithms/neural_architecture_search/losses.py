@@ -1,4 +1,4 @@
-"""Re-weighted losses for long-tailed targets (IMB-NAS step 3, papers.md §7).
+"""Re-weighted losses for long-tailed targets (IMB-NAS, arXiv 2210.00136, step 3).
 
 - Class-balanced weights (Cui et al., CVPR 2019, "Class-Balanced Loss Based on Effective Number
   of Samples"): the effective number of samples of class c is ``(1 - beta**n_c) / (1 - beta)``

@@ -1,7 +1,8 @@
 """One IMB-NAS run with one adaptation strategy (methods.py registers one method per strategy).
 
 Duggal, Peng, Zhou, Chau, "IMB-NAS: Neural Architecture Search for Imbalanced Datasets",
-arXiv 2210.00136 (2022); reproduced by Zhiwei Yao, arXiv 2406.16972 (2024). papers.md §7.
+arXiv 2210.00136 (2022); reproduced by Zhiwei Yao, arXiv 2406.16972 (2024). Notes:
+docs/methods/imbnas.md.
 
 The steps of one run:
 

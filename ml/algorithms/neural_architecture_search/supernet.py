@@ -14,7 +14,7 @@ Training follows the **sandwich rule** (BigNAS): each step accumulates the gradi
 largest subnet, the smallest subnet and ``n`` random subnets on the same batch, then takes one
 optimiser step.
 
-Ours ([I] in papers.md §7, whose search space is unknown):
+Ours ([I]: the papers do not give their search space):
 
 - the space: a stem (fixed width), two stages of up to three blocks, per-stage width and depth,
   per-block kernel 3 or 5 (:class:`SearchSpace`); the first block of each stage halves the
