@@ -8,7 +8,7 @@ Schemes of :func:`partition`:
   shares are disjoint until the data runs out, then samples are reused.
 - ``dirichlet``: label skew; for every class, shares over workers ~ Dir(alpha) (Hsu et al.,
   arXiv 1909.06335). Small alpha (0.1) gives each worker a few classes; large alpha tends to iid.
-- ``label-pattern``: the USTC group's split-FL partition (papers.md §0, ``ymliao98/AdaSFL``):
+- ``label-pattern``: the USTC group's split-FL partition (``ymliao98/AdaSFL``):
   class c gives fraction ``p`` of its samples to worker ``c mod N`` and ``(1-p)/(N-1)`` to every
   other worker. Their ``data_pattern`` 1..4 are p = 0.2, 0.4, 0.6, 0.8.
 - ``pathological``: each worker holds exactly ``classes_per_worker`` classes (1 or 2 in the
@@ -29,7 +29,7 @@ takes random samples from the currently largest worker. This only acts in degene
 (tiny alpha, p = 1 with more workers than classes).
 
 :func:`long_tailed_indices` subsamples a balanced set into a long-tailed one (LDAM-DRW,
-``kaidic/LDAM-DRW`` ``imbalance_cifar.py``; papers.md §7), for IMB-NAS.
+``kaidic/LDAM-DRW`` ``imbalance_cifar.py``; arXiv 2210.00136), for IMB-NAS.
 
 All functions are deterministic for a given seed.
 """

@@ -1,8 +1,8 @@
 """Work and size of models: FLOPs per forward pass and bytes on the wire.
 
-The emulated testbed turns these into time: compute time = FLOPs / device rate (papers.md §0,
-the USTC group's ``batch_size x FLOPs_per_sample / compute_density``), transfer time =
-bytes / bandwidth.
+The emulated testbed turns these into time: compute time = FLOPs / device rate (the USTC
+group's ``batch_size x FLOPs_per_sample / compute_density``), transfer time = bytes /
+bandwidth.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The emulated testbed: one clock per device, links between them, and traffic counters.
 
-Time model (papers.md §0, as the USTC group's code and FedScale do it):
+Time model (as the USTC group's code and FedScale do it):
 
 - **Compute.** ``compute(device, flops)`` advances the device's clock by
   ``flops / (compute_gflops * 1e9)`` seconds. This FLOP-based mode is the default because it is

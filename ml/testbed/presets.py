@@ -3,8 +3,9 @@
 Presets (each a function returning the device list, so parameters can be changed):
 
 - ``jetson80``: 30 Jetson TX2, 40 Jetson NX, 10 Jetson AGX Orin and one A6000 server, the
-  80-device platform of ParallelSFL, MergeSFL and FedSpine (papers.md §4-6).
-- ``jetson30-a6000``: 30 Jetsons and a server with 8 A6000 GPUs, HAT's testbed (papers.md §2).
+  80-device platform of ParallelSFL, MergeSFL and FedSpine (arXiv 2410.01256, 2311.13348,
+  2501.02438).
+- ``jetson30-a6000``: 30 Jetsons and a server with 8 A6000 GPUs, HAT's testbed (arXiv 2503.18989).
   The paper does not say which Jetsons; 10 TX2, 10 NX and 10 AGX Orin is ours.
 - ``cross-region-4``: four cloud regions of one GPU each (CoCoDC's four workers), linked by a WAN
   of ``bandwidth_mbps`` (default 1 Gbit/s) and ``rtt_ms`` (default 100 ms); see
