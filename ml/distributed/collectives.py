@@ -7,10 +7,10 @@ and all-reduce with every other member of the role, members named by their worke
 
 - :class:`LocalCollectives`: every member lives in this process (the emulated runtime); an
   operation completes when it starts.
-- :class:`TransportCollectives`: members on other ranks are reached over the run's
-  :class:`~ml.distributed.transport.Transport` (payload point to point through gloo, headers
-  through the store), so liveness, shaping and the traffic counters are those of every
-  other message of the run.
+- :class:`TransportCollectives`: members on other ranks are reached over the rank's
+  :class:`~ml.distributed.peers.PeerChannel`, shared with the point-to-point mailbox (payload
+  point to point through gloo, headers through the store), so liveness, shaping and the
+  traffic counters are those of every other message of the run.
 
 Every operation is **asynchronous**: it starts at once (contributions leave with ``isend``)
 and returns a :class:`Pending` whose ``wait()`` gives the result, so a caller overlaps the
@@ -36,10 +36,8 @@ import torch
 from torch import Tensor
 
 from ml.distributed.errors import ProtocolError
+from ml.distributed.peers import PeerChannel
 from ml.distributed.placement import Slot
-from ml.distributed.transport import Transport
-
-OP = "collective"
 
 
 class Codec(Protocol):
@@ -159,14 +157,13 @@ class TransportCollectives(Collectives):
     waited for in another order than they were started.
     """
 
-    def __init__(self, transport: Transport, placement: Sequence[Slot], role: str = "worker"):
-        self.transport = transport
+    def __init__(self, channel: PeerChannel, placement: Sequence[Slot], role: str = "worker"):
+        self.channel = channel
         self.host = {w: s.rank for s in placement if s.role == role for w in s.workers}
         self.members = tuple(sorted(self.host))
         if not self.members:
             raise ValueError(f"the placement has no {role!r} members")
-        self.local = tuple(m for m in self.members if self.host[m] == transport.rank)
-        self._stash: dict[tuple[int, str], Any] = {}
+        self.local = tuple(m for m in self.members if self.host[m] == channel.rank)
 
     def _ranks(self) -> list[int]:
         return sorted(set(self.host.values()))
@@ -174,11 +171,11 @@ class TransportCollectives(Collectives):
     def broadcast(self, tag, tensors, root=None, *, kind=None) -> Pending:
         root = self.root if root is None else root
         source = self.host[root]
-        if source == self.transport.rank:
+        if source == self.channel.rank:
             tensors = list(tensors)
             for rank in self._ranks():
                 if rank != source:
-                    self.transport.send(rank, {"op": OP, "tag": tag}, tensors, kind)
+                    self.channel.send(rank, _key(tag), tensors, kind)
             return _ready(tensors)
         return Pending(lambda: self._take(source, tag).tensors)
 
@@ -187,12 +184,12 @@ class TransportCollectives(Collectives):
         root = self.root if root is None else root
         target = self.host[root]
         mine = sorted(values)
-        if target != self.transport.rank:
+        if target != self.channel.rank:
             wire = [w for m in mine for t in values[m]
                     for w in (codec.encode(t) if codec else [t])]
             per = len(wire) // max(1, sum(len(values[m]) for m in mine))
-            self.transport.send(target, {"op": OP, "tag": tag, "members": mine, "per": per,
-                                         "counts": [len(values[m]) for m in mine]}, wire, kind)
+            self.channel.send(target, _key(tag), wire, kind, members=mine, per=per,
+                              counts=[len(values[m]) for m in mine])
             return _ready(None)
         likes = values[mine[0]] if mine else None
 
@@ -227,11 +224,8 @@ class TransportCollectives(Collectives):
 
     def _take(self, rank: int, tag: str):
         """The message ``tag`` from ``rank``; others from it are kept for their own waits."""
-        key = (rank, tag)
-        while key not in self._stash:
-            message = self.transport.recv(rank)
-            if message.header.get("op") != OP or not isinstance(message.header.get("tag"), str):
-                raise ProtocolError(f"rank {rank} sent {message.header.get('op')!r} where a "
-                                    f"collective was expected")
-            self._stash[(rank, message.header["tag"])] = message
-        return self._stash.pop(key)
+        return self.channel.take(rank, _key(tag))
+
+
+def _key(tag: str) -> str:
+    return f"collective:{tag}"

@@ -4,9 +4,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ml import registry
-from ml.distributed.collectives import LocalCollectives, TransportCollectives
 from ml.distributed.errors import PeerLost
-from ml.distributed.peers import LocalMailbox, Mailbox, TransportMailbox
+from ml.distributed.links import local_links, transport_links
 from ml.distributed.placement import Slot
 from ml.distributed.runtime import DistributedRuntime, EmulatedRuntime, RoleProgram
 from ml.distributed.serve import report_failure, serve
@@ -30,18 +29,9 @@ def run_emulated(program: RoleProgram, config, reporter: Reporter) -> dict:
         context = program.setup(config, device)
         count = program.workers(config)
         if program.connect is not None:
-            program.connect(context, LocalCollectives(range(count)))
-        objects = [program.worker(context, w) for w in range(count)]
-        _attach_peers(program, objects, LocalMailbox())
-        runtime = EmulatedRuntime(objects)
+            program.connect(context, local_links(count))
+        runtime = EmulatedRuntime([program.worker(context, w) for w in range(count)])
         return program.coordinate(config, context, runtime, reporter)
-
-
-def _attach_peers(program: RoleProgram, objects, mailbox: Mailbox) -> None:
-    """Give the worker objects of a program whose workers message each other the mailbox."""
-    if program.peers:
-        for obj in objects:
-            obj.attach_peers(mailbox)
 
 
 def run_role(method: str, config: dict, placement: list[Slot], rank: int,
@@ -74,10 +64,8 @@ def run_role(method: str, config: dict, placement: list[Slot], rank: int,
         with seeded_run(parsed.seed, device):
             context = program.setup(parsed, device)
             if program.connect is not None:
-                program.connect(context, TransportCollectives(transport, slots))
+                program.connect(context, transport_links(transport, slots))
             objects = {w: program.worker(context, w) for w in mine.workers}
-            _attach_peers(program, objects.values(), TransportMailbox(
-                transport, {w: s.rank for s in slots for w in s.workers}))
             counters = serve(transport, objects, program.exposed)
     except BaseException as exc:
         report_failure(transport, exc)

@@ -47,14 +47,12 @@ class RoleProgram:
     coordinate: Callable[[Any, Any, "Runtime", Any], dict]  # (config, context, runtime, reporter)
     exposed: frozenset[str]  # worker methods the coordinator may call
     workers: Callable[[Any], int] = lambda config: config.workers
-    # (context, collectives) -> None: called after setup on every process hosting workers,
-    # before they are built, for programs whose workers talk to each other
-    # (ml.distributed.collectives); None: they talk to the coordinator only.
+    # (context, ml.distributed.links.WorkerLinks) -> None: called after setup on every
+    # process hosting workers, before they are built, for programs whose workers talk to each
+    # other (mailbox, collectives); None: they talk to the coordinator only.
     connect: Callable[[Any, Any], None] | None = None
     # The kind of device ("edge" or "cloud") that hosts the workers on a testbed.
     worker_kind: str = "edge"
-    #: Worker objects message each other directly (``attach_peers``, ml.distributed.peers).
-    peers: bool = False
 
 
 class Future:

@@ -32,6 +32,7 @@ from ml.algorithms.cross_region.outer_loop import OuterLoop, SyncPolicy
 from ml.algorithms.cross_region.replica import Replica
 from ml.algorithms.cross_region.training import Setup, build_setup
 from ml.distributed.collectives import Collectives, LocalCollectives
+from ml.distributed.links import WorkerLinks
 from ml.distributed.run import run_emulated
 from ml.distributed.runtime import RoleProgram, Runtime, metric_safe
 from ml.method_run import MethodRun
@@ -114,8 +115,8 @@ def setup(config: DiLoCoConfig, device, *, make_policy: PolicyFn) -> Regions:
     return Regions(config, shared, make_policy(config, shared))
 
 
-def connect(regions: Regions, collectives: Collectives) -> None:
-    regions.collectives = collectives
+def connect(regions: Regions, links: WorkerLinks) -> None:
+    regions.collectives = links.collectives
 
 
 def _stops(config: DiLoCoConfig) -> list[int]:

@@ -10,6 +10,7 @@ from torch import nn
 from ml.algorithms.split_learning.config import SplitFedConfig
 from ml.algorithms.split_learning.training import SplitCosts
 from ml.config import ConfigError
+from ml.distributed.peers import Mailbox
 from ml.fl import Federation, build_federation
 
 
@@ -22,6 +23,8 @@ class SplitContext:
     bottom: nn.Module
     top: nn.Module
     costs: SplitCosts
+    #: Worker-to-worker messages (ParallelSFL), set by ``connect`` before workers are built.
+    mailbox: Mailbox | None = None
 
     @property
     def split_point(self) -> str:

@@ -119,16 +119,14 @@ class ClusterWorker(SampledSplitWorker):
     """
 
     def __init__(self, index: int, device: EmulatedDevice, data: TrainData,
-                 samples: SampleStream, bottom: nn.Module, top: nn.Module, sgd: SGDSettings):
+                 samples: SampleStream, bottom: nn.Module, top: nn.Module, sgd: SGDSettings,
+                 peers: Mailbox):
         super().__init__(index, device, data, samples, bottom, sgd)
         self._top = top  # copied when this worker first leads a cluster
         self._sgd = sgd
         self.server: SplitServer | None = None
-        self.peers: Mailbox | None = None
+        self.peers = peers
         self._round_bottom: Weights | None = None
-
-    def attach_peers(self, mailbox: Mailbox) -> None:
-        self.peers = mailbox
 
     # -- as a member --------------------------------------------------------------------------
 
@@ -213,7 +211,7 @@ def coordinate(config: ParallelSFLConfig, context: SplitContext, runtime: Runtim
     fed, costs = context.fed, context.costs
     testbed, model = fed.testbed, fed.model
     ps = testbed.require_server()
-    devices, workers = testbed.workers, runtime.workers
+    devices = testbed.workers
     solo_times = costs.iteration_cost(testbed, devices, ps).times(
         np.full(len(devices), config.batch_size))
     histograms = fed.partition.histograms

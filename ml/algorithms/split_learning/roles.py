@@ -14,6 +14,7 @@ from ml.algorithms.split_learning.config import AdaSFLConfig, MergeSFLConfig
 from ml.algorithms.split_learning.context import SplitContext, split_context
 from ml.algorithms.split_learning.sampling import SampleStream
 from ml.algorithms.split_learning.workers import SampledSplitWorker, SplitFedWorker
+from ml.distributed.links import WorkerLinks
 from ml.distributed.runtime import RoleProgram, Runtime
 from ml.fl import SGDSettings
 from ml.method_run import generator
@@ -48,7 +49,13 @@ def cluster_worker(context: SplitContext, index: int) -> parallel.ClusterWorker:
     fed = context.fed
     samples = SampleStream(fed.shards[index], generator(context.config.seed, "shuffle", index))
     return parallel.ClusterWorker(index, fed.testbed.workers[index], fed.train, samples,
-                                  copy.deepcopy(context.bottom), context.top, _sgd(context))
+                                  copy.deepcopy(context.bottom), context.top, _sgd(context),
+                                  context.mailbox)
+
+
+def connect_mailbox(context: SplitContext, links: WorkerLinks) -> None:
+    """ParallelSFL's members and top workers message each other through the mailbox."""
+    context.mailbox = links.mailbox
 
 
 def adasfl_coordinate(config: AdaSFLConfig, context: SplitContext, runtime: Runtime,
@@ -68,5 +75,6 @@ ADASFL = RoleProgram(setup=split_context, worker=sampled_worker, coordinate=adas
 MERGESFL = RoleProgram(setup=split_context, worker=sampled_worker,
                        coordinate=mergesfl_coordinate, exposed=EXPOSED | {"forward_take"})
 PARALLELSFL = RoleProgram(setup=split_context, worker=cluster_worker,
-                          coordinate=parallel.coordinate, exposed=parallel.EXPOSED, peers=True)
+                          coordinate=parallel.coordinate, exposed=parallel.EXPOSED,
+                          connect=connect_mailbox)
 
