@@ -24,7 +24,7 @@ ALGORITHM_MODULES: list[str] = [
     "ml.algorithms.parallelsfl",
     "ml.algorithms.imbnas",
     "ml.algorithms.comp",
-    "ml.algorithms.hat",
+    "ml.algorithms.device_cloud_inference",
     "ml.algorithms.fedspine",
 ]
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ml.algorithms.hat.adapter import Adapter
-from ml.algorithms.hat.cost import Op
-from ml.algorithms.hat.partition import USplit
-from ml.algorithms.hat.sampling import probabilities, sample, verify
+from ml.algorithms.device_cloud_inference.adapter import Adapter
+from ml.algorithms.device_cloud_inference.cost import Op
+from ml.algorithms.device_cloud_inference.partition import USplit
+from ml.algorithms.device_cloud_inference.sampling import probabilities, sample, verify
 from ml.models.transformer import Cache, cache_length, truncate_cache
 
 
