@@ -1,8 +1,9 @@
 """Distributed runs against their emulated twins, and shaped links against their profiles.
 
-Part 1, methods: the same fedavg and splitfed configs run emulated (one process) and
-distributed over 3 local ranks (real processes over torch.distributed on 127.0.0.1, via
-``launch_local``), unshaped and shaped (each rank applies its profile's uplink and RTT to what
+Part 1, methods: the same fedavg, splitfed and device-cloud inference (hat and, in the full
+mode, its three baselines; a round = every device's request served once) configs run emulated
+(one process) and distributed over 3 local ranks (real processes over torch.distributed on
+127.0.0.1, via ``launch_local``), unshaped and shaped (each rank applies its profile's uplink and RTT to what
 it sends). Per round: wall time (median of the rounds, the emulated run's is its wall time over
 the rounds), payload bytes and framing bytes, the emulated clock's prediction of the round time,
 and the distributed/emulated wall ratio; for the shaped run, the error of the emulator's
@@ -47,12 +48,49 @@ def configs(quick: bool) -> dict[str, dict]:
     common = ({"dataset": "digits", "workers": 4, "rounds": 3} if quick else
               {"dataset": "digits", "workers": 6, "rounds": 6})
     common.update(testbed="local-3", seed=0, eval_every=common["rounds"])
+    # Device-cloud inference: tiny cached models, the served model's own shape on the clock;
+    # a "round" is every device's request served once.
+    serving = {"workers": 4, "prompt_tokens": 32 if quick else 48,
+               "new_tokens": 8 if quick else 16, "pretrain_steps": 15, "context_tokens": 64,
+               "extend_steps": 3, "distill_steps": 5, "draft_steps": 5,
+               "served_model": "pretrained", "testbed": "local-3", "seed": 0}
+    serving_methods = ("hat",) if quick else ("hat", "u-shaped-inference",
+                                              "cloud-only-inference", "device-cloud-sd")
     return {"fedavg": {**common, "batch_size": 32},
-            "splitfed": {**common, "local_iterations": 10 if quick else 20, "batch_size": 32}}
+            "splitfed": {**common, "local_iterations": 10 if quick else 20, "batch_size": 32},
+            **{m: own_keys(m, serving) for m in serving_methods}}
+
+
+def own_keys(method: str, config: dict) -> dict:
+    fields = registry.get(method).config.model_fields
+    return {k: v for k, v in config.items() if k in fields}
 
 
 def median_of(reporter: MemoryReporter, name: str) -> float:
     return statistics.median(p.value for p in reporter.series(name))
+
+
+def emulated_figures(method: str, config: dict, result: dict,
+                     reporter: MemoryReporter) -> tuple[float, float, float]:
+    """(wall s, payload bytes, emulated s) per round of an emulated run."""
+    if registry.get(method).family == "device-cloud-inference":  # one round: every request
+        final = result["final"]
+        return result["wall_time_s"], final["traffic_bytes"], final["sim_time_s"]
+    rounds = config["rounds"]
+    return (result["wall_time_s"] / rounds, result["final"]["traffic_bytes"] / rounds,
+            median_of(reporter, "round_time_s"))
+
+
+def distributed_figures(method: str, config: dict, result: dict,
+                        reporter: MemoryReporter) -> tuple[float, float, float, float]:
+    """(wall s, payload bytes, framing bytes, emulated s) per round of a distributed run."""
+    if registry.get(method).family == "device-cloud-inference":
+        final = result["final"]
+        return (final["wall_serving_s"], final["measured_traffic_bytes"],
+                final["framing_bytes"], final["sim_time_s"])
+    rounds = config["rounds"]
+    return (median_of(reporter, "round_time_s"), result["traffic_bytes"] / rounds,
+            result["framing_bytes"] / rounds, median_of(reporter, "sim_round_time_s"))
 
 
 def method_rows(quick: bool) -> list[tuple]:
@@ -61,18 +99,12 @@ def method_rows(quick: bool) -> list[tuple]:
         entry = registry.get(method)
         reporter = MemoryReporter()
         result = entry.run(entry.parse_config(config), reporter)
-        rounds = config["rounds"]
-        emu_wall = result["wall_time_s"] / rounds
-        emu_bytes = result["final"]["traffic_bytes"] / rounds
-        emu_pred = median_of(reporter, "round_time_s")
+        emu_wall, emu_bytes, emu_pred = emulated_figures(method, config, result, reporter)
         rows.append((method, "emulated", f"{emu_wall:.3f}", f"{emu_bytes:,.0f}", "-",
                      f"{emu_pred:.3f}", "1.00", "-"))
         for shaped in (False, True):
             res, points = launch_local(method, config, 3, shape=shaped, timeout_s=TIMEOUT_S)
-            wall = median_of(points, "round_time_s")
-            pred = median_of(points, "sim_round_time_s")
-            payload = res["traffic_bytes"] / rounds
-            framing = res["framing_bytes"] / rounds
+            wall, payload, framing, pred = distributed_figures(method, config, res, points)
             error = f"{(pred - wall) / wall:+.0%}" if shaped else "-"
             rows.append((method, "distributed, shaped" if shaped else "distributed",
                          f"{wall:.3f}", f"{payload:,.0f}", f"{framing:,.0f}", f"{pred:.3f}",

@@ -161,6 +161,8 @@ def summarise(run: MethodRun, engine: Engine, traces: list[Trace], makespan: flo
     if measured is not None:
         final["wall_ttft_ms"] = 1e3 * sum(t.wall_ttft_s for t in traces) / len(traces)
         final["wall_tbt_ms"] = 1e3 * sum(t.wall_tbt_s for t in traces) / len(traces)
+        final["wall_serving_s"] = max(t.wall_token_times[-1] for t in traces) - \
+            traces[0].wall_start_s
         final["measured_traffic_bytes"] = float(sum(s["payload_sent"]
                                                     for s in measured.values()))
         final["framing_bytes"] = float(sum(s["framing_sent"] for s in measured.values()))
