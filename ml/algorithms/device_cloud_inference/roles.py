@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ml.algorithms.device_cloud_inference.config import (DeviceCloudSDConfig, HATConfig,
-                                                         ServingConfig, UShapedConfig)
+from ml.algorithms.device_cloud_inference.config import (DeviceCloudSDConfig, ServingConfig,
+                                                         UShapedConfig)
 from ml.algorithms.device_cloud_inference.devices import (CloudOnlyDevice, DraftingDevice,
                                                           HATDevice)
 from ml.algorithms.device_cloud_inference.models import (adapter_for, check_cut,
