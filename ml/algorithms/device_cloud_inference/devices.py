@@ -14,6 +14,8 @@ travel in the JSON header (framing).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ml.algorithms.device_cloud_inference.adapter import Adapter
@@ -35,12 +37,36 @@ def token_tensor(tokens: list[int]) -> torch.Tensor:
     return torch.tensor(tokens, dtype=TOKEN_DTYPE)
 
 
+@wire_type
+@dataclass
+class RoundUpload:
+    """A HAT (or U-split) decoding round as the device sends it: the ops of each draft step
+    and of the input pass, the input hidden states to verify and their first position, and
+    the sequence length they cover."""
+
+    draft_ops: list
+    input_ops: list
+    hidden: torch.Tensor
+    pos: int
+    sent_until: int
+
+
+@wire_type
+@dataclass
+class DraftUpload:
+    """A device-cloud SD round as the device sends it: the ops of each draft step, the ids
+    (the last committed token and the drafts) and, when sampling, the draft rows [gamma, V]."""
+
+    draft_ops: list
+    tokens: torch.Tensor
+    q: torch.Tensor | None
+
+
 class HATDevice:
     """A device under HAT or the plain U-split: one :class:`HATSession` (see its docstring)."""
 
     exposed = frozenset({"ready", "prefill_chunk", "prefill_reply", "first_token",
-                         "draft_prefill", "round_upload", "draft_step", "verify_round",
-                         "finish"})
+                         "draft_prefill", "draft_step", "verify_round", "finish"})
 
     def __init__(self, split: USplit, adapter: Adapter | None, prompt: list[int],
                  temperature: float, generator: torch.Generator, draft_window: int | None):
@@ -61,36 +87,40 @@ class HATDevice:
         self._p_last, ops = self.session.target_pass(h_mid, pos, logits_for)
         return ops
 
-    def first_token(self) -> int:
-        """The first generated token, from the last prefill chunk's distribution."""
-        return self.session.commit_first(self._p_last[-1])
+    def first_token(self, gamma: int, new_tokens: int) -> tuple[int, RoundUpload | None]:
+        """The first generated token, from the last prefill chunk's distribution, and the
+        first decoding round unless one token was asked for (one message: the round follows
+        at once)."""
+        token = self.session.commit_first(self._p_last[-1])
+        return token, self._round(gamma) if new_tokens > 1 else None
 
     def draft_prefill(self, upto: int) -> list[Op]:
         """The draft model's prefill over its window of the prompt."""
         return self.session.draft_pass(upto)
 
-    def round_upload(self, gamma: int
-                     ) -> tuple[list[list[Op]], list[Op], torch.Tensor, int, int]:
-        """Draft up to ``gamma`` tokens, run the input submodel over them; returns the ops of
-        each draft step and of the input pass, the hidden states to upload, their first
-        position and the sequence length sent."""
+    def _round(self, gamma: int) -> RoundUpload:
+        """Draft up to ``gamma`` tokens and run the input submodel over them."""
         drafts = []
         while self.session.drafts < gamma:
             drafts.append(self.session.draft_step())
         ops = self.session.input_pass()
         h, pos = self.session.round_request()
-        return drafts, ops, h, pos, len(self.session.seq)
+        return RoundUpload(drafts, ops, h, pos, len(self.session.seq))
 
     def draft_step(self) -> list[Op]:
         """One look-ahead draft while a verification is in flight (parallel drafting)."""
         return self.session.draft_step()
 
-    def verify_round(self, h_mid: torch.Tensor, pos: int, logits_for: int, sent_until: int
-                     ) -> tuple[list[Op], list[int]]:
-        """Output submodel over the round's middle hidden states, then verification; the ops
-        and the newly committed tokens."""
+    def verify_round(self, h_mid: torch.Tensor, pos: int, logits_for: int, sent_until: int,
+                     gamma: int, new_tokens: int
+                     ) -> tuple[list[Op], list[int], RoundUpload | None]:
+        """Output submodel over the round's middle hidden states, then verification: the ops,
+        the newly committed tokens, and the next round unless ``new_tokens`` are made (one
+        message back, as the paper's device answers a verification with its next drafts)."""
         p, ops = self.session.target_pass(h_mid, pos, logits_for)
-        return ops, self.session.finish_round(p, sent_until)
+        new = self.session.finish_round(p, sent_until)
+        more = len(self.session.generated()) < new_tokens
+        return ops, new, self._round(gamma) if more else None
 
     def finish(self) -> RoundStats:
         return self.session.stats
@@ -146,7 +176,7 @@ class DraftingDevice:
     tokens a round; their ids (and, when sampling, their draft distributions) go up, the
     cloud's verdict (accepted count, next token) comes down."""
 
-    exposed = frozenset({"ready", "request", "draft_round", "accept", "output"})
+    exposed = frozenset({"ready", "request", "accept", "output"})
 
     def __init__(self, draft_lm: DecoderLM, prompt: list[int], temperature: float,
                  generator: torch.Generator):
@@ -164,26 +194,27 @@ class DraftingDevice:
         """The prompt's ids to upload, and the draft LM's prefill over it (meanwhile)."""
         return token_tensor(self.seq), self.draft.catch_up(self.seq)
 
-    def draft_round(self, gamma: int) -> tuple[list[list[Op]], torch.Tensor,
-                                               torch.Tensor | None]:
-        """Draft ``gamma`` tokens; the ops of each step, the ids to upload (the last
-        committed token and the drafts) and, when sampling, the draft distributions [gamma, V]
-        (greedy: none, the cloud knows them from the ids)."""
+    def accept(self, verdict: torch.Tensor, gamma: int, new_tokens: int) -> DraftUpload | None:
+        """Keep the accepted drafts and the cloud's token ``verdict = (accepted, token)``; then
+        the next round's drafts unless ``new_tokens`` are made (one message back)."""
+        accepted, token = verdict.tolist()
+        del self.seq[self.committed + accepted:]
+        self.draft.rollback(len(self.seq))
+        self.seq.append(token)
+        self.committed = len(self.seq)
+        if self.committed - self.prompt_len >= new_tokens:
+            return None
+        return self._round(gamma)
+
+    def _round(self, gamma: int) -> DraftUpload:
+        """Draft ``gamma`` tokens (greedy: no rows sent, the cloud knows them from the ids)."""
         ops, rows = [], []
         for _ in range(gamma):
             ops.append(self.draft.catch_up(self.seq))
             rows.append(self.draft.row)
             self.seq.append(sample(self.draft.row, self.generator))
         q = torch.stack(rows) if self.temperature > 0 else None
-        return ops, token_tensor(self.seq[self.committed - 1:]), q
-
-    def accept(self, verdict: torch.Tensor) -> None:
-        """Keep the accepted drafts and the cloud's token ``verdict = (accepted, token)``."""
-        accepted, token = verdict.tolist()
-        del self.seq[self.committed + accepted:]
-        self.draft.rollback(len(self.seq))
-        self.seq.append(token)
-        self.committed = len(self.seq)
+        return DraftUpload(ops, token_tensor(self.seq[self.committed - 1:]), q)
 
     def output(self) -> list[int]:
         return self.seq[self.prompt_len:]

@@ -165,14 +165,15 @@ def hat(ctx: Context, cloud: CloudMiddle, trace: Trace, gamma: int, chunk_size: 
         yield Compute(ctx.seconds(ctx.ask("draft_prefill", prompt_len)))
     for _ in range(outstanding):
         yield Compute(consume((yield Wait())))
-    trace.commit(ctx.engine.now, [ctx.ask("first_token")], ctx.new_tokens)
-    # Decoding rounds.
-    while len(trace.tokens) < ctx.new_tokens:
-        drafts, ops, h, pos, sent_until = ctx.ask("round_upload", gamma, reply_kind="decode")
-        for draft_ops in drafts:
+    token, upload = ctx.ask("first_token", gamma, ctx.new_tokens, reply_kind="decode")
+    trace.commit(ctx.engine.now, [token], ctx.new_tokens)
+    # Decoding rounds: the device answers each verification with its next round's upload.
+    while upload is not None:
+        for draft_ops in upload.draft_ops:
             yield Compute(ctx.seconds(draft_ops))
-        yield Compute(ctx.seconds(ops))
-        yield Upload(_middle_request(ctx, cloud, h, pos, "decode", h.shape[1]),
+        yield Compute(ctx.seconds(upload.input_ops))
+        h = upload.hidden
+        yield Upload(_middle_request(ctx, cloud, h, upload.pos, "decode", h.shape[1]),
                      ctx.hidden_bytes(h.shape[1]))
         reply, lookahead = None, 0
         if parallel_drafting and drafting:
@@ -182,7 +183,8 @@ def hat(ctx: Context, cloud: CloudMiddle, trace: Trace, gamma: int, chunk_size: 
         if reply is None:
             reply = yield Wait()
         h_mid, pos, logits_for = reply
-        ops, new = ctx.ask("verify_round", h_mid, pos, logits_for, sent_until, kind="decode")
+        ops, new, upload = ctx.ask("verify_round", h_mid, pos, logits_for, upload.sent_until,
+                                   gamma, ctx.new_tokens, kind="decode", reply_kind="decode")
         yield Compute(ctx.seconds(ops))
         trace.commit(ctx.engine.now, new, ctx.new_tokens)
     trace.stats = ctx.ask("finish")
@@ -253,18 +255,20 @@ def device_cloud_sd(ctx: Context, llm: DecoderLM, gamma: int, trace: Trace):
     yield Upload(request(prompt.tolist(), 0, None, True), TOKEN_BYTES * len(prompt))
     yield Compute(ctx.seconds(ops))  # the draft LM's prefill, meanwhile
     verdict = yield Wait()
-    ctx.role.cast("accept", token_tensor(list(verdict)), kind="prefill")
+    upload = ctx.ask("accept", token_tensor(list(verdict)), gamma, ctx.new_tokens,
+                     kind="prefill", reply_kind="decode")
     trace.commit(ctx.engine.now, [verdict[1]], ctx.new_tokens)
     committed = ctx.prompt_len + 1
-    while len(trace.tokens) < ctx.new_tokens:
-        draft_ops, sent, q = ctx.ask("draft_round", gamma, reply_kind="decode")
-        for step_ops in draft_ops:
+    # Rounds: the device answers each verdict with its next round's drafts.
+    while upload is not None:
+        for step_ops in upload.draft_ops:
             yield Compute(ctx.seconds(step_ops))
-        sent = sent.tolist()
-        yield Upload(request(sent, committed - 1, q, False),
+        sent = upload.tokens.tolist()
+        yield Upload(request(sent, committed - 1, upload.q, False),
                      TOKEN_BYTES * len(sent) + q_bytes * gamma)
         accepted, token = verdict = yield Wait()
-        ctx.role.cast("accept", token_tensor(list(verdict)), kind="decode")
+        upload = ctx.ask("accept", token_tensor(list(verdict)), gamma, ctx.new_tokens,
+                         kind="decode", reply_kind="decode")
         stats.rounds += 1
         stats.drafted += gamma
         stats.accepted += accepted
