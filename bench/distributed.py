@@ -1,14 +1,15 @@
 """Distributed runs against their emulated twins, and shaped links against their profiles.
 
 Part 1, methods: the same fedavg, split-learning (splitfed, adasfl, mergesfl, parallelsfl),
-fedspine and cross-region (diloco, streaming-diloco, cocodc; two regions, one rank each, the
-emulated clock charged for the real model) configs run emulated (one process) and distributed over
-3 local ranks (ParallelSFL: one per worker and the PS; real processes over torch.distributed on
-127.0.0.1, via ``launch_local``), unshaped and shaped (each rank applies its profile's uplink and
-RTT to what it sends). Per round: wall time (median of the rounds, the emulated run's is its wall
-time over the rounds), payload bytes and framing bytes, the emulated clock's prediction of the
-round time, and the distributed/emulated wall ratio; for the shaped run, the error of the
-emulator's prediction against the measured round time.
+fedspine, cross-region (diloco, streaming-diloco, cocodc; two regions, one rank each, the emulated
+clock charged for the real model) and device-cloud inference (hat and, in the full mode, its three
+baselines; a round = every device's request served once) configs run emulated (one process) and
+distributed over 3 local ranks (ParallelSFL: one per worker and the PS; real processes over
+torch.distributed on 127.0.0.1, via ``launch_local``), unshaped and shaped (each rank applies its
+profile's uplink and RTT to what it sends). Per round: wall time (median of the rounds, the
+emulated run's is its wall time over the rounds), payload bytes and framing bytes, the emulated
+clock's prediction of the round time, and the distributed/emulated wall ratio; for the shaped run,
+the error of the emulator's prediction against the measured round time.
 
 Part 2, links: two ranks over the transport; rank 1 shaped as a Jetson NX (40 Mbit/s up, 15 ms
 RTT) or not. One-way latency = half the median round trip of tiny messages (both ranks shaped
@@ -57,6 +58,14 @@ def configs(quick: bool) -> dict[str, dict]:
                "batch_size": 8, "seq_len": 32, "d_model": 32, "layers": 2, "eval_windows": 32,
                "emulated_params": None, "emulated_tokens_per_step": None, "seed": 0}
     split = {**common, "local_iterations": 10 if quick else 20, "batch_size": 32}
+    # Device-cloud inference: tiny cached models, the served model's own shape on the clock;
+    # a "round" is every device's request served once.
+    serving = {"workers": 4, "prompt_tokens": 32 if quick else 48,
+               "new_tokens": 8 if quick else 16, "pretrain_steps": 15, "context_tokens": 64,
+               "extend_steps": 3, "distill_steps": 5, "draft_steps": 5,
+               "served_model": "pretrained", "testbed": "local-3", "seed": 0}
+    serving_methods = ("hat",) if quick else ("hat", "u-shaped-inference",
+                                              "cloud-only-inference", "device-cloud-sd")
     return {"fedavg": {**common, "batch_size": 32},
             "splitfed": split,
             "adasfl": split,
@@ -68,7 +77,13 @@ def configs(quick: bool) -> dict[str, dict]:
             # of its emulated (H100) steps and never arrive within the run
             "streaming-diloco": {**regions, "fragments": 2, "overlap_steps": 2},
             "cocodc": {**regions, "fragments": 2, "overlap_steps": 2,
-                       "transmissions_per_round": 4}}
+                       "transmissions_per_round": 4},
+            **{m: own_keys(m, serving) for m in serving_methods}}
+
+
+def own_keys(method: str, config: dict) -> dict:
+    fields = registry.get(method).config.model_fields
+    return {k: v for k, v in config.items() if k in fields}
 
 
 def emulated_round_time(reporter: MemoryReporter, rounds: int) -> float:
@@ -89,6 +104,29 @@ def median_of(reporter: MemoryReporter, name: str) -> float:
     return statistics.median(p.value for p in reporter.series(name))
 
 
+def emulated_figures(method: str, config: dict, result: dict,
+                     reporter: MemoryReporter) -> tuple[float, float, float]:
+    """(wall s, payload bytes, emulated s) per round of an emulated run."""
+    if registry.get(method).family == "device-cloud-inference":  # one round: every request
+        final = result["final"]
+        return result["wall_time_s"], final["traffic_bytes"], final["sim_time_s"]
+    rounds = config["rounds"]
+    return (result["wall_time_s"] / rounds, result["final"]["traffic_bytes"] / rounds,
+            emulated_round_time(reporter, rounds))
+
+
+def distributed_figures(method: str, config: dict, result: dict,
+                        reporter: MemoryReporter) -> tuple[float, float, float, float]:
+    """(wall s, payload bytes, framing bytes, emulated s) per round of a distributed run."""
+    if registry.get(method).family == "device-cloud-inference":
+        final = result["final"]
+        return (final["wall_serving_s"], final["measured_traffic_bytes"],
+                final["framing_bytes"], final["sim_time_s"])
+    rounds = config["rounds"]
+    return (median_of(reporter, "round_time_s"), result["traffic_bytes"] / rounds,
+            result["framing_bytes"] / rounds, median_of(reporter, "sim_round_time_s"))
+
+
 def method_rows(quick: bool, only: list[str] | None = None) -> list[tuple]:
     rows = []
     for method, config in configs(quick).items():
@@ -97,19 +135,13 @@ def method_rows(quick: bool, only: list[str] | None = None) -> list[tuple]:
         entry = registry.get(method)
         reporter = MemoryReporter()
         result = entry.run(entry.parse_config(config), reporter)
-        rounds = config["rounds"]
-        emu_wall = result["wall_time_s"] / rounds
-        emu_bytes = result["final"]["traffic_bytes"] / rounds
-        emu_pred = emulated_round_time(reporter, rounds)
+        emu_wall, emu_bytes, emu_pred = emulated_figures(method, config, result, reporter)
         rows.append((method, "emulated", f"{emu_wall:.3f}", f"{emu_bytes:,.0f}", "-",
                      f"{emu_pred:.3f}", "1.00", "-"))
         for shaped in (False, True):
             res, points = launch_local(method, config, world_size(method, config), shape=shaped,
                                        timeout_s=TIMEOUT_S)
-            wall = median_of(points, "round_time_s")
-            pred = median_of(points, "sim_round_time_s")
-            payload = res["traffic_bytes"] / rounds
-            framing = res["framing_bytes"] / rounds
+            wall, payload, framing, pred = distributed_figures(method, config, res, points)
             error = f"{(pred - wall) / wall:+.0%}" if shaped else "-"
             rows.append((method, "distributed, shaped" if shaped else "distributed",
                          f"{wall:.3f}", f"{payload:,.0f}", f"{framing:,.0f}", f"{pred:.3f}",

@@ -107,6 +107,15 @@ CATALOGUE: dict[str, MetricInfo] = {
     "prefill_uplink_bytes": _m("Prefill uplink", "bytes",
                                "Bytes sent device to cloud for the prompt's prefill.", False),
     "latency_ms": _m("Latency", "ms", "End-to-end latency of one request.", False),
+    "wall_ttft_ms": _m("Time to first token (measured)", "ms",
+                       "Wall-clock time to first token of a distributed run.", False),
+    "wall_tbt_ms": _m("Time between tokens (measured)", "ms",
+                      "Wall-clock time between tokens of a distributed run.", False),
+    "setup_wall_s": _m("Set-up time (measured)", "s",
+                       "Wall-clock seconds until every rank of a distributed run had built "
+                       "its roles.", False),
+    "measured_traffic_bytes": _m("Traffic (measured)", "bytes",
+                                 "Payload bytes the ranks of a distributed run sent.", False),
     "ttft_ms/": _m("Time to first token", "ms", "Time to first token on this device.", False),
     "tbt_ms/": _m("Time between tokens", "ms", "Time between tokens on this device.", False),
     # LLM compression (COMP and baselines).

@@ -21,7 +21,7 @@ ALGORITHM_MODULES: list[str] = [
     "ml.algorithms.cross_region",
     "ml.algorithms.neural_architecture_search",
     "ml.algorithms.llm_compression",
-    "ml.algorithms.hat",
+    "ml.algorithms.device_cloud_inference",
     "ml.algorithms.federated_fine_tuning",
 ]
 

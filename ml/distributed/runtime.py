@@ -336,6 +336,14 @@ class DistributedRuntime(Runtime):
             log.metric("accuracy", step, accuracy)
             log.metric("loss", step, loss)
 
+    def gather_stats(self) -> dict[int, dict]:
+        """Every rank's counters now, after the calls made so far (rank 0's included); the
+        run's summary reports them. For methods that report once, not per round."""
+        stats = self._control("stats")
+        stats[0] = self.transport.counters.as_dict()
+        self._stats = stats
+        return stats
+
     def finish(self) -> dict[int, dict]:
         """End the run on every worker rank; their final counters."""
         return self._control("end")

@@ -5,7 +5,7 @@ on the device the input submodel's (shared by the draft and the target path, sin
 with the same input submodel), the adapter's and the draft path's output submodel's, and the
 target path's output submodel's; in the cloud the middle submodel's (:class:`CloudMiddle`, one
 cache per device). Every method does real forward passes and returns the :class:`Op` s it ran so
-the clock can charge them; *when* they run is the serving engine's business (:mod:`.serving`).
+the clock can charge them; *when* they run is the event engine's business (:mod:`.engine`).
 
 Sequence bookkeeping: ``seq`` holds the committed tokens (``seq[:committed]``) followed by
 speculative drafts. The cloud has processed positions ``[0, committed - 1)``: the last committed
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ml.algorithms.hat.adapter import Adapter
-from ml.algorithms.hat.cost import Op
-from ml.algorithms.hat.partition import USplit
-from ml.algorithms.hat.sampling import probabilities, sample, verify
+from ml.algorithms.device_cloud_inference.adapter import Adapter
+from ml.algorithms.device_cloud_inference.cost import Op
+from ml.algorithms.device_cloud_inference.partition import USplit
+from ml.algorithms.device_cloud_inference.sampling import probabilities, sample, verify
 from ml.models.transformer import Cache, cache_length, truncate_cache
 
 

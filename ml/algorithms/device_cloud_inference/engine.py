@@ -15,7 +15,7 @@ load visible in TTFT and TBT:
   compute overlapping, which chunked prefill needs. Bytes are booked in the testbed's ledger.
 - **Cloud**: one server with a FIFO queue. Whenever it is idle and requests wait, it takes them
   all (up to ``batch_tokens`` tokens, at least one request) as one batch, runs their real
-  computation, and is busy for :func:`ml.algorithms.hat.cost.batch_seconds` of their passes (the
+  computation, and is busy for :func:`.cost.batch_seconds` of their passes (the
   roofline: weights are read once per batch, so batching many devices pays off). At the end of
   the batch each reply is sent down; a request may leave a follow-up request for the cloud
   itself (cloud-only decoding generates without the device).
@@ -30,7 +30,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ml.algorithms.hat.cost import Pass, batch_seconds
+from ml.algorithms.device_cloud_inference.cost import Pass, batch_seconds
 from ml.reporting import Cancelled
 from ml.testbed import EmulatedDevice, Testbed, TrafficKey
 

@@ -6,14 +6,18 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from ml.algorithms.hat.adapter import Adapter
-from ml.algorithms.hat.chunking import choose_chunk_size, predicted_ttft
-from ml.algorithms.hat.cost import served_models
-from ml.algorithms.hat.engine import Engine
-from ml.algorithms.hat.partition import USplit
-from ml.algorithms.hat.protocols import Context, Trace, cloud_only, device_cloud_sd, hat
-from ml.algorithms.hat.sampling import probabilities, verify
-from ml.algorithms.hat.session import CloudMiddle, HATSession, generate
+from ml.algorithms.device_cloud_inference.adapter import Adapter
+from ml.algorithms.device_cloud_inference.chunking import choose_chunk_size, predicted_ttft
+from ml.algorithms.device_cloud_inference.cost import served_models
+from ml.algorithms.device_cloud_inference.devices import (CloudOnlyDevice, DraftingDevice,
+                                                          HATDevice)
+from ml.algorithms.device_cloud_inference.engine import Engine
+from ml.algorithms.device_cloud_inference.partition import USplit
+from ml.algorithms.device_cloud_inference.protocols import (Context, Trace, cloud_only,
+                                                            device_cloud_sd, hat)
+from ml.algorithms.device_cloud_inference.sampling import probabilities, verify
+from ml.algorithms.device_cloud_inference.session import CloudMiddle, HATSession, generate
+from ml.distributed.runtime import LocalWorker
 from ml.models.transformer import DecoderConfig, DecoderLM, cache_length
 from ml.testbed import resolve_testbed
 
@@ -171,15 +175,20 @@ def serve_all(protocol, workers, prompt_len=64, new_tokens=12, testbed="jetson30
     for i, device in enumerate(bed.workers):
         prompt = torch.randint(0, 16, (prompt_len,),
                                generator=torch.Generator().manual_seed(i)).tolist()
-        ctx = Context(engine, served, device, prompt, new_tokens, 0.0,
-                      torch.Generator().manual_seed(i))
+        g = torch.Generator().manual_seed(i)
+        role = {"hat": lambda: HATDevice(split, adapter, prompt, 0.0, g, kw.get("window", 16)),
+                "u": lambda: HATDevice(split, None, prompt, 0.0, g, None),
+                "cloud": lambda: CloudOnlyDevice(prompt),
+                "sd": lambda: DraftingDevice(draft, prompt, 0.0, g)}[protocol]()
+        ctx = Context(engine, served, device, prompt_len, new_tokens, 0.0, g,
+                      LocalWorker(i, role))
         trace = Trace(device.name)
         traces.append(trace)
-        gen = {"hat": lambda: hat(ctx, split, adapter, cloud, 4, kw.get("chunk"),
-                                  kw.get("parallel", True), trace, kw.get("window", 16)),
-               "u": lambda: hat(ctx, split, None, cloud, 0, prompt_len, False, trace),
+        gen = {"hat": lambda: hat(ctx, cloud, trace, 4, kw.get("chunk"),
+                                  kw.get("parallel", True), True, kw.get("window", 16)),
+               "u": lambda: hat(ctx, cloud, trace, 0, prompt_len, False, False),
                "cloud": lambda: cloud_only(ctx, model, trace),
-               "sd": lambda: device_cloud_sd(ctx, model, draft, 4, trace)}[protocol]()
+               "sd": lambda: device_cloud_sd(ctx, model, 4, trace)}[protocol]()
         engine.start(device, gen)
     engine.run()
     return model, engine, traces, bed

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ml.algorithms.hat.partition import USplit
+from ml.algorithms.device_cloud_inference.partition import USplit
 from ml.data.images import default_data_dir
 from ml.data.text import SequenceDataset
 from ml.models.checkpoints import load_or_train

@@ -4,11 +4,10 @@ A prompt of ``P`` tokens is cut into chunks of ``s`` tokens (the last one shorte
 goes device input submodel -> uplink -> cloud middle submodel -> downlink -> device output
 submodel; the links and the cloud are FIFO resources, so consecutive chunks overlap (a
 pipeline), and the device is one resource for its input and output passes. The prediction
-replays the device's own schedule (:func:`ml.algorithms.hat.protocols.hat`): input pass and
-upload of each chunk, the output pass of every reply that has arrived by then, the draft
-model's prefill over its window once everything is uploaded, then the remaining replies
-(papers.md §2: TTFT ≈ T_dev(s) + Σ_k max(T_up, T_cloud) + T_down + T_out, here without the
-approximation).
+replays the device's own schedule (:func:`.protocols.hat`): input pass and upload of each
+chunk, the output pass of every reply that has arrived by then, the draft model's prefill
+over its window once everything is uploaded, then the remaining replies (papers.md §2:
+TTFT ≈ T_dev(s) + Σ_k max(T_up, T_cloud) + T_down + T_out, here without the approximation).
 
 Ours [I] (papers.md: "chosen dynamically per device", the rule is inferred):
 
@@ -23,7 +22,7 @@ Ours [I] (papers.md: "chosen dynamically per device", the rule is inferred):
 """
 from __future__ import annotations
 
-from ml.algorithms.hat.cost import Op, ServedModels, batch_seconds, pass_seconds
+from ml.algorithms.device_cloud_inference.cost import Op, ServedModels, batch_seconds, pass_seconds
 from ml.testbed import EmulatedDevice, Testbed
 
 

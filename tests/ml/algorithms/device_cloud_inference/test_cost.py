@@ -2,10 +2,13 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ml.algorithms.hat.adapter import (Adapter, DistillSettings, continuation_batches,
-                                       distill_adapter, draft_quality, teacher_and_student_logits)
-from ml.algorithms.hat.cost import LLAMA2_7B, Op, Pass, ServedModels, batch_seconds, shape_of
-from ml.algorithms.hat.partition import USplit
+from ml.algorithms.device_cloud_inference.adapter import (Adapter, DistillSettings,
+                                                          continuation_batches, distill_adapter,
+                                                          draft_quality,
+                                                          teacher_and_student_logits)
+from ml.algorithms.device_cloud_inference.cost import (LLAMA2_7B, Op, Pass, ServedModels,
+                                                       batch_seconds, shape_of)
+from ml.algorithms.device_cloud_inference.partition import USplit
 from ml.data.text import SequenceDataset
 from ml.models.transformer import DecoderConfig, DecoderLM
 from ml.testbed import resolve_testbed
