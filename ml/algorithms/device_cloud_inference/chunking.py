@@ -6,10 +6,10 @@ submodel; the links and the cloud are FIFO resources, so consecutive chunks over
 pipeline), and the device is one resource for its input and output passes. The prediction
 replays the device's own schedule (:func:`.protocols.hat`): input pass and upload of each
 chunk, the output pass of every reply that has arrived by then, the draft model's prefill
-over its window once everything is uploaded, then the remaining replies (papers.md §2:
+over its window once everything is uploaded, then the remaining replies (arXiv 2503.18989:
 TTFT ≈ T_dev(s) + Σ_k max(T_up, T_cloud) + T_down + T_out, here without the approximation).
 
-Ours [I] (papers.md: "chosen dynamically per device", the rule is inferred):
+Ours [I] (the paper: "chosen dynamically per device", the rule is inferred):
 
 - the device's times come from its compute rate and memory bandwidth (roofline of the served
   model's layers), the links' from its bandwidths and RTT;

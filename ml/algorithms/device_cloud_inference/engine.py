@@ -1,6 +1,6 @@
 """An event-driven emulation of many devices sharing one cloud server, on the testbed clock.
 
-Ours [I]: papers.md says only that the cloud serves 30 devices. The engine makes the cloud's
+Ours [I]: the paper says only that the cloud serves 30 devices. The engine makes the cloud's
 load visible in TTFT and TBT:
 
 - **Devices** run a *process* each: a generator that yields :class:`Compute` (the device is busy
