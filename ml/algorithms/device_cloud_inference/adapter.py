@@ -2,8 +2,8 @@
 
 The on-device draft model is input submodel → adapter → output submodel: it shares the LLM's
 embedding, first and last blocks and head, and replaces the cloud's middle blocks by a small
-adapter. Its design and training are ours [I] (arXiv 2503.18989's abstract says only "lightweight adapter,
-trained by distillation with the LLM frozen"):
+adapter. Its design and training are ours [I] (arXiv 2503.18989's abstract says only
+"lightweight adapter, trained by distillation with the LLM frozen"):
 
 - the adapter is ``adapter_layers`` decoder blocks of the LLM's width, initialised from the
   first middle blocks (a warm start: the middle's first block is the best one-block guess);
