@@ -30,7 +30,10 @@ class AlgorithmSerializer(serializers.Serializer):
     defaults = serializers.DictField()
     schema = serializers.DictField(help_text="JSON schema of the method's config")
     distributed = serializers.BooleanField(
-        help_text="Whether it can run with execution 'distributed' (its roles on its devices)")
+        help_text="Whether its roles run on several devices with execution 'distributed'")
+    single_device = serializers.BooleanField(
+        help_text="A method without roles: with execution 'distributed' it runs whole on one "
+                  "device (host, else the first listed)")
 
 
 class AlgorithmListView(FilteredListMixin, GenericAPIView):
