@@ -214,10 +214,15 @@ def ingestion(server: Server, batches: int, size: int = 200) -> dict:
 
 def profile_ingestion(server: Server, batches: int = 100, size: int = 200) -> str:
     """The same POSTs through Django in this process under cProfile: the top of the profile."""
+    env_before = dict(os.environ)
     os.environ.update(server.stack.env)  # the server's settings, this process's Django
     import django
 
-    django.setup()
+    try:
+        django.setup()
+    finally:  # later stacks of this bench must not inherit this one's Redis and database
+        os.environ.clear()
+        os.environ.update(env_before)
     from django.test import Client
 
     client, answer = server.enrol(f"profile-{uuid.uuid4().hex[:6]}")
