@@ -7,6 +7,7 @@ from django.db import connection, transaction
 
 from controlplane.experiments.models import Run
 from controlplane.experiments.queries import HostedRun
+from controlplane.metrics import blocks
 from controlplane.metrics.downsample import db_run_id
 from controlplane.metrics.events import log_event, points_event, publish_on_commit
 from controlplane.metrics.models import MetricPoint, RunLog
@@ -21,17 +22,21 @@ def ingest_metrics(run: Run | HostedRun, points: list[dict[str, Any]]) -> list[d
     """Store a batch of validated points; return the ones that were new.
 
     Idempotent on (run, name, step): a point already stored (a retried batch, or the same key
-    twice in one batch) is skipped, first value wins. Only new points are published (one event
-    per batch), so the live view never sees one twice.
+    twice in one batch) is skipped, first value wins. Only new points are folded into their
+    blocks (controlplane.metrics.blocks) and published (one event per batch), so neither the
+    blocks nor the live view count one twice.
     """
     batch: dict[tuple[str, int], dict[str, Any]] = {}
     for point in points:
         batch.setdefault((point["name"], point["step"]), point)
     if not batch:
         return []
-    inserted = _insert_new(db_run_id(run.id), list(batch.values()))
+    run_id = db_run_id(run.id)
+    inserted = _insert_new(run_id, list(batch.values()))
     new = [batch[key] for key in batch if key in inserted]
     if new:
+        blocks.add_points(run_id, ((p["name"], p["step"], p["value"], p["sim_time_s"],
+                                    p["wall_time_s"]) for p in new))
         publish_on_commit(run.experiment_id, points_event(run.id, new))
     return new
 
