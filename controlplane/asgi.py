@@ -7,8 +7,6 @@ import os
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-# Pooled PostgreSQL connections in the server (settings.DB_POOL_SIZE), not in Celery or tests.
-os.environ.setdefault("ESTUARY_DB_POOL_SIZE", "16")
 # Django must be set up before the routes import models (as get_asgi_application() does).
 django.setup(set_prefix=False)
 

@@ -12,8 +12,7 @@ would still work (Django's sync chain runs it with ``async_to_sync``).
 
 The request's database connections are closed when its response is (``request_finished`` runs
 where the handler closes the response, a context that does not see connections the view opened,
-so they were left to the garbage collector): a pooled PostgreSQL connection goes back to its
-pool at once.
+so they were left to the garbage collector): a PostgreSQL backend is released at once.
 """
 from __future__ import annotations
 

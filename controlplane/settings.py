@@ -130,16 +130,6 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
 elif envstr("ESTUARY_TEST_DB_NAME"):
     _database["TEST"] = {"NAME": envstr("ESTUARY_TEST_DB_NAME")}
 
-#: PostgreSQL connections kept open per process and lent to requests (psycopg_pool); 0: a new
-#: connection per request. Persistent connections (CONN_MAX_AGE) are not reused under ASGI (each
-#: request has its own context), and opening one took ~10 ms of each ingestion POST (issue #20).
-#: controlplane.asgi sets it for the ASGI server, the one process serving many short requests.
-DB_POOL_SIZE = envint("ESTUARY_DB_POOL_SIZE", 0, minimum=0, maximum=1000)
-if DB_POOL_SIZE and _database["ENGINE"] == "django.db.backends.postgresql":
-    # A request waits at most `timeout` s for a free connection (all lent: concurrent requests).
-    _database.setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": DB_POOL_SIZE,
-                                                   "timeout": 30}
-
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
