@@ -98,4 +98,7 @@ def rebuild(run_ids: Iterable | None = None, connection=default_connection,
                            f"{points_table} WHERE run_id = %s ORDER BY name, step", [run_id])
             while rows := cursor.fetchmany(chunk_points):
                 add_points(run_id, rows, connection)
+    if connection.vendor == "postgresql":  # a bulk load leaves the planner's statistics stale
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {points_table}, {blocks_table}")
 
