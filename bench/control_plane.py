@@ -16,7 +16,8 @@ afterwards). Devices enrol through ``/api/v1/agents/enrol/`` with the real agent
   server share this machine's clock). 100 sockets on one experiment; 20 experiments with 5
   sockets each, all posting at once; and the 100 sockets split over two daphne processes behind
   the same Redis (posts go to the first).
-- **long history**: a run with 1,000,000 points (4 series of 250,000, inserted directly); time
+- **long history**: a run with 1,000,000 points (4 series of 250,000, inserted directly, then
+  their blocks rebuilt as the migration does), on SQLite and on PostgreSQL; time
   from opening the WebSocket to its parsed ``history`` message, its size; the API's downsampled
   series and a zoomed range at full resolution.
 - **many agents**: 200 simulated agents (the real :class:`ControlPlane` client and
@@ -214,10 +215,15 @@ def ingestion(server: Server, batches: int, size: int = 200) -> dict:
 
 def profile_ingestion(server: Server, batches: int = 100, size: int = 200) -> str:
     """The same POSTs through Django in this process under cProfile: the top of the profile."""
+    env_before = dict(os.environ)
     os.environ.update(server.stack.env)  # the server's settings, this process's Django
     import django
 
-    django.setup()
+    try:
+        django.setup()
+    finally:  # later stacks of this bench must not inherit this one's Redis and database
+        os.environ.clear()
+        os.environ.update(env_before)
     from django.test import Client
 
     client, answer = server.enrol(f"profile-{uuid.uuid4().hex[:6]}")
@@ -393,6 +399,14 @@ def _insert_points(server: Server, run_id: str, total: int, series: int) -> None
                              ((uuid.UUID(run_id).hex, *row) for row in rows))
         conn.close()
     log(f"inserted {total:,} points in {time.perf_counter() - started:.1f}s")
+    # Points stored other than by ingestion: their blocks (controlplane.metrics.blocks) are
+    # computed as the migration does, in a Django process on the server's settings.
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import django; django.setup(); "
+                    "from controlplane.metrics import blocks; "
+                    f"blocks.rebuild(['{run_id}'])"], cwd=ROOT, check=True,
+                   env=dict(server.stack.env, DJANGO_SETTINGS_MODULE="controlplane.settings"))
+    log(f"their blocks rebuilt in {time.perf_counter() - started:.1f}s")
 
 
 # --- many agents ---------------------------------------------------------------------------------
@@ -549,6 +563,16 @@ def main() -> int:
         rows.append((part, what, figure, goal))
         log(f"{part}: {what}: {figure}")
 
+    def history_rows(server: Server, total: int, database: str) -> None:
+        result = long_history(server, total)
+        row("long history", f"{database}: open a run of {total:,} points (WebSocket)",
+            f"{result['open_s']:.2f} s, {result['history_points']:,} points, "
+            f"{result['history_bytes'] / 1e3:,.0f} kB", "< 2 s")
+        row("long history", f"{database}: API 1 series downsampled / 2,000-step zoom",
+            f"{result['api_downsampled_s'] * 1000:.0f} ms "
+            f"({result['api_downsampled_points']} points) / {result['api_zoom_s'] * 1000:.0f} ms",
+            "same rule")
+
     with Server() as server:
         if "ingestion" in parts:
             result = ingestion(server, 25 if quick else 250)
@@ -578,15 +602,7 @@ def main() -> int:
                 f"{result['max']:.0f} ms; lost {result['lost']}, dup {result['duplicates']}",
                 "works; p95 < 100 ms")
         if "history" in parts:
-            total = 100_000 if quick else 1_000_000
-            result = long_history(server, total)
-            row("long history", f"open a run of {total:,} points (WebSocket)",
-                f"{result['open_s']:.2f} s, {result['history_points']:,} points, "
-                f"{result['history_bytes'] / 1e3:,.0f} kB", "< 2 s")
-            row("long history", "API: 1 series downsampled / 2,000-step zoom",
-                f"{result['api_downsampled_s'] * 1000:.0f} ms "
-                f"({result['api_downsampled_points']} points) / {result['api_zoom_s'] * 1000:.0f} ms",
-                "same rule")
+            history_rows(server, 100_000 if quick else 1_000_000, "SQLite")
         if "agent-process" in parts:
             result = agent_process(server)
             row("agent process", "spawn -> online; RSS idle before any job",
@@ -605,13 +621,16 @@ def main() -> int:
             row("many agents", "ingestion with all heartbeating",
                 f"{result['ingest']['points_per_s']:,.0f} points/s", ">= 20,000 points/s")
 
-    if "ingestion" in parts and args.postgres:
+    if ("ingestion" in parts or "history" in parts) and args.postgres:
         with postgres_database(args.postgres) as url, Server(database_url=url) as server:
-            result = ingestion(server, 25 if quick else 250)
-            row("ingestion", "PostgreSQL, batches of 200",
-                f"{result['points_per_s']:,.0f} points/s ({result['ms_per_post']:.1f} ms/POST; "
-                f"daphne CPU {result['server_cpu_ms_per_post']:.1f} ms/POST)",
-                ">= 20,000 points/s")
+            if "ingestion" in parts:
+                result = ingestion(server, 25 if quick else 250)
+                row("ingestion", "PostgreSQL, batches of 200",
+                    f"{result['points_per_s']:,.0f} points/s ({result['ms_per_post']:.1f} "
+                    f"ms/POST; daphne CPU {result['server_cpu_ms_per_post']:.1f} ms/POST)",
+                    ">= 20,000 points/s")
+            if "history" in parts:
+                history_rows(server, 100_000 if quick else 1_000_000, "PostgreSQL")
 
     if profile:
         print("\ncProfile of the ingestion path (in-process POSTs, cumulative):")

@@ -4,11 +4,15 @@
 """
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-# Django must be set up before the routes import models.
-django_asgi_app = get_asgi_application()
+# Django must be set up before the routes import models (as get_asgi_application() does).
+django.setup(set_prefix=False)
+
+from controlplane.asgi_http import SyncChainASGIHandler  # noqa: E402
+
+django_asgi_app = SyncChainASGIHandler()
 
 from ml.registry import load_all  # noqa: E402
 

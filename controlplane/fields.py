@@ -56,6 +56,9 @@ def json_type_error(field: serializers.Field, value: Any) -> Any:
     if isinstance(field, serializers.ChoiceField) and all(
             isinstance(choice, str) for choice in field.choices):
         return None if isinstance(value, str) else ["Must be a string."]
+    if isinstance(field, serializers.ListField) and isinstance(field.child,
+                                                            serializers.BaseSerializer):
+        return None  # items are nested serializers: they check their own fields
     if isinstance(field, serializers.ListField) and isinstance(value, list):
         errors = {str(i): error for i, item in enumerate(value)
                   if (error := json_type_error(field.child, item)) is not None}

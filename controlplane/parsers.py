@@ -12,6 +12,7 @@ import codecs
 import json
 import math
 import re
+from itertools import accumulate
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from rest_framework.parsers import JSONParser, get_encoding
 #: A JSON string literal (escapes included), written so that the regex never backtracks.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_CHANGE = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 NOT_FINITE = "Must be a finite number."
 
@@ -37,15 +39,9 @@ def json_depth_exceeds(text: str, limit: int) -> bool:
     else:  # quotes alternate: every other piece is outside strings (much faster)
         outside = "".join(text.split('"')[0::2])
     brackets = _NOT_BRACKET.sub("", outside)
-    depth = 0
-    for char in brackets:
-        if char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
+    # The running depth after each bracket, in C (a Python loop over them was the parser's
+    # largest cost on a metric batch).
+    return max(accumulate(map(_DEPTH_CHANGE.__getitem__, brackets)), default=0) > limit
 
 
 def _non_finite_path(data: Any) -> list[str] | None:

@@ -6,6 +6,8 @@ from typing import Any
 from django.db import connection, transaction
 
 from controlplane.experiments.models import Run
+from controlplane.experiments.queries import HostedRun
+from controlplane.metrics import blocks
 from controlplane.metrics.downsample import db_run_id
 from controlplane.metrics.events import log_event, points_event, publish_on_commit
 from controlplane.metrics.models import MetricPoint, RunLog
@@ -16,21 +18,25 @@ INSERT_ROWS = 1000
 
 
 @transaction.atomic
-def ingest_metrics(run: Run, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ingest_metrics(run: Run | HostedRun, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Store a batch of validated points; return the ones that were new.
 
     Idempotent on (run, name, step): a point already stored (a retried batch, or the same key
-    twice in one batch) is skipped, first value wins. Only new points are published (one event
-    per batch), so the live view never sees one twice.
+    twice in one batch) is skipped, first value wins. Only new points are folded into their
+    blocks (controlplane.metrics.blocks) and published (one event per batch), so neither the
+    blocks nor the live view count one twice.
     """
     batch: dict[tuple[str, int], dict[str, Any]] = {}
     for point in points:
         batch.setdefault((point["name"], point["step"]), point)
     if not batch:
         return []
-    inserted = _insert_new(db_run_id(run.pk), list(batch.values()))
+    run_id = db_run_id(run.id)
+    inserted = _insert_new(run_id, list(batch.values()))
     new = [batch[key] for key in batch if key in inserted]
     if new:
+        blocks.add_points(run_id, ((p["name"], p["step"], p["value"], p["sim_time_s"],
+                                    p["wall_time_s"]) for p in new))
         publish_on_commit(run.experiment_id, points_event(run.id, new))
     return new
 
@@ -56,7 +62,7 @@ def _insert_new(run_id: object, points: list[dict[str, Any]]) -> set[tuple[str, 
 
 
 @transaction.atomic
-def append_logs(run: Run, first_seq: int, lines: list[str]) -> list[str]:
+def append_logs(run: Run | HostedRun, first_seq: int, lines: list[str]) -> list[str]:
     """Store lines ``first_seq``, ``first_seq + 1``, ... of the run's log; return the new ones.
 
     Idempotent on (run, seq) like metrics: lines already stored (a retried batch) are skipped,
@@ -65,10 +71,10 @@ def append_logs(run: Run, first_seq: int, lines: list[str]) -> list[str]:
     if not lines:
         return []
     seqs = range(first_seq, first_seq + len(lines))
-    stored = set(RunLog.objects.filter(run=run, seq__range=(seqs[0], seqs[-1]))
+    stored = set(RunLog.objects.filter(run_id=run.id, seq__range=(seqs[0], seqs[-1]))
                  .values_list("seq", flat=True))
     new = [(seq, line) for seq, line in zip(seqs, lines) if seq not in stored]
-    RunLog.objects.bulk_create([RunLog(run=run, seq=seq, line=line) for seq, line in new],
+    RunLog.objects.bulk_create([RunLog(run_id=run.id, seq=seq, line=line) for seq, line in new],
                                ignore_conflicts=True)
     if new:
         publish_on_commit(run.experiment_id, log_event(run.id, [line for _, line in new]))

@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.auth import IsDevice
-from controlplane.experiments.models import FINISHED_STATES, Run
-from controlplane.experiments.queries import runs_for, runs_hosted_by
+from controlplane.experiments.models import Run
+from controlplane.experiments.queries import HostedRun, hosted_run, runs_for
 from controlplane.metrics import actions, downsample
 from controlplane.metrics.exports import StepsCSVRenderer, step_rows
 from controlplane.parsers import BoundedJSONParser
@@ -44,18 +44,14 @@ class RunReportView(APIView):
     def get_permissions(self):
         return [IsDevice()] if self.request.method == "POST" else [IsAuthenticated()]
 
-    def hosted_run(self, request: Request, run_id) -> Run:
+    def hosted_run(self, request: Request, run_id) -> HostedRun:
+        """The run, with whether the reporting device's jobs of it are finished (read before
+        the batch is stored: its agent must stop)."""
         # Any run not hosted by this device is refused alike, existing or not.
-        run = runs_hosted_by(request.auth).filter(pk=run_id).first()
+        run = hosted_run(request.auth, run_id)
         if run is None:
             raise PermissionDenied("Only the device hosting this run may report on it.")
         return run
-
-    @staticmethod
-    def stopped(request: Request, run: Run) -> bool:
-        """Whether the reporting device's job of ``run`` is finished (its agent must stop)."""
-        return not (run.jobs.filter(device=request.auth).exclude(state__in=FINISHED_STATES)
-                    .exists())
 
     def owned_run(self, request: Request, run_id) -> Run:
         return get_object_or_404(runs_for(request.user), pk=run_id)
@@ -107,7 +103,7 @@ class RunMetricsView(RunReportView):
         points = batch.validated_data["points"]
         actions.ingest_metrics(run, points)
         return Response({"accepted": len(points),
-                         "cancelled": self.stopped(request, run)})
+                         "cancelled": run.stopped})
 
 
 class RunLogsView(RunReportView):
@@ -133,4 +129,4 @@ class RunLogsView(RunReportView):
         lines = batch.validated_data["lines"]
         actions.append_logs(run, batch.validated_data["first_seq"], lines)
         return Response({"accepted": len(lines),
-                         "cancelled": self.stopped(request, run)})
+                         "cancelled": run.stopped})
