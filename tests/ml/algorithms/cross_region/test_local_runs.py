@@ -84,7 +84,7 @@ def test_quantised_fragments_go_up_as_codes_and_come_back_as_the_exact_mean():
 
 def test_a_killed_region_fails_the_run_naming_its_device(tmp_path):
     config = {**TINY, "rounds": 400, "eval_every": 100_000}
-    launch = LocalLaunch("streaming-diloco", config, 3, timeout_s=5, workdir=tmp_path).start()
+    launch = LocalLaunch("streaming-diloco", config, 3, timeout_s=15, workdir=tmp_path).start()
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not launch.points():
