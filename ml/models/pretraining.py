@@ -132,12 +132,23 @@ def corpus_splits(corpus: str, vocab_size: int, cache_dir: str | Path | None = N
     """Tokenizer and token ids of ``corpus``'s splits (the BPE is fitted on the training split
     only; both are cached under ``cache_dir``, default ``<data>/tokenizers``)."""
     folder = Path(cache_dir) if cache_dir is not None else default_data_dir() / "tokenizers"
+    key = (corpus, vocab_size, str(folder.resolve()))
+    if corpus in BUILT_IN_CORPORA and key in _SPLITS:  # the files of a path may change
+        return _SPLITS[key]
     documents, description = corpus_documents(corpus)
     train_docs, val_docs = split_documents(documents)
     tokenizer = train_bpe(train_docs, vocab_size, folder, log=log)
-    return CorpusSplits(tokenizer, cached_tokens(tokenizer, train_docs, folder),
-                        cached_tokens(tokenizer, val_docs, folder), "\n\n".join(train_docs),
-                        "\n\n".join(val_docs), corpus_digest(documents), description)
+    splits = CorpusSplits(tokenizer, cached_tokens(tokenizer, train_docs, folder),
+                          cached_tokens(tokenizer, val_docs, folder), "\n\n".join(train_docs),
+                          "\n\n".join(val_docs), corpus_digest(documents), description)
+    if corpus in BUILT_IN_CORPORA:
+        _SPLITS.clear()
+        _SPLITS[key] = splits
+    return splits
+
+
+BUILT_IN_CORPORA = ("pydoc", "cpython")
+_SPLITS: dict[tuple, CorpusSplits] = {}  # this process's last built-in corpus (benches reuse it)
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -65,9 +65,12 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
     start = time.perf_counter()
 
     def document(runs: list[dict], plots: list[str] | None = None) -> dict:
-        return harness.results_document(
+        doc = harness.results_document(
             declaration, runs, mode=mode, wall_s=previous_wall + time.perf_counter() - start,
             plots=plots, notes=notes)
+        if describe is not None:
+            doc["context"] = describe(runs)
+        return doc
 
     def checkpoint(records: list[dict]) -> None:
         harness.save(document(done + records), path)
@@ -94,6 +97,8 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
         summary = doc["evaluation"]["claims"][claim.key]
         print(f"{claim.key}: {claim.text} -> closest regime {summary['closest_regime']}: "
               f"{summary['closest_verdict']}")
+    for line in doc.get("context", []):
+        print(line)
     print(f"results: {path}; wall {doc['wall_s']:.0f} s")
     print()
     print(report.verdict_table(doc))
