@@ -23,12 +23,12 @@ RECIPE_VERSION = 1
 
 
 class BPETokenizer:
-    """A trained ``tokenizers.Tokenizer`` behind the interface of :class:`ml.data.text.Tokenizer`."""
+    """A trained ``tokenizers.Tokenizer`` behind :class:`ml.data.text.Tokenizer`'s interface."""
 
     def __init__(self, path: str | Path):
         from tokenizers import Tokenizer
 
-        self.path = Path(path)
+        self.path = Path(path).resolve()
         text = self.path.read_text(encoding="utf-8")
         self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
         self._tok = Tokenizer.from_str(text)

@@ -42,9 +42,9 @@ def load_corpus(name_or_path: str = "pydoc") -> str:
     if found is None:
         tried = " or ".join(str(c.resolve()) for c in candidates)
         raise FileNotFoundError(
-            f"corpus {name_or_path!r} is neither 'pydoc' nor an existing text file (nor 'cpython'): put a "
-            f"UTF-8 text file at {tried} (the data folder is $ESTUARY_DATA_DIR, default var/), "
-            f"or give the corpus's full path")
+            f"corpus {name_or_path!r} is neither 'pydoc' nor an existing text file (nor "
+            f"'cpython'): put a UTF-8 text file at {tried} (the data folder is "
+            f"$ESTUARY_DATA_DIR, default var/), or give the corpus's full path")
     path = found
     try:
         return path.read_text(encoding="utf-8")

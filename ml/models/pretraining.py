@@ -244,6 +244,7 @@ def _train(spec: LMSize, cfg: DecoderConfig, s: PretrainSettings, splits: Corpus
         f"{s.steps} steps of {s.batch_size}x{cfg.max_seq_len} tokens on {device}")
     tokens_per_step = s.batch_size * cfg.max_seq_len
     call_start = last_log = time.perf_counter()
+    last_cpu = time.process_time()
     logged_step, window = state["step"], []
     model.train()
     while state["step"] < s.steps:
@@ -263,12 +264,15 @@ def _train(spec: LMSize, cfg: DecoderConfig, s: PretrainSettings, splits: Corpus
         now = time.perf_counter()
         state["train_time_s"] += now - step_start
         if state["step"] % log_every == 0 or state["step"] == s.steps:
-            rate = tokens_per_step * (state["step"] - logged_step) / max(now - last_log, 1e-9)
+            done = tokens_per_step * (state["step"] - logged_step)
+            rate = done / max(now - last_log, 1e-9)
+            cpu = time.process_time()
             eta = (s.steps - state["step"]) * tokens_per_step / max(rate, 1e-9)
             log(f"pretrain {spec.name}: step {state['step']}/{s.steps} loss "
                 f"{sum(window) / len(window):.3f} lr {_lr_at(step, s):.2e} "
-                f"{rate:,.0f} tokens/s ETA {_duration(eta)}")
-            last_log, logged_step, window = now, state["step"], []
+                f"{rate:,.0f} tokens/s ({done / max(cpu - last_cpu, 1e-9):,.0f} per CPU-second) "
+                f"ETA {_duration(eta)}")
+            last_log, last_cpu, logged_step, window = now, cpu, state["step"], []
         if on_step is not None:
             on_step(state["step"], value)
         if state["step"] % checkpoint_every == 0 and state["step"] < s.steps:

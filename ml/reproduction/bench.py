@@ -34,11 +34,14 @@ def parser(description: str) -> argparse.ArgumentParser:
 def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace, *,
               context: dict, quick_regime: str, quick_seeds: tuple[int, ...],
               quick_context: dict, skip: dict[str, str] | None = None,
-              metrics: list[str] | None = None) -> dict:
+              metrics: list[str] | None = None,
+              describe: Callable[[list[dict]], list[str]] | None = None) -> dict:
     """Run the bench described by ``args``; return the results document.
 
     ``skip`` maps regime keys that cannot run here (e.g. no CIFAR folder) to the reason, which
-    is printed and stored in the document's notes.
+    is printed and stored in the document's notes. ``describe(runs)`` gives lines about what
+    the runs measured beside the comparisons (e.g. the dense model's quality), stored as the
+    document's ``context`` and printed under the setting in the docs.
     """
     skip = skip or {}
     if args.quick:
