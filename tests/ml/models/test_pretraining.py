@@ -135,3 +135,18 @@ def test_deep_sizes_have_12_to_16_blocks():
     assert {s.config.n_layers for s in LM_SIZES.values()} <= set(range(8, 17))
     assert LM_SIZES["medium"].config.n_layers == 12
     assert dataclasses.replace(LM_SIZES["medium"].settings).steps == 1500
+
+
+def test_cli_pretrain_quick_trains_then_loads(tmp_path, monkeypatch, capsys):
+    import json
+
+    from ml.cli import main
+
+    monkeypatch.setenv("ESTUARY_DATA_DIR", str(tmp_path))
+    assert main(["pretrain", "--size", "deep-tiny", "--quick", "--threads", "1"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["size"] == "deep-tiny" and first["steps"] == 20 and not first["cached"]
+    assert main(["pretrain", "--size", "deep-tiny", "--quick"]) == 0
+    assert json.loads(capsys.readouterr().out)["cached"]
+    assert main(["pretrain", "--size", "huge"]) == 2
+    assert "--size must be one of deep-tiny, medium, large" in capsys.readouterr().err
