@@ -107,7 +107,7 @@ def test_progress_lines_give_step_loss_rate_and_eta(tmp_path, corpus):
                           log=lines.append)
     steps = [line for line in lines if " step " in line]
     assert len(steps) == 3 and "step 4/12 loss " in steps[0]
-    assert "tokens/s ETA " in steps[0]
+    assert "tokens/s (" in steps[0] and "per CPU-second) ETA " in steps[0]
 
 
 def test_a_missing_corpus_file_is_a_clear_error(tmp_path):
