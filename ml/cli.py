@@ -214,12 +214,59 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the roles as N local processes over torch.distributed")
     run.add_argument("--shape", action="store_true",
                      help="with --distributed: apply each rank's profile uplink and RTT")
+    pretrain = commands.add_parser(
+        "pretrain", help="pre-train (or resume) one LM size of ml.models.pretraining, cached")
+    pretrain.add_argument("--size", default="medium",
+                          help="deep-tiny, medium or large (default medium)")
+    pretrain.add_argument("--corpus", help="corpus name or UTF-8 file (default: the size's)")
+    pretrain.add_argument("--steps", type=int, help="training steps (default: the size's)")
+    pretrain.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
+    pretrain.add_argument("--threads", type=int, help="torch CPU threads")
+    pretrain.add_argument("--max-minutes", type=float,
+                          help="stop after this long, state saved (run again to resume)")
+    pretrain.add_argument("--quick", action="store_true",
+                          help="a 20-step check of the pipeline (its own cache entry)")
     return parser
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """``python -m ml pretrain``: train, resume or load one size; print its info."""
+    import torch
+
+    from ml.models.pretraining import LM_SIZES, PretrainingStopped, pretrained_lm_of_size
+
+    if args.size not in LM_SIZES:
+        raise UsageError(f"--size must be one of {', '.join(LM_SIZES)}, got {args.size!r}")
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, got {args.device!r}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this host")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = 20 if args.quick else args.steps
+    try:
+        _, _, info = pretrained_lm_of_size(
+            args.size, corpus=args.corpus, steps=steps, device=args.device,
+            log_every=5 if args.quick else 10, eval_windows=8 if args.quick else None,
+            checkpoint_every=10 if args.quick else 50,
+            stop_after_s=args.max_minutes * 60 if args.max_minutes else None)
+    except PretrainingStopped as stopped:
+        print(str(stopped), file=sys.stderr)
+        return 3
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    shown = {k: info[k] for k in ("size", "params", "steps", "val_perplexity",
+                                  "unigram_perplexity", "tokens_per_s", "train_time_s",
+                                  "device", "cached", "path") if k in info}
+    print(json.dumps(shown, indent=1))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "pretrain":
+            return cmd_pretrain(args)
         return cmd_list() if args.command == "list" else cmd_run(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 The offline corpus ``pydoc`` is CPython's ``pydoc_data.topics`` (about 466 kB of English
 reference text with code), joined in sorted topic order so it is identical on every machine.
+The offline corpus ``cpython`` (about 10 MB) is the standard library's sources plus those topics
+(:mod:`ml.data.cpython_corpus`).
 Any other name is a local UTF-8 text file: a path, or a file name in the data folder
 (``$ESTUARY_DATA_DIR``, default ``var/``), so ``load_corpus("tiny-shakespeare.txt")`` reads
 ``var/tiny-shakespeare.txt``.
@@ -19,7 +21,7 @@ from ml.data.images import default_data_dir
 
 
 def load_corpus(name_or_path: str = "pydoc") -> str:
-    """The text of corpus ``pydoc`` or of the UTF-8 file ``name_or_path``.
+    """The text of corpus ``pydoc`` or ``cpython``, or of the UTF-8 file ``name_or_path``.
 
     A relative path that does not exist is also looked up in the data folder
     (:func:`ml.data.images.default_data_dir`). ``FileNotFoundError`` says where to put the file.
@@ -28,6 +30,10 @@ def load_corpus(name_or_path: str = "pydoc") -> str:
         from pydoc_data.topics import topics
 
         return "\n\n".join(topics[key] for key in sorted(topics))
+    if name_or_path == "cpython":
+        from ml.data.cpython_corpus import cpython_text
+
+        return cpython_text()
     path = Path(name_or_path).expanduser()
     candidates = [path]
     if not path.is_absolute():
@@ -36,9 +42,9 @@ def load_corpus(name_or_path: str = "pydoc") -> str:
     if found is None:
         tried = " or ".join(str(c.resolve()) for c in candidates)
         raise FileNotFoundError(
-            f"corpus {name_or_path!r} is neither 'pydoc' nor an existing text file: put a "
-            f"UTF-8 text file at {tried} (the data folder is $ESTUARY_DATA_DIR, default var/), "
-            f"or give the corpus's full path")
+            f"corpus {name_or_path!r} is neither 'pydoc' nor an existing text file (nor "
+            f"'cpython'): put a UTF-8 text file at {tried} (the data folder is "
+            f"$ESTUARY_DATA_DIR, default var/), or give the corpus's full path")
     path = found
     try:
         return path.read_text(encoding="utf-8")
@@ -104,7 +110,12 @@ class CharTokenizer:
 
 
 def tokenizer_from_dict(spec: dict) -> ByteTokenizer | CharTokenizer:
-    """Rebuild a tokenizer from its :meth:`to_dict` description."""
+    """Rebuild a tokenizer from its :meth:`to_dict` description (a ``bpe`` one is loaded from its
+    file, :class:`ml.data.bpe.BPETokenizer`)."""
+    if spec.get("kind") == "bpe":
+        from ml.data.bpe import BPETokenizer
+
+        return BPETokenizer.from_dict(spec)
     if spec.get("kind") == "byte":
         return ByteTokenizer()
     if spec.get("kind") == "char":

@@ -56,11 +56,16 @@ def held_out_perplexity(model: nn.Module, tokens: torch.Tensor, seq_len: int,
 def next_word_choice_task(train_text: str, eval_text: str, tokenizer: Tokenizer, *,
                           items: int = 500, choices: int = 4, context_chars: int = 96,
                           min_word_len: int = 3, max_word_len: int = 16,
-                          seed: int = 0) -> list[ChoiceItem]:
+                          seed: int = 0, attach_space: bool = False) -> list[ChoiceItem]:
     """Build up to ``items`` next-word questions from ``eval_text`` (see the module docstring).
 
     Distractors come from ``train_text``; words with fewer than ``choices - 1`` other training
     words of their length are skipped. Deterministic for a given ``seed``.
+
+    ``attach_space`` (for subword tokenizers whose tokens carry their leading space, as GPT-2's
+    byte-level BPE): a word that follows a space is asked with that space, as ``" word"``, and
+    the context stops before it, so the context never ends in a lone space token the model has
+    rarely seen; its distractors are training words that also followed a space.
     """
     if choices < 2:
         raise ValueError(f"choices must be >= 2, got {choices}")
@@ -70,41 +75,52 @@ def next_word_choice_task(train_text: str, eval_text: str, tokenizer: Tokenizer,
     # with a byte tokenizer that is their length, with a subword one it is not.
     token_counts: dict[str, int] = {}
 
-    def tokens_in(word: str) -> int:
-        if word not in token_counts:
-            token_counts[word] = len(tokenizer.encode(word))
-        return token_counts[word]
+    def tokens_in(form: str) -> int:
+        if form not in token_counts:
+            token_counts[form] = len(tokenizer.encode(form))
+        return token_counts[form]
 
-    by_length: dict[int, Counter] = defaultdict(Counter)
+    def prefix(text: str, start: int) -> str:
+        return " " if attach_space and start > 0 and text[start - 1] == " " else ""
+
+    by_length: dict[tuple[str, int], Counter] = defaultdict(Counter)
     for match in _WORD.finditer(train_text):
         word = match.group()
         if min_word_len <= len(word) <= max_word_len:
-            by_length[tokens_in(word)][word] += 1
-    pools = {length: (list(counts), np.array(list(counts.values()), dtype=np.float64))
-             for length, counts in by_length.items()}
+            form = prefix(train_text, match.start()) + word
+            by_length[(form[:-len(word)], tokens_in(form))][form] += 1
+    pools = {key: (list(counts), np.array(list(counts.values()), dtype=np.float64))
+             for key, counts in by_length.items()}
 
-    def has_distractors(word: str) -> bool:
-        words = pools.get(tokens_in(word), ((), None))[0]
-        return len(words) - (word in by_length[tokens_in(word)]) >= choices - 1
+    def key_of(form: str, word: str) -> tuple[str, int]:
+        return form[:-len(word)], tokens_in(form)
+
+    def has_distractors(form: str, word: str) -> bool:
+        key = key_of(form, word)
+        words = pools.get(key, ((), None))[0]
+        return len(words) - (form in by_length[key]) >= choices - 1
 
     spots = [m for m in _WORD.finditer(eval_text)
              if m.start() >= context_chars and min_word_len <= len(m.group()) <= max_word_len
-             and has_distractors(m.group())]
+             and has_distractors(prefix(eval_text, m.start()) + m.group(), m.group())]
     rng = np.random.default_rng(seed)
     if len(spots) > items:
         spots = [spots[i] for i in sorted(rng.choice(len(spots), size=items, replace=False))]
     task = []
     for match in spots:
         word = match.group()
-        words, counts = pools[tokens_in(word)]
+        form = prefix(eval_text, match.start()) + word
+        key = key_of(form, word)
+        words, counts = pools[key]
         weights = counts.copy()
-        if word in by_length[tokens_in(word)]:
-            weights[words.index(word)] = 0.0
+        if form in by_length[key]:
+            weights[words.index(form)] = 0.0
         picked = rng.choice(len(words), size=choices - 1, replace=False, p=weights / weights.sum())
-        candidates = [word] + [words[i] for i in picked]
+        candidates = [form] + [words[i] for i in picked]
         order = rng.permutation(choices)
         encoded = torch.stack([tokenizer.encode(candidates[i]) for i in order])
-        context = tokenizer.encode(eval_text[match.start() - context_chars:match.start()])
+        start = match.start() - (len(form) - len(word))
+        context = tokenizer.encode(eval_text[match.start() - context_chars:start])
         task.append(ChoiceItem(context=context, choices=encoded,
                                answer=int(np.flatnonzero(order == 0)[0])))
     return task

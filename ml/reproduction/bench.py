@@ -34,11 +34,14 @@ def parser(description: str) -> argparse.ArgumentParser:
 def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace, *,
               context: dict, quick_regime: str, quick_seeds: tuple[int, ...],
               quick_context: dict, skip: dict[str, str] | None = None,
-              metrics: list[str] | None = None) -> dict:
+              metrics: list[str] | None = None,
+              describe: Callable[[list[dict]], list[str]] | None = None) -> dict:
     """Run the bench described by ``args``; return the results document.
 
     ``skip`` maps regime keys that cannot run here (e.g. no CIFAR folder) to the reason, which
-    is printed and stored in the document's notes.
+    is printed and stored in the document's notes. ``describe(runs)`` gives lines about what
+    the runs measured beside the comparisons (e.g. the dense model's quality), stored as the
+    document's ``context`` and printed under the setting in the docs.
     """
     skip = skip or {}
     if args.quick:
@@ -65,9 +68,12 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
     start = time.perf_counter()
 
     def document(runs: list[dict], plots: list[str] | None = None) -> dict:
-        return harness.results_document(
+        doc = harness.results_document(
             declaration, runs, mode=mode, wall_s=previous_wall + time.perf_counter() - start,
             plots=plots, notes=notes)
+        if describe is not None:
+            doc["context"] = describe(runs)
+        return doc
 
     def checkpoint(records: list[dict]) -> None:
         harness.save(document(done + records), path)
@@ -94,6 +100,8 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
         summary = doc["evaluation"]["claims"][claim.key]
         print(f"{claim.key}: {claim.text} -> closest regime {summary['closest_regime']}: "
               f"{summary['closest_verdict']}")
+    for line in doc.get("context", []):
+        print(line)
     print(f"results: {path}; wall {doc['wall_s']:.0f} s")
     print()
     print(report.verdict_table(doc))

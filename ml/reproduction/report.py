@@ -280,6 +280,9 @@ def markdown_section(document: dict) -> str:
               f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
               f"{document['machine']}; finished {document['finished']}.", ""]
     lines += ["**Setting.** " + decl["setting"], ""]
+    if document.get("context"):
+        lines += ["**Measured context.**", ""] + [f"- {line}" for line in document["context"]]
+        lines.append("")
     target = ", ".join(f"{k} = {v}" for k, v in decl["target"].items()
                        if k not in ("time_axis", "report_metrics"))
     if target:

@@ -27,14 +27,21 @@ class PruneConfig(MethodConfig):
                                    description="Local Hugging Face Llama-style checkpoint folder "
                                                "(config.json, model.safetensors, tokenizer.json); "
                                                "empty: the LM pre-trained on the corpus")
-    corpus: str = Field(default="pydoc",
-                        description="Text for calibration and evaluation: 'pydoc' or a UTF-8 "
-                                    "file path")
-    model_size: Literal["small", "tiny"] = Field(
-        default="tiny", description="LM pre-trained on the corpus (no checkpoint): tiny (~70 k "
-                                    "parameters, the quick default) or small (~0.9 M)")
-    pretrain_steps: int = Field(default=300, ge=1, le=100_000,
-                                description="Pre-training steps of that LM (cached on disk)")
+    corpus: str | None = Field(default=None,
+                               description="Text for pre-training, calibration and evaluation: "
+                                           "'pydoc', 'cpython' or a UTF-8 file path; empty: "
+                                           "the model size's corpus (pydoc for tiny/small, "
+                                           "cpython for medium/large)")
+    model_size: Literal["small", "tiny", "deep-tiny", "medium", "large"] = Field(
+        default="tiny", description="LM pre-trained on the corpus (no checkpoint): byte-level "
+                                    "tiny (~70 k parameters, the quick default) or small "
+                                    "(~0.9 M, 4 blocks); BPE deep-tiny (12 blocks, ~0.2 M, "
+                                    "tests), medium (12 blocks, ~11.6 M) or large (16 blocks, "
+                                    "~34 M), see ml.models.pretraining")
+    pretrain_steps: int | None = Field(default=None, ge=1, le=100_000,
+                                       description="Pre-training steps of that LM (cached on "
+                                                   "disk); empty: 300 for tiny/small, the "
+                                                   "size's own for the deep sizes")
     batch_size: int = Field(default=8, ge=1, le=1024,
                             description="Calibration sequences per micro-batch")
     eval_windows: int = Field(default=64, ge=1, le=100_000,

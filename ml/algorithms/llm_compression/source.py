@@ -1,6 +1,12 @@
-"""The model to prune and its data: the pre-trained pydoc LM or a local Llama-style checkpoint.
+"""The model to prune and its data: a pre-trained LM or a local Llama-style checkpoint.
 
-Data (ours): the corpus is split as the pre-training split it (the last 10% held out). The
+The byte-level sizes (``tiny``, ``small``) come from :func:`ml.models.pretrained.pretrained_lm`
+(pre-trained with the run's seed, as before); the deep BPE sizes (``deep-tiny``, ``medium``,
+``large``) from :func:`ml.models.pretraining.pretrained_lm_of_size`, pre-trained once with seed 0
+(the fixed checkpoint every seed prunes, as the paper prunes one Llama).
+
+Data (ours): the corpus is split as the pre-training split it (byte sizes: the last 10% held
+out; deep sizes: every tenth document held out). The
 calibration set is ``calibration_size`` windows of ``seq_len`` tokens drawn at seeded random
 offsets of the training split; LoRA recovery also trains on the training split; perplexity and
 the next-word choice task use only the held-out split (ml.eval.lm).
@@ -16,7 +22,9 @@ from ml.models.hf_llama import HFTokenizer, load_llama
 from ml.data.text import ByteTokenizer, SequenceDataset, load_corpus, train_val_split
 from ml.eval.lm import ChoiceItem, next_word_choice_task
 from ml.method_run import generator
+from ml.data.images import default_data_dir
 from ml.models.pretrained import DEFAULT_CONFIG, VAL_FRACTION, pretrained_lm
+from ml.models.pretraining import LM_SIZES, corpus_splits, pretrained_lm_of_size
 from ml.models.transformer import DecoderConfig, DecoderLM
 
 #: Pre-trained model sizes on the corpus: ``small`` is the shared default of ml.models.pretrained
@@ -42,10 +50,27 @@ class Source:
     info: dict = field(default_factory=dict)
 
 
-def load_source(corpus: str, checkpoint: str | None, model_size: str, pretrain_steps: int,
-                seed: int) -> Source:
+#: Pre-training steps of the byte-level sizes when the config leaves them empty.
+BYTE_PRETRAIN_STEPS = 300
+
+
+def load_source(corpus: str | None, checkpoint: str | None, model_size: str,
+                pretrain_steps: int | None, seed: int) -> Source:
     """The model to prune: ``checkpoint`` (a local Hugging Face Llama folder) if given, else the
-    byte-level LM pre-trained on ``corpus`` (cached under ``$ESTUARY_DATA_DIR/models``)."""
+    LM of ``model_size`` pre-trained on ``corpus`` (its size's corpus when empty; cached under
+    ``$ESTUARY_DATA_DIR``)."""
+    if model_size in LM_SIZES and not checkpoint:
+        model, tokenizer, info = pretrained_lm_of_size(model_size, corpus=corpus,
+                                                       steps=pretrain_steps, seed=0)
+        splits = corpus_splits(corpus or LM_SIZES[model_size].corpus,
+                               LM_SIZES[model_size].vocab_size,
+                               default_data_dir() / "tokenizers")
+        return Source(model, tokenizer, splits.train_tokens, splits.val_tokens,
+                      splits.train_text, splits.val_text, 1e-6,
+                      {k: info[k] for k in ("val_perplexity", "unigram_perplexity", "path",
+                                            "cached", "params", "size") if k in info})
+    corpus = corpus or "pydoc"
+    pretrain_steps = pretrain_steps or BYTE_PRETRAIN_STEPS
     if checkpoint:
         folder = Path(checkpoint).expanduser()
         model, eps = load_llama(folder)
@@ -74,7 +99,7 @@ def choice_task(source: Source, items: int, choices: int, context_chars: int,
     """The next-word choice task on the held-out text (ml.eval.lm.next_word_choice_task)."""
     return next_word_choice_task(source.train_text, source.val_text, source.tokenizer,
                                  items=items, choices=choices, context_chars=context_chars,
-                                 seed=seed)
+                                 seed=seed, attach_space=not is_byte_level(source.tokenizer))
 
 
 def is_byte_level(tokenizer: object) -> bool:
