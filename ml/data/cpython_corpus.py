@@ -44,16 +44,21 @@ def cpython_source_files(root: Path | None = None) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
+def pydoc_text() -> str:
+    """CPython's ``pydoc_data.topics``, in key order (the corpus ``pydoc``)."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
 def cpython_documents(root: Path | None = None) -> list[str]:
     """The corpus as documents (one per source file, the pydoc topics last)."""
-    from ml.data.text import load_corpus
-
     root = root or stdlib_folder()
     docs = []
     for path in cpython_source_files(root):
         text = path.read_text(encoding="utf-8", errors="replace")
         docs.append(f"# Lib/{path.relative_to(root).as_posix()}\n{text}")
-    docs.append(load_corpus("pydoc"))
+    docs.append(pydoc_text())
     return docs
 
 

@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 import torch
 from torch.utils.data import Dataset
 
+from ml.data.cpython_corpus import cpython_text, pydoc_text
 from ml.data.images import default_data_dir
 
 
@@ -27,12 +28,8 @@ def load_corpus(name_or_path: str = "pydoc") -> str:
     (:func:`ml.data.images.default_data_dir`). ``FileNotFoundError`` says where to put the file.
     """
     if name_or_path == "pydoc":
-        from pydoc_data.topics import topics
-
-        return "\n\n".join(topics[key] for key in sorted(topics))
+        return pydoc_text()
     if name_or_path == "cpython":
-        from ml.data.cpython_corpus import cpython_text
-
         return cpython_text()
     path = Path(name_or_path).expanduser()
     candidates = [path]

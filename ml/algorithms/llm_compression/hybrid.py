@@ -1,7 +1,7 @@
 """COMP: hybrid-granularity post-training structured pruning with mask tuning.
 
 Xu, Xu, Xu, Liao, Yao, Xie, "Lightweight and Post-Training Structured Pruning for On-Device Large
-Language Models" (COMP), arXiv 2501.15255 (2025); papers.md §3.
+Language Models" (COMP), arXiv 2501.15255 (2025).
 
 The paper's steps and how each is done here:
 

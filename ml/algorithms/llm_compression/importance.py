@@ -1,14 +1,14 @@
 """Importance of whole blocks (coarse step) and of MLP neurons (fine step) on calibration data.
 
-**Block importance** (ShortGPT's Block Influence, our choice for COMP's unpublished layer metric,
-papers.md §3 [I]): ``BI_l = 1 - mean_tokens cos(x_l, x_{l+1})`` where ``x_l`` enters block ``l``
-and ``x_{l+1}`` leaves it, over every calibration token, on the dense model. A block that barely
+**Block importance** (ShortGPT's Block Influence, our choice for COMP's unpublished layer metric
+[I]): ``BI_l = 1 - mean_tokens cos(x_l, x_{l+1})`` where ``x_l`` enters block ``l`` and
+``x_{l+1}`` leaves it, over every calibration token, on the dense model. A block that barely
 turns the residual stream (BI near 0) is the cheapest to remove.
 
-**Neuron importance, condition-based** (ours; papers.md §3 [I] leaves the formula open). For the
-MLP of a block, let ``H`` be the calibration activations entering ``down_proj`` (tokens x d_ff),
-``G = H^T H`` their Gram matrix (damped: ``G + damping * mean(diag G) * I``) and ``w_j`` column
-``j`` of ``down_proj``. Neuron ``j`` scores::
+**Neuron importance, condition-based** (ours [I]; arXiv 2501.15255 leaves the formula open). For
+the MLP of a block, let ``H`` be the calibration activations entering ``down_proj`` (tokens x
+d_ff), ``G = H^T H`` their Gram matrix (damped: ``G + damping * mean(diag G) * I``) and ``w_j``
+column ``j`` of ``down_proj``. Neuron ``j`` scores::
 
     s_j = ||w_j||^2 / [G^-1]_jj  =  ||w_j||^2 * ||h_j||^2 / VIF_j
 
@@ -22,7 +22,7 @@ structured Optimal Brain Surgeon cost). Neurons are removed greedily: after each
 is downdated by the Schur complement (``G^-1 <- G^-1 - G^-1[:, j] G^-1[j, :] / G^-1[j, j]``) and
 the scores recomputed, so of two redundant neurons only one is removed.
 
-We do not use the literal ``kappa(H_{-j}) - kappa(H)`` candidate of papers.md: by singular-value
+We do not use the literal ``kappa(H_{-j}) - kappa(H)`` reading of the score: by singular-value
 interlacing removing a column never raises the condition number of a tall matrix, and the change
 depends only on the two extreme singular values, which ties most neurons.
 

@@ -1,8 +1,8 @@
 """Mask tuning: per-unit scales fitted by least squares to the dense model, folded into weights.
 
 After Kwon et al., "A Fast Post-Training Pruning Framework for Transformers", NeurIPS 2022
-(arXiv 2204.09656; ``prune/rescale.py`` of WoosukKwon/retraining-free-pruning), as papers.md §3
-describes for COMP. A sub-layer's output is a sum of per-unit contributions; each kept unit ``i``
+(arXiv 2204.09656; ``prune/rescale.py`` of WoosukKwon/retraining-free-pruning), as COMP (arXiv
+2501.15255) uses it. A sub-layer's output is a sum of per-unit contributions; each kept unit ``i``
 gets a real scale ``m_i`` (its mask value, 1 before tuning, 0 when pruned) and ``m`` minimises::
 
     sum_tokens || sum_i m_i c_i(t) - b(t) ||^2,   b = teacher output - student residual
@@ -14,7 +14,7 @@ micro-batch without ever forming ``A``:
 
 - MLP neurons: ``c_i(t) = h_i(t) w_i`` (activation times ``down_proj`` column), so
   ``(A^T A)_ij = (w_i . w_j) (h_i . h_j)`` = ``(W^T W) o G`` and ``(A^T b)_i = sum_t h_i(t) (w_i . b(t))``.
-- Attention heads (ours: papers.md leaves open which layers are tuned; COMP never prunes heads,
+- Attention heads (ours: the paper leaves open which layers are tuned; COMP never prunes heads,
   but their scales help a block absorb a removed block before it): ``c_h(t) = W_o[:, h] z_h(t)``.
 
 The system is solved in float64 for the change from 1, with a small ridge toward 1 (as Kwon et
