@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import re
+import signal
 import threading
+import time
 
-from tests.fixtures.agents import AgentProcess
+from tests.fixtures.agents import AgentProcess, wait_for
+
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def start_agents(agent_factory, names_profiles: list[tuple[str, str]]) -> list[AgentProcess]:
@@ -62,3 +66,34 @@ def role_pids(agent: AgentProcess, job_id: str) -> list[int]:
     """The role processes the agent started for ``job_id`` that it says ended."""
     return [int(pid) for pid in
             re.findall(rf"role process (\d+) of job {job_id} ended", agent.output())]
+
+
+def assert_points_have_no_gap(run_id: str, metric: str = "accuracy") -> None:
+    """Every metric's stored steps run 1..n (or 0..n) without a hole (and ``metric`` is among
+    them); the store is unique on (run, name, step), so none is duplicated."""
+    from controlplane.metrics.models import MetricPoint
+
+    names = set(MetricPoint.objects.filter(run_id=run_id).values_list("name", flat=True))
+    assert metric in names, sorted(names)
+    for name in names:
+        steps = [step for step, _ in series(run_id, name)]
+        assert steps == list(range(steps[0], steps[0] + len(steps))), (name, steps)
+        assert steps[0] in (0, 1), (name, steps[:3])
+
+
+def kill_fails_the_run(run_id: str, agent: AgentProcess, device: str,
+                       metric: str | None = "accuracy") -> float:
+    """kill -9 ``agent`` mid-run; assert the run fails within 60 s naming ``device`` and, for
+    a method reporting every round (``metric``; None: one that reports at other steps), that
+    the points reported before have no gap; the seconds it took."""
+    agent.send(signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: run_row(run_id).state in FINISHED, 60, "the run to fail")
+    failed_after = time.monotonic() - killed_at
+    run = run_row(run_id)
+    assert run.state == "failed" and device in run.error, run.error
+    if metric is not None:
+        assert_points_have_no_gap(run_id, metric)
+    print(f"{run.method}: kill -9 of {device}'s agent failed the run in {failed_after:.1f} s: "
+          f"{run.error}")
+    return failed_after

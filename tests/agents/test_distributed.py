@@ -10,14 +10,16 @@
 One test function on purpose: starting the agents (each preloads torch) is most of the cost,
 so they are started once and the scenarios run one after the other on the same devices.
 """
-import signal
 import time
 
 import psutil
 import pytest
 
 from tests.agents.distributed_helpers import (
+    FINISHED,
+    assert_points_have_no_gap,
     job_ids,
+    kill_fails_the_run,
     launch,
     role_pids,
     run_row,
@@ -33,7 +35,6 @@ CONFIG = {"rounds": 2, "dataset": "digits", "workers": 3}
 #: Long enough to still be running when the test acts on it.
 LONG = {"rounds": 1000, "dataset": "digits", "workers": 2}
 SHORT = {"rounds": 1, "dataset": "digits", "workers": 2}
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def emulated_twin(run) -> tuple[list[tuple[int, float]], float, dict]:
@@ -51,19 +52,6 @@ def emulated_twin(run) -> tuple[list[tuple[int, float]], float, dict]:
 
 def first_rounds(run_id: str, rounds: int) -> bool:
     return len(series(run_id, "accuracy")) >= rounds
-
-
-def assert_points_have_no_gap(run_id: str) -> None:
-    """Every metric's stored steps run 1..n (or 0..n) without a hole; the store is unique on
-    (run, name, step), so none is duplicated."""
-    from controlplane.metrics.models import MetricPoint
-
-    names = set(MetricPoint.objects.filter(run_id=run_id).values_list("name", flat=True))
-    assert "accuracy" in names
-    for name in names:
-        steps = [step for step, _ in series(run_id, name)]
-        assert steps == list(range(steps[0], steps[0] + len(steps))), (name, steps)
-        assert steps[0] in (0, 1), (name, steps[:3])
 
 
 def test_distributed_runs_on_three_local_agents(
@@ -130,13 +118,7 @@ def test_distributed_runs_on_three_local_agents(
     # 3. kill -9 of a worker's agent mid-run: the run fails within 60 s naming its device.
     run_id = launch(http, asgi_server, agents, LONG)["runs"][0]["id"]
     wait_for(lambda: first_rounds(run_id, 1), 120, "the first round")
-    edge2.send(signal.SIGKILL)
-    killed_at = time.monotonic()
-    wait_for(lambda: run_row(run_id).state in FINISHED, 60, "the run to fail")
-    failed_after = time.monotonic() - killed_at
-    run = run_row(run_id)
-    assert run.state == "failed" and "edge-2" in run.error, run.error
-    assert_points_have_no_gap(run_id)
+    failed_after = kill_fails_the_run(run_id, edge2, "edge-2")
 
     # 4. The agent is offline when the next gang is allocated: the run fails after the claim
     #    deadline, naming it.

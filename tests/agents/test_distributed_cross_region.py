@@ -4,12 +4,11 @@ kill -9 of a region's agent mid-run fails the run within 60 s naming its device.
 
 One test function on purpose: starting the agents (each preloads torch) is most of the cost.
 """
-import signal
-import time
 
 import pytest
 
-from tests.agents.distributed_helpers import launch, run_row, series, start_agents
+from tests.agents.distributed_helpers import (FINISHED, kill_fails_the_run, launch, run_row,
+                                              series, start_agents)
 from tests.fixtures.agents import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,7 +19,6 @@ TINY = {"workers": 2, "rounds": 2, "inner_steps": 4, "eval_every": 4, "batch_siz
         "emulated_params": None, "emulated_tokens_per_step": None}
 #: Long enough to still be running when the test acts on it.
 LONG = {**TINY, "rounds": 10_000, "fragments": 2}
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def emulated_twin(run) -> list[tuple[int, float]]:
@@ -56,10 +54,4 @@ def test_cross_region_runs_on_cloud_agents_and_a_killed_region_fails_the_run(
     run_id = launch(http, asgi_server, agents, LONG,
                     algorithm="streaming-diloco")["runs"][0]["id"]
     wait_for(lambda: len(series(run_id, "perplexity")) >= 1, 180, "the first evaluation")
-    agents[2].send(signal.SIGKILL)
-    killed_at = time.monotonic()
-    wait_for(lambda: run_row(run_id).state in FINISHED, 60, "the run to fail")
-    failed_after = time.monotonic() - killed_at
-    run = run_row(run_id)
-    assert run.state == "failed" and "region-2" in run.error, run.error
-    print(f"the killed region failed the run in {failed_after:.1f} s: {run.error}")
+    kill_fails_the_run(run_id, agents[2], "region-2", metric=None)

@@ -1,13 +1,11 @@
 """Federated fine-tuning on three real agents (a cloud server, two edge clients' hosts): kill -9
 of a client's agent mid-run fails the run within 60 s naming its device, with no gap in the
 stored points (the shape of section 3 of tests/agents/test_distributed.py)."""
-import signal
-import time
 
 import pytest
 
-from tests.agents.distributed_helpers import launch, run_row, series, start_agents
-from tests.agents.test_distributed import FINISHED, assert_points_have_no_gap
+from tests.agents.distributed_helpers import (kill_fails_the_run, launch, run_row, series,
+                                              start_agents)
 from tests.fixtures.agents import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,12 +33,4 @@ def test_killing_a_clients_agent_fails_the_fedspine_run_naming_its_device(
     wait_for(lambda: len(series(run_id, "accuracy")) >= 1, 180, "the first round")
     assert run_row(run_id).state == "running"
     assert [slot["name"] for slot in run_row(run_id).placement] == ["cloud", "edge-1", "edge-2"]
-    edge2.send(signal.SIGKILL)
-    killed_at = time.monotonic()
-    wait_for(lambda: run_row(run_id).state in FINISHED, 60, "the run to fail")
-    failed_after = time.monotonic() - killed_at
-    run = run_row(run_id)
-    assert run.state == "failed" and "edge-2" in run.error, run.error
-    assert_points_have_no_gap(run_id)
-    print(f"fedspine: the killed client's agent failed the run in {failed_after:.1f} s: "
-          f"{run.error}")
+    kill_fails_the_run(run_id, edge2, "edge-2")

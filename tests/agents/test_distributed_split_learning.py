@@ -8,13 +8,12 @@ whose members talk to their cluster's top worker directly (ml.distributed.peers)
 
 One test function on purpose: starting the agents (each preloads torch) is most of the cost.
 """
-import signal
-import time
 
 import pytest
 
-from tests.agents.distributed_helpers import launch, run_row, series, start_agents
-from tests.agents.test_distributed import FINISHED, assert_points_have_no_gap, emulated_twin
+from tests.agents.distributed_helpers import (FINISHED, kill_fails_the_run, launch, run_row,
+                                              series, start_agents)
+from tests.agents.test_distributed import emulated_twin
 from tests.fixtures.agents import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,11 +51,4 @@ def test_parallelsfl_on_three_local_agents(
     # 2. kill -9 of a worker's agent mid-run: the run fails within 60 s naming its device.
     run_id = launch(http, asgi_server, agents, LONG, algorithm="parallelsfl")["runs"][0]["id"]
     wait_for(lambda: len(series(run_id, "accuracy")) >= 1, 120, "the first round")
-    edge2.send(signal.SIGKILL)
-    killed_at = time.monotonic()
-    wait_for(lambda: run_row(run_id).state in FINISHED, 60, "the run to fail")
-    failed_after = time.monotonic() - killed_at
-    run = run_row(run_id)
-    assert run.state == "failed" and "edge-2" in run.error, run.error
-    assert_points_have_no_gap(run_id)
-    print(f"parallelsfl: the killed worker failed the run in {failed_after:.1f} s")
+    kill_fails_the_run(run_id, edge2, "edge-2")
