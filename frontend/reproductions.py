@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from controlplane.devices.queries import devices_for
+from frontend.page_urls import experiment_url_template
 from ml.testbed.presets import PRESETS
 
 PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.png$")
@@ -79,7 +80,7 @@ def _paper(document: dict) -> dict:
 @require_GET
 def reproductions(request: HttpRequest) -> HttpResponse:
     papers = [_paper(d) for d in _documents()]
-    placeholder = "00000000-0000-0000-0000-000000000000"
+    url_template, placeholder = experiment_url_template()
     return render(request, "frontend/reproductions.html", {
         "section": "reproductions",
         "papers": papers,
@@ -88,7 +89,7 @@ def reproductions(request: HttpRequest) -> HttpResponse:
         "page_data": {
             "create_url": "/api/v1/experiments/",
             "devices_url": "/api/v1/devices/",
-            "experiment_url_template": reverse("frontend:experiment", args=[placeholder]),
+            "experiment_url_template": url_template,
             "id_placeholder": placeholder,
             "launches": {p["key"]: {**p["launch"], "name": f"{p['paper']}: {p['headline']}"}
                          for p in papers if p["launch"]},

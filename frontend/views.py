@@ -26,6 +26,7 @@ from controlplane.experiments.results import duration_s, main_metrics
 from controlplane.experiments.serializers import code_version_differs
 from controlplane.experiments.views import EXPERIMENT_ORDERINGS, ExperimentQuerySerializer
 from frontend import tables
+from frontend.page_urls import experiment_url_template
 from ml import metrics_catalogue, registry
 from ml.metrics_catalogue import describe
 from ml.testbed.presets import PRESETS
@@ -35,10 +36,6 @@ from ml.testbed.profiles import PROFILES
 API = "/api/v1"
 MAX_COMPARED_RUNS = 20
 
-
-def _experiment_url_template() -> tuple[str, str]:
-    placeholder = str(uuid.UUID(int=0))
-    return reverse("frontend:experiment", args=[placeholder]), placeholder
 
 
 @login_required
@@ -137,7 +134,7 @@ def experiments(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def new_experiment(request: HttpRequest) -> HttpResponse:
-    url_template, placeholder = _experiment_url_template()
+    url_template, placeholder = experiment_url_template()
     return render(request, "frontend/new_experiment.html", {
         "section": "experiments",
         "presets": sorted(PRESETS),
