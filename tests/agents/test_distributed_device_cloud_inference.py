@@ -69,5 +69,6 @@ def test_hat_runs_distributed_on_three_local_agents(
     run_id = launch(http, asgi_server, agents, LONG, algorithm="u-shaped-inference")[
         "runs"][0]["id"]
     wait_for(lambda: series(run_id, "setup_wall_s"), 180, "every device role to be built")
+    # On an idle machine serving may already be over when the kill lands (the cloud then
+    # loses edge-2 while gathering the ranks' counters): either way the run must fail naming it.
     kill_fails_the_run(run_id, edge2, "edge-2", metric=None)
-    assert not series(run_id, "ttft_ms")  # it was killed mid-serving, not after
