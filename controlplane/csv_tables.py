@@ -2,6 +2,7 @@
 table answers (the dashboard's downloads use :func:`write_csv` too)."""
 from __future__ import annotations
 
+import abc
 import csv
 import io
 from typing import Any, Iterable, Sequence
@@ -30,7 +31,7 @@ def write_csv(out, rows: Iterable[Sequence[Any]]) -> None:
         writer.writerow([spreadsheet_safe(cell) for cell in row])
 
 
-class TableCSVRenderer(BaseRenderer):
+class TableCSVRenderer(BaseRenderer, abc.ABC):
     """``?format=csv`` of a table answer: :meth:`rows` turns it into rows; an error answer
     (without ``table_key``) stays readable as its message."""
 
@@ -40,6 +41,7 @@ class TableCSVRenderer(BaseRenderer):
     #: The key every table answer has and an error answer lacks.
     table_key: str = ""
 
+    @abc.abstractmethod
     def rows(self, data: dict) -> Iterable[Sequence[Any]]:
         raise NotImplementedError
 

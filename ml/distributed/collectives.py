@@ -29,6 +29,7 @@ puts a compact form on the wire (e.g. quantised codes); contributions are summed
 """
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -91,7 +92,7 @@ def sum_in_order(contributions: dict[int, Sequence[Tensor]], *, mean: bool) -> l
     return total
 
 
-class Collectives:
+class Collectives(abc.ABC):
     """Broadcast, gather and all-reduce among the members of one role (see the module)."""
 
     members: tuple[int, ...]  # every member of the role, in order
@@ -101,11 +102,13 @@ class Collectives:
     def root(self) -> int:
         return self.members[0]
 
+    @abc.abstractmethod
     def broadcast(self, tag: str, tensors: Sequence[Tensor] | None, root: int | None = None,
                   *, kind: str | None = None) -> Pending:
         """Member ``root``'s ``tensors`` (None elsewhere) to every process; a Pending of them."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def gather(self, tag: str, values: dict[int, Sequence[Tensor]], root: int | None = None,
                *, kind: str | None = None, codec: Codec | None = None) -> Pending:
         """Every local member's ``values[m]`` to ``root``'s process; a Pending of ``{member:

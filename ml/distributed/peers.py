@@ -20,6 +20,7 @@ the call that receives it, because it runs each worker's calls lazily).
 """
 from __future__ import annotations
 
+import abc
 import collections
 from typing import Any
 
@@ -61,13 +62,15 @@ class PeerChannel:
         return queue.popleft()
 
 
-class Mailbox:
+class Mailbox(abc.ABC):
     """Tensors from one virtual worker to another, in the order they were sent."""
 
+    @abc.abstractmethod
     def send(self, src: int, dst: int, tensors: list[torch.Tensor],
              kind: str | None = None) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def recv(self, dst: int, src: int) -> list[torch.Tensor]:
         raise NotImplementedError
 
