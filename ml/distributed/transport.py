@@ -38,6 +38,8 @@ from ml.distributed.shaping import LinkShape, Shaper
 from ml.reporting import Cancelled
 
 _KEYS = "estuary/"
+# How long the coordinator waits for a failed rank's own reason before blaming it (see _blame).
+_EXPLAIN_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class Transport:
         self._lock = threading.Lock()
         self._pending: dict[int, collections.deque[Message]] = collections.defaultdict(
             collections.deque)
+        self._backlog: collections.deque[bytes] = collections.deque()  # read ahead by _blame
         # Payload buffers of sends not yet acknowledged, per destination: (index, works, buffers).
         # gloo send works cannot be polled; a peer's header says how many of our messages it
         # has received (``ack``), and only then are they released.
@@ -196,6 +199,35 @@ class Transport:
         peer = self.peers.get(rank, Peer(rank, "?", f"rank-{rank}"))
         return PeerLost(rank, peer.device, peer.name, detail)
 
+    def _blame(self, rank: int, detail: str) -> BaseException:
+        """The failure to raise when talking to ``rank`` failed. On the coordinator, ``rank``
+        may have left because it lost another peer: a rank says so (``bye`` with the lost peer,
+        or ``error``) before it exits, so its inbox is read ahead briefly for that reason and
+        the run's failure names the device really lost, not the messenger."""
+        if self.rank != 0 or rank == 0:
+            return self._lost(rank, detail)
+        deadline = time.monotonic() + min(_EXPLAIN_GRACE_S, self.timeout_s)
+        read: list[bytes] = []
+        try:
+            while (body := self._pop_body(deadline)) is not None:
+                read.append(body)
+                header = messages.decode_header(torch.frombuffer(bytearray(body),
+                                                                 dtype=torch.uint8))
+                if header.get("src") != rank or header.get("op") not in ("bye", "error"):
+                    continue
+                if isinstance(header.get("lost"), dict):
+                    return PeerLost.from_dict(header["lost"])
+                if header["op"] == "error":
+                    peer = self.peers[rank]
+                    return RemoteError(f"rank {rank} (device {peer.name}) failed: "
+                                       f"{header.get('error')}")
+                break
+        except Exception:  # noqa: BLE001 - no explanation: blame the rank we lost
+            pass
+        finally:
+            self._backlog.extend(read)
+        return self._lost(rank, detail)
+
     def _has_key(self, key: str) -> bool:
         try:
             return self.store.check([f"{_KEYS}{key}"])
@@ -224,7 +256,10 @@ class Transport:
             c.messages_sent += 1
             c.payload_by_kind[kind or "control"] += nbytes
         if self._shaper is None:
-            self._hand_over(dst, payload, body, self.store)
+            try:
+                self._hand_over(dst, payload, body, self.store)
+            except PeerLost as exc:
+                raise self._blame(exc.rank, exc.detail) from None
         else:
             busy_until, release_at = self._shaper.schedule(nbytes + len(body))
             delay = busy_until - time.monotonic()
@@ -288,7 +323,10 @@ class Transport:
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
-            raise self._failure
+            failure = self._failure
+            if isinstance(failure, PeerLost):
+                failure = self._blame(failure.rank, failure.detail)
+            raise failure
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -328,8 +366,10 @@ class Transport:
                 seen.add(message.src)
         return seen
 
-    def _next(self, deadline: float | None = None) -> Message | None:
-        start = time.perf_counter()
+    def _pop_body(self, deadline: float | None = None) -> bytes | None:
+        """The next raw message on this rank's inbox (read-ahead first); None at ``deadline``."""
+        if self._backlog:
+            return self._backlog.popleft()
         key = f"{_KEYS}inbox/{self.rank}"
         while True:
             if deadline is not None:
@@ -338,18 +378,23 @@ class Transport:
                     return None
                 self._inbox_store.set_timeout(_td(min(left, self.timeout_s)))
             try:
-                body = self._inbox_store.queue_pop(key)
-                break
+                return self._inbox_store.queue_pop(key)
             except (dist.DistError, RuntimeError) as exc:
                 if _is_timeout(exc):
                     continue  # the watchdog wakes us when a peer is really lost
                 self._closed.set()
                 raise self._lost(0, f"the run's store stopped answering: {exc}") from None
+
+    def _next(self, deadline: float | None = None) -> Message | None:
+        start = time.perf_counter()
+        body = self._pop_body(deadline)
+        if body is None:
+            return None
         received = time.perf_counter()
         header = messages.decode_header(torch.frombuffer(bytearray(body), dtype=torch.uint8))
         op = header["op"]
         if op == "_lost":
-            raise self._lost(int(header["rank"]), str(header["detail"]))
+            raise self._blame(int(header["rank"]), str(header["detail"]))
         if op == "_cancel":
             raise Cancelled()
         src = header.get("src")
@@ -371,12 +416,12 @@ class Transport:
             raise ProtocolError("'tensors' must be a list")
         if specs:
             buffers, plan = messages.buffers_for(specs, self.wire_device)
-            works = [dist.irecv(b, src=src) for b in buffers]
-            try:
+            try:  # posting fails at once when the pair is already closed
+                works = [dist.irecv(b, src=src) for b in buffers]
                 for w in works:
                     w.wait(_td(self.timeout_s))
             except (dist.DistError, RuntimeError) as exc:
-                raise self._lost(src, f"its payload did not arrive: {exc}") from None
+                raise self._blame(src, f"its payload did not arrive: {exc}") from None
             tensors = messages.split(plan)
             nbytes = messages.payload_bytes(buffers)
         else:
