@@ -248,6 +248,37 @@ class TestNewExperiment:
         screenshot(page, "experiments")
 
 
+    def test_it_launches_a_distributed_run_on_the_checked_devices(self, owner_page, asgi_server,
+                                                                   owner, keep_online):
+        page = owner_page
+        names = {"cloud-31": "a6000-server", "jetson-31": "jetson-nx", "jetson-32": "jetson-nx"}
+        for name, profile in names.items():
+            keep_online(enrol_agent(asgi_server, owner, name, profile))
+        open_form(page, "splitfed")
+        page.get_by_label("Experiment name").fill("on my devices")
+        page.get_by_label("rounds", exact=True).fill("2")
+        page.get_by_label("workers", exact=True).fill("2")
+        page.get_by_label("fedavg").uncheck()
+        page.get_by_label("My registered devices").check()
+        for name in names:
+            page.locator("#devices label", has_text=name).locator("input").check()
+        page.get_by_label("Execution").select_option("distributed")
+        page.get_by_role("button", name="Launch experiment").click()
+
+        expect(page).to_have_url(re.compile(rf"/experiments/{UUID}/$"))
+        experiment = Experiment.objects.get()
+        assert (experiment.execution, experiment.methods) == ("distributed", ["splitfed"])
+        (run,) = experiment.runs.all()
+        placed = {slot["name"]: slot for slot in run.placement}
+        assert set(placed) == set(names)
+        assert placed["cloud-31"]["role"] == "coordinator"
+        assert sorted(w for n in ("jetson-31", "jetson-32") for w in placed[n]["workers"]) == \
+            [0, 1]
+        table = page.locator(".placement-table")
+        for name in names:
+            expect(table.locator("td", has_text=name)).to_be_visible()
+        screenshot(page, "distributed-experiment")
+
 class TestExperimentPage:
     def test_it_extends_the_charts_live(self, owner_page, asgi_server, owner, keep_online):
         page = owner_page
