@@ -13,8 +13,9 @@ def serve(transport: Transport, objects: dict[int, object], exposed: frozenset[s
     """Answer rank 0 until it ends the run; return this rank's counters.
 
     Ops: ``call`` (run, reply with the result), ``cast`` (run, no reply), ``stats`` (reply
-    with the counters), ``end`` (reply, return), ``stop`` (raise Cancelled), ``abort`` (raise
-    PeerLost or RemoteError, raised by the transport). Only methods in ``exposed`` run.
+    with the counters), ``end`` (reply, return); ``stop`` (Cancelled) and ``abort`` (PeerLost or
+    RemoteError) are raised by the transport, even while a worker waits on a peer. Only
+    methods in ``exposed`` run.
     """
     counters = transport.counters
     while True:
@@ -42,8 +43,6 @@ def serve(transport: Transport, objects: dict[int, object], exposed: frozenset[s
             transport.send(0, {"op": op, "stats": counters.as_dict()})
             if op == "end":
                 return counters.as_dict()
-        elif op == "stop":
-            raise Cancelled()
         else:
             raise ProtocolError(f"unknown op {op!r}")
 

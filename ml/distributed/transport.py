@@ -333,8 +333,9 @@ class Transport:
     def recv(self, src: int | None = None) -> Message:
         """The next message from ``src`` (any rank when None), in the order it was sent.
 
-        Raises PeerLost when a peer stops answering, Cancelled when the stop check fires,
-        RemoteError / PeerLost when a peer reports its failure (``error``, ``abort``).
+        Raises PeerLost when a peer stops answering, Cancelled when the stop check fires or
+        the coordinator cancels (``stop``), RemoteError / PeerLost when a peer reports its
+        failure (``error``, ``abort``).
         """
         while True:
             if src is None:
@@ -400,6 +401,8 @@ class Transport:
         src = header.get("src")
         if isinstance(src, bool) or not isinstance(src, int) or src not in self.peers:
             raise ProtocolError(f"message from unknown rank {src!r}")
+        if op == "stop":  # the coordinator cancelled: wakes a rank waiting on a peer too
+            raise Cancelled()
         if op == "abort":
             if "lost" in header:
                 raise PeerLost.from_dict(header["lost"])

@@ -1,18 +1,16 @@
 """ml.distributed.transport between real rank processes (gloo over loopback): which device a
-failure names when a rank leaves because it lost another peer."""
+failure names when a rank leaves because it lost another peer, and a cancel that reaches a rank
+waiting on a peer."""
 import json
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 
-# One rank of a three-rank run. Rank 1 sends rank 0 a message with a payload, then leaves the
-# way a worker leaves when it lost rank 2 (``report_failure`` with the PeerLost, then exits)
-# before rank 0 has taken the payload; rank 2 just stays. Rank 0 then receives from rank 1.
+# One rank of a three-rank run, playing ``scenario``; rank 0 writes what it saw to outcome.json.
 RANK = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
@@ -20,29 +18,48 @@ RANK = textwrap.dedent("""
     from ml.distributed.errors import PeerLost
     from ml.distributed.serve import report_failure
     from ml.distributed.transport import Peer, Rendezvous, Transport
+    from ml.reporting import Cancelled
 
-    rank, port, workdir = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    scenario, rank, port, workdir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
+        Path(sys.argv[4])
     peers = [Peer(r, f"device-{r}", f"jetson-{r}") for r in range(3)]
     transport = Transport(peers, rank, Rendezvous("127.0.0.1", port, "test-run", 20.0))
-    if rank == 1:
-        transport.send(0, {"op": "reply"}, [torch.arange(100_000, dtype=torch.float32)])
-        report_failure(transport, PeerLost(2, "device-2", "jetson-2", "no heartbeat"))
-        transport.close(graceful=False)
-        os._exit(0)
-    if rank == 0:
-        while not (workdir / "rank1-gone").exists():
-            time.sleep(0.05)
-        try:
-            transport.recv(1)
-            outcome = {"received": True}
-            message = transport.recv(1)
-            outcome["next"] = message.header
-        except PeerLost as exc:
-            outcome = {"lost": exc.as_dict()}
-        (workdir / "outcome.json").write_text(json.dumps(outcome))
-    else:
-        while not (workdir / "outcome.json").exists():
-            time.sleep(0.05)
+    outcome = workdir / "outcome.json"
+
+    def finish(seen):
+        outcome.write_text(json.dumps(seen))
+
+    if scenario == "messenger":
+        # Rank 1 sends rank 0 a payload, then leaves the way a worker leaves when it lost
+        # rank 2 (report_failure, exit) before rank 0 has taken the payload.
+        if rank == 1:
+            transport.send(0, {"op": "reply"}, [torch.arange(100_000, dtype=torch.float32)])
+            report_failure(transport, PeerLost(2, "device-2", "jetson-2", "no heartbeat"))
+            transport.close(graceful=False)
+            os._exit(0)
+        if rank == 0:
+            while not (workdir / "rank1-gone").exists():
+                time.sleep(0.05)
+            try:
+                transport.recv(1)
+                message = transport.recv(1)
+                finish({"received": True, "next": message.header})
+            except PeerLost as exc:
+                finish({"lost": exc.as_dict()})
+    elif scenario == "cancel":
+        # Rank 1 waits for a peer message from rank 2 that never comes; rank 0 cancels.
+        if rank == 1:
+            started = time.monotonic()
+            try:
+                transport.recv(2)
+                finish({"received": True})
+            except Cancelled:
+                finish({"cancelled_after_s": time.monotonic() - started})
+        if rank == 0:
+            time.sleep(0.5)
+            transport.send(1, {"op": "stop"})
+    while not outcome.exists():
+        time.sleep(0.05)
     transport.close(graceful=False)
     os._exit(0)
 """)
@@ -54,26 +71,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_rank_that_left_over_a_lost_peer_is_not_blamed_for_it(tmp_path):
+def play(scenario: str, workdir: Path, first_to_exit: int | None = None) -> dict:
+    """Run the three ranks of ``scenario``; what it wrote to outcome.json."""
     port = free_port()
-    script = tmp_path / "rank.py"
+    script = workdir / "rank.py"
     script.write_text(RANK)
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), str(port), str(tmp_path)],
+    procs = [subprocess.Popen([sys.executable, str(script), scenario, str(r), str(port),
+                               str(workdir)],
                               cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for r in range(3)]
     try:
-        assert procs[1].wait(timeout=120) == 0, procs[1].stderr.read().decode()[-2000:]
-        (tmp_path / "rank1-gone").touch()
-        for p in (procs[0], procs[2]):
-            assert p.wait(timeout=60) == 0, p.stderr.read().decode()[-2000:]
+        if first_to_exit is not None:
+            proc = procs[first_to_exit]
+            assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
+            (workdir / f"rank{first_to_exit}-gone").touch()
+        for proc in procs:
+            assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
     finally:
-        for p in procs:
-            p.kill()
-    outcome = json.loads((tmp_path / "outcome.json").read_text())
+        for proc in procs:
+            proc.kill()
+    return json.loads((workdir / "outcome.json").read_text())
+
+
+def test_a_rank_that_left_over_a_lost_peer_is_not_blamed_for_it(tmp_path):
+    outcome = play("messenger", tmp_path, first_to_exit=1)
     # Whether the payload still arrives depends on gloo's buffering; either way the run's
     # failure must name rank 2's device, never rank 1's (the messenger).
     if "lost" in outcome:
         assert outcome["lost"]["device"] == "device-2", outcome
     else:
         assert outcome["next"]["op"] == "bye" and outcome["next"]["lost"]["device"] == "device-2"
+
+
+def test_a_cancel_wakes_a_rank_waiting_on_a_peer(tmp_path):
+    outcome = play("cancel", tmp_path)
+    # Before: it waited for the peer's heartbeat timeout (20 s here) or forever.
+    assert outcome["cancelled_after_s"] < 20, outcome
