@@ -93,7 +93,6 @@ def _size(name: str, corpus: str, vocab: int, d_model: int, layers: int, heads: 
 LM_SIZES: dict[str, LMSize] = {s.name: s for s in (
     _size("deep-tiny", "pydoc", 512, 32, 12, 2, 96, 64, 200, 16, 5e-3, 20, 16),
     _size("hat-12", "pydoc", 512, 32, 12, 2, 96, 320, 300, 8, 5e-3, 30, 16),
-    _size("hat-32", "pydoc", 512, 32, 32, 2, 96, 320, 300, 8, 3e-3, 30, 16),
     _size("medium", "cpython", 4096, 256, 12, 4, 704, 256, 1500, 32, 1e-3, 100, 200),
     _size("large", "cpython", 4096, 384, 16, 6, 1024, 256, 2500, 32, 6e-4, 150, 200),
 )}
