@@ -259,3 +259,47 @@ def _same_tokens(runs: list[dict]) -> tuple[int, int]:
         groups.setdefault((r["regime"], r["seed"]), []).append(r.get("tokens"))
     full = [g for g in groups.values() if len(g) == len(ARMS)]
     return sum(all(t == g[0] for t in g) for g in full), len(full)
+
+
+def plot_latencies(document: dict, path) -> str | None:
+    """TTFT and TBT of every arm per regime (mean over seeds, log scale; error bars: min-max
+    over seeds): the figures the verdicts compare. Returns the file name, None if no runs."""
+    import numpy as np
+
+    from ml.reproduction.report import _pyplot
+
+    runs = document["runs"]
+    if not runs:
+        return None
+    labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
+    regimes = [k for k in labels if any(r["regime"] == k for r in runs)]
+    arms = [a["label"] for a in document["declaration"]["arms"]]
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 0.8 * len(regimes) + 3), 6.4), dpi=100,
+                             sharex=True)
+    width = 0.8 / len(arms)
+    for ax, metric, name in zip(axes, ("ttft_ms", "tbt_ms"), ("TTFT (ms)", "TBT (ms)")):
+        for i, arm in enumerate(arms):
+            means, lows, highs = [], [], []
+            for key in regimes:
+                values = [r["metrics"].get(metric) for r in runs
+                          if r["regime"] == key and r["arm"] == arm]
+                values = [v for v in values if v is not None]
+                mean = float(np.mean(values)) if values else np.nan
+                means.append(mean)
+                lows.append(mean - min(values) if values else 0.0)
+                highs.append(max(values) - mean if values else 0.0)
+            x = np.arange(len(regimes)) + (i - (len(arms) - 1) / 2) * width
+            ax.bar(x, means, width, yerr=[lows, highs], label=arm, color=f"C{i}", capsize=2)
+        ax.set_yscale("log")
+        ax.set_ylabel(name, fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=7, ncol=len(arms), loc="lower left", bbox_to_anchor=(0, 1.0))
+    axes[1].set_xticks(range(len(regimes)), [labels[k] for k in regimes], rotation=25,
+                       ha="right", fontsize=7)
+    fig.suptitle("HAT and its baselines per regime: mean over seeds, bars min-max", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
