@@ -68,3 +68,13 @@ def test_serving_config_refuses_bad_sizes_and_shares():
         parse({"cloud_share": 0})
     with pytest.raises(Exception, match="middle"):
         parse({"lm_size": "hat-12", "input_layers": 6, "output_layers": 6})
+
+
+def test_describe_counts_the_pairs_whose_four_outputs_agree():
+    def run(arm, seed, outputs):
+        return {"regime": "r", "arm": arm, "seed": seed, "models": {}, "metrics": {},
+                "outputs_sha256": hat.outputs_digest(outputs)}
+    runs = [run(a.label, 0, [[1, 2]]) for a in hat.ARMS]
+    runs += [run(a.label, 1, [[1, 2]] if a.label != "hat" else [[1, 3]]) for a in hat.ARMS]
+    assert hat.describe(runs)[-1] == ("Greedy outputs identical across the four methods in 1 "
+                                      "of 2 (regime, seed) pairs.")
