@@ -279,6 +279,11 @@ def markdown_section(document: dict) -> str:
     lines += [f"Mode: **{document['mode']}**; seeds {', '.join(map(str, decl['seeds']))}; "
               f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
               f"{document['machine']}; finished {document['finished']}.", ""]
+    declared = len(decl["regimes"]) * len(decl["arms"]) * len(decl["seeds"])
+    if len(document["runs"]) < declared:
+        lines += [f"**Partial**: {len(document['runs'])} of the {declared} declared runs "
+                  f"(regimes x arms x seeds) are in this results file; the verdicts below "
+                  f"cover only what ran.", ""]
     lines += ["**Setting.** " + decl["setting"], ""]
     if document.get("context"):
         lines += ["**Measured context.**", ""] + [f"- {line}" for line in document["context"]]

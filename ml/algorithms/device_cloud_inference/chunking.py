@@ -34,9 +34,11 @@ def chunk_bounds(prompt_len: int, size: int) -> list[tuple[int, int]]:
 
 
 def predicted_ttft(prompt_len: int, size: int, device: EmulatedDevice, testbed: Testbed,
-                   served: ServedModels, load: int = 1, draft_window: int = 0) -> float:
+                   served: ServedModels, load: int = 1, draft_window: int = 0,
+                   cloud_share: float = 1.0) -> float:
     """Predicted seconds from the request to the first token with chunks of ``size``
-    (``draft_window``: prompt positions the draft model prefills, 0 for none)."""
+    (``draft_window``: prompt positions the draft model prefills, 0 for none; ``cloud_share``:
+    the fraction of the cloud this service gets, as the engine charges it)."""
     cloud = testbed.require_server()
     up_bps = testbed.bandwidth_bps(device, cloud)
     down_bps = testbed.bandwidth_bps(cloud, device)
@@ -67,7 +69,8 @@ def predicted_ttft(prompt_len: int, size: int, device: EmulatedDevice, testbed: 
         t += dev(Op("input", n, start))
         up = max(up, t) + nbytes * 8 / up_bps
         middle = served.charge(Op("middle", n, start))
-        cl = max(cl, up + latency) + batch_seconds(cloud, [middle] * max(1, load))
+        cl = max(cl, up + latency) + batch_seconds(cloud, [middle] * max(1, load),
+                                                         share=cloud_share)
         down = max(down, cl) + nbytes * 8 / down_bps
         arrivals.append(down + latency)
         t = consume(False)
@@ -87,11 +90,11 @@ def candidate_sizes(prompt_len: int) -> list[int]:
 
 def choose_chunk_size(prompt_len: int, device: EmulatedDevice, testbed: Testbed,
                       served: ServedModels, load: int = 1, draft_window: int = 0,
-                      tolerance: float = 0.01) -> tuple[int, float]:
+                      tolerance: float = 0.01, cloud_share: float = 1.0) -> tuple[int, float]:
     """``(size, predicted TTFT in seconds)``: the largest candidate size predicted within
     ``tolerance`` of the lowest predicted TTFT."""
     predictions = [(size, predicted_ttft(prompt_len, size, device, testbed, served, load,
-                                         draft_window))
+                                         draft_window, cloud_share))
                    for size in candidate_sizes(prompt_len)]
     best = min(t for _, t in predictions)
     return max((size, t) for size, t in predictions if t <= best * (1 + tolerance))

@@ -3,7 +3,13 @@
 The real forward passes run on the small pre-trained decoder (they decide every token); the clock
 charges the work a *served model* of another size would do for the same passes (ours [I], the
 stand-in scale that DiLoCo's emulation uses too): ``pretrained`` charges the real model's own
-shape (fp32), ``llama2-7b`` a Llama-2-7B-shaped model in fp16, the kind of LLM HAT serves. A pass
+shape (fp32), ``llama2-7b`` a Llama-2-7B-shaped model in fp16, the kind of LLM HAT serves, with
+the real cut's layer counts (1 + 30 + 1 for a 1/1 cut), and ``llama2-7b-proportional`` the same
+7B shape with every part charged at the real model's *share* of its depth (ours): with a 12-block
+served LM cut 1 + 10 + 1 and a one-block adapter, the input, output and adapter are each charged
+32/12 = 2.67 of the 7B's layers and the middle 26.67, so the adapter stands in for the same share
+of layers the clock charges (the 4-block LM made it stand in for half the model while the clock
+charged 1 of 32 layers). A pass
 over ``n`` new tokens after ``c`` cached positions costs per decoder layer
 
     2·n·(d·d_q + 2·d·d_kv + d_q·d) + 3·2·n·d·d_ff      (projections and SwiGLU MLP)
@@ -38,7 +44,7 @@ MEMORY_GBPS: dict[str, float] = {
     "h100": 3350.0,
 }
 
-ServedModel = Literal["pretrained", "llama2-7b"]
+ServedModel = Literal["pretrained", "llama2-7b", "llama2-7b-proportional"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ class Pass:
     """One forward pass of ``layers`` decoder layers of ``shape`` (one request's share)."""
 
     shape: LMShape
-    layers: int
+    layers: float  # fractional under a proportional clock
     tokens: int
     context: int
     head_tokens: int = 0
@@ -137,12 +143,17 @@ def memory_gbps(device: EmulatedDevice) -> float | None:
     return MEMORY_GBPS.get(device.profile.name)
 
 
-def batch_seconds(device: EmulatedDevice, passes: list[Pass], memory_bound: bool = True) -> float:
+def batch_seconds(device: EmulatedDevice, passes: list[Pass], memory_bound: bool = True,
+                  share: float = 1.0) -> float:
     """Seconds ``device`` needs to run ``passes`` as one batch (roofline, weights read once).
 
     The passes of one batch run the same layers, so their weights are read once: the largest
-    weight footprint among them counts, plus every pass's own KV cache.
+    weight footprint among them counts, plus every pass's own KV cache. ``share`` is the
+    fraction of the device's compute and memory bandwidth the passes get (a cloud shared with
+    other tenants: ``cloud_share``); the time scales by ``1 / share``.
     """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
     if not passes:
         return 0.0
     flops = sum(p.flops for p in passes)
@@ -151,7 +162,7 @@ def batch_seconds(device: EmulatedDevice, passes: list[Pass], memory_bound: bool
     if memory_bound and bandwidth:
         read = max(p.weight_bytes for p in passes) + sum(p.kv_read_bytes for p in passes)
         seconds = max(seconds, read / (bandwidth * 1e9))
-    return seconds
+    return seconds / share
 
 
 def pass_seconds(device: EmulatedDevice, p: Pass, memory_bound: bool = True) -> float:
@@ -183,12 +194,12 @@ class ServedModels:
 
     llm: LMShape
     draft_lm: LMShape | None
-    input_layers: int
-    output_layers: int
-    adapter_layers: int = 1
+    input_layers: float
+    output_layers: float
+    adapter_layers: float = 1
 
     @property
-    def middle_layers(self) -> int:
+    def middle_layers(self) -> float:
         return self.llm.n_layers - self.input_layers - self.output_layers
 
     def charge(self, op: Op) -> Pass:
@@ -206,10 +217,16 @@ class ServedModels:
 
 
 def served_models(name: ServedModel, llm: DecoderLM, draft_lm: DecoderLM | None,
-                  input_layers: int, output_layers: int) -> ServedModels:
+                  input_layers: int, output_layers: int, adapter_layers: int = 1
+                  ) -> ServedModels:
     """The stand-in ``name`` for the real ``llm`` cut after ``input_layers`` and before the
-    last ``output_layers`` layers (``draft_lm``: device-cloud SD's real draft model)."""
+    last ``output_layers`` layers, with an adapter of ``adapter_layers`` blocks (``draft_lm``:
+    device-cloud SD's real draft model)."""
     if name == "llama2-7b":
-        return ServedModels(LLAMA2_7B, LLAMA_68M, input_layers, output_layers)
+        return ServedModels(LLAMA2_7B, LLAMA_68M, input_layers, output_layers, adapter_layers)
+    if name == "llama2-7b-proportional":
+        share = LLAMA2_7B.n_layers / len(llm.blocks)
+        return ServedModels(LLAMA2_7B, LLAMA_68M, input_layers * share, output_layers * share,
+                            adapter_layers * share)
     real_draft = shape_of(draft_lm, "pretrained-draft") if draft_lm is not None else None
-    return ServedModels(shape_of(llm), real_draft, input_layers, output_layers)
+    return ServedModels(shape_of(llm), real_draft, input_layers, output_layers, adapter_layers)

@@ -16,7 +16,9 @@ load visible in TTFT and TBT:
 - **Cloud**: one server with a FIFO queue. Whenever it is idle and requests wait, it takes them
   all (up to ``batch_tokens`` tokens, at least one request) as one batch, runs their real
   computation, and is busy for :func:`.cost.batch_seconds` of their passes (the
-  roofline: weights are read once per batch, so batching many devices pays off). At the end of
+  roofline: weights are read once per batch, so batching many devices pays off), divided by
+  ``cloud_share``, the fraction of the server this service gets (the rest busy with other
+  tenants: a congested cloud, ours). At the end of
   the batch each reply is sent down; a request may leave a follow-up request for the cloud
   itself (cloud-only decoding generates without the device).
 
@@ -94,8 +96,11 @@ class Engine:
     """Runs device processes and the cloud's batches on one event queue (see the module doc)."""
 
     def __init__(self, testbed: Testbed, batch_tokens: int = 4096,
-                 should_stop: Callable[[], bool] = lambda: False):
+                 should_stop: Callable[[], bool] = lambda: False, cloud_share: float = 1.0):
+        if not 0 < cloud_share <= 1:
+            raise ValueError(f"cloud_share must be in (0, 1], got {cloud_share}")
         self.testbed = testbed
+        self.cloud_share = cloud_share
         self.cloud = testbed.require_server()
         self.batch_tokens = batch_tokens
         self.should_stop = should_stop
@@ -203,7 +208,8 @@ class Engine:
             batch.append(request)
             tokens += request.tokens
         served = [(request, *request.serve()) for request in batch]
-        seconds = batch_seconds(self.cloud, [p for r in batch for p in r.passes])
+        seconds = batch_seconds(self.cloud, [p for r in batch for p in r.passes],
+                                share=self.cloud_share)
         start = self.now
         self.cloud_busy = True
         self.cloud.compute_s += seconds

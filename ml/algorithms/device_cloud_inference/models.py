@@ -23,6 +23,7 @@ from ml.models.hf_llama import HFTokenizer, UnsupportedCheckpoint, load_llama
 from ml.models.long_context import long_context_lm
 from ml.models.pretrained import (VAL_FRACTION, evaluate_perplexity, pretrained_lm,
                                   unigram_loss)
+from ml.models.pretraining import LM_SIZES, LMSize, corpus_splits, pretrained_lm_of_size
 from ml.models.transformer import DecoderConfig, DecoderLM
 
 
@@ -71,11 +72,27 @@ def _checkpoint_lm(field: str, folder: str) -> tuple[DecoderLM, HFTokenizer, dic
     return model, tokenizer, info
 
 
+def _sized(size: LMSize) -> tuple[DecoderLM, torch.Tensor, torch.Tensor, dict]:
+    """A deep BPE LM of :mod:`ml.models.pretraining` (pre-trained once, cached) and its
+    corpus's train and held-out token ids."""
+    model, _, info = pretrained_lm_of_size(size)
+    splits = corpus_splits(size.corpus, size.vocab_size)
+    return model, splits.train_tokens, splits.val_tokens, {
+        "path": info["path"], "params": info["params"], "size": size.name,
+        "val_perplexity": info["val_perplexity"],
+        "unigram_perplexity": info["unigram_perplexity"],
+        "context": model.cfg.max_seq_len, "extend_steps": 0}
+
+
 @functools.lru_cache(maxsize=4)
 def llm(checkpoint: str | None, steps: int, context: int, extend_steps: int,
-        device: str = "cpu") -> ServedLM:
+        device: str = "cpu", lm_size: str | None = None) -> ServedLM:
     """The served LLM (cached on disk and in this process): ``checkpoint`` if given, else the
-    pre-trained LM after its long-context extension."""
+    deep BPE LM ``lm_size`` if given, else the pre-trained byte-level LM after its long-context
+    extension."""
+    if checkpoint is None and lm_size is not None:
+        model, train, val, info = _sized(LM_SIZES[lm_size])
+        return ServedLM(model.to(device), train, val, info)
     if checkpoint is None:
         model, info = _lm(None, steps, context, extend_steps)
         train, val = corpus_tokens()
@@ -98,17 +115,18 @@ def held_out_perplexity(model: DecoderLM, val: torch.Tensor, windows: int = 16) 
 def served_llm(config: ServingConfig) -> ServedLM:
     """:func:`llm` of a serving config."""
     return llm(config.checkpoint, config.pretrain_steps, config.context_tokens,
-               config.extend_steps, config.device)
+               config.extend_steps, config.device, config.lm_size)
 
 
 @functools.lru_cache(maxsize=8)
 def adapter_for(checkpoint: str | None, steps: int, context: int, extend_steps: int,
                 input_layers: int, output_layers: int, layers: int, distill_steps: int,
-                device: str = "cpu") -> tuple[USplit, Adapter, dict]:
+                device: str = "cpu", lm_size: str | None = None
+                ) -> tuple[USplit, Adapter, dict]:
     """The U-shaped cut of the served LLM and its distilled adapter (cached): the teacher reads
     windows of up to ``context`` tokens (at most the LLM's own), the adapter the last 128 of
     them (ours)."""
-    served = llm(checkpoint, steps, context, extend_steps, device)
+    served = llm(checkpoint, steps, context, extend_steps, device, lm_size)
     split = USplit(served.model, input_layers, output_layers)
     teacher = min(context, served.info["context"])
     window = min(128, teacher)
@@ -126,6 +144,24 @@ def draft_lm(d_model: int, layers: int, steps: int, context: int, extend_steps: 
     cfg = DecoderConfig(vocab_size=256, d_model=d_model, n_layers=layers,
                         n_heads=max(1, d_model // 32), d_ff=3 * d_model, max_seq_len=128)
     model, info = _lm(cfg, steps, context, extend_steps)
+    return model.to(device), info
+
+
+@functools.lru_cache(maxsize=4)
+def sized_draft_lm(lm_size: str, d_model: int, layers: int, steps: int,
+                   device: str = "cpu") -> tuple[DecoderLM, dict]:
+    """Device-cloud SD's draft LM for the deep LM ``lm_size`` (ours): ``layers`` blocks of width
+    ``d_model`` on the same corpus, BPE and context, pre-trained ``steps`` steps with the
+    size's other settings."""
+    size = LM_SIZES[lm_size]
+    cfg = size.config
+    heads = max(1, d_model // cfg.head_dim)
+    draft = LMSize(f"{size.name}-draft", size.corpus, size.vocab_size,
+                   DecoderConfig(vocab_size=cfg.vocab_size, d_model=d_model, n_layers=layers,
+                                 n_heads=heads, d_ff=3 * d_model, max_seq_len=cfg.max_seq_len,
+                                 positional=cfg.positional),
+                   size.settings, size.eval_windows)
+    model, _, info = pretrained_lm_of_size(draft, steps=steps)
     return model.to(device), info
 
 

@@ -142,7 +142,7 @@ def hat(ctx: Context, cloud: CloudMiddle, trace: Trace, gamma: int, chunk_size: 
         window = min(prompt_len, draft_window or prompt_len) if drafting else 0
         chunk_size, trace.predicted_ttft_s = choose_chunk_size(
             prompt_len, ctx.device, ctx.engine.testbed, ctx.served, max(1, ctx.engine.load),
-            window)
+            window, cloud_share=ctx.engine.cloud_share)
     trace.chunk_size = chunk_size
     bounds = chunk_bounds(prompt_len, chunk_size)
     # Prefill: chunk k+1's input pass and upload overlap chunk k's cloud pass (links are queues).

@@ -26,7 +26,7 @@ from ml.algorithms.device_cloud_inference.devices import (CloudOnlyDevice, Draft
                                                           HATDevice)
 from ml.algorithms.device_cloud_inference.models import (adapter_for, check_cut,
                                                          draft_checkpoint_lm, draft_lm,
-                                                         llm_info, served_llm)
+                                                         llm_info, served_llm, sized_draft_lm)
 from ml.algorithms.device_cloud_inference.partition import USplit
 from ml.algorithms.device_cloud_inference.protocols import (Context, Trace, cloud_only,
                                                             device_cloud_sd, hat)
@@ -34,6 +34,7 @@ from ml.algorithms.device_cloud_inference.serving import (Loaded, ServingPolicy,
                                                           serve, setup)
 from ml.algorithms.device_cloud_inference.session import CloudMiddle
 from ml.distributed.runtime import RoleProgram
+from ml.models.pretraining import LM_SIZES
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class USplitPolicy:
         split, adapter, ad_info = adapter_for(
             config.checkpoint, config.pretrain_steps, config.context_tokens,
             config.extend_steps, config.input_layers, config.output_layers,
-            config.adapter_layers, config.distill_steps, config.device)
+            config.adapter_layers, config.distill_steps, config.device, config.lm_size)
         # The adapter's check measures the LLM on its own windows; keep the LLM's figure apart.
         models = {**{("adapter_check_" + k if k.startswith("llm_") else k): v
                      for k, v in ad_info.items() if k != "cached"}, **llm_info(config)}
@@ -108,8 +109,12 @@ class DeviceCloudSDPolicy:
             draft, info = draft_checkpoint_lm(config.draft_checkpoint, config.checkpoint,
                                               config.pretrain_steps, config.context_tokens,
                                               config.extend_steps, config.device)
+        elif config.lm_size is not None:
+            draft, info = sized_draft_lm(config.lm_size, config.draft_d_model
+                                         or LM_SIZES[config.lm_size].config.d_model,
+                                         config.draft_layers, config.draft_steps, config.device)
         else:
-            draft, info = draft_lm(config.draft_d_model, config.draft_layers,
+            draft, info = draft_lm(config.draft_d_model or 64, config.draft_layers,
                                    config.draft_steps, config.context_tokens,
                                    config.extend_steps, config.device)
         models = {**llm_info(config), "draft_val_perplexity": info["val_perplexity"],

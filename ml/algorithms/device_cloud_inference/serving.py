@@ -97,8 +97,9 @@ def serve(config: ServingConfig, context: ServingContext, runtime: Runtime,
     policy, loaded = context.policy, context.loaded
     testbed = resolve_testbed(config.testbed, workers=config.workers)
     cut = (getattr(config, "input_layers", 1), getattr(config, "output_layers", 1))
-    served = served_models(config.served_model, context.source.model, loaded.clock_draft, *cut)
-    engine = Engine(testbed, config.cloud_batch_tokens, reporter.should_stop)
+    served = served_models(config.served_model, context.source.model, loaded.clock_draft, *cut,
+                           getattr(config, "adapter_layers", 1))
+    engine = Engine(testbed, config.cloud_batch_tokens, reporter.should_stop, config.cloud_share)
     cloud = policy.cloud(loaded.parts)
     for ready in [role.call("ready") for role in runtime.workers]:
         ready.result()  # every device role is built before the clock starts

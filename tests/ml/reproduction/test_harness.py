@@ -85,6 +85,13 @@ def test_results_round_trip_and_render(tmp_path):
     assert "`acc`: A beats B by 5 points. — headline regime (hard regime): **reversed**; " \
            "closest regime: easy regime, **holds**." in markdown
     assert "![toy-effects.png](reproductions/toy-effects.png)" in markdown
+    assert "**Partial**" not in markdown
+
+
+def test_a_results_file_short_of_the_declared_runs_is_marked_partial():
+    document = harness.results_document(DECLARATION, runs()[:-3], mode="full", wall_s=5.0)
+    section = report.markdown_section(document)
+    assert "**Partial**: 17 of the 20 declared runs" in section
 
 
 def test_the_time_to_target_is_interpolated_between_evaluations():

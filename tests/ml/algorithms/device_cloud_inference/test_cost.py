@@ -1,4 +1,5 @@
 """HAT's clock and adapter: FLOP counts against torch's counter, the roofline, distillation."""
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -7,7 +8,7 @@ from ml.algorithms.device_cloud_inference.adapter import (Adapter, DistillSettin
                                                           draft_quality,
                                                           teacher_and_student_logits)
 from ml.algorithms.device_cloud_inference.cost import (LLAMA2_7B, Op, Pass, ServedModels,
-                                                       batch_seconds, shape_of)
+                                                       batch_seconds, served_models, shape_of)
 from ml.algorithms.device_cloud_inference.partition import USplit
 from ml.data.text import SequenceDataset
 from ml.models.transformer import DecoderConfig, DecoderLM
@@ -102,3 +103,22 @@ def test_distillation_windows_end_in_the_llms_own_greedy_continuation():
         assert torch.equal(prompt[:, 1:] % 29, (prompt[:, :-1] + 1) % 29)
     assert continuation_batches(model, data, DistillSettings(generated_fraction=0.0),
                                 torch.Generator()) == []
+
+
+def test_proportional_clock_charges_each_part_at_the_served_models_share():
+    model = DecoderLM(DecoderConfig(vocab_size=64, d_model=32, n_layers=12, n_heads=2, d_ff=96,
+                                    max_seq_len=32))
+    served = served_models("llama2-7b-proportional", model, None, 1, 1, adapter_layers=1)
+    assert served.llm is LLAMA2_7B
+    assert served.input_layers == served.output_layers == served.adapter_layers == 32 / 12
+    assert served.middle_layers == pytest.approx(32 - 2 * 32 / 12)
+    one = served.charge(Op("adapter", 1, 10))
+    plain = served_models("llama2-7b", model, None, 1, 1).charge(Op("adapter", 1, 10))
+    assert one.flops == pytest.approx(32 / 12 * plain.flops)
+    assert one.weight_bytes == pytest.approx(32 / 12 * plain.weight_bytes)
+
+
+def test_a_share_of_the_cloud_scales_its_batch_time():
+    cloud = resolve_testbed("jetson30-a6000").require_server()
+    passes = [Pass(LLAMA2_7B, 30, 64, 100)] * 3
+    assert batch_seconds(cloud, passes, share=0.25) == 4 * batch_seconds(cloud, passes)

@@ -169,7 +169,7 @@ def serve_all(protocol, workers, prompt_len=64, new_tokens=12, testbed="jetson30
     draft = tiny_lm(layers=1, seed=7)
     bed = resolve_testbed(testbed, workers=workers)
     served = served_models("llama2-7b", model, draft, 1, 1)
-    engine = Engine(bed)
+    engine = Engine(bed, cloud_share=kw.get("cloud_share", 1.0))
     cloud = CloudMiddle(split)
     traces = []
     for i, device in enumerate(bed.workers):
@@ -205,6 +205,19 @@ def test_every_protocol_is_exact_and_the_cloud_batches_its_load(protocol):
     assert max(b.requests for b in busy_engine.batches) > 1
     assert sum(t.ttft_s for t in busy) / 6 > traces[0].ttft_s
     assert sum(t.tbt_s for t in busy) / 6 > traces[0].tbt_s
+
+
+def test_a_smaller_cloud_share_congests_the_cloud_and_keeps_the_tokens():
+    _, whole_engine, whole, _ = serve_all("cloud", 6)
+    _, shared_engine, shared, _ = serve_all("cloud", 6, cloud_share=0.1)
+    assert [t.tokens for t in shared] == [t.tokens for t in whole]
+    # every batch takes ten times as long, so requests wait and decoding slows down
+    busy = sum(b.end_s - b.start_s for b in shared_engine.batches)
+    assert busy > 5 * sum(b.end_s - b.start_s for b in whole_engine.batches)
+    assert sum(t.tbt_s for t in shared) > 5 * sum(t.tbt_s for t in whole)
+    assert sum(t.ttft_s for t in shared) > sum(t.ttft_s for t in whole)
+    with pytest.raises(ValueError, match="cloud_share"):
+        Engine(resolve_testbed("jetson30-a6000"), cloud_share=0.0)
 
 
 def test_uploads_queue_on_a_slow_cloud_link_and_outputs_do_not_change():
