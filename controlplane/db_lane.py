@@ -1,0 +1,85 @@
+"""A few long-lived threads whose Django database connections persist across requests.
+
+Under ASGI each request runs in a thread of its own context, so its database connection is
+opened for it and closed with its response (controlplane.asgi_http): on PostgreSQL a new backend
+per request (about 10 ms, most of a metric POST's time in issue #20's profile), on SQLite a new
+file handle and its PRAGMAs. Agents' reports are the hot path, so they run on this lane instead:
+each of its threads keeps its own connections as Django does with ``CONN_MAX_AGE`` under WSGI,
+checked before and after every call (``close_if_unusable_or_obsolete``: an error left behind or
+an unfinished transaction closes it, as does age) and health-checked before its first query of
+a call (``CONN_HEALTH_CHECKS``: a backend killed while idle is replaced, not turned into a 500).
+
+The persistence is confined to the lane's own connection objects: the global settings keep
+``CONN_MAX_AGE = 0``, so request threads, Channels' ``database_sync_to_async`` (which closes
+connections outside the context that opened them) and Celery behave as before, and a process
+holds at most ``INGEST_THREADS`` persistent connections per database.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+from django.conf import settings
+from django.db import connections
+
+T = TypeVar("T")
+
+
+def _persistent_settings(max_age_s: int) -> None:
+    """Make this thread's connection objects persistent (a copy of their settings: the shared
+    dict, read by every other thread's connections, is left alone)."""
+    for alias in connections:
+        connection = connections[alias]
+        if connection.settings_dict.get("CONN_MAX_AGE") != max_age_s \
+                or not connection.settings_dict.get("CONN_HEALTH_CHECKS"):
+            connection.close()  # opened with the shared settings, if at all
+            connection.settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": max_age_s,
+                                        "CONN_HEALTH_CHECKS": True}
+
+
+def _close_unusable_or_obsolete() -> None:
+    """What Django does at each request's start and end (``close_old_connections``), for this
+    thread's connections only."""
+    for connection in connections.all(initialized_only=True):
+        connection.close_if_unusable_or_obsolete()
+
+
+class DatabaseLane:
+    """Runs calls on at most ``threads`` long-lived threads, each with persistent connections
+    (see the module's docstring)."""
+
+    def __init__(self, threads: int, max_age_s: int, name: str = "db-lane") -> None:
+        self.max_age_s = max_age_s
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+
+    def call(self, function: Callable[..., T], *args) -> T:
+        """Run ``function(*args)`` here, in this thread (one of the lane's)."""
+        _persistent_settings(self.max_age_s)
+        _close_unusable_or_obsolete()
+        try:
+            return function(*args)
+        finally:
+            _close_unusable_or_obsolete()
+
+    async def run(self, function: Callable[..., T], *args) -> T:
+        """``function(*args)`` on one of the lane's threads, awaited. Not through
+        ``sync_to_async``: that would run it in a copy of the caller's context, whose connection
+        objects are the caller's, not the thread's own."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.call, function, *args)
+
+
+_lane_lock = threading.Lock()
+_lane: DatabaseLane | None = None
+
+
+def lane() -> DatabaseLane:
+    """This process's lane, sized by ``settings.ESTUARY["INGEST_THREADS"]``."""
+    global _lane
+    with _lane_lock:
+        if _lane is None:
+            _lane = DatabaseLane(settings.ESTUARY["INGEST_THREADS"],
+                                 settings.ESTUARY["INGEST_CONN_MAX_AGE_S"])
+        return _lane
