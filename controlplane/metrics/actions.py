@@ -52,8 +52,8 @@ def _insert_new(run_id: object, points: list[dict[str, Any]]) -> set[tuple[str, 
         inserted = bulk.insert_rows(
             cursor, f"INSERT INTO {table} ({', '.join(POINT_COLUMNS)})",
             "ON CONFLICT (run_id, name, step) DO NOTHING RETURNING name, step", POINT_TYPES,
-            [(run_id, p["name"], p["step"], p["value"], p["sim_time_s"], p["wall_time_s"])
-             for p in points])
+            [(p["name"], p["step"], p["value"], p["sim_time_s"], p["wall_time_s"])
+             for p in points], constants=(run_id,))
     return set(inserted)
 
 

@@ -75,11 +75,10 @@ _UPSERT = _upsert_sql()
 def add_points(db_run_id: object, points: Iterable[tuple[str, int, float, float, float]],
                connection=default_connection) -> None:
     """Fold newly stored points (never one already counted) into their blocks."""
-    rows = [(db_run_id, name, block, *stats)
-            for (name, block), stats in aggregate(points).items()]
+    rows = [(name, block, *stats) for (name, block), stats in aggregate(points).items()]
     head, tail = _UPSERT
     with connection.cursor() as cursor:
-        bulk.insert_rows(cursor, head, tail, COLUMN_TYPES, rows)
+        bulk.insert_rows(cursor, head, tail, COLUMN_TYPES, rows, constants=(db_run_id,))
 
 
 def rebuild(run_ids: Iterable | None = None, connection=default_connection,

@@ -14,24 +14,28 @@ from typing import Sequence
 VALUES_ROWS = 1000
 
 
-def insert_rows(cursor, head: str, tail: str, types: Sequence[str],
-                rows: Sequence[Sequence]) -> list[tuple]:
+def insert_rows(cursor, head: str, tail: str, types: Sequence[str], rows: Sequence[Sequence],
+                constants: Sequence = ()) -> list[tuple]:
     """Run ``head <rows> tail`` (``head`` ends with ``INSERT INTO t (columns)``, ``tail`` holds
-    any ``ON CONFLICT`` and ``RETURNING``) for all ``rows``, whose columns have the PostgreSQL
-    ``types``; return the rows the statements returned (none without RETURNING)."""
+    any ``ON CONFLICT`` and ``RETURNING``) for all ``rows``, each preceded by ``constants``
+    (e.g. the run's id, bound once on PostgreSQL); ``types`` are PostgreSQL's types of the
+    columns, constants first. Returns the rows the statements returned (none without
+    RETURNING)."""
     returned: list[tuple] = []
     if not rows:
         return returned
     if cursor.db.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{kind}[]" for kind in types)
-        cursor.execute(f"{head} SELECT * FROM unnest({arrays}) {tail}",
-                       [list(column) for column in zip(*rows)])
+        scalars = [f"%s::{kind}" for kind in types[:len(constants)]]
+        arrays = ", ".join(f"%s::{kind}[]" for kind in types[len(constants):])
+        cursor.execute(f"{head} SELECT {', '.join([*scalars, 'r.*'])} FROM unnest({arrays}) r "
+                       f"{tail}", [*constants, *(list(column) for column in zip(*rows))])
         return cursor.fetchall() if cursor.description else returned
     placeholders = "(" + ", ".join(["%s"] * len(types)) + ")"
+    constants = list(constants)
     for start in range(0, len(rows), VALUES_ROWS):
         chunk = rows[start:start + VALUES_ROWS]
         cursor.execute(f"{head} VALUES {', '.join([placeholders] * len(chunk))} {tail}",
-                       [field for row in chunk for field in row])
+                       [field for row in chunk for field in (*constants, *row)])
         if cursor.description:
             returned.extend(cursor.fetchall())
     return returned
