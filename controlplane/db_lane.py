@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 from django.conf import settings
@@ -27,16 +27,25 @@ from django.db import connections
 T = TypeVar("T")
 
 
+#: PostgreSQL's application_name of the lane's connections (unless OPTIONS names one), so an
+#: operator can tell them apart in pg_stat_activity.
+APPLICATION_NAME = "estuary-db-lane"
+
+
 def _persistent_settings(max_age_s: int) -> None:
     """Make this thread's connection objects persistent (a copy of their settings: the shared
     dict, read by every other thread's connections, is left alone)."""
     for alias in connections:
         connection = connections[alias]
-        if connection.settings_dict.get("CONN_MAX_AGE") != max_age_s \
-                or not connection.settings_dict.get("CONN_HEALTH_CHECKS"):
-            connection.close()  # opened with the shared settings, if at all
-            connection.settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": max_age_s,
-                                        "CONN_HEALTH_CHECKS": True}
+        if connection.settings_dict.get("CONN_MAX_AGE") == max_age_s:
+            continue  # done before, in this thread
+        connection.close()  # opened with the shared settings, if at all
+        persistent = {**connection.settings_dict, "CONN_MAX_AGE": max_age_s,
+                      "CONN_HEALTH_CHECKS": True}
+        if connection.vendor == "postgresql":
+            persistent["OPTIONS"] = {"application_name": APPLICATION_NAME,
+                                     **persistent.get("OPTIONS", {})}
+        connection.settings_dict = persistent
 
 
 def _close_unusable_or_obsolete() -> None:
@@ -54,21 +63,23 @@ class DatabaseLane:
         self.max_age_s = max_age_s
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
 
-    def call(self, function: Callable[..., T], *args) -> T:
-        """Run ``function(*args)`` here, in this thread (one of the lane's)."""
+    def submit(self, function: Callable[..., T], *args) -> Future[T]:
+        """``function(*args)`` on one of the lane's threads."""
+        return self._executor.submit(self._call, function, *args)
+
+    async def run(self, function: Callable[..., T], *args) -> T:
+        """``function(*args)`` on one of the lane's threads, awaited. Not through
+        ``sync_to_async``: that would run it in a copy of the caller's context, whose connection
+        objects are the caller's, not the thread's own."""
+        return await asyncio.wrap_future(self.submit(function, *args))
+
+    def _call(self, function: Callable[..., T], *args) -> T:
         _persistent_settings(self.max_age_s)
         _close_unusable_or_obsolete()
         try:
             return function(*args)
         finally:
             _close_unusable_or_obsolete()
-
-    async def run(self, function: Callable[..., T], *args) -> T:
-        """``function(*args)`` on one of the lane's threads, awaited. Not through
-        ``sync_to_async``: that would run it in a copy of the caller's context, whose connection
-        objects are the caller's, not the thread's own."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.call, function, *args)
 
 
 _lane_lock = threading.Lock()
