@@ -6,8 +6,9 @@ per request (about 10 ms, most of a metric POST's time in issue #20's profile), 
 file handle and its PRAGMAs. Agents' reports are the hot path, so they run on this lane instead:
 each of its threads keeps its own connections as Django does with ``CONN_MAX_AGE`` under WSGI,
 checked before and after every call (``close_if_unusable_or_obsolete``: an error left behind or
-an unfinished transaction closes it, as does age) and health-checked before its first query of
-a call (``CONN_HEALTH_CHECKS``: a backend killed while idle is replaced, not turned into a 500).
+an unfinished transaction closes it, as does age), health-checked before its first query of a
+call (``CONN_HEALTH_CHECKS``: a backend killed while idle is replaced, not turned into a 500),
+and its DEBUG query log cleared at each call's start.
 
 The persistence is confined to the lane's own connection objects: the global settings keep
 ``CONN_MAX_AGE = 0``, so request threads, Channels' ``database_sync_to_async`` (which closes
@@ -22,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, reset_queries
 
 T = TypeVar("T")
 
@@ -76,6 +77,10 @@ class DatabaseLane:
     def _call(self, function: Callable[..., T], *args) -> T:
         _persistent_settings(self.max_age_s)
         _close_unusable_or_obsolete()
+        # As at each request's start (request_started runs in the request's context, not
+        # here): with DEBUG on, a connection that lives on would otherwise keep the last 9,000
+        # statements, each with a whole batch in it.
+        reset_queries()
         try:
             return function(*args)
         finally:

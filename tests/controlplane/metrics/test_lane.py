@@ -46,6 +46,16 @@ class TestDatabaseLane:
         assert lane.submit(backend_id).result() != left
         assert lane.submit(MetricPoint.objects.count).result() == 0
 
+    def test_each_call_starts_with_an_empty_query_log(self, lane):
+        def logged_queries() -> int:  # then one more, logged as with DEBUG on
+            before = len(connection.queries_log)
+            connection.force_debug_cursor = True
+            MetricPoint.objects.count()
+            return before
+
+        lane.submit(logged_queries).result()
+        assert lane.submit(logged_queries).result() == 0
+
 
 def lane_backends() -> set[int]:
     """PostgreSQL backends of the database lane on the test database."""
