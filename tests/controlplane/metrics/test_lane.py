@@ -90,3 +90,21 @@ def test_reports_keep_a_connection_and_survive_its_backend_being_killed(asgi_ser
     replaced = lane_backends()
     assert replaced and not replaced & kept
     assert MetricPoint.objects.filter(run=run).count() == 6
+
+
+def test_the_lane_answers_as_the_view_does(asgi_server, hosted_run, outsider, device_factory):
+    """Through daphne (the lane): the stored batch, and the refusals of test_ingest."""
+    agent, run = hosted_run
+    url = f"{asgi_server}/api/v1/runs/{run.id}/metrics/"
+
+    def post(body: dict, credential: str | None) -> requests.Response:
+        headers = {"Authorization": f"Device {credential}"} if credential else {}
+        return requests.post(url, json=body, headers=headers, timeout=10)
+
+    good = {"points": [point(step=1), point(step=2)]}
+    assert post(good, agent.credential).json() == {"accepted": 2, "cancelled": False}
+    assert post(good, device_factory(outsider).credential).status_code == 403
+    assert post(good, None).status_code == 401
+    bad = post({"points": [point(step=3), {**point(step=4), "step": -1}]}, agent.credential)
+    assert bad.status_code == 400 and "step" in bad.json()["points"]["1"]
+    assert MetricPoint.objects.filter(run=run).count() == 2
