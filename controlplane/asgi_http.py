@@ -13,6 +13,10 @@ would still work (Django's sync chain runs it with ``async_to_sync``).
 The request's database connections are closed when its response is (``request_finished`` runs
 where the handler closes the response, a context that does not see connections the view opened,
 so they were left to the garbage collector): a PostgreSQL backend is released at once.
+
+Requests to a view that names the method in ``persistent_db_methods`` (agents' metric and log
+reports, the hot path) run on the database lane instead (controlplane.db_lane): the same chain,
+in one of a few long-lived threads whose connections persist across requests.
 """
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
+from django.urls import Resolver404, get_script_prefix, resolve, set_script_prefix
+
+from controlplane.db_lane import lane
 
 
 class SyncChainASGIHandler(ASGIHandler):
@@ -29,6 +36,8 @@ class SyncChainASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        if _on_lane(request):
+            return await lane().run(self._lane_response, request, get_script_prefix())
         # thread_sensitive: the request's own thread (ASGIHandler gives each request one), where
         # its database connection lives and where request_finished closes it.
         return await sync_to_async(self._response, thread_sensitive=True)(request)
@@ -43,3 +52,17 @@ class SyncChainASGIHandler(ASGIHandler):
 
         response._resource_closers.append(close_connections)
         return response
+
+    def _lane_response(self, request: HttpRequest, script_prefix: str) -> HttpResponseBase:
+        set_script_prefix(script_prefix)  # a context variable: the lane's thread has its own
+        return self.get_response(request)
+
+
+def _on_lane(request: HttpRequest) -> bool:
+    """The request's view asks for the database lane for its method."""
+    try:
+        view = resolve(request.path_info).func
+    except Resolver404:
+        return False
+    methods = getattr(getattr(view, "view_class", None), "persistent_db_methods", ())
+    return request.method in methods

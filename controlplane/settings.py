@@ -198,6 +198,12 @@ ESTUARY = {
     "BROKER_ACL_INTERVAL_S": envint("ESTUARY_BROKER_ACL_INTERVAL_S", 30, minimum=1,
                                     maximum=3600),
     "CONTROLPLANE_QUEUE": "controlplane",
+    # Agents' reports run on this many threads of each server process, whose database
+    # connections persist (controlplane.db_lane): at most this many connections per process,
+    # each replaced after INGEST_CONN_MAX_AGE_S seconds.
+    "INGEST_THREADS": envint("ESTUARY_INGEST_THREADS", 2, minimum=1, maximum=32),
+    "INGEST_CONN_MAX_AGE_S": envint("ESTUARY_INGEST_CONN_MAX_AGE_S", 600, minimum=1,
+                                    maximum=86400),
     # Limits the agents share (ml.wire): one definition for both ends of the wire.
     "MAX_POINTS_PER_BATCH": wire.MAX_POINTS_PER_BATCH,
     "MAX_LOG_LINES_PER_BATCH": wire.MAX_LOG_LINES_PER_BATCH,

@@ -7,14 +7,15 @@ from django.db import connection, transaction
 
 from controlplane.experiments.models import Run
 from controlplane.experiments.queries import HostedRun
-from controlplane.metrics import blocks
+from controlplane.metrics import blocks, bulk
 from controlplane.metrics.downsample import db_run_id
 from controlplane.metrics.events import log_event, points_event, publish_on_commit
 from controlplane.metrics.models import MetricPoint, RunLog
 
 
-#: Rows per INSERT: 6 parameters a row stays under SQLite's 32,766 bound parameters.
-INSERT_ROWS = 1000
+POINT_COLUMNS = ("run_id", "name", "step", "value", "sim_time_s", "wall_time_s")
+#: PostgreSQL's types of POINT_COLUMNS.
+POINT_TYPES = ("uuid", "varchar", "bigint", "float8", "float8", "float8")
 
 
 @transaction.atomic
@@ -43,22 +44,17 @@ def ingest_metrics(run: Run | HostedRun, points: list[dict[str, Any]]) -> list[d
 
 def _insert_new(run_id: object, points: list[dict[str, Any]]) -> set[tuple[str, int]]:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING: the database's own unique constraint
-    decides what is new, in one statement per INSERT_ROWS points, with no read before the
-    write (SQLite >= 3.35 and PostgreSQL both speak it). Returns the (name, step) inserted."""
+    decides what is new, with no read before the write (SQLite >= 3.35 and PostgreSQL both
+    speak it), in each database's fastest bulk form (controlplane.metrics.bulk). Returns the
+    (name, step) inserted."""
     table = MetricPoint._meta.db_table
-    columns = ("run_id", "name", "step", "value", "sim_time_s", "wall_time_s")
-    inserted: set[tuple[str, int]] = set()
     with connection.cursor() as cursor:
-        for start in range(0, len(points), INSERT_ROWS):
-            chunk = points[start:start + INSERT_ROWS]
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params = [field for p in chunk for field in (
-                run_id, p["name"], p["step"], p["value"], p["sim_time_s"], p["wall_time_s"])]
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
-                f"ON CONFLICT (run_id, name, step) DO NOTHING RETURNING name, step", params)
-            inserted.update((name, step) for name, step in cursor.fetchall())
-    return inserted
+        inserted = bulk.insert_rows(
+            cursor, f"INSERT INTO {table} ({', '.join(POINT_COLUMNS)})",
+            "ON CONFLICT (run_id, name, step) DO NOTHING RETURNING name, step", POINT_TYPES,
+            [(p["name"], p["step"], p["value"], p["sim_time_s"], p["wall_time_s"])
+             for p in points], constants=(run_id,))
+    return set(inserted)
 
 
 @transaction.atomic

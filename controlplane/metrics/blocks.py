@@ -12,14 +12,17 @@ from typing import Iterable
 
 from django.db import connection as default_connection, transaction
 
+from controlplane.metrics import bulk
 from controlplane.metrics.models import BLOCK_STEPS, MetricBlock, MetricPoint
 
 #: Columns of MetricBlock after run_id, name and block, in this order everywhere here.
 STAT_COLUMNS = ("count", "first_step", "last_step",
                 "min_step", "min_value", "min_sim_time_s", "min_wall_time_s",
                 "max_step", "max_value", "max_sim_time_s", "max_wall_time_s")
-#: Rows per upsert: 14 parameters a row stays under SQLite's 32,766 bound parameters.
-UPSERT_ROWS = 1000
+#: PostgreSQL's types of run_id, name, block and STAT_COLUMNS.
+COLUMN_TYPES = ("uuid", "varchar", "bigint", "integer", "bigint", "bigint",
+                "bigint", "float8", "float8", "float8", "bigint", "float8", "float8", "float8")
+
 
 def aggregate(points: Iterable[tuple[str, int, float, float, float]]) -> dict[tuple[str, int], list]:
     """``{(name, block): [count, first, last, min step, value, sim, wall, max step, value, sim,
@@ -43,10 +46,10 @@ def aggregate(points: Iterable[tuple[str, int, float, float, float]]) -> dict[tu
     return blocks
 
 
-def _upsert_sql(rows: int) -> str:
+def _upsert_sql() -> tuple[str, str]:
+    """The head and tail of the upsert (controlplane.metrics.bulk puts the rows between)."""
     table = MetricBlock._meta.db_table
     columns = ("run_id", "name", "block", *STAT_COLUMNS)
-    values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * rows)
 
     def pick(prefix: str, better: str) -> list[str]:  # the new extreme wins, earliest on ties
         wins = (f"excluded.{prefix}_value {better} {table}.{prefix}_value OR "
@@ -62,19 +65,20 @@ def _upsert_sql(rows: int) -> str:
                f"last_step = CASE WHEN excluded.last_step > {table}.last_step "
                f"THEN excluded.last_step ELSE {table}.last_step END",
                *pick("min", "<"), *pick("max", ">")]
-    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
+    return (f"INSERT INTO {table} ({', '.join(columns)})",
             f"ON CONFLICT (run_id, name, block) DO UPDATE SET {', '.join(updates)}")
+
+
+_UPSERT = _upsert_sql()
 
 
 def add_points(db_run_id: object, points: Iterable[tuple[str, int, float, float, float]],
                connection=default_connection) -> None:
     """Fold newly stored points (never one already counted) into their blocks."""
-    rows = [(db_run_id, name, block, *stats)
-            for (name, block), stats in aggregate(points).items()]
+    rows = [(name, block, *stats) for (name, block), stats in aggregate(points).items()]
+    head, tail = _UPSERT
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), UPSERT_ROWS):
-            chunk = rows[start:start + UPSERT_ROWS]
-            cursor.execute(_upsert_sql(len(chunk)), [field for row in chunk for field in row])
+        bulk.insert_rows(cursor, head, tail, COLUMN_TYPES, rows, constants=(db_run_id,))
 
 
 def rebuild(run_ids: Iterable | None = None, connection=default_connection,

@@ -41,6 +41,9 @@ class NonFiniteJSONParser(BoundedJSONParser):
 class RunReportView(APIView):
     """GET for the run's owner; POST only for the device hosting the run."""
 
+    #: Agents' reports are the hot path: served on the database lane (controlplane.asgi_http).
+    persistent_db_methods = frozenset({"POST"})
+
     def get_permissions(self):
         return [IsDevice()] if self.request.method == "POST" else [IsAuthenticated()]
 

@@ -87,6 +87,8 @@ class TestSettings:
         ({"ESTUARY_PUBLIC_BROKER_URL": "redis://admin:secret@broker.lab:6379/0"},
          "ESTUARY_PUBLIC_BROKER_URL must not hold a user or password"),
         ({"ESTUARY_BROKER_USER_PREFIX": "two words"}, "ESTUARY_BROKER_USER_PREFIX"),
+        ({"ESTUARY_INGEST_THREADS": "0"}, "ESTUARY_INGEST_THREADS"),
+        ({"ESTUARY_INGEST_CONN_MAX_AGE_S": "forever"}, "ESTUARY_INGEST_CONN_MAX_AGE_S"),
     ])
     def test_it_refuses_to_start_with_a_bad_value(self, tmp_path, env, message):
         result = run_python("import django; django.setup()", tmp_path, **env)

@@ -32,6 +32,18 @@ class TestMetricsIngest:
         assert stored(run) == [("accuracy", 1, 0.5, 2.0, 0.25), ("accuracy", 2, 0.7, 4.0, 0.5),
                                ("loss", 1, 1.25, 2.0, 0.25)]
 
+    def test_it_stores_every_value_exactly(self, api, hosted_run):
+        # PostgreSQL's bulk insert carries numbers as JSON text (controlplane.metrics.bulk).
+        agent, run = hosted_run
+        values = [0.1, 1 / 3, -2 / 3, 1e-300, 5e-324, 2.2250738585072014e-308,
+                  1.7976931348623157e308, 123456789.12345679, -0.0]
+        batch = [{"name": "exact", "step": step, "value": value, "sim_time_s": abs(value),
+                  "wall_time_s": 1e15 + step} for step, value in enumerate(values)]
+        assert api(device=agent.credential).post(metrics(run), {"points": batch}).status_code \
+            == 200
+        assert stored(run) == [("exact", step, value, abs(value), 1e15 + step)
+                               for step, value in enumerate(values)]
+
     def test_it_never_duplicates_a_retried_batch(self, api, hosted_run):
         agent, run = hosted_run
         batch = {"points": [point(step=step) for step in range(1, 51)]}
