@@ -291,8 +291,9 @@ def _deliveries(socket: LeanSocket, sent: dict, expected: int, stats: dict) -> l
 def fanout(server: Server, experiments: int, sockets_per: int, batches: int,
            interval_s: float, second_url: str | None = None) -> dict:
     """``experiments`` live at once, ``sockets_per`` sockets each; each device posts ``batches``
-    batches of 20 points every ``interval_s``; latencies of every delivery, the server's CPU per
-    delivered message and the client's own CPU (its event loop's thread)."""
+    batches of 20 points every ``interval_s``; latencies of every delivery, the POSTs' round
+    trips, the server's CPU per delivered message and the client's own CPU (its event loop's
+    thread)."""
     size = 20
     runs = []
     for index in range(experiments):
@@ -300,14 +301,16 @@ def fanout(server: Server, experiments: int, sockets_per: int, batches: int,
         experiment_id, run_id = server.started_run(client, answer["device_id"], f"fan {index}")
         runs.append((client, experiment_id, run_id))
     sent: dict[tuple[str, int], float] = {}
+    answered: list[float] = []  # POST round trips
     errors: list[str] = []
 
     def post(client: ControlPlane, run_id: str) -> None:
         try:
             for index in range(batches):
                 points = batch("loss", index * size, size)
-                sent[(run_id, index * size)] = time.time()
+                sent[(run_id, index * size)] = started = time.time()
                 client.post_metrics(run_id, points)
+                answered.append(time.time() - started)
                 time.sleep(interval_s)
         except Exception as exc:  # noqa: BLE001
             errors.append(str(exc))
@@ -354,7 +357,7 @@ def fanout(server: Server, experiments: int, sockets_per: int, batches: int,
                  for value in _deliveries(socket, sent, batches * size, stats)]
     ms = [1000 * value for value in latencies]
     return {"deliveries": len(ms), "p50": statistics.median(ms), "p95": percentile(ms, 0.95),
-            "max": max(ms), **stats,
+            "max": max(ms), **stats, "post_p95": 1000 * percentile(answered, 0.95),
             "server_us": 1e6 * cpu["server"] / max(1, len(ms)),
             "client_core": cpu["client"] / cpu["wall"]}
 
@@ -613,7 +616,8 @@ def main() -> int:
                 row("fan-out", what,
                     f"p50 {result['p50']:.0f} ms, p95 {result['p95']:.0f} ms, max "
                     f"{result['max']:.0f} ms; lost {result['lost']}, dup {result['duplicates']}; "
-                    f"daphne CPU {result['server_us']:.0f} us/message, client "
+                    f"POST answered p95 {result['post_p95']:.0f} ms; daphne CPU "
+                    f"{result['server_us']:.0f} us/message; client "
                     f"{100 * result['client_core']:.1f}% of a core", goal)
 
             fanout_row(f"{count} sockets, 1 experiment", fanout(server, 1, count, batches, 0.1))
