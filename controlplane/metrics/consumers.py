@@ -136,6 +136,7 @@ class ExperimentConsumer(AsyncWebsocketConsumer):
             raise
         except Exception:  # noqa: BLE001  (a task's error would otherwise go unseen)
             log.exception("live view of %s failed", subscription.group)
+        subscription.close()
         await self.close(code=CLOSE_UNAVAILABLE)
 
     def _without_history_points(self, text: str) -> str | None:

@@ -39,16 +39,20 @@ log = logging.getLogger(__name__)
 ENDED = None
 #: Events one socket may have waiting before it is ended as too slow.
 MAX_PENDING = 1000
+#: How often the process renews its memberships (channels_redis forgets a group member after
+#: its ``group_expiry``, a day: a page left open overnight would stop getting events).
+REFRESH_S = 3600.0
 
 
 class Subscription:
     """One socket's events of one experiment: :meth:`get` the next text (or :data:`ENDED`);
     :meth:`close` when the socket goes."""
 
-    def __init__(self, hub: "_Hub", group: str) -> None:
-        self._hub, self.group = hub, group
+    def __init__(self, hub: "_Hub", group: str, entry: "_Group") -> None:
+        self._hub, self.group, self._entry = hub, group, entry
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.ended = False
+        self.closed = False
 
     async def get(self) -> str | None:
         """The next event's text, or :data:`ENDED`."""
@@ -74,9 +78,11 @@ class Subscription:
 
     def close(self) -> None:
         """The socket is gone: stop delivering; the process leaves the group with its last
-        local socket."""
+        local socket. Idempotent."""
         self.ended = True
-        self._hub.leave(self)
+        if not self.closed:
+            self.closed = True
+            self._hub.leave(self, self._entry)
 
 
 @dataclass
@@ -89,8 +95,7 @@ class _Group:
 class _Hub:
     """This event loop's membership of groups and its one receive loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.layer = get_channel_layer()
         self.channel: str | None = None
         self.groups: dict[str, _Group] = {}
@@ -101,6 +106,7 @@ class _Hub:
             self.channel = await self.layer.new_channel(prefix="live")
         if self.receiving is None or self.receiving.done():
             self.receiving = asyncio.ensure_future(self._receive(self.groups))
+            asyncio.ensure_future(self._refresh(self.groups))
         groups = self.groups
         entry = groups.setdefault(group, _Group())
         if entry.adding is None:
@@ -110,7 +116,7 @@ class _Hub:
         await asyncio.shield(entry.adding)
         if self.groups is not groups or groups.get(group) is not entry:
             raise ConnectionError("the channel layer failed while joining")
-        subscription = Subscription(self, group)
+        subscription = Subscription(self, group, entry)
         entry.subscriptions.add(subscription)
         return subscription
 
@@ -121,12 +127,10 @@ class _Hub:
         finally:
             entry.adding = None
 
-    def leave(self, subscription: Subscription) -> None:
-        entry = self.groups.get(subscription.group)
-        if entry is None:
-            return
+    def leave(self, subscription: Subscription, entry: _Group) -> None:
         entry.subscriptions.discard(subscription)
-        if not entry.subscriptions and entry.adding is None:
+        if (not entry.subscriptions and entry.adding is None
+                and self.groups.get(subscription.group) is entry):  # not ended by a failure
             asyncio.ensure_future(self._discard(subscription.group, entry))
 
     async def _discard(self, group: str, entry: _Group) -> None:
@@ -139,6 +143,21 @@ class _Hub:
                 await asyncio.wait_for(self.layer.group_discard(group, self.channel), 5)
             except Exception:  # noqa: BLE001  (the membership expires on its own)
                 log.info("could not leave group %s; it expires by itself", group)
+
+    async def _refresh(self, groups: dict[str, _Group]) -> None:
+        """Renew the memberships of the groups that have local sockets, every REFRESH_S, for
+        as long as this receive loop's ``groups`` are the current ones."""
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            if self.groups is not groups:
+                return
+            for group, entry in list(groups.items()):
+                if entry.subscriptions and entry.adding is None:
+                    entry.adding = asyncio.ensure_future(self._add(group, entry))
+                    try:
+                        await asyncio.shield(entry.adding)
+                    except Exception as exc:  # noqa: BLE001  (the receive loop sees outages)
+                        log.info("could not renew group %s: %s", group, exc)
 
     async def _receive(self, groups: dict[str, _Group]) -> None:
         """Hand every event to the subscriptions of its group, until the layer fails."""
@@ -175,5 +194,5 @@ async def subscribe(group: str) -> Subscription:
     if hub is None:
         for stale in [other for other in _hubs if other.is_closed()]:
             del _hubs[stale]
-        hub = _hubs[loop] = _Hub(loop)
+        hub = _hubs[loop] = _Hub()
     return await hub.join(group)
