@@ -152,7 +152,11 @@ CHANNEL_LAYERS = {
             "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
         }],
                    # Outside every device's key patterns (controlplane.devices.broker).
-                   "prefix": "estuary.asgi"},
+                   "prefix": "estuary.asgi",
+                   # Each ASGI process receives every live event of its experiments on one
+                   # channel (controlplane.metrics.fanout); beyond its capacity group_send
+                   # drops events, so leave room for bursts (the default is 100).
+                   "channel_capacity": {"live.*": 2000}},
     },
 }
 

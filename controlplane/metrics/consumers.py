@@ -2,11 +2,14 @@
 
 On connect the consumer checks who is asking (close 4401 when anonymous, 4404 when there is no
 such experiment *or* it is another user's: like the REST API's 404, the answer does not tell
-which ids exist), joins the experiment's group, then sends the
-history; group events queued meanwhile are delivered after it, minus the points the history
-already held. If it cannot join the group (the channel layer's Redis is down) it closes with
+which ids exist), subscribes to the experiment's events in this process
+(controlplane.metrics.fanout: the process joins the experiment's group), then sends the
+history; events queued meanwhile are delivered after it, minus the points the history
+already held. If it cannot subscribe (the channel layer's Redis is down) it closes with
 4503 at once, so the page says "Reconnecting…" and retries, rather than showing "Live" on a
-socket that will never get an event. Messages are those of docs/architecture.md.
+socket that will never get an event; and with 4503 too when the subscription ends later (Redis
+stopped or restarted, or the socket fell too far behind), so the page reconnects to a fresh
+history rather than missing events. Messages are those of docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -18,14 +21,14 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from controlplane.experiments.models import Experiment
 from controlplane.experiments.queries import experiments_for
 from controlplane.experiments.serializers import ExperimentSerializer
 from controlplane.metrics.events import PUBLISH_TIMEOUT_S, group_name, plain_json
-from controlplane.metrics import downsample
+from controlplane.metrics import downsample, fanout
 from controlplane.metrics.models import RunLog
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -33,7 +36,7 @@ CLOSE_NOT_FOUND = 4404
 #: The live view is unavailable (the channel layer failed); the client should reconnect.
 #: (ASGI servers send only 1000 or 3000-4999 from the application: 4503, like HTTP 503.)
 CLOSE_UNAVAILABLE = 4503
-#: Joining the group waits at most this long (a retry after a broker restart included).
+#: Subscribing waits at most this long (a retry after a broker restart included).
 JOIN_TIMEOUT_S = 5.0
 #: How long the points of the history are remembered to drop them from live events: a point
 #: committed before the history was read is published within PUBLISH_TIMEOUT_S of its commit
@@ -72,8 +75,14 @@ def build_history(experiment_id: uuid.UUID) -> dict[str, Any]:
             "downsampled": downsampled, "logs": logs}
 
 
-class ExperimentConsumer(AsyncJsonWebsocketConsumer):
-    group: str | None = None
+class ExperimentConsumer(AsyncWebsocketConsumer):
+    """One socket. Events come from this process's fan-out, not from a channel of its own:
+    ``channel_layer_alias`` names no layer, so Channels gives the socket no channel and no
+    per-message dispatch (which would hop to a thread for every event)."""
+
+    channel_layer_alias = "estuary.live-sockets-use-fanout"
+    subscription: fanout.Subscription | None = None
+    forwarding: asyncio.Task | None = None
     sent: set[tuple[str, str, int]] = set()
     sent_until = 0.0
 
@@ -88,46 +97,59 @@ class ExperimentConsumer(AsyncJsonWebsocketConsumer):
         if not await database_sync_to_async(_may_watch)(user, experiment_id):
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        group = group_name(experiment_id)
         try:
-            await asyncio.wait_for(self.channel_layer.group_add(group, self.channel_name),
-                                   JOIN_TIMEOUT_S)
+            self.subscription = await asyncio.wait_for(
+                fanout.subscribe(group_name(experiment_id)), JOIN_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001  (any layer failure: tell the client to retry)
             log.warning("live view of experiment %s unavailable: %s: %s", experiment_id,
                         type(exc).__name__, exc)
             await self.close(code=CLOSE_UNAVAILABLE)
             return
-        self.group = group
         history = await database_sync_to_async(build_history)(experiment_id)
-        # Points committed between joining the group and reading the history arrive twice:
+        # Points committed between subscribing and reading the history arrive twice:
         # remember what the history held and drop it from the live events.
         self.sent = {(run_id, row[0], row[1]) for run_id, rows in history["points"].items()
                      for row in rows}
         self.sent_until = time.monotonic() + SENT_MEMORY_S
-        await self.send_json(history)
+        await self.send(text_data=json.dumps(history))
+        self.forwarding = asyncio.ensure_future(self._forward(self.subscription))
 
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            try:
-                await asyncio.wait_for(
-                    self.channel_layer.group_discard(self.group, self.channel_name),
-                    JOIN_TIMEOUT_S)
-            except Exception:  # noqa: BLE001  (the membership expires on its own)
-                log.info("could not leave group %s; it expires by itself", self.group)
+        if self.forwarding is not None:
+            self.forwarding.cancel()
+        if self.subscription is not None:
+            self.subscription.close()
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         """The browser only listens; anything it sends is ignored, unparsed (so no body, however
         deep, reaches a JSON decoder)."""
 
-    async def experiment_event(self, message: dict[str, Any]) -> None:
-        text = message["text"]
-        if self.sent:
-            if time.monotonic() > self.sent_until:
-                self.sent = set()  # no event can hold history points any more
-            elif (event := json.loads(text))["type"] == "points":
-                fresh = [row for row in event["points"]
-                         if (event["run"], row[0], row[1]) not in self.sent]
-                if not fresh:
-                    return
-                text = json.dumps({**event, "points": fresh})
-        await self.send(text_data=text)
+    async def _forward(self, subscription: fanout.Subscription) -> None:
+        """Send the subscription's events, in order, until it ends (then close: 4503)."""
+        try:
+            while (text := await subscription.get()) is not fanout.ENDED:
+                if self.sent:
+                    text = self._without_history_points(text)
+                if text is not None:
+                    await self.send(text_data=text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001  (a task's error would otherwise go unseen)
+            log.exception("live view of %s failed", subscription.group)
+        subscription.close()
+        await self.close(code=CLOSE_UNAVAILABLE)
+
+    def _without_history_points(self, text: str) -> str | None:
+        """``text`` without the points the history already sent (None if nothing is left)."""
+        if time.monotonic() > self.sent_until:
+            self.sent = set()  # no event can hold history points any more
+            return text
+        event = json.loads(text)
+        if event["type"] != "points":
+            return text
+        fresh = [row for row in event["points"] if (event["run"], row[0], row[1]) not in self.sent]
+        if not fresh:
+            return None
+        if len(fresh) < len(event["points"]):
+            text = json.dumps({**event, "points": fresh})
+        return text

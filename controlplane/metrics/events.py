@@ -1,8 +1,8 @@
 """Publishing to an experiment's Channels group, always after the transaction commits.
 
-Every message is ``{"type": "experiment.event", "text": <what the browser receives, as JSON
-text>}``: encoded once here, not once per socket, so the consumers forward it as is (formats in
-docs/architecture.md).
+Every message is ``{"type": "experiment.event", "group": <the group>, "text": <what the browser
+receives, as JSON text>}``: encoded once here, not once per socket, so each process's fan-out
+(controlplane.metrics.fanout) hands it to its sockets as is (formats in docs/architecture.md).
 
 Events are sent by one publisher thread per process (its own event loop and channel layer), in
 commit order, so a request never waits for the broker: a hung Redis delays no response.
@@ -158,9 +158,10 @@ def _send(loop: asyncio.AbstractEventLoop, layer, experiment_id: uuid.UUID, text
         _count_failure(experiment_id, "publishing paused after a slow broker failure")
         return False
     started = time.monotonic()
+    group = group_name(experiment_id)
     try:
         loop.run_until_complete(_group_send(
-            layer, group_name(experiment_id), {"type": "experiment.event", "text": text}))
+            layer, group, {"type": "experiment.event", "group": group, "text": text}))
     except Exception as exc:  # noqa: BLE001  (best-effort: any failure is logged, not raised)
         slow = time.monotonic() - started > SLOW_FAILURE_S
         _count_failure(experiment_id, f"{type(exc).__name__}: {exc}", pause=slow)

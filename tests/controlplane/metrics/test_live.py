@@ -1,4 +1,5 @@
-"""ws/experiments/{id}/ over a real daphne: history first, then live events; refusals."""
+"""ws/experiments/{id}/ over a real daphne: history first, then live events; refusals; sockets
+on two daphne processes behind one Redis."""
 import asyncio
 
 import pytest
@@ -193,3 +194,58 @@ class TestExperimentWebSocket:
         with pytest.raises(WebSocketRefused):
             asyncio.run(watch())
         assert Run.objects.get().state == "queued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sockets_on_two_processes_get_every_point_once_wherever_they_join(
+        asgi_server, second_asgi_server, owner, hosted_run):
+    """Two daphne processes behind one Redis, sockets on both, some open before a device posts
+    and some joining while it posts: each gets every stored point exactly once and in order,
+    history then live (no gap where the two meet, no duplicate)."""
+    agent, run = hosted_run
+    metrics = f"/api/v1/runs/{run.id}/metrics/"
+    batches, size = 12, 5
+    total = batches * size
+
+    async def watch(server: str, join: asyncio.Event, opened: list) -> list:
+        await join.wait()
+        async with ws_connect(ws_url(server, run.experiment_id), token=owner.api_token) as ws:
+            history = await ws.receive_json()
+            opened.append(server)
+            rows = list(history["points"].get(str(run.id), []))
+            while len({row[1] for row in rows}) < total:
+                message = await ws.receive_json(timeout=30)
+                if message["type"] == "points":
+                    rows += message["points"]
+            return rows
+
+    async def main() -> list[list]:
+        loop = asyncio.get_running_loop()
+        # Joins: before the first batch, after the 4th and after the 8th, on each server.
+        joins = {0: asyncio.Event(), 4: asyncio.Event(), 8: asyncio.Event()}
+        joins[0].set()
+        opened: list[str] = []
+        watchers = [asyncio.create_task(watch(server, joins[at], opened))
+                    for at in joins for server in (asgi_server, second_asgi_server)]
+        while len(opened) < 2:  # the first two sockets have their history
+            await asyncio.sleep(0.05)
+
+        def device() -> None:
+            for index in range(batches):
+                if index in joins:
+                    loop.call_soon_threadsafe(joins[index].set)
+                post(asgi_server, metrics, agent.credential, {"points": [
+                    point(step=index * size + k + 1, value=0.1 * k) for k in range(size)]})
+
+        await loop.run_in_executor(None, device)
+        return await asyncio.gather(*watchers)
+
+    seen = asyncio.run(main())
+
+    stored = requests.get(f"{asgi_server}/api/v1/runs/{run.id}/metrics/", timeout=10,
+                          headers={"Authorization": f"Token {owner.api_token}"}).json()
+    rows = [[p["name"], p["step"], p["value"], p["sim_time_s"], p["wall_time_s"]]
+            for p in stored["points"]]
+    assert len(rows) == total
+    for socket_rows in seen:
+        assert socket_rows == rows
