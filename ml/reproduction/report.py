@@ -279,6 +279,8 @@ def markdown_section(document: dict) -> str:
     lines += [f"Mode: **{document['mode']}**; seeds {', '.join(map(str, decl['seeds']))}; "
               f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
               f"{document['machine']}; finished {document['finished']}.", ""]
+    lines += _provenance(document)
+    lines += _partial(document)
     lines += ["**Setting.** " + decl["setting"], ""]
     if document.get("context"):
         lines += ["**Measured context.**", ""] + [f"- {line}" for line in document["context"]]
@@ -329,6 +331,51 @@ def markdown_section(document: dict) -> str:
     for note in document.get("notes", []):
         lines += [f"> {note}", ""]
     return "\n".join(lines)
+
+
+def _provenance(document: dict) -> list[str]:
+    """Which commit each invocation ran (declaration included), and uncommitted changes."""
+    parts = []
+    for run in document.get("code", []):
+        if not run.get("commit"):
+            continue
+        dirty = run.get("uncommitted") or []
+        parts.append(f"`{run['commit'][:10]}` (started {run.get('started', '?')}"
+                     + (f"; uncommitted changes in {', '.join(dirty)}" if dirty else
+                        "; no uncommitted changes under ml/ and bench/") + ")")
+    if not parts:
+        return []
+    return ["Code and declaration as run: commit " + ", then ".join(parts) + ".", ""]
+
+
+def partial_status(document: dict) -> list[str]:
+    """What of the declared sweep (regimes x arms x seeds) has no runs: empty when complete."""
+    decl = document["declaration"]
+    arms = [a["label"] for a in decl["arms"]]
+    have = {(r["regime"], r["arm"], r["seed"]) for r in document["runs"]}
+    missing, incomplete = [], []
+    for regime in decl["regimes"]:
+        count = sum((regime["key"], a, s) in have for a in arms for s in decl["seeds"])
+        if count == 0:
+            missing.append(regime["label"])
+        elif count < len(arms) * len(decl["seeds"]):
+            incomplete.append(f"{regime['label']} ({count} of "
+                              f"{len(arms) * len(decl['seeds'])} runs)")
+    lines = []
+    if missing:
+        lines.append(f"{len(decl['regimes']) - len(missing)} of {len(decl['regimes'])} declared "
+                     f"regimes have runs; not run: {'; '.join(missing)}")
+    if incomplete:
+        lines.append("stopped inside a regime: " + "; ".join(incomplete))
+    return lines
+
+
+def _partial(document: dict) -> list[str]:
+    status = partial_status(document)
+    if not status:
+        return []
+    return ["**Partial sweep.** " + ". ".join(status) + ". Verdicts below cover only the runs "
+            "that finished.", ""]
 
 
 def _settings(settings: dict) -> str:

@@ -87,6 +87,27 @@ def test_results_round_trip_and_render(tmp_path):
     assert "![toy-effects.png](reproductions/toy-effects.png)" in markdown
 
 
+def test_a_partial_sweep_is_marked_in_the_docs(tmp_path):
+    complete = harness.results_document(DECLARATION, runs(), mode="full", wall_s=1.0)
+    assert report.partial_status(complete) == []
+    assert "Partial sweep" not in report.markdown_section(complete)
+    # the sweep stopped inside "hard": seeds 3 and 4 of arm b, and all of seed 4, missing
+    stopped = [r for r in runs() if not (r["regime"] == "hard" and r["seed"] >= 3
+                                         and (r["arm"] == "b" or r["seed"] == 4))]
+    document = harness.results_document(DECLARATION, stopped, mode="full", wall_s=1.0)
+    assert report.partial_status(document) == ["stopped inside a regime: hard regime (7 of 10 "
+                                                "runs)"]
+    only_easy = [r for r in runs() if r["regime"] == "easy"]
+    document = harness.results_document(DECLARATION, only_easy, mode="subset", wall_s=1.0)
+    document["code"] = [{"commit": "0123456789abcdef", "uncommitted": [],
+                         "started": "2026-01-01T00:00:00+00:00"}]
+    section = report.markdown_section(document)
+    assert "**Partial sweep.** 1 of 2 declared regimes have runs; not run: hard regime." \
+        in section
+    assert "commit `0123456789` (started 2026-01-01T00:00:00+00:00; no uncommitted changes" \
+        in section
+
+
 def test_the_time_to_target_is_interpolated_between_evaluations():
     crossing = first_crossing([2.0, 4.0, 6.0], [0.5, 0.7, 0.9], [10.0, 20.0, 30.0], 0.8, 10.0)
     assert (crossing.time_s, crossing.traffic, crossing.censored) == (5.0, 25.0, False)
