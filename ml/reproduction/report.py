@@ -281,6 +281,7 @@ def markdown_section(document: dict) -> str:
               f"{document['machine']}; finished {document['finished']}.", ""]
     lines += _provenance(document)
     lines += _partial(document)
+    lines += _run_walls(document)
     lines += ["**Setting.** " + decl["setting"], ""]
     if document.get("context"):
         lines += ["**Measured context.**", ""] + [f"- {line}" for line in document["context"]]
@@ -368,6 +369,25 @@ def partial_status(document: dict) -> list[str]:
     if incomplete:
         lines.append("stopped inside a regime: " + "; ".join(incomplete))
     return lines
+
+
+def _run_walls(document: dict) -> list[str]:
+    """Per regime: runs, the sum of their wall times (runs overlap with --jobs), and how many
+    stopped before a round that could not end within the budget."""
+    labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
+    parts = []
+    for key, label in labels.items():
+        runs = [r for r in document["runs"] if r["regime"] == key]
+        if not runs:
+            continue
+        early = sum(1 for r in runs if r.get("stopped_before_budget"))
+        parts.append(f"{label}: {len(runs)} runs, {sum(r['wall_s'] for r in runs) / 60:.1f} "
+                     f"min" + (f", {early} stopped before a round that could not end within "
+                               f"the budget" if early else ""))
+    if not parts:
+        return []
+    return ["Run wall times (sum over the runs of a regime, on the machine above; two run at "
+            "once with `--jobs 2`): " + "; ".join(parts) + ".", ""]
 
 
 def _partial(document: dict) -> list[str]:

@@ -104,6 +104,8 @@ def test_a_partial_sweep_is_marked_in_the_docs(tmp_path):
     section = report.markdown_section(document)
     assert "**Partial sweep.** 1 of 2 declared regimes have runs; not run: hard regime." \
         in section
+    assert "(sum over the runs of a regime" in section and "easy regime: 10 runs, 0.0 min" \
+        in section
     assert "commit `0123456789` (started 2026-01-01T00:00:00+00:00; no uncommitted changes" \
         in section
 
