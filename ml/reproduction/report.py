@@ -381,13 +381,17 @@ def _run_walls(document: dict) -> list[str]:
         if not runs:
             continue
         early = sum(1 for r in runs if r.get("stopped_before_budget"))
+        cpu = [r["cpu_s"] for r in runs if r.get("cpu_s") is not None]
         parts.append(f"{label}: {len(runs)} runs, {sum(r['wall_s'] for r in runs) / 60:.1f} "
-                     f"min" + (f", {early} stopped before a round that could not end within "
+                     f"min" + (f" ({sum(cpu) / 60:.1f} CPU-min over the {len(cpu)} runs that "
+                               f"recorded it)" if cpu else "")
+                     + (f", {early} stopped before a round that could not end within "
                                f"the budget" if early else ""))
     if not parts:
         return []
-    return ["Run wall times (sum over the runs of a regime, on the machine above; two run at "
-            "once with `--jobs 2`): " + "; ".join(parts) + ".", ""]
+    return ["Run wall times (sum over the runs of a regime, on the machine above, shared, under "
+            "`nice -n 19`; two run at once with `--jobs 2`; CPU time is the runs' own, "
+            "independent of the load): " + "; ".join(parts) + ".", ""]
 
 
 def _partial(document: dict) -> list[str]:

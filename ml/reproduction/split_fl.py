@@ -226,12 +226,13 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
     config = method.parse_config({**config_for(regime, arm, seed),
                                   **context.get("overrides", {})})
     reporter = BudgetReporter(budget)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         method.run(config, reporter)
     except Cancelled:
         pass  # the BudgetReporter stops the run once its emulated budget is spent
     wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start  # this process's CPU: the run's cost, whatever the load
     acc = [p for p in reporter.series("accuracy") if p.sim_time_s <= budget]
     traffic_by_step = {p.step: p.value for p in reporter.series("traffic_bytes")}
     times = [p.sim_time_s for p in acc]
@@ -253,6 +254,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
         "stopped_before_budget": reporter.stopped_early,
         "curve": {"time_s": times, "accuracy": values},
         "wall_s": wall,
+        "cpu_s": cpu,
     }
 
 

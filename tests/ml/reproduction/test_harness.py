@@ -106,6 +106,10 @@ def test_a_partial_sweep_is_marked_in_the_docs(tmp_path):
         in section
     assert "(sum over the runs of a regime" in section and "easy regime: 10 runs, 0.0 min" \
         in section
+    for run in document["runs"][:4]:
+        run["cpu_s"] = 30.0
+    assert "easy regime: 10 runs, 0.0 min (2.0 CPU-min over the 4 runs that recorded it)" \
+        in report.markdown_section(document)
     assert "commit `0123456789` (started 2026-01-01T00:00:00+00:00; no uncommitted changes" \
         in section
 

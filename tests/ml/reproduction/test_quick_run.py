@@ -13,7 +13,7 @@ TINY = Regime("tiny", "digits, 8 workers", {"dataset": "digits", "workers": 8,
 
 
 def strip_wall(records):
-    return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("wall_s", "cpu_s")} for r in records]
 
 
 def test_a_quick_run_repeats_exactly():
@@ -28,6 +28,7 @@ def test_a_quick_run_repeats_exactly():
     for record in first:
         assert record["metrics"]["rounds"] >= 1
         assert record["metrics"]["final_accuracy"] is not None
+        assert 0 < record["cpu_s"]
         assert all(t <= 1.0 for t in record["curve"]["time_s"])
 
 
