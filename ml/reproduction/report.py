@@ -367,7 +367,7 @@ def partial_status(document: dict) -> list[str]:
         lines.append(f"{len(decl['regimes']) - len(missing)} of {len(decl['regimes'])} declared "
                      f"regimes have runs; not run: {'; '.join(missing)}")
     if incomplete:
-        lines.append("stopped inside a regime: " + "; ".join(incomplete))
+        lines.append("Stopped inside a regime: " + "; ".join(incomplete))
     return lines
 
 

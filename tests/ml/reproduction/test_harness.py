@@ -95,7 +95,7 @@ def test_a_partial_sweep_is_marked_in_the_docs(tmp_path):
     stopped = [r for r in runs() if not (r["regime"] == "hard" and r["seed"] >= 3
                                          and (r["arm"] == "b" or r["seed"] == 4))]
     document = harness.results_document(DECLARATION, stopped, mode="full", wall_s=1.0)
-    assert report.partial_status(document) == ["stopped inside a regime: hard regime (7 of 10 "
+    assert report.partial_status(document) == ["Stopped inside a regime: hard regime (7 of 10 "
                                                 "runs)"]
     only_easy = [r for r in runs() if r["regime"] == "easy"]
     document = harness.results_document(DECLARATION, only_easy, mode="subset", wall_s=1.0)
