@@ -17,6 +17,16 @@ a check that the bench works, not a measurement. Full mode: every regime, 5 seed
 budget (12 s at 1 Gbit/s, 40 s at 50 Mbit/s), target 0.7, into docs/reproductions/split_fl.json
 with plots, and regenerates docs/reproductions.md; ``--regimes`` runs a subset, ``--resume``
 continues a stopped sweep. See docs/reproductions.md for the measured wall times.
+
+Cost (profiled on one headline run per arm): the EMNIST CNN's forward and backward passes are
+70-80% of a run, the per-round test-set evaluation (1,000 images) 12-17%, setup, the emulator
+and MergeSFL's genetic selection a few percent. Runs used to train one more round than the
+budget holds, only to drop it (a fifth to a half of a run); they now stop before it. A headline
+seed of all five arms then costs about 64 CPU-seconds (5.3 CPU-minutes per regime of 5 seeds):
+about 3 minutes per regime with ``--jobs 2`` on 2 idle cores, 30-45 minutes for the nine
+regimes that run without CIFAR-10 (the 50 Mbit/s regime's 40 s budget costs double). On this
+machine shared under ``nice -n 19`` a run takes 5-8 times its CPU time, so the full sweep
+takes hours there; ``--regimes`` and ``--resume`` run it in parts.
 """
 from __future__ import annotations
 
