@@ -23,7 +23,7 @@ Cost (profiled on one headline run per arm): the EMNIST CNN's forward and backwa
 and MergeSFL's genetic selection a few percent. Runs used to train one more round than the
 budget holds, only to drop it (a fifth to a half of a run); they now stop before it. A headline
 seed of all five arms then costs about 64 CPU-seconds (5.3 CPU-minutes per regime of 5 seeds):
-about 3 minutes per regime with ``--jobs 2`` on 2 idle cores, 30-45 minutes for the nine
+about 3 minutes per regime with ``--jobs 2`` on 2 idle cores, 30-45 minutes for the ten
 regimes that run without CIFAR-10 (the 50 Mbit/s regime's 40 s budget costs double). On this
 machine shared under ``nice -n 19`` a run takes 5-8 times its CPU time, so the full sweep
 takes hours there; ``--regimes`` and ``--resume`` run it in parts.
