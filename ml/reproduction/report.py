@@ -92,7 +92,9 @@ def arm_rows(document: dict, metrics: list[str]) -> list[list[str]]:
             runs = [r for r in document["runs"] if r["regime"] == regime and r["arm"] == arm]
             if not runs:
                 continue
-            cells = [labels[regime], arm, str(len(runs))]
+            failed = sum(1 for r in runs if r.get("error"))
+            cells = [labels[regime], arm,
+                     str(len(runs)) + (f" ({failed} failed)" if failed else "")]
             for metric in metrics:
                 values = [r["metrics"].get(metric) for r in runs]
                 values = [v for v in values if v is not None]
@@ -282,6 +284,7 @@ def markdown_section(document: dict) -> str:
     lines += _provenance(document)
     lines += _partial(document)
     lines += _run_walls(document)
+    lines += _failures(document)
     lines += ["**Setting.** " + decl["setting"], ""]
     if document.get("context"):
         lines += ["**Measured context.**", ""] + [f"- {line}" for line in document["context"]]
@@ -392,6 +395,17 @@ def _run_walls(document: dict) -> list[str]:
     return ["Run wall times (sum over the runs of a regime, on the machine above, shared, under "
             "`nice -n 19`; two run at once with `--jobs 2`; CPU time is the runs' own, "
             "independent of the load): " + "; ".join(parts) + ".", ""]
+
+
+def _failures(document: dict) -> list[str]:
+    """Runs that raised instead of finishing (e.g. a diverged model's non-finite loss)."""
+    labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
+    failed = [r for r in document["runs"] if r.get("error")]
+    if not failed:
+        return []
+    return ["**Failed runs** (no metrics; their seeds drop out of the pairs, so n falls): "
+            + "; ".join(f"{labels.get(r['regime'], r['regime'])}, {r['arm']}, seed {r['seed']}: "
+                        f"{r['error']}" for r in failed) + ".", ""]
 
 
 def _partial(document: dict) -> list[str]:

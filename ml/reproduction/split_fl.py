@@ -227,10 +227,16 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
                                   **context.get("overrides", {})})
     reporter = BudgetReporter(budget)
     start, cpu_start = time.perf_counter(), time.process_time()
+    error = None
     try:
         method.run(config, reporter)
     except Cancelled:
         pass  # the BudgetReporter stops the run once its emulated budget is spent
+    except (ValueError, RuntimeError) as exc:
+        # e.g. a diverged model's non-finite loss, which the reporter refuses: the run failed.
+        # It is kept, with no metrics (it never ran to the budget) and its error, so that the
+        # docs list it and its seed visibly drops out of the pairs; the sweep goes on.
+        error = f"{type(exc).__name__}: {exc}"
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start  # this process's CPU: the run's cost, whatever the load
     acc = [p for p in reporter.series("accuracy") if p.sim_time_s <= budget]
@@ -238,6 +244,13 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
     times = [p.sim_time_s for p in acc]
     values = [p.value for p in acc]
     traffic = [traffic_by_step.get(p.step, 0.0) / 1e6 for p in acc]
+    if error is not None:
+        return {"regime": regime.key, "arm": arm.label, "seed": seed,
+                "metrics": dict.fromkeys(("final_accuracy", "best_accuracy", "time_to_target_s",
+                                          "traffic_to_target_mb", "traffic_mb"))
+                | {"rounds": len(values)},
+                "censored": [], "error": error, "stopped_before_budget": False,
+                "curve": {"time_s": times, "accuracy": values}, "wall_s": wall, "cpu_s": cpu}
     crossing = first_crossing(times, values, traffic, target, budget)
     censored = ["time_to_target_s", "traffic_to_target_mb"] if crossing.censored else []
     return {

@@ -110,6 +110,13 @@ def test_a_partial_sweep_is_marked_in_the_docs(tmp_path):
         run["cpu_s"] = 30.0
     assert "easy regime: 10 runs, 0.0 min (2.0 CPU-min over the 4 runs that recorded it)" \
         in report.markdown_section(document)
+    failed = document["runs"][0]
+    failed.update(error="WireError: value: Must be a finite number.",
+                  metrics=dict.fromkeys(failed["metrics"]))
+    section = report.markdown_section(document)
+    assert "**Failed runs** (no metrics; their seeds drop out of the pairs, so n falls): easy " \
+           "regime, a, seed 0: WireError: value: Must be a finite number." in section
+    assert report.arm_rows(document, ["accuracy"])[0][:3] == ["easy regime", "a", "5 (1 failed)"]
     assert "commit `0123456789` (started 2026-01-01T00:00:00+00:00; no uncommitted changes" \
         in section
 

@@ -81,3 +81,17 @@ def test_a_run_stops_before_a_round_that_cannot_end_within_the_budget():
     assert not reporter_after([10.0, 16.5, 18.0]).should_stop()
     spent = reporter_after([10.0, 21.0])
     assert spent.should_stop() and not spent.stopped_early
+
+
+def test_a_diverging_run_is_recorded_as_failed_and_its_error_crosses_processes():
+    import pickle
+
+    from ml.wire import WireError
+
+    error = pickle.loads(pickle.dumps(WireError("value", "Must be a finite number.")))
+    assert (error.field, error.message) == ("value", "Must be a finite number.")
+    exploding = Regime("exploding", "digits, lr 10", {**TINY.settings, "lr": 10.0})
+    record = split_fl.run_arm(exploding, split_fl.DECLARATION.arm("splitfed"), 0,
+                              {"accuracy": 0.5, "budget_s": 1.0})
+    assert "finite" in record["error"]
+    assert record["metrics"]["final_accuracy"] is None
