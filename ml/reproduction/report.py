@@ -401,11 +401,19 @@ def _failures(document: dict) -> list[str]:
     """Runs that raised instead of finishing (e.g. a diverged model's non-finite loss)."""
     labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
     failed = [r for r in document["runs"] if r.get("error")]
-    if not failed:
-        return []
-    return ["**Failed runs** (no metrics; their seeds drop out of the pairs, so n falls): "
-            + "; ".join(f"{labels.get(r['regime'], r['regime'])}, {r['arm']}, seed {r['seed']}: "
-                        f"{r['error']}" for r in failed) + ".", ""]
+    diverged = [r for r in document["runs"] if r.get("diverged_at_s") is not None]
+    lines = []
+    if diverged:
+        lines += ["**Diverged runs** (a non-finite loss from the given emulated time on; the "
+                  "run went on to its budget and its measured accuracy counts): "
+                  + "; ".join(f"{labels.get(r['regime'], r['regime'])}, {r['arm']}, seed "
+                              f"{r['seed']} at {r['diverged_at_s']:.1f} s" for r in diverged)
+                  + ".", ""]
+    if failed:
+        lines += ["**Failed runs** (no metrics; their seeds drop out of the pairs, so n falls): "
+                  + "; ".join(f"{labels.get(r['regime'], r['regime'])}, {r['arm']}, seed "
+                              f"{r['seed']}: {r['error']}" for r in failed) + ".", ""]
+    return lines
 
 
 def _partial(document: dict) -> list[str]:

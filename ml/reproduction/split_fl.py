@@ -23,6 +23,7 @@ A run ends at the emulated budget, or before a round that cannot end within it
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -191,6 +192,19 @@ class BudgetReporter(MemoryReporter):
         self.budget_s = budget_s
         self.next_round_share = next_round_share
         self.stopped_early = False  # stopped by the prediction, not by a spent budget
+        self.non_finite: list[tuple[str, int, float]] = []  # (metric, step, emulated time)
+
+    def metric(self, name: str, step: int, value: float, sim_time_s: float) -> None:
+        # A diverged model's loss is NaN; the wire refuses it, but the run is the method's
+        # outcome in this regime: note where, keep going (its accuracy is still measured).
+        try:
+            finite = math.isfinite(float(value))
+        except (TypeError, ValueError):
+            finite = True  # not a number: the wire check below names the field
+        if not finite:
+            self.non_finite.append((name, step, float(sim_time_s)))
+            return
+        super().metric(name, step, value, sim_time_s)
 
     def should_stop(self) -> bool:
         if not self.points:
@@ -233,8 +247,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
     except Cancelled:
         pass  # the BudgetReporter stops the run once its emulated budget is spent
     except (ValueError, RuntimeError) as exc:
-        # e.g. a diverged model's non-finite loss, which the reporter refuses: the run failed.
-        # It is kept, with no metrics (it never ran to the budget) and its error, so that the
+        # A method that raises: the run failed. It is kept, with no metrics (it never ran to the budget) and its error, so that the
         # docs list it and its seed visibly drops out of the pairs; the sweep goes on.
         error = f"{type(exc).__name__}: {exc}"
     wall = time.perf_counter() - start
@@ -265,6 +278,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
         },
         "censored": censored,
         "stopped_before_budget": reporter.stopped_early,
+        "diverged_at_s": min((t for _, _, t in reporter.non_finite), default=None),
         "curve": {"time_s": times, "accuracy": values},
         "wall_s": wall,
         "cpu_s": cpu,

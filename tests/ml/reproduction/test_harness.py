@@ -117,6 +117,10 @@ def test_a_partial_sweep_is_marked_in_the_docs(tmp_path):
     assert "**Failed runs** (no metrics; their seeds drop out of the pairs, so n falls): easy " \
            "regime, a, seed 0: WireError: value: Must be a finite number." in section
     assert report.arm_rows(document, ["accuracy"])[0][:3] == ["easy regime", "a", "5 (1 failed)"]
+    document["runs"][1]["diverged_at_s"] = 3.3
+    assert "**Diverged runs** (a non-finite loss from the given emulated time on; the run went " \
+           "on to its budget and its measured accuracy counts): easy regime, b, seed 0 at 3.3 s" \
+        in report.markdown_section(document)
     assert "commit `0123456789` (started 2026-01-01T00:00:00+00:00; no uncommitted changes" \
         in section
 
