@@ -39,6 +39,10 @@ class WireError(ValueError):
         self.message = message
         super().__init__(f"{field}: {message}")
 
+    def __reduce__(self):
+        # Crosses process boundaries intact (a process pool re-raises it in the parent).
+        return (type(self), (self.field, self.message))
+
 
 def check_metric_name(name: object) -> str:
     """Return ``name`` if the control plane accepts it as a metric name, else raise WireError."""

@@ -9,6 +9,8 @@ last.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="one regime, 2 seeds (about a minute)")
     p.add_argument("--regimes", nargs="+", help="run only these regime keys (full mode)")
     p.add_argument("--seeds", type=int, nargs="+", help="override the declared seeds")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once (processes)")
+    p.add_argument("--jobs", type=int, help="runs at once (processes; default 1, or the "
+                                            "bench's own with --quick)")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already in the results file and run only the rest")
     p.add_argument("--out", type=Path, help="results folder (default docs/reproductions, "
@@ -31,17 +34,39 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def code_version() -> dict:
+    """The commit this invocation runs and its uncommitted changes under ml/ and bench/ (so a
+    reader can check that the declaration was committed before the runs)."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*argv: str) -> str:
+        try:
+            done = subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True,
+                                  timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout if done.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "HEAD").strip() or None,
+            "uncommitted": [line[3:] for line in git("status", "--porcelain", "--", "ml",
+                                                     "bench").splitlines() if line],
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
 def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace, *,
               context: dict, quick_regime: str, quick_seeds: tuple[int, ...],
               quick_context: dict, skip: dict[str, str] | None = None,
               metrics: list[str] | None = None,
-              describe: Callable[[list[dict]], list[str]] | None = None) -> dict:
+              describe: Callable[[list[dict]], list[str]] | None = None,
+              quick_note: str | None = None, quick_jobs: int = 1) -> dict:
     """Run the bench described by ``args``; return the results document.
 
     ``skip`` maps regime keys that cannot run here (e.g. no CIFAR folder) to the reason, which
     is printed and stored in the document's notes. ``describe(runs)`` gives lines about what
     the runs measured beside the comparisons (e.g. the dense model's quality), stored as the
-    document's ``context`` and printed under the setting in the docs.
+    document's ``context`` and printed under the setting in the docs. ``quick_note`` says in
+    a quick run's notes how it differs from the declared setting; ``quick_jobs`` is its default
+    number of processes.
     """
     skip = skip or {}
     if args.quick:
@@ -53,15 +78,20 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
         folder = args.out or harness.default_results_dir()
     notes = [f"Regime {declaration.regime(k).label} skipped: {skip[k]}" for k in regimes
              if k in skip]
+    if args.quick and quick_note:
+        notes.append(quick_note)
+    processes = args.jobs or (quick_jobs if args.quick else 1)
     for note in notes:
         print(note, file=sys.stderr)
     regimes = [k for k in regimes if k not in skip]
     path = folder / f"{declaration.key}.json"
     done: list[dict] = []
     previous_wall = 0.0
+    code = [code_version()]
     if args.resume and path.exists():
         previous = harness.load(path)
         done, previous_wall = previous["runs"], previous.get("wall_s", 0.0)
+        code = previous.get("code", []) + code
     jobs = harness.plan_jobs(declaration, regimes, seeds, done)
     mode = "quick" if args.quick else ("full" if not args.regimes and not args.seeds
                                        else "subset")
@@ -73,6 +103,7 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
             plots=plots, notes=notes)
         if describe is not None:
             doc["context"] = describe(runs)
+        doc["code"] = code
         return doc
 
     def checkpoint(records: list[dict]) -> None:
@@ -80,7 +111,7 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
 
     print(f"{declaration.key}: {len(jobs)} runs ({len(done)} already done) in regimes "
           f"{', '.join(regimes)}; seeds {seeds}", file=sys.stderr, flush=True)
-    records = harness.run_all(declaration, run, jobs, ctx, processes=args.jobs,
+    records = harness.run_all(declaration, run, jobs, ctx, processes=processes,
                               on_record=checkpoint,
                               log=lambda line: print(line, file=sys.stderr, flush=True))
     runs = done + records

@@ -9,7 +9,8 @@
 
 A run record is a plain dict: ``regime``, ``arm``, ``seed``, ``metrics`` (name -> value or
 None), ``censored`` (metrics whose value is a bound: the target was not reached within the
-budget), ``curve`` (``time_s`` and ``accuracy`` lists), ``wall_s``.
+budget), ``curve`` (``time_s`` and ``accuracy`` lists), ``wall_s`` (and, where the bench
+measures it, ``cpu_s``: the run's own CPU time, which the machine's load does not change).
 """
 from __future__ import annotations
 

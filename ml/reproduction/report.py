@@ -92,7 +92,9 @@ def arm_rows(document: dict, metrics: list[str]) -> list[list[str]]:
             runs = [r for r in document["runs"] if r["regime"] == regime and r["arm"] == arm]
             if not runs:
                 continue
-            cells = [labels[regime], arm, str(len(runs))]
+            failed = sum(1 for r in runs if r.get("error"))
+            cells = [labels[regime], arm,
+                     str(len(runs)) + (f" ({failed} failed)" if failed else "")]
             for metric in metrics:
                 values = [r["metrics"].get(metric) for r in runs]
                 values = [v for v in values if v is not None]
@@ -279,11 +281,10 @@ def markdown_section(document: dict) -> str:
     lines += [f"Mode: **{document['mode']}**; seeds {', '.join(map(str, decl['seeds']))}; "
               f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
               f"{document['machine']}; finished {document['finished']}.", ""]
-    declared = len(decl["regimes"]) * len(decl["arms"]) * len(decl["seeds"])
-    if len(document["runs"]) < declared:
-        lines += [f"**Partial**: {len(document['runs'])} of the {declared} declared runs "
-                  f"(regimes x arms x seeds) are in this results file; the verdicts below "
-                  f"cover only what ran.", ""]
+    lines += _provenance(document)
+    lines += _partial(document)
+    lines += _run_walls(document)
+    lines += _failures(document)
     lines += ["**Setting.** " + decl["setting"], ""]
     if document.get("context"):
         lines += ["**Measured context.**", ""] + [f"- {line}" for line in document["context"]]
@@ -334,6 +335,93 @@ def markdown_section(document: dict) -> str:
     for note in document.get("notes", []):
         lines += [f"> {note}", ""]
     return "\n".join(lines)
+
+
+def _provenance(document: dict) -> list[str]:
+    """Which commit each invocation ran (declaration included), and uncommitted changes."""
+    parts = []
+    for run in document.get("code", []):
+        if not run.get("commit"):
+            continue
+        dirty = run.get("uncommitted") or []
+        parts.append(f"`{run['commit'][:10]}` (started {run.get('started', '?')}"
+                     + (f"; uncommitted changes in {', '.join(dirty)}" if dirty else
+                        "; no uncommitted changes under ml/ and bench/") + ")")
+    if not parts:
+        return []
+    return ["Code and declaration as run: commit " + ", then ".join(parts) + ".", ""]
+
+
+def partial_status(document: dict) -> list[str]:
+    """What of the declared sweep (regimes x arms x seeds) has no runs: empty when complete."""
+    decl = document["declaration"]
+    arms = [a["label"] for a in decl["arms"]]
+    have = {(r["regime"], r["arm"], r["seed"]) for r in document["runs"]}
+    missing, incomplete = [], []
+    for regime in decl["regimes"]:
+        count = sum((regime["key"], a, s) in have for a in arms for s in decl["seeds"])
+        if count == 0:
+            missing.append(regime["label"])
+        elif count < len(arms) * len(decl["seeds"]):
+            incomplete.append(f"{regime['label']} ({count} of "
+                              f"{len(arms) * len(decl['seeds'])} runs)")
+    lines = []
+    if missing:
+        lines.append(f"{len(decl['regimes']) - len(missing)} of {len(decl['regimes'])} declared "
+                     f"regimes have runs; not run: {'; '.join(missing)}")
+    if incomplete:
+        lines.append("Stopped inside a regime: " + "; ".join(incomplete))
+    return lines
+
+
+def _run_walls(document: dict) -> list[str]:
+    """Per regime: runs, the sum of their wall times (runs overlap with --jobs), and how many
+    stopped before a round that could not end within the budget."""
+    labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
+    parts = []
+    for key, label in labels.items():
+        runs = [r for r in document["runs"] if r["regime"] == key]
+        if not runs:
+            continue
+        early = sum(1 for r in runs if r.get("stopped_before_budget"))
+        cpu = [r["cpu_s"] for r in runs if r.get("cpu_s") is not None]
+        parts.append(f"{label}: {len(runs)} runs, {sum(r['wall_s'] for r in runs) / 60:.1f} "
+                     f"min" + (f" ({sum(cpu) / 60:.1f} CPU-min over the {len(cpu)} runs that "
+                               f"recorded it)" if cpu else "")
+                     + (f", {early} stopped before a round that could not end within "
+                               f"the budget" if early else ""))
+    if not parts:
+        return []
+    return ["Run wall times (sum over the runs of a regime, on the machine above, shared, under "
+            "`nice -n 19`; two run at once with `--jobs 2`; CPU time is the runs' own, "
+            "independent of the load): " + "; ".join(parts) + ".", ""]
+
+
+def _failures(document: dict) -> list[str]:
+    """Runs that raised instead of finishing (e.g. a diverged model's non-finite loss)."""
+    labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
+    failed = [r for r in document["runs"] if r.get("error")]
+    diverged = [r for r in document["runs"] if r.get("diverged_at_s") is not None]
+    lines = []
+    if diverged:
+        lines += ["**Diverged runs** (a non-finite loss from the given emulated time on; the "
+                  "run went on to its budget and its measured accuracy counts): "
+                  + "; ".join(f"{labels.get(r['regime'], r['regime'])}, {r['arm']}, seed "
+                              f"{r['seed']} at {r['diverged_at_s']:.1f} s" for r in diverged)
+                  + ".", ""]
+    if failed:
+        lines += ["**Failed runs** (no metrics; their seeds drop out of the pairs, so n falls): "
+                  + "; ".join(f"{labels.get(r['regime'], r['regime'])}, {r['arm']}, seed "
+                              f"{r['seed']}: {r['error']}" for r in failed) + ".", ""]
+    return lines
+
+
+def _partial(document: dict) -> list[str]:
+    status = partial_status(document)
+    if not status:
+        return []
+    return ["**Partial sweep.** " + ". ".join(status) + ". Verdicts below cover only the runs "
+            "that finished.", ""]
 
 
 def _settings(settings: dict) -> str:

@@ -1,8 +1,10 @@
 """Configs of the split-learning family, each method's extending SplitFed's.
 
 ``splitfed`` <- ``adasfl`` (batch-size regulation) <- ``mergesfl`` (feature merging, worker
-selection); ``parallelsfl`` (clusters, per-cluster frequency) extends ``splitfed``. A baseline's
-config is the experiment's config restricted to the keys it knows.
+selection); ``parallelsfl`` (clusters, per-cluster frequency) extends the split core that
+``splitfed`` extends too (the cut and K), without ``clients_per_round``: its clusters hold every
+worker. A baseline's config is the experiment's config restricted to the keys it knows, so an
+experiment's ``clients_per_round`` reaches SplitFed and AdaSFL too (equal participation).
 """
 from __future__ import annotations
 
@@ -17,14 +19,34 @@ from ml.fl.config import DatasetName, FederatedConfig, PartitionScheme
 TopLRScaling = Literal["none", "sqrt", "linear"]
 
 
-class SplitFedConfig(FederatedConfig):
-    """SplitFed's knobs on top of the shared federated ones."""
+class SplitCoreConfig(FederatedConfig):
+    """What every split method has: the cut and the iterations between bottom averaging."""
 
     local_iterations: int = Field(default=10, ge=1, le=100_000,
                                   description="Iterations between bottom-model averaging (K)")
     split_point: str | None = Field(default=None,
                                     description="Stage after which the model is cut (default: "
                                                 "the model's own, e.g. conv2 for cnn)")
+
+
+class SplitFedConfig(SplitCoreConfig):
+    """SplitFed's knobs on top of the shared federated ones: the split core and how many
+    workers take part in a round."""
+
+    clients_per_round: float = Field(
+        default=1.0, gt=0,
+        description="Participants per round: a value <= 1 is a fraction of the workers, a "
+                    "larger value a count (SplitFed and AdaSFL draw them uniformly at random, "
+                    "MergeSFL by its worker_selection)")
+
+    @field_validator("clients_per_round")
+    @classmethod
+    def _count_fits(cls, value: float, info: ValidationInfo) -> float:
+        workers = info.data.get("workers")
+        if value > 1 and (value != int(value) or (workers is not None and value > workers)):
+            raise ValueError(f"a value > 1 is a count and must be a whole number <= workers "
+                             f"({workers}), got {value}")
+        return value
 
 
 class AdaSFLConfig(SplitFedConfig):
@@ -68,10 +90,6 @@ class MergeSFLConfig(AdaSFLConfig):
         default=True,
         description="Merge all participants' features into one top-model step (off: the top "
                     "is trained on each worker's features in turn, SFL-V2)")
-    clients_per_round: float = Field(
-        default=1.0, gt=0,
-        description="Participants per round: a value <= 1 is a fraction of the workers, a "
-                    "larger value a count")
     worker_selection: Literal["ga", "random"] = Field(
         default="ga", description="Choose participants by the genetic algorithm, or at random")
     mu: float = Field(default=0.5, ge=0, le=1000,
@@ -90,17 +108,8 @@ class MergeSFLConfig(AdaSFLConfig):
         description="Rounds over which the top-model rate ramps linearly from lr to its scaled "
                     "value (0: scaled from the start)")
 
-    @field_validator("clients_per_round")
-    @classmethod
-    def _count_fits(cls, value: float, info: ValidationInfo) -> float:
-        workers = info.data.get("workers")
-        if value > 1 and (value != int(value) or (workers is not None and value > workers)):
-            raise ValueError(f"a value > 1 is a count and must be a whole number <= workers "
-                             f"({workers}), got {value}")
-        return value
 
-
-class ParallelSFLConfig(SplitFedConfig):
+class ParallelSFLConfig(SplitCoreConfig):
     """SplitFed's knobs plus clustering and per-cluster local updating frequency."""
 
     dataset: DatasetName = Field(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ml.algorithms.split_learning.config import SplitFedConfig
+from ml.algorithms.split_learning.config import SplitCoreConfig
 from ml.algorithms.split_learning.training import SplitCosts
 from ml.config import ConfigError
 from ml.distributed.peers import Mailbox
@@ -18,7 +18,7 @@ from ml.fl import Federation, build_federation
 class SplitContext:
     """The federation, the model's two halves (views of ``fed.model``) and their costs."""
 
-    config: SplitFedConfig
+    config: SplitCoreConfig
     fed: Federation
     bottom: nn.Module
     top: nn.Module
@@ -31,7 +31,7 @@ class SplitContext:
         return self.config.split_point or self.fed.model.default_split
 
 
-def split_context(config: SplitFedConfig, device: torch.device) -> SplitContext:
+def split_context(config: SplitCoreConfig, device: torch.device) -> SplitContext:
     """Build the federation and cut its model at ``config.split_point`` (a ConfigError naming
     it when the model has no such stage)."""
     fed = build_federation(config, device)

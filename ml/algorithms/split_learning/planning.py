@@ -256,12 +256,18 @@ def plan_sizes(cost: IterationCost, total: int, config: AdaSFLConfig) -> np.ndar
 
 
 def adasfl_planner(config: AdaSFLConfig) -> Planner:
-    """AdaSFL: every worker, batch sizes regulated to equalise iteration times."""
+    """AdaSFL: every worker (or ``clients_per_round`` of them drawn uniformly at random, ours:
+    equal participation against MergeSFL), batch sizes regulated to equalise iteration times."""
 
     def planner(step: int, inputs: PlanningInputs) -> RoundPlan:
-        everyone = np.arange(inputs.num_workers)
-        return RoundPlan(everyone, plan_sizes(inputs.cost, config.batch_size * everyone.size,
-                                              config))
+        n = participants_count(config.clients_per_round, inputs.num_workers)
+        if n == inputs.num_workers:
+            everyone = np.arange(inputs.num_workers)
+            return RoundPlan(everyone, plan_sizes(inputs.cost, config.batch_size * n, config))
+        rng = np.random.default_rng(derive_seed(config.seed, "selection", step))
+        members = np.sort(rng.choice(inputs.num_workers, size=n, replace=False))
+        return RoundPlan(members, plan_sizes(inputs.cost.subset(members),
+                                             config.batch_size * n, config))
 
     return planner
 

@@ -6,7 +6,9 @@ Learning Meets Split Learning", AAAI 2022 (arXiv 2004.12088), SFL-V2.
 
 The model is cut into a bottom (on every worker) and a top (on the main server). Steps, per
 round:
-1. The fed server sends the global bottom weights to every worker.
+0. The fed server draws the round's participants uniformly at random (``clients_per_round``;
+   all workers by default, as in the paper's experiments; the others sit the round out).
+1. The fed server sends the global bottom weights to every participant.
 2. For each of K = ``local_iterations`` iterations:
    a. every worker runs its bottom on its next mini-batch and sends the features (smashed data)
       and labels to the main server, all in parallel;
@@ -37,8 +39,9 @@ from ml.algorithms.split_learning.workers import SplitServer
 from ml.distributed.runtime import Runtime
 from ml.fl import (RoundLog, SGDSettings, WeightedAverage, evaluate, get_weights, set_weights,
                    work_per_sample)
+from ml.fl.sampling import participants_count, sample_clients
 from ml.fl.waiting import WaitingLedger, round_end_barrier
-from ml.method_run import MethodRun
+from ml.method_run import MethodRun, generator
 from ml.models import model_bytes
 from ml.reporting import Reporter
 
@@ -53,8 +56,10 @@ def coordinate(config: SplitFedConfig, context: SplitContext, runtime: Runtime,
     server_device = testbed.require_server()
     sgd = SGDSettings(config.lr, config.momentum, config.weight_decay)
     server = SplitServer(top, sgd)
-    devices = testbed.workers
-    workers = runtime.workers
+    all_devices = testbed.workers
+    all_workers = runtime.workers
+    per_round = participants_count(config.clients_per_round, len(all_workers))
+    sampler = generator(config.seed, "clients")
     num_samples = [len(shard) for shard in fed.shards]
     sizes = [BatchSizes(n, config.batch_size) for n in num_samples]
 
@@ -70,12 +75,16 @@ def coordinate(config: SplitFedConfig, context: SplitContext, runtime: Runtime,
     log = RoundLog(reporter, testbed)
     global_bottom = get_weights(bottom)
     split_point = config.split_point or model.default_split
-    waiting = WaitingLedger([d.name for d in devices])
+    waiting = WaitingLedger([d.name for d in all_devices])
     reporter.log(f"splitfed: {fed.describe()}; cut after {split_point}, features "
-                 f"{list(feature_shape)} per sample")
+                 f"{list(feature_shape)} per sample; {per_round} workers per round")
 
     for step in range(1, config.rounds + 1):
         log.check_cancelled()
+        # With every worker taking part the sampler is not drawn from (runs unchanged).
+        selected = sample_clients(len(all_workers), per_round, sampler)
+        devices = [all_devices[i] for i in selected]
+        workers = [all_workers[i] for i in selected]
         everyone = [server_device, *devices]
         round_start = testbed.barrier(everyone)
         for worker, device in zip(workers, devices):
@@ -85,7 +94,7 @@ def coordinate(config: SplitFedConfig, context: SplitContext, runtime: Runtime,
         loss_sum = torch.zeros((), dtype=torch.float64, device=fed.device)
         samples = 0
         for _ in range(config.local_iterations):
-            batch = [s.next() for s in sizes]
+            batch = [sizes[i].next() for i in selected]
             arrivals = []
             for device, n in zip(devices, batch):
                 testbed.compute(device, n * bottom_forward)
@@ -114,7 +123,7 @@ def coordinate(config: SplitFedConfig, context: SplitContext, runtime: Runtime,
 
         average = WeightedAverage()
         bottoms = [w.call("get_weights", reply_kind="model") for w in workers]
-        for device, n, weights in zip(devices, num_samples, bottoms):
+        for device, n, weights in zip(devices, (num_samples[i] for i in selected), bottoms):
             testbed.transfer(device, server_device, bottom_bytes, "model")
             average.add(weights.result(), n)
         global_bottom = average.result(global_bottom)
@@ -135,7 +144,8 @@ def coordinate(config: SplitFedConfig, context: SplitContext, runtime: Runtime,
         feature_shape=list(feature_shape),
         bottom_model_bytes=bottom_bytes,
         sim_time_s=testbed.now(),
+        participants_per_round=per_round,
         workers=[{"name": d.name, "profile": d.profile.name, "samples": n}
-                 for d, n in zip(devices, num_samples)],
+                 for d, n in zip(all_devices, num_samples)],
         server=server_device.name,
     )

@@ -85,13 +85,45 @@ def test_results_round_trip_and_render(tmp_path):
     assert "`acc`: A beats B by 5 points. — headline regime (hard regime): **reversed**; " \
            "closest regime: easy regime, **holds**." in markdown
     assert "![toy-effects.png](reproductions/toy-effects.png)" in markdown
-    assert "**Partial**" not in markdown
+    assert "Partial sweep" not in markdown
 
 
-def test_a_results_file_short_of_the_declared_runs_is_marked_partial():
-    document = harness.results_document(DECLARATION, runs()[:-3], mode="full", wall_s=5.0)
+def test_a_partial_sweep_is_marked_in_the_docs(tmp_path):
+    complete = harness.results_document(DECLARATION, runs(), mode="full", wall_s=1.0)
+    assert report.partial_status(complete) == []
+    assert "Partial sweep" not in report.markdown_section(complete)
+    # the sweep stopped inside "hard": seeds 3 and 4 of arm b, and all of seed 4, missing
+    stopped = [r for r in runs() if not (r["regime"] == "hard" and r["seed"] >= 3
+                                         and (r["arm"] == "b" or r["seed"] == 4))]
+    document = harness.results_document(DECLARATION, stopped, mode="full", wall_s=1.0)
+    assert report.partial_status(document) == ["Stopped inside a regime: hard regime (7 of 10 "
+                                                "runs)"]
+    only_easy = [r for r in runs() if r["regime"] == "easy"]
+    document = harness.results_document(DECLARATION, only_easy, mode="subset", wall_s=1.0)
+    document["code"] = [{"commit": "0123456789abcdef", "uncommitted": [],
+                         "started": "2026-01-01T00:00:00+00:00"}]
     section = report.markdown_section(document)
-    assert "**Partial**: 17 of the 20 declared runs" in section
+    assert "**Partial sweep.** 1 of 2 declared regimes have runs; not run: hard regime." \
+        in section
+    assert "(sum over the runs of a regime" in section and "easy regime: 10 runs, 0.0 min" \
+        in section
+    for run in document["runs"][:4]:
+        run["cpu_s"] = 30.0
+    assert "easy regime: 10 runs, 0.0 min (2.0 CPU-min over the 4 runs that recorded it)" \
+        in report.markdown_section(document)
+    failed = document["runs"][0]
+    failed.update(error="WireError: value: Must be a finite number.",
+                  metrics=dict.fromkeys(failed["metrics"]))
+    section = report.markdown_section(document)
+    assert "**Failed runs** (no metrics; their seeds drop out of the pairs, so n falls): easy " \
+           "regime, a, seed 0: WireError: value: Must be a finite number." in section
+    assert report.arm_rows(document, ["accuracy"])[0][:3] == ["easy regime", "a", "5 (1 failed)"]
+    document["runs"][1]["diverged_at_s"] = 3.3
+    assert "**Diverged runs** (a non-finite loss from the given emulated time on; the run went " \
+           "on to its budget and its measured accuracy counts): easy regime, b, seed 0 at 3.3 s" \
+        in report.markdown_section(document)
+    assert "commit `0123456789` (started 2026-01-01T00:00:00+00:00; no uncommitted changes" \
+        in section
 
 
 def test_the_time_to_target_is_interpolated_between_evaluations():

@@ -82,3 +82,30 @@ def test_it_is_in_the_catalogue_with_fedavg_as_baseline():
     assert "Thapa" in entry["paper"] and "AAAI 2022" in entry["paper"]
     assert entry["baselines"] == ["fedavg"]
     assert {"traffic_bytes/features", "traffic_bytes/gradients"} <= set(entry["metrics"])
+
+
+def test_clients_per_round_trains_only_the_drawn_workers():
+    # 4 of 6 workers per round: bottoms travel to and from 4 workers, features come from 4
+    # workers' full batches; the draw is seeded, so a repeat is identical.
+    workers, rounds, iterations, batch = 6, 3, 2, 16
+    config = dict(dataset="digits", workers=workers, rounds=rounds, local_iterations=iterations,
+                  batch_size=batch, clients_per_round=4, seed=5)
+    reporter, result = run_splitfed(**config)
+    bottom, _ = build_model("cnn", 10, (1, 8, 8)).split("conv2")
+    feature_bytes = 4 * math.prod(result["feature_shape"])
+    assert result["participants_per_round"] == 4
+    assert reporter.last("traffic_bytes/model") == rounds * 4 * 2 * model_bytes(bottom)
+    assert reporter.last("traffic_bytes/features") == rounds * iterations * 4 * batch * (
+        feature_bytes + 8)
+    again, _ = run_splitfed(**config)
+    assert [p.value for p in reporter.series("accuracy")] == [
+        p.value for p in again.series("accuracy")]
+
+
+def test_clients_per_round_is_validated_and_parallelsfl_has_none():
+    with pytest.raises(ConfigError) as err:
+        SPLITFED.parse_config({"workers": 4, "clients_per_round": 6})
+    assert "clients_per_round" in err.value.errors
+    with pytest.raises(ConfigError) as err:
+        registry.get("parallelsfl").parse_config({"clients_per_round": 0.5})
+    assert "clients_per_round" in err.value.errors
