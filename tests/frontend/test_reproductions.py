@@ -3,7 +3,7 @@ each paper's headline regime accepted by the experiments API as its button sends
 import pytest
 from django.test import Client
 
-from ml.reproduction import harness, imbnas, report, split_fl
+from ml.reproduction import cocodc, harness, imbnas, report, split_fl
 from tests.ml.reproduction.test_harness import DECLARATION, runs
 
 
@@ -48,7 +48,8 @@ def test_the_page_without_results_says_how_to_make_them(owner, tmp_path, setting
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("declaration", [split_fl.DECLARATION, imbnas.DECLARATION])
+@pytest.mark.parametrize("declaration", [split_fl.DECLARATION, imbnas.DECLARATION,
+                                         cocodc.DECLARATION])
 def test_each_headline_launch_is_a_valid_experiment(api, owner, device_factory, declaration):
     device_factory(owner)  # an online host
     launch = declaration.launch
