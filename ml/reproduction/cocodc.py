@@ -52,8 +52,8 @@ STEP_RATIO = 1 / (1 - 0.21)
 
 #: The claim's target and a mid-run one (held-out perplexity), from the seed-100 pilot (see the
 #: module docstring); never changed after the evaluated runs.
-TARGET_PPL = 0.0
-MID_TARGET_PPL = 0.0
+TARGET_PPL = 79.0  # the pilot: 78.83 at step 360 of 480
+MID_TARGET_PPL = 141.0  # the pilot: 140.76 at step 160
 
 STREAMING = {"outer_lr": 0.4, "fragments": 4, "alpha": 0.5}
 ARMS = (
@@ -97,7 +97,9 @@ COMMON = {"dataset": "cpython", "tokenizer": "bpe", "vocab_size": 1024, "d_model
 FULL = {**COMMON, "inner_steps": 16, "rounds": 30, "warmup_steps": 24}
 #: ``--quick``: 5 rounds (80 steps) and its own smoke-check targets (declared here, too).
 QUICK = {**COMMON, "inner_steps": 16, "rounds": 5, "warmup_steps": 8}
-QUICK_TARGETS = {"perplexity": 0.0, "mid_perplexity": 0.0,
+#: Smoke-check values for the 80-step ``--quick`` run (a 100-step pilot on seed 100 passed 650
+#: and 450 at steps ~16 and ~33); no verdict of the docs rests on them.
+QUICK_TARGETS = {"perplexity": 450.0, "mid_perplexity": 650.0,
                  "budget_steps": QUICK["inner_steps"] * QUICK["rounds"]}
 
 REPORT_METRICS = ["steps_to_target", "steps_to_mid", "final_perplexity", "time_to_target_s",
