@@ -62,4 +62,5 @@ def test_each_headline_launch_is_a_valid_experiment(api, owner, device_factory, 
     # the same regime on a preset instead of the declared testbed
     preset = {**body, "config": {k: v for k, v in launch["config"].items() if k != "testbed"},
               "preset": "jetson80"}
-    assert api(owner).post("/api/v1/experiments/", preset, format="json").status_code == 201
+    second = api(owner).post("/api/v1/experiments/", preset, format="json")
+    assert second.status_code == 201, second.json()
