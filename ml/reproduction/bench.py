@@ -118,7 +118,8 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
     doc = document(runs)
     doc["declaration"]["target"] = {**doc["declaration"]["target"],
                                     **{k: v for k, v in ctx.items() if k in ("accuracy",
-                                                                               "budget_s")}}
+                                                                               "budget_s")},
+                                    **ctx.get("targets", {})}
     doc["plots"] = report.write_plots(doc, folder)
     harness.save(doc, path)
     if not args.quick and folder == harness.default_results_dir():

@@ -6,7 +6,8 @@ the runs themselves, so the docs and the dashboard show exactly what was saved.
 - :func:`verdict_table`: one row per regime, claim and comparison (the benches print it last);
 - :func:`arm_table`: per regime and arm, the mean of each reported metric over seeds;
 - :func:`plot_accuracy_vs_time`: accuracy against emulated time, one line per arm (mean over
-  seeds on a common grid, each seed faint);
+  seeds on a common grid, each seed faint); the declaration's target may name another curve
+  (``value_axis``, ``value_scale``, ``lower_is_better``: e.g. perplexity against steps);
 - :func:`plot_effects`: each comparison's effect against the regime, with its 95% interval,
   zero and the claimed bound;
 - :func:`write_markdown`: docs/reproductions.md from every results JSON in a folder
@@ -146,13 +147,20 @@ def plot_accuracy_vs_time(document: dict, regime: str, path: Path, *,
             mean = np.nanmean(np.vstack(curves), axis=0)
         ax.plot(grid, mean, color=colour, linewidth=2,
                 label=f"{arm} (mean of {len(curves)})")
-    target = document["declaration"]["target"].get("accuracy")
-    if target is not None:
-        ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:g}")
+    declared = document["declaration"]["target"]
+    # a curve of a lower-is-better metric (e.g. perplexity) names its axis, scale and targets
+    for key in ("accuracy", "perplexity", "mid_perplexity"):
+        target = declared.get(key)
+        if target is not None:
+            ax.axhline(target, color="grey", linestyle=":", linewidth=1,
+                       label=f"target {target:g}")
     label = next(r["label"] for r in document["declaration"]["regimes"] if r["key"] == regime)
-    ax.set(xlabel=xlabel, ylabel="test accuracy", title=label)
+    ax.set(xlabel=xlabel, ylabel=declared.get("value_axis", "test accuracy"), title=label)
+    if declared.get("value_scale") == "log":
+        ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper right" if declared.get("lower_is_better") else
+              "lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -271,6 +279,10 @@ the target within the budget counts with the budget as its time (a lower bound, 
 """
 
 
+#: Target keys that only style the plots (not printed as part of the declared target).
+PLOT_KEYS = ("time_axis", "report_metrics", "value_axis", "value_scale", "lower_is_better")
+
+
 def markdown_section(document: dict) -> str:
     """One paper's section of docs/reproductions.md."""
     from ml.cli import format_table
@@ -290,7 +302,7 @@ def markdown_section(document: dict) -> str:
         lines += ["**Measured context.**", ""] + [f"- {line}" for line in document["context"]]
         lines.append("")
     target = ", ".join(f"{k} = {v}" for k, v in decl["target"].items()
-                       if k not in ("time_axis", "report_metrics"))
+                       if k not in PLOT_KEYS)
     if target:
         lines += [f"**Target and budget (declared).** {target}.", ""]
     seeds_run = sorted({r["seed"] for r in document["runs"]})

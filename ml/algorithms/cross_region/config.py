@@ -23,8 +23,17 @@ class DiLoCoConfig(MethodConfig):
     testbed: str | list[ProfileOverride] = Field(
         default="cross-region-4",
         description="A preset name or a list of device profiles; its devices are the regions")
-    dataset: Literal["pydoc"] = Field(
-        default="pydoc", description="Text corpus (pydoc: CPython's pydoc topics, offline)")
+    dataset: Literal["pydoc", "cpython"] = Field(
+        default="pydoc",
+        description="Text corpus (pydoc: CPython's pydoc topics; cpython: its standard-library "
+                    "sources and the pydoc topics, ~10 MB; both offline)")
+    tokenizer: Literal["byte", "bpe"] = Field(
+        default="byte",
+        description="byte: one token per byte, the last 10% held out; bpe: a byte-level BPE of "
+                    "vocab_size tokens trained on the corpus's training documents (every "
+                    "tenth document held out), cached in the data folder")
+    vocab_size: int = Field(default=1024, ge=257, le=65_536,
+                            description="BPE vocabulary size (tokenizer bpe only)")
     workers: int = Field(default=4, ge=1, le=32,
                          description="Regions (M), each training a replica on its own shard")
     rounds: int = Field(default=4, ge=1, le=100_000,

@@ -1,8 +1,10 @@
 """Setting up one cross-region training: corpus, regions' replicas, the emulated WAN.
 
 Shared by the three methods; only the :class:`~.outer_loop.SyncPolicy` differs. The corpus is
-byte-tokenised, its last 10% held out, and the rest cut into one contiguous shard per region
-(the regions' data differ, as in cross-region training). Every replica starts from the same
+byte-tokenised with its last 10% held out, or (``tokenizer="bpe"``) tokenised by a BPE trained on
+its training documents with every tenth document held out (:mod:`ml.models.pretraining`'s
+split); the training tokens are cut into one contiguous shard per region (the regions' data
+differ, as in cross-region training). Every replica starts from the same
 initial model. Held-out perplexity is measured on region 0's replica, as the authors' code
 evaluates rank 0's model.
 """
@@ -57,9 +59,8 @@ def build_setup(config: DiLoCoConfig, regions: Iterable[int] | None = None) -> S
     """Corpus shards, the replicas of ``regions`` (default: all) of one initial model, and the
     emulated WAN of every region of ``config``."""
     device = torch_device(config.device)
-    tokens = ByteTokenizer().encode(load_corpus(config.dataset))
-    train, val = train_val_split(tokens, VAL_FRACTION)
-    model_cfg = DecoderConfig(vocab_size=ByteTokenizer.vocab_size, d_model=config.d_model,
+    train, val, vocab_size = corpus_tokens(config)
+    model_cfg = DecoderConfig(vocab_size=vocab_size, d_model=config.d_model,
                               n_layers=config.layers, n_heads=config.heads,
                               d_ff=3 * config.d_model, max_seq_len=config.seq_len)
     with seeded_run(config.seed, device):
@@ -75,6 +76,20 @@ def build_setup(config: DiLoCoConfig, regions: Iterable[int] | None = None) -> S
     setup.replicas = [setup.make_replica(m)
                       for m in (range(config.workers) if regions is None else regions)]
     return setup
+
+
+def corpus_tokens(config: DiLoCoConfig) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(train tokens, held-out tokens, vocabulary size)`` of ``config``'s corpus and tokenizer."""
+    if config.tokenizer == "bpe":
+        from ml.data.images import default_data_dir
+        from ml.models.pretraining import corpus_splits
+
+        splits = corpus_splits(config.dataset, config.vocab_size,
+                               default_data_dir() / "tokenizers")
+        return splits.train_tokens, splits.val_tokens, splits.tokenizer.vocab_size
+    tokens = ByteTokenizer().encode(load_corpus(config.dataset))
+    train, val = train_val_split(tokens, VAL_FRACTION)
+    return train, val, ByteTokenizer.vocab_size
 
 
 def _with_wan_overrides(testbed: Testbed, config: DiLoCoConfig) -> Testbed:
