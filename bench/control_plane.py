@@ -88,8 +88,9 @@ def log(message: str) -> None:
 @contextmanager
 def postgres_database(url: str) -> Iterator[str]:
     """A fresh database on the server of ``url``, dropped afterwards."""
-    import psycopg
     from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
 
     name = f"estuary_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(url, autocommit=True) as conn:

@@ -12,7 +12,6 @@ from controlplane.metrics.downsample import db_run_id
 from controlplane.metrics.events import log_event, points_event, publish_on_commit
 from controlplane.metrics.models import MetricPoint, RunLog
 
-
 POINT_COLUMNS = ("run_id", "name", "step", "value", "sim_time_s", "wall_time_s")
 #: PostgreSQL's types of POINT_COLUMNS.
 POINT_TYPES = ("uuid", "varchar", "bigint", "float8", "float8", "float8")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from django.db import connection as default_connection, transaction
+from django.db import connection as default_connection
+from django.db import transaction
 
 from controlplane.metrics import bulk
 from controlplane.metrics.models import BLOCK_STEPS, MetricBlock, MetricPoint

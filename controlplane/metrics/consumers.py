@@ -27,8 +27,8 @@ from django.conf import settings
 from controlplane.experiments.models import Experiment
 from controlplane.experiments.queries import experiments_for
 from controlplane.experiments.serializers import ExperimentSerializer
-from controlplane.metrics.events import PUBLISH_TIMEOUT_S, group_name, plain_json
 from controlplane.metrics import downsample, fanout
+from controlplane.metrics.events import PUBLISH_TIMEOUT_S, group_name, plain_json
 from controlplane.metrics.models import RunLog
 
 CLOSE_UNAUTHENTICATED = 4401

@@ -15,17 +15,11 @@ from controlplane.experiments.models import Run
 from controlplane.experiments.queries import HostedRun, hosted_run, runs_for
 from controlplane.metrics import actions, downsample
 from controlplane.metrics.exports import StepsCSVRenderer, step_rows
+from controlplane.metrics.serializers import (POINT_FIELDS, IngestResultSerializer,
+                                              LogBatchSerializer, LogQuerySerializer,
+                                              LogsSerializer, MetricBatchSerializer,
+                                              SeriesQuerySerializer, SeriesSerializer)
 from controlplane.parsers import BoundedJSONParser
-from controlplane.metrics.serializers import (
-    IngestResultSerializer,
-    LogBatchSerializer,
-    LogQuerySerializer,
-    LogsSerializer,
-    MetricBatchSerializer,
-    POINT_FIELDS,
-    SeriesQuerySerializer,
-    SeriesSerializer,
-)
 
 #: Most recent log lines returned by one GET.
 MAX_LOG_LINES_PER_READ = 5000

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from ml import registry
-from ml.reproduction.declaration import Arm, Claim, Comparison, Declaration, Regime
 from ml.reporting import MemoryReporter
+from ml.reproduction.declaration import Arm, Claim, Comparison, Declaration, Regime
 
 ARMS = (
     Arm("hat", "hat"),

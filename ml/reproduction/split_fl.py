@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from ml import registry
+from ml.reporting import Cancelled, MemoryReporter
 from ml.reproduction.curves import first_crossing
 from ml.reproduction.declaration import Arm, Claim, Comparison, Declaration, Regime
-from ml.reporting import Cancelled, MemoryReporter
 
 BASE = {"dataset": "mnist", "model": "cnn", "workers": 20, "partition": "pathological",
         "partition_classes": 2, "batch_size": 32, "lr": 0.05, "momentum": 0.0,

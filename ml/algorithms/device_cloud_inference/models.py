@@ -21,8 +21,7 @@ from ml.config import ConfigError
 from ml.data.text import ByteTokenizer, load_corpus, train_val_split
 from ml.models.hf_llama import HFTokenizer, UnsupportedCheckpoint, load_llama
 from ml.models.long_context import long_context_lm
-from ml.models.pretrained import (VAL_FRACTION, evaluate_perplexity, pretrained_lm,
-                                  unigram_loss)
+from ml.models.pretrained import VAL_FRACTION, evaluate_perplexity, pretrained_lm, unigram_loss
 from ml.models.pretraining import LM_SIZES, LMSize, corpus_splits, pretrained_lm_of_size
 from ml.models.transformer import DecoderConfig, DecoderLM
 

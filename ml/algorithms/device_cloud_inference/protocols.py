@@ -36,7 +36,8 @@ import torch
 from ml.algorithms.device_cloud_inference.chunking import choose_chunk_size, chunk_bounds
 from ml.algorithms.device_cloud_inference.cost import Op, ServedModels, pass_seconds
 from ml.algorithms.device_cloud_inference.devices import token_tensor
-from ml.algorithms.device_cloud_inference.engine import Compute, Engine, Poll, Request, Upload, Wait
+from ml.algorithms.device_cloud_inference.engine import (Compute, Engine, Poll, Request, Upload,
+                                                         Wait)
 from ml.algorithms.device_cloud_inference.sampling import probabilities, sample, verify
 from ml.algorithms.device_cloud_inference.session import CloudMiddle, RoundStats
 from ml.models.transformer import DecoderLM, cache_length, truncate_cache

@@ -22,11 +22,10 @@ import torch
 
 from ml.algorithms.device_cloud_inference.config import (DeviceCloudSDConfig, ServingConfig,
                                                          UShapedConfig)
-from ml.algorithms.device_cloud_inference.devices import (CloudOnlyDevice, DraftingDevice,
-                                                          HATDevice)
+from ml.algorithms.device_cloud_inference.devices import CloudOnlyDevice, DraftingDevice, HATDevice
 from ml.algorithms.device_cloud_inference.models import (adapter_for, check_cut,
-                                                         draft_checkpoint_lm, draft_lm,
-                                                         llm_info, served_llm, sized_draft_lm)
+                                                         draft_checkpoint_lm, draft_lm, llm_info,
+                                                         served_llm, sized_draft_lm)
 from ml.algorithms.device_cloud_inference.partition import USplit
 from ml.algorithms.device_cloud_inference.protocols import (Context, Trace, cloud_only,
                                                             device_cloud_sd, hat)

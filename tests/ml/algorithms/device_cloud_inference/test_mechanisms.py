@@ -9,8 +9,7 @@ from scipy.stats import chisquare
 from ml.algorithms.device_cloud_inference.adapter import Adapter
 from ml.algorithms.device_cloud_inference.chunking import choose_chunk_size, predicted_ttft
 from ml.algorithms.device_cloud_inference.cost import served_models
-from ml.algorithms.device_cloud_inference.devices import (CloudOnlyDevice, DraftingDevice,
-                                                          HATDevice)
+from ml.algorithms.device_cloud_inference.devices import CloudOnlyDevice, DraftingDevice, HATDevice
 from ml.algorithms.device_cloud_inference.engine import Engine
 from ml.algorithms.device_cloud_inference.partition import USplit
 from ml.algorithms.device_cloud_inference.protocols import (Context, Trace, cloud_only,
