@@ -206,6 +206,10 @@ class Transport:
         the run's failure names the device really lost, not the messenger."""
         if self.rank != 0 or rank == 0:
             return self._lost(rank, detail)
+        # Its reason may already be off the inbox, set aside while waiting for another rank.
+        for message in self._pending[rank]:
+            if (reason := self._reason(rank, message.header)) is not None:
+                return reason
         deadline = time.monotonic() + min(_EXPLAIN_GRACE_S, self.timeout_s)
         read: list[bytes] = []
         try:
@@ -213,20 +217,25 @@ class Transport:
                 read.append(body)
                 header = messages.decode_header(torch.frombuffer(bytearray(body),
                                                                  dtype=torch.uint8))
-                if header.get("src") != rank or header.get("op") not in ("bye", "error"):
-                    continue
-                if isinstance(header.get("lost"), dict):
-                    return PeerLost.from_dict(header["lost"])
-                if header["op"] == "error":
-                    peer = self.peers[rank]
-                    return RemoteError(f"rank {rank} (device {peer.name}) failed: "
-                                       f"{header.get('error')}")
-                break
+                if header.get("src") == rank and header.get("op") in ("bye", "error"):
+                    reason = self._reason(rank, header)
+                    if reason is not None:
+                        return reason
+                    break  # it left without naming a peer: it is the one lost
         except Exception:  # noqa: BLE001 - no explanation: blame the rank we lost
             pass
         finally:
             self._backlog.extend(read)
         return self._lost(rank, detail)
+
+    def _reason(self, rank: int, header: dict) -> BaseException | None:
+        """What ``rank`` said when it left (``bye`` with the peer it lost, or ``error``)."""
+        if header.get("op") == "bye" and isinstance(header.get("lost"), dict):
+            return PeerLost.from_dict(header["lost"])
+        if header.get("op") == "error":
+            return RemoteError(f"rank {rank} (device {self.peers[rank].name}) failed: "
+                               f"{header.get('error')}")
+        return None
 
     def _has_key(self, key: str) -> bool:
         try:

@@ -22,8 +22,9 @@ RANK = textwrap.dedent("""
 
     scenario, rank, port, workdir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
         Path(sys.argv[4])
+    timeout_s = float(sys.argv[5])
     peers = [Peer(r, f"device-{r}", f"jetson-{r}") for r in range(3)]
-    transport = Transport(peers, rank, Rendezvous("127.0.0.1", port, "test-run", 20.0))
+    transport = Transport(peers, rank, Rendezvous("127.0.0.1", port, "test-run", timeout_s))
     outcome = workdir / "outcome.json"
 
     def finish(seen):
@@ -44,6 +45,18 @@ RANK = textwrap.dedent("""
                 transport.recv(1)
                 message = transport.recv(1)
                 finish({"received": True, "next": message.header})
+            except PeerLost as exc:
+                finish({"lost": exc.as_dict()})
+    elif scenario == "set-aside":
+        # Rank 0 waits for rank 2 (alive, silent); rank 1's bye naming rank 2 arrives meanwhile
+        # and is set aside; then rank 1 vanishes and the watchdog notes its silence.
+        if rank == 1:
+            report_failure(transport, PeerLost(2, "device-2", "jetson-2", "payload lost"))
+            os._exit(0)
+        if rank == 0:
+            try:
+                transport.recv(2)
+                finish({"received": True})
             except PeerLost as exc:
                 finish({"lost": exc.as_dict()})
     elif scenario == "cancel":
@@ -71,13 +84,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def play(scenario: str, workdir: Path, first_to_exit: int | None = None) -> dict:
-    """Run the three ranks of ``scenario``; what it wrote to outcome.json."""
+def play(scenario: str, workdir: Path, first_to_exit: int | None = None,
+         timeout_s: float = 20.0) -> dict:
+    """Run the three ranks of ``scenario`` (``timeout_s``: the rendezvous and heartbeat
+    timeout); what it wrote to outcome.json."""
     port = free_port()
     script = workdir / "rank.py"
     script.write_text(RANK)
     procs = [subprocess.Popen([sys.executable, str(script), scenario, str(r), str(port),
-                               str(workdir)],
+                               str(workdir), str(timeout_s)],
                               cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for r in range(3)]
@@ -102,6 +117,11 @@ def test_a_rank_that_left_over_a_lost_peer_is_not_blamed_for_it(tmp_path):
         assert outcome["lost"]["device"] == "device-2", outcome
     else:
         assert outcome["next"]["op"] == "bye" and outcome["next"]["lost"]["device"] == "device-2"
+
+
+def test_a_reason_set_aside_while_waiting_on_another_rank_names_the_lost_device(tmp_path):
+    outcome = play("set-aside", tmp_path, timeout_s=8.0)
+    assert outcome["lost"]["device"] == "device-2", outcome
 
 
 def test_a_cancel_wakes_a_rank_waiting_on_a_peer(tmp_path):
