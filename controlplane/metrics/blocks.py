@@ -73,6 +73,23 @@ def _upsert_sql() -> tuple[str, str]:
 _UPSERT = _upsert_sql()
 
 
+def postgres_fold_sql(source: str, run_id_sql: str = "%s::uuid") -> str:
+    """PostgreSQL: an upsert that folds the rows of ``source`` (a CTE or table with the columns
+    name, step, value, sim_time_s, wall_time_s, each point once) into their blocks, by
+    :func:`aggregate`'s rule in SQL, so ingestion stores points and blocks in one statement
+    (controlplane.metrics.actions). Blocks are upserted in (name, block) order: two
+    transactions folding into the same blocks lock them in the same order, never a deadlock."""
+    def extreme(order: str) -> list[str]:  # the point of the extreme value, earliest on ties
+        return [f"(array_agg({column} ORDER BY value {order}, step))[1]"
+                for column in ("step", "value", "sim_time_s", "wall_time_s")]
+
+    head, tail = _UPSERT
+    stats = ["count(*)", "min(step)", "max(step)", *extreme("ASC"), *extreme("DESC")]
+    return (f"{head} SELECT {run_id_sql}, name, step / {BLOCK_STEPS}, {', '.join(stats)} "
+            f"FROM {source} GROUP BY name, step / {BLOCK_STEPS} "
+            f"ORDER BY name, step / {BLOCK_STEPS} {tail}")
+
+
 def add_points(db_run_id: object, points: Iterable[tuple[str, int, float, float, float]],
                connection=default_connection) -> None:
     """Fold newly stored points (never one already counted) into their blocks."""
