@@ -9,7 +9,9 @@ afterwards). Devices enrol through ``/api/v1/agents/enrol/`` with the real agent
 
 - **ingestion**: one device posts batches of 200 points sequentially (one thread, one
   keep-alive connection, as an agent's reporter does) to a started run; points/s, on SQLite and
-  on PostgreSQL. A resent batch is checked to store nothing twice. ``--profile`` also runs the
+  on PostgreSQL; then 4 devices at once, each posting to its own run that way (a single
+  agent waits for each durable commit; several share the server and the commits). A resent
+  batch is checked to store nothing twice. ``--profile`` also runs the
   same POSTs in-process under cProfile and prints where the time goes.
 - **fan-out**: WebSockets (API token) watch experiments while their devices post 20-point
   batches; latency = the socket's receipt - the moment before the POST, per delivery (client and
@@ -69,6 +71,8 @@ PARTS = ("ingestion", "fanout", "history", "agents", "agent-process")
 #: A job nobody runs: the bench plays the agent and only needs a started run to post to.
 CONFIG = {"rounds": 1, "workers": 2, "dataset": "digits"}
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/test"
+#: Devices posting at once in the second ingestion row of each database.
+AGENTS_AT_ONCE = 4
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -220,6 +224,48 @@ def ingestion(server: Server, batches: int, size: int = 200) -> dict:
             "ms_per_post": 1000 * elapsed / batches, "empty_ms": empty_ms,
             "client_cpu_s": time.process_time() - cpu,
             "server_cpu_ms_per_post": 1000 * server_cpu / batches}
+
+
+def concurrent_ingestion(server: Server, agents: int, batches: int, size: int = 200) -> dict:
+    """``agents`` devices, each posting ``batches`` batches to its own run sequentially (one
+    thread and keep-alive connection each, as an agent's reporter does), all at once."""
+    devices = []
+    for index in range(agents):
+        client, answer = server.enrol(f"ingest-{index}-{uuid.uuid4().hex[:6]}")
+        _, run_id = server.started_run(client, answer["device_id"], name=f"ingest-{index}")
+        client.post_metrics(run_id, batch("warm-up", 0, size))
+        devices.append((client, run_id))
+    ready = threading.Barrier(agents + 1)
+    failures: list[BaseException] = []
+
+    def post_all(client: ControlPlane, run_id: str) -> None:
+        ready.wait()
+        try:
+            for index in range(batches):
+                client.post_metrics(run_id, batch("loss", index * size, size))
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            failures.append(exc)
+
+    threads = [threading.Thread(target=post_all, args=device) for device in devices]
+    for thread in threads:
+        thread.start()
+    server_cpu = server.web_cpu_s()
+    ready.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    server_cpu = server.web_cpu_s() - server_cpu
+    if failures:
+        raise StackError(f"{len(failures)} agents failed: {failures[0]!r}")
+    for client, run_id in devices:
+        resent = client.post_metrics(run_id, batch("loss", 0, size))  # stores nothing new
+        stored = server.stack.api.get(f"/api/v1/runs/{run_id}/metrics/?name=loss")["points"]
+        if len(stored) != batches * size or resent["accepted"] != size:
+            raise StackError(f"stored {len(stored)} points, expected {batches * size}")
+    total = agents * batches * size
+    return {"points": total, "seconds": elapsed, "points_per_s": total / elapsed,
+            "server_cpu_ms_per_post": 1000 * server_cpu / (agents * batches)}
 
 
 def profile_ingestion(server: Server, batches: int = 100, size: int = 200) -> str:
@@ -611,6 +657,10 @@ def main() -> int:
                 f"{result['points_per_s']:,.0f} points/s ({result['ms_per_post']:.1f} ms/POST; "
                 f"an empty batch {result['empty_ms']:.1f} ms; daphne CPU "
                 f"{result['server_cpu_ms_per_post']:.1f} ms/POST)", ">= 20,000 points/s")
+            result = concurrent_ingestion(server, AGENTS_AT_ONCE, 25 if quick else 250)
+            row("ingestion", f"SQLite, {AGENTS_AT_ONCE} agents at once, batches of 200",
+                f"{result['points_per_s']:,.0f} points/s (daphne CPU "
+                f"{result['server_cpu_ms_per_post']:.1f} ms/POST)", ">= 20,000 points/s")
             if args.profile:
                 profile = profile_ingestion(server, 30 if quick else 100)
         if "fanout" in parts:
@@ -663,6 +713,10 @@ def main() -> int:
                     f"{result['points_per_s']:,.0f} points/s ({result['ms_per_post']:.1f} "
                     f"ms/POST; daphne CPU {result['server_cpu_ms_per_post']:.1f} ms/POST)",
                     ">= 20,000 points/s")
+                result = concurrent_ingestion(server, AGENTS_AT_ONCE, 25 if quick else 250)
+                row("ingestion", f"PostgreSQL, {AGENTS_AT_ONCE} agents at once, batches of 200",
+                    f"{result['points_per_s']:,.0f} points/s (daphne CPU "
+                    f"{result['server_cpu_ms_per_post']:.1f} ms/POST)", ">= 20,000 points/s")
             if "history" in parts:
                 history_rows(server, 100_000 if quick else 1_000_000, "PostgreSQL")
 

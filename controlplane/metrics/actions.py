@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from django.db import connection, transaction
 
-from controlplane.experiments.models import Run
-from controlplane.experiments.queries import HostedRun
+from controlplane.devices.models import Device
+from controlplane.experiments.models import FINISHED_STATES, Job, Run
+from controlplane.experiments.queries import HostedRun, hosted_run
 from controlplane.metrics import blocks, bulk
 from controlplane.metrics.downsample import db_run_id
 from controlplane.metrics.events import log_event, points_event, publish_on_commit
@@ -18,6 +20,38 @@ POINT_COLUMNS = ("run_id", "name", "step", "value", "sim_time_s", "wall_time_s")
 POINT_TYPES = ("uuid", "varchar", "bigint", "float8", "float8", "float8")
 
 
+def ingest_for_device(device: Device, run_id: uuid.UUID, points: list[dict[str, Any]]
+                      ) -> HostedRun | None:
+    """Store a batch of validated points reported by ``device`` on run ``run_id``: the run as
+    the device sees it (its ``stopped`` read before the batch is stored), or None, storing
+    nothing, if the device hosts no job of the run (missing or not its own alike).
+
+    On PostgreSQL a non-empty batch is one statement that checks the hosting, stores the new
+    points and folds them into their blocks: one round trip and one commit per batch.
+    """
+    if connection.vendor != "postgresql" or not points:
+        run = hosted_run(device, run_id)
+        if run is not None:
+            ingest_metrics(run, points)
+        return run
+    batch = _unique(points)
+    hosted, inserted = _insert_new_postgres(device.pk, run_id, list(batch.values()))
+    if hosted is None:
+        return None
+    new = [batch[key] for key in batch if key in inserted]
+    if new:
+        publish_on_commit(hosted.experiment_id, points_event(run_id, new))
+    return hosted
+
+
+def _unique(points: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The batch by (name, step), the first point of each key."""
+    batch: dict[tuple[str, int], dict[str, Any]] = {}
+    for point in points:
+        batch.setdefault((point["name"], point["step"]), point)
+    return batch
+
+
 def ingest_metrics(run: Run | HostedRun, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Store a batch of validated points; return the ones that were new.
 
@@ -26,27 +60,17 @@ def ingest_metrics(run: Run | HostedRun, points: list[dict[str, Any]]) -> list[d
     blocks (controlplane.metrics.blocks) and published (one event per batch), so neither the
     blocks nor the live view count one twice.
     """
-    batch: dict[tuple[str, int], dict[str, Any]] = {}
-    for point in points:
-        batch.setdefault((point["name"], point["step"]), point)
+    batch = _unique(points)
     if not batch:
         return []
     run_id = db_run_id(run.id)
-    if connection.vendor == "postgresql":
-        # One statement: outside a transaction it is its own, so the batch costs one round trip
-        # and one commit (no BEGIN, no separate blocks upsert, no COMMIT to wait on).
-        inserted = _insert_new_postgres(run_id, list(batch.values()))
+    with transaction.atomic():
+        inserted = _insert_new(run_id, list(batch.values()))
         new = [batch[key] for key in batch if key in inserted]
-    else:
-        with transaction.atomic():
-            inserted = _insert_new(run_id, list(batch.values()))
-            new = [batch[key] for key in batch if key in inserted]
-            if new:
-                blocks.add_points(run_id, ((p["name"], p["step"], p["value"], p["sim_time_s"],
-                                            p["wall_time_s"]) for p in new))
-    if new:
-        # Runs at once in autocommit (the statement has committed), else at the outer commit.
-        publish_on_commit(run.experiment_id, points_event(run.id, new))
+        if new:
+            blocks.add_points(run_id, ((p["name"], p["step"], p["value"], p["sim_time_s"],
+                                        p["wall_time_s"]) for p in new))
+            publish_on_commit(run.experiment_id, points_event(run.id, new))
     return new
 
 
@@ -70,24 +94,34 @@ def _insert_new(run_id: object, points: list[dict[str, Any]]) -> set[tuple[str, 
 
 
 def _postgres_sql() -> str:
-    """The points' insert as a CTE whose new rows the blocks' upsert folds in
-    (blocks.postgres_fold_sql): a data-modifying CTE's RETURNING is what the rest of the
-    statement sees, so only new points are counted."""
-    table = MetricPoint._meta.db_table
+    """One statement (its own transaction outside one): ``hosted``, the device's jobs of the
+    run as :func:`hosted_run` reads them; the points' insert, only if there is one, as a CTE
+    whose new rows the blocks' upsert folds in (blocks.postgres_fold_sql: a data-modifying
+    CTE's RETURNING is what the rest of the statement sees, so only new points are counted);
+    then the hosting row (experiment, stopped) and the (name, step) of each new point."""
+    job, run, table = Job._meta.db_table, Run._meta.db_table, MetricPoint._meta.db_table
     fields = ", ".join(f"(row->>{index})::{kind}" for index, kind in enumerate(POINT_TYPES[1:]))
     returned = ", ".join(POINT_COLUMNS[1:])
-    return (f"WITH new AS (INSERT INTO {table} ({', '.join(POINT_COLUMNS)}) "
+    return (f"WITH hosted AS (SELECT run.experiment_id, bool_and(job.state = ANY(%s)) stopped "
+            f"FROM {job} job JOIN {run} run ON run.id = job.run_id "
+            f"WHERE job.device_id = %s AND job.run_id = %s GROUP BY run.experiment_id), "
+            f"new AS (INSERT INTO {table} ({', '.join(POINT_COLUMNS)}) "
             f"SELECT %s::uuid, {fields} FROM json_array_elements(%s::json) row "
+            f"WHERE EXISTS (SELECT FROM hosted) "
             f"ON CONFLICT (run_id, name, step) DO NOTHING RETURNING {returned}), "
             f"folded AS ({blocks.postgres_fold_sql('new')}) "
-            f"SELECT name, step FROM new")
+            f"SELECT experiment_id, stopped, NULL::varchar, NULL::bigint FROM hosted "
+            f"UNION ALL SELECT NULL::uuid, NULL::boolean, name, step FROM new")
 
 
 _POSTGRES_SQL = _postgres_sql()
 
 
-def _insert_new_postgres(run_id: object, points: list[dict[str, Any]]) -> set[tuple[str, int]]:
-    """PostgreSQL: points and their blocks in one statement; the (name, step) inserted.
+def _insert_new_postgres(device_id: uuid.UUID, run_id: uuid.UUID, points: list[dict[str, Any]]
+                         ) -> tuple[HostedRun | None, set[tuple[str, int]]]:
+    """PostgreSQL: the hosting check, the points and their blocks in one statement (see
+    :func:`_postgres_sql`); the run as the device sees it (None: nothing was stored) and the
+    (name, step) inserted.
 
     On a cursor that binds on the server (Django's bind on the client, sending the batch as a
     literal in the statement's text): psycopg prepares the statement after a few executions
@@ -99,8 +133,16 @@ def _insert_new_postgres(run_id: object, points: list[dict[str, Any]]) -> set[tu
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors, Cursor(connection.connection) as cursor:
-        cursor.execute(_POSTGRES_SQL, [run_id, json.dumps(_point_rows(points)), run_id])
-        return set(cursor.fetchall())
+        cursor.execute(_POSTGRES_SQL, [
+            [str(state) for state in FINISHED_STATES], device_id, run_id, run_id,
+            json.dumps(_point_rows(points)), run_id])
+        rows = cursor.fetchall()
+    hosted = [row for row in rows if row[0] is not None]
+    if not hosted:
+        return None, set()
+    (experiment_id, stopped, _, _), = hosted
+    return (HostedRun(id=run_id, experiment_id=experiment_id, stopped=stopped),
+            {(name, step) for experiment, _, name, step in rows if experiment is None})
 
 
 @transaction.atomic

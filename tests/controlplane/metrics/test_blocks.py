@@ -5,7 +5,7 @@ import random
 import pytest
 
 from controlplane.metrics import blocks, downsample
-from controlplane.metrics.actions import ingest_metrics
+from controlplane.metrics.actions import ingest_for_device
 from controlplane.metrics.models import BLOCK_STEPS, MetricBlock
 from tests.controlplane.metrics.points import point
 
@@ -21,7 +21,11 @@ def block_table(run) -> list[tuple]:
 def ragged_run(hosted_run):
     """A series with gaps, ties (values from a small set) and batches sent out of order, twice,
     overlapping, with a changed value in the resend (first value wins)."""
-    _, run = hosted_run
+    agent, run = hosted_run
+
+    def ingest_metrics(run, points):  # as the API does (on PostgreSQL: blocks folded in SQL)
+        assert ingest_for_device(agent.device, run.id, points) is not None
+
     rng = random.Random(20)
     steps = [step for step in range(STEPS) if rng.random() < 0.9]
     values = {step: float(rng.choice([-3, -1, 0, 0, 1, 2, 5])) for step in steps}
