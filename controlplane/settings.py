@@ -204,8 +204,12 @@ ESTUARY = {
     "CONTROLPLANE_QUEUE": "controlplane",
     # Agents' reports run on this many threads of each server process, whose database
     # connections persist (controlplane.db_lane): at most this many connections per process,
-    # each replaced after INGEST_CONN_MAX_AGE_S seconds.
-    "INGEST_THREADS": envint("ESTUARY_INGEST_THREADS", 2, minimum=1, maximum=32),
+    # each replaced after INGEST_CONN_MAX_AGE_S seconds. PostgreSQL: 4, so concurrent agents'
+    # batches share its commits' flushes (issue #20: 4 agents ~+20% over 2 threads); SQLite
+    # has one writer at a time: 2.
+    "INGEST_THREADS": envint("ESTUARY_INGEST_THREADS",
+                             4 if DATABASES["default"]["ENGINE"].endswith("postgresql") else 2,
+                             minimum=1, maximum=32),
     "INGEST_CONN_MAX_AGE_S": envint("ESTUARY_INGEST_CONN_MAX_AGE_S", 600, minimum=1,
                                     maximum=86400),
     # Limits the agents share (ml.wire): one definition for both ends of the wire.
