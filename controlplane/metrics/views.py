@@ -95,11 +95,16 @@ class RunMetricsView(RunReportView):
     @extend_schema(request=MetricBatchSerializer, responses=IngestResultSerializer)
     def post(self, request: Request, run_id) -> Response:
         """A batch of at most 5,000 points; idempotent on (run, name, step)."""
-        batch = MetricBatchSerializer(data=request.data)
-        batch.is_valid(raise_exception=True)
+        try:
+            batch = MetricBatchSerializer(data=request.data)
+            batch.is_valid(raise_exception=True)
+        except Exception:
+            # Refused first, whatever is wrong with its body, if the device does not host the
+            # run (default deny); a good batch's hosting check is part of its store (one round
+            # trip on PostgreSQL).
+            self.hosted_run(request, run_id)
+            raise
         points = batch.validated_data["points"]
-        # The hosting check is part of the store (one round trip on PostgreSQL): a device that
-        # does not host the run learns only that its body is well formed.
         run = actions.ingest_for_device(request.auth, run_id, points)
         if run is None:
             raise PermissionDenied(HOSTING_ONLY)
