@@ -16,7 +16,7 @@ def drained(subscription: fanout.Subscription) -> list:
 
 
 def subscription() -> fanout.Subscription:
-    return fanout.Subscription(fanout._Hub(), "experiment.test", fanout._Group())
+    return fanout.Subscription(fanout._Hub(), "experiment.test")
 
 
 def test_events_come_in_the_order_delivered():
