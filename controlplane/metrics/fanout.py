@@ -70,8 +70,10 @@ class Subscription:
     """One socket's events of one experiment: :meth:`get` the next text (or :data:`ENDED`);
     :meth:`close` when the socket goes."""
 
-    def __init__(self, hub: "_Hub", group: str) -> None:
+    def __init__(self, hub: "_Hub", group: str, connection: "_Connection | None" = None,
+                 channel: bytes = b"") -> None:
         self._hub, self.group = hub, group
+        self._connection, self._channel = connection, channel
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.ended = False
         self.closed = False
@@ -182,13 +184,12 @@ class _Hub:
                 del connection.joining[channel]
         if connection.failed:
             raise ConnectionError("the subscriber connection failed while joining")
-        subscription = Subscription(self, group)
-        subscription._connection, subscription._channel = connection, channel
+        subscription = Subscription(self, group, connection, channel)
         connection.sockets.setdefault(channel, set()).add(subscription)
         return subscription
 
     def leave(self, subscription: Subscription) -> None:
-        connection = getattr(subscription, "_connection", None)
+        connection = subscription._connection
         if connection is None:
             return
         sockets = connection.sockets.get(subscription._channel, set())
