@@ -26,6 +26,9 @@ afterwards). Devices enrol through ``/api/v1/agents/enrol/`` with the real agent
   their blocks rebuilt as the migration does), on SQLite and on PostgreSQL; time
   from opening the WebSocket to its parsed ``history`` message, its size; the API's downsampled
   series and a zoomed range at full resolution.
+- **list of experiments**: the owner has 66 experiments (as in the issue); 20 clients (threads,
+  a keep-alive session each, API token) GET ``/api/v1/experiments/`` (its first page, the
+  default page size) 50 times each, all at once; latency per GET and the page's size.
 - **many agents**: 200 simulated agents (the real :class:`ControlPlane` client and
   :class:`agents.heartbeat.Heartbeat` thread each, heartbeating every 2 s) and a real Celery
   consumer (``estuary.run_job``) per group of 20 agents' queues; heartbeat latency, dispatch
@@ -67,7 +70,7 @@ from agents.stack.up import Stack, StackOptions  # noqa: E402
 from bench.lean_ws import LeanSocket, open_socket  # noqa: E402
 from ml.cli import format_table  # noqa: E402
 
-PARTS = ("ingestion", "fanout", "history", "agents", "agent-process")
+PARTS = ("ingestion", "fanout", "history", "list", "agents", "agent-process")
 #: A job nobody runs: the bench plays the agent and only needs a started run to post to.
 CONFIG = {"rounds": 1, "workers": 2, "dataset": "digits"}
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/test"
@@ -486,6 +489,84 @@ def _insert_points(server: Server, run_id: str, total: int, series: int) -> None
     log(f"their blocks rebuilt in {time.perf_counter() - started:.1f}s")
 
 
+# --- list of experiments ------------------------------------------------------------------------
+
+def experiment_list(server: Server, experiments: int, clients: int, gets: int) -> dict:
+    """The owner's list read by ``clients`` at once, twice: while all ``experiments`` wait in
+    one device's queue (each run's queue reason is worked out for the page), then once all
+    have finished. ``{"queued": figures, "finished": figures}``."""
+    from agents.heartbeat import Heartbeat
+    from agents.tracker import JobTracker
+
+    client, answer = server.enrol(f"list-{uuid.uuid4().hex[:6]}")
+    beat = Heartbeat(client, JobTracker(threading.Event()), 2.0)  # online: its jobs stay queued
+    beat.start()
+    try:
+        return _queued_then_finished(server, client, answer["device_id"], experiments, clients,
+                                     gets)
+    finally:
+        beat.stop()
+
+
+def _queued_then_finished(server: Server, client: ControlPlane, device_id: str,
+                          experiments: int, clients: int, gets: int) -> dict:
+    jobs = []
+    for index in range(experiments):
+        experiment = server.stack.api.post("/api/v1/experiments/", {
+            "name": f"listed {index}", "algorithm": "fedavg", "config": CONFIG,
+            "preset": "local-3", "host": device_id})
+        job = experiment["runs"][0]["job"]
+        jobs.append(str(job["id"] if isinstance(job, dict) else job))
+    queued = _read_list(server, clients, gets)
+    for job_id in jobs:
+        client.start_job(job_id)
+        client.finish_job(job_id, "succeeded", result={})
+    return {"queued": queued, "finished": _read_list(server, clients, gets)}
+
+
+def _read_list(server: Server, clients: int, gets: int) -> dict:
+    import requests
+
+    url = f"{server.url}/api/v1/experiments/"
+    latencies: list[float] = []
+    sizes: list[int] = []
+    errors: list[str] = []
+    start = threading.Barrier(clients)
+
+    def reader() -> None:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {server.token}"
+        try:
+            session.get(url, timeout=120).raise_for_status()  # the connection, not measured
+            start.wait()
+            for _ in range(gets):
+                began = time.perf_counter()
+                response = session.get(url, timeout=120)
+                latencies.append(time.perf_counter() - began)
+                response.raise_for_status()
+                sizes.append(len(response.content))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=reader) for _ in range(clients)]
+    started = time.perf_counter()
+    cpu = server.web_cpu_s()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    cpu = server.web_cpu_s() - cpu
+    if errors:
+        raise StackError(f"listing failed: {errors[0]}")
+    page = server.stack.api.get("/api/v1/experiments/")
+    ms = [1000 * value for value in latencies]
+    return {"gets": len(ms), "p50": statistics.median(ms), "p95": percentile(ms, 0.95),
+            "max": max(ms), "kb": statistics.median(sizes) / 1e3, "count": page["count"],
+            "on_page": len(page["results"]), "per_s": len(ms) / wall,
+            "cpu_ms": 1000 * cpu / len(ms)}
+
+
 # --- many agents ---------------------------------------------------------------------------------
 
 ARRIVALS_KEY = "estuary.bench.arrivals"
@@ -687,6 +768,16 @@ def main() -> int:
                        "works; p95 < 100 ms")
         if "history" in parts:
             history_rows(server, 100_000 if quick else 1_000_000, "SQLite")
+        if "list" in parts:
+            gets = 10 if quick else 50
+            results = experiment_list(server, 66, 20, gets)
+            for state, result in results.items():
+                row("list", f"{result['count']} experiments {state}, 20 clients x {gets} GETs "
+                    "(first page)",
+                    f"p50 {result['p50']:.0f} ms, p95 {result['p95']:.0f} ms, max "
+                    f"{result['max']:.0f} ms; {result['on_page']} per page, {result['kb']:.0f} "
+                    f"kB; {result['per_s']:.0f} GETs/s; daphne CPU {result['cpu_ms']:.0f} ms/GET",
+                    "p95 < 100 ms with pagination")
         if "agent-process" in parts:
             result = agent_process(server)
             row("agent process", "spawn -> online; RSS idle before any job",

@@ -153,10 +153,9 @@ CHANNEL_LAYERS = {
         }],
                    # Outside every device's key patterns (controlplane.devices.broker).
                    "prefix": "estuary.asgi",
-                   # Each ASGI process receives every live event of its experiments on one
-                   # channel (controlplane.metrics.fanout); beyond its capacity group_send
-                   # drops events, so leave room for bursts (the default is 100).
-                   "channel_capacity": {"live.*": 2000}},
+                   # Live events go over Redis pub/sub on this host, in channels under this
+                   # prefix (controlplane.metrics.fanout), not through the layer's groups.
+                   },
     },
 }
 

@@ -3,9 +3,9 @@
 On connect the consumer checks who is asking (close 4401 when anonymous, 4404 when there is no
 such experiment *or* it is another user's: like the REST API's 404, the answer does not tell
 which ids exist), subscribes to the experiment's events in this process
-(controlplane.metrics.fanout: the process joins the experiment's group), then sends the
+(controlplane.metrics.fanout: the process subscribes to the experiment's channel), then sends the
 history; events queued meanwhile are delivered after it, minus the points the history
-already held. If it cannot subscribe (the channel layer's Redis is down) it closes with
+already held. If it cannot subscribe (Redis is down or does not answer) it closes with
 4503 at once, so the page says "Reconnecting…" and retries, rather than showing "Live" on a
 socket that will never get an event; and with 4503 too when the subscription ends later (Redis
 stopped or restarted, or the socket fell too far behind), so the page reconnects to a fresh

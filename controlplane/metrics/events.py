@@ -1,11 +1,13 @@
-"""Publishing to an experiment's Channels group, always after the transaction commits.
+"""Publishing to an experiment's live channel, always after the transaction commits.
 
-Every message is ``{"type": "experiment.event", "group": <the group>, "text": <what the browser
-receives, as JSON text>}``: encoded once here, not once per socket, so each process's fan-out
-(controlplane.metrics.fanout) hands it to its sockets as is (formats in docs/architecture.md).
+Every event is PUBLISHed to the experiment's Redis pub/sub channel
+(controlplane.metrics.fanout.channel_name) as the text the browser receives (JSON): encoded once
+here, not once per socket, so each process's fan-out (controlplane.metrics.fanout) hands it to
+its sockets as is (formats in docs/architecture.md).
 
-Events are sent by one publisher thread per process (its own event loop and channel layer), in
-commit order, so a request never waits for the broker: a hung Redis delays no response.
+Events are sent by one publisher thread per process (its own event loop and Redis connection),
+in commit order, so a request never waits for the broker: a hung Redis delays no response. The
+events waiting when the thread wakes go out in one pipeline (one round trip for a burst).
 Publishing is best-effort: the data is already committed, so a broker failure must never turn
 the request into a 5xx. Failures are counted (:func:`publish_failures`, per process) and logged
 with that running count: the first of an outage and every 100th as a warning, the end of the
@@ -27,11 +29,12 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import channel_layers
+import redis.asyncio
 from django.conf import settings
 from django.db import transaction
 from rest_framework.utils.encoders import JSONEncoder
+
+from controlplane.metrics.fanout import channel_name, connection_pool
 
 Event = dict[str, Any]
 
@@ -44,6 +47,8 @@ SLOW_FAILURE_S = 0.5
 PAUSE_AFTER_SLOW_FAILURE_S = 5.0
 #: Events handed to the publisher thread and not yet sent, at most (beyond: dropped, counted).
 MAX_WAITING_EVENTS = 10_000
+#: Most events in one pipeline.
+MAX_EVENTS_PER_SEND = 200
 
 _lock = threading.Lock()
 _failures = 0  # events not published since this process started
@@ -126,18 +131,25 @@ class _Publisher:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
-        config, layer = None, None
+        config, client = None, None
         while True:
-            experiment_id, text = self.queue.get()
+            events = [self.queue.get()]
+            while len(events) < MAX_EVENTS_PER_SEND:  # what else waits: one round trip
+                try:
+                    events.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if settings.CHANNEL_LAYERS != config:  # this thread's own layer (and connections)
+                if settings.CHANNEL_LAYERS != config:  # this thread's own connection
                     config = copy.deepcopy(settings.CHANNEL_LAYERS)
-                    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-                _send(loop, layer, experiment_id, text)
+                    client = redis.asyncio.Redis(connection_pool=connection_pool())
+                _send(loop, client, events)
             except Exception:  # noqa: BLE001  (the thread must outlive any one event)
-                log.exception("live event of experiment %s not published", experiment_id)
+                log.exception("live events of experiments %s not published",
+                              sorted({str(experiment_id) for experiment_id, _ in events}))
             finally:
-                self.queue.task_done()
+                for _ in events:
+                    self.queue.task_done()
 
 
 _publisher_lock = threading.Lock()
@@ -152,26 +164,34 @@ def _publisher() -> _Publisher:
         return _the_publisher
 
 
-def _send(loop: asyncio.AbstractEventLoop, layer, experiment_id: uuid.UUID, text: str) -> bool:
-    """Send one encoded event to the experiment's group; False (counted, logged) if not."""
+def _send(loop: asyncio.AbstractEventLoop, client, events: list[tuple[uuid.UUID, str]]) -> bool:
+    """PUBLISH encoded events to their experiments' channels, in order, in one pipeline; False
+    (each counted, logged) if not."""
     if time.monotonic() < _paused_until:
-        _count_failure(experiment_id, "publishing paused after a slow broker failure")
+        for experiment_id, _ in events:
+            _count_failure(experiment_id, "publishing paused after a slow broker failure")
         return False
     started = time.monotonic()
-    group = group_name(experiment_id)
     try:
-        loop.run_until_complete(_group_send(
-            layer, group, {"type": "experiment.event", "group": group, "text": text}))
+        loop.run_until_complete(_publish(client, [
+            (channel_name(group_name(experiment_id)), text) for experiment_id, text in events]))
     except Exception as exc:  # noqa: BLE001  (best-effort: any failure is logged, not raised)
         slow = time.monotonic() - started > SLOW_FAILURE_S
-        _count_failure(experiment_id, f"{type(exc).__name__}: {exc}", pause=slow)
+        for experiment_id, _ in events:
+            _count_failure(experiment_id, f"{type(exc).__name__}: {exc}", pause=slow)
         return False
     _count_success()
     return True
 
 
-async def _group_send(layer, group: str, message: dict[str, Any]) -> None:
-    await asyncio.wait_for(layer.group_send(group, message), PUBLISH_TIMEOUT_S)
+async def _publish(client, messages: list[tuple[str, str]]) -> None:
+    async def send() -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for channel, text in messages:
+                pipe.publish(channel, text)
+            await pipe.execute()
+
+    await asyncio.wait_for(send(), PUBLISH_TIMEOUT_S)
 
 
 def _count_failure(experiment_id: uuid.UUID, reason: str, pause: bool = False) -> None:

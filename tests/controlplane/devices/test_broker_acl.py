@@ -122,6 +122,15 @@ class TestTheChannelsLayer:
         with pytest.raises(redis.exceptions.NoPermissionError):
             attacker.publish("experiment.1", "forged point")
 
+    def test_it_refuses_listening_to_an_experiments_live_events(self, attacker):
+        """Live events go over pub/sub (controlplane.metrics.fanout): no device may subscribe."""
+        from controlplane.metrics.fanout import channel_name
+
+        channel = channel_name(f"experiment.{uuid.uuid4().hex}")
+        for command in (("SUBSCRIBE", channel), ("PSUBSCRIBE", "*"), ("PUBLISH", channel, "x")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                attacker.execute_command(*command)
+
     def test_it_refuses_group_send_into_a_dashboard(self, device_b):
         """channels_redis's own client, pointed at the broker as B: group_send is refused."""
         from channels_redis.core import RedisChannelLayer
