@@ -297,10 +297,11 @@ def markdown_section(document: dict, superseded: dict | None = None) -> str:
     if superseded:
         lines += [f"**Superseded** by declaration v{superseded['version']} "
                   f"(`{superseded['by']}`, the section before this one): {superseded['why']} "
-                  f"Kept as it ran; its verdicts are not the current ones.", ""]
+                  f"Kept as it ran; where both declare a regime, the later one's verdicts are "
+                  f"the current ones.", ""]
     if decl.get("supersedes"):
         lines += ["Supersedes " + "; ".join(f"`{k}`" for k in decl["supersedes"])
-                  + " (declared before this one's runs; that section follows, marked).", ""]
+                  + " (named in this declaration before its runs; that section follows, marked).", ""]
     lines += [f"Mode: **{document['mode']}**; seeds {', '.join(map(str, decl['seeds']))}; "
               f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
               f"{document['machine']}; finished {document['finished']}.", ""]
