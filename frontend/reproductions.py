@@ -1,7 +1,8 @@
 """The Reproductions page: each paper's claims, latest verdicts and plots, read from the results
 JSON that ``bench/reproduce_<paper>.py`` writes (``docs/reproductions/<key>.json``), and the
 headline regime of each as an experiment to launch (through the experiments API, in the page's
-module).
+module). Results a newer declaration supersedes are left out (docs/reproductions.md keeps them,
+marked).
 
 The folder is ``settings.ESTUARY_REPRODUCTIONS_DIR`` when set, else the checkout's
 ``docs/reproductions``. Plots are served from it by name (only ``*.png`` names listed in a
@@ -22,6 +23,7 @@ from django.views.decorators.http import require_GET
 
 from controlplane.devices.queries import devices_for
 from frontend.page_urls import experiment_url_template
+from ml.reproduction.harness import supersessions
 from ml.testbed.presets import PRESETS
 
 PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.png$")
@@ -79,7 +81,9 @@ def _paper(document: dict) -> dict:
 @login_required
 @require_GET
 def reproductions(request: HttpRequest) -> HttpResponse:
-    papers = [_paper(d) for d in _documents()]
+    documents = _documents()
+    replaced = supersessions(documents)  # a newer declaration's verdicts are the latest
+    papers = [_paper(d) for d in documents if d["declaration"]["key"] not in replaced]
     url_template, placeholder = experiment_url_template()
     return render(request, "frontend/reproductions.html", {
         "section": "reproductions",

@@ -83,6 +83,10 @@ class Declaration:
     target: dict[str, Any]  # e.g. {"accuracy": 0.9, "budget_s": 40}
     differences: tuple[str, ...] = ()  # what differs from the paper
     launch: dict[str, Any] = field(default_factory=dict)  # the headline regime as an experiment
+    #: Declarations are never edited after their runs: a new one gets a new ``key`` and version
+    #: and names the results it replaces (their file stems) with why; those stay, marked.
+    version: int = 1
+    supersedes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         labels = {a.label for a in self.arms}

@@ -207,3 +207,14 @@ def _finite(value: Any) -> Any:
 
 def load(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def supersessions(documents: Iterable[dict]) -> dict[str, dict]:
+    """Results keys that a later declaration replaces: key -> ``{"by", "version", "why"}``
+    (``by``: the replacing declaration's key). Old results files have no ``supersedes``."""
+    replaced = {}
+    for document in documents:
+        decl = document["declaration"]
+        for key, why in (decl.get("supersedes") or {}).items():
+            replaced[key] = {"by": decl["key"], "version": decl.get("version", 1), "why": why}
+    return replaced

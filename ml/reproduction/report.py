@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.reproduction.harness import default_results_dir, load
+from ml.reproduction.harness import default_results_dir, load, supersessions
 
 
 def _num(value, digits: int = 3) -> str:
@@ -283,13 +283,25 @@ the target within the budget counts with the budget as its time (a lower bound, 
 PLOT_KEYS = ("time_axis", "report_metrics", "value_axis", "value_scale", "lower_is_better")
 
 
-def markdown_section(document: dict) -> str:
-    """One paper's section of docs/reproductions.md."""
+def markdown_section(document: dict, superseded: dict | None = None) -> str:
+    """One paper's section of docs/reproductions.md; ``superseded`` (from
+    :func:`~ml.reproduction.harness.supersessions`) marks results a later declaration replaces."""
     from ml.cli import format_table
     decl = document["declaration"]
     ev = document["evaluation"]
     labels = {r["key"]: r["label"] for r in decl["regimes"]}
-    lines = [f"## {decl['paper']} (arXiv {decl['arxiv']})", ""]
+    version = decl.get("version", 1)
+    title = f"{decl['paper']}, declaration v{version}" if version > 1 or superseded \
+        else decl["paper"]
+    lines = [f"## {title}{' (superseded)' if superseded else ''} (arXiv {decl['arxiv']})", ""]
+    if superseded:
+        lines += [f"**Superseded** by declaration v{superseded['version']} "
+                  f"(`{superseded['by']}`, the section before this one): {superseded['why']} "
+                  f"Kept as it ran; where both declare a regime, the later one's verdicts are "
+                  f"the current ones.", ""]
+    if decl.get("supersedes"):
+        lines += ["Supersedes " + "; ".join(f"`{k}`" for k in decl["supersedes"])
+                  + " (named in this declaration before its runs; that section follows, marked).", ""]
     lines += [f"Mode: **{document['mode']}**; seeds {', '.join(map(str, decl['seeds']))}; "
               f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
               f"{document['machine']}; finished {document['finished']}.", ""]
@@ -441,8 +453,17 @@ def _settings(settings: dict) -> str:
 
 
 def write_markdown(folder: Path, out: Path) -> Path:
-    """docs/reproductions.md from every ``*.json`` results file in ``folder``."""
-    sections = [markdown_section(load(p)) for p in sorted(folder.glob("*.json"))]
+    """docs/reproductions.md from every ``*.json`` results file in ``folder``, in name order,
+    except that superseded results follow the declaration that replaces them."""
+    documents = {p.stem: load(p) for p in sorted(folder.glob("*.json"))}
+    replaced = supersessions(documents.values())
+    order = []
+    for key in documents:
+        if key in replaced and replaced[key]["by"] in documents:
+            continue  # placed after its successor
+        order.append(key)
+        order += [old for old, s in replaced.items() if s["by"] == key and old in documents]
+    sections = [markdown_section(documents[k], replaced.get(k)) for k in order]
     out.write_text(HEADER + "\n" + "\n".join(sections))
     return out
 

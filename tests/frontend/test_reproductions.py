@@ -5,7 +5,7 @@ from django.test import Client
 from django.utils import timezone
 
 from controlplane.devices.models import Device
-from ml.reproduction import cocodc, harness, hat, imbnas, report, split_fl
+from ml.reproduction import cocodc, harness, hat, imbnas, report, split_fl, split_fl_v2
 from tests.ml.reproduction.test_harness import DECLARATION, runs
 
 
@@ -42,6 +42,21 @@ def test_the_page_shows_each_claim_with_its_verdicts_and_plots(owner, results):
 
 
 @pytest.mark.django_db
+def test_the_page_leaves_out_superseded_results(owner, results, tmp_path):
+    from dataclasses import replace
+
+    newer = replace(DECLARATION, key="toy_v2", paper="Toy paper again", version=2,
+                    supersedes={"toy": "why"})
+    harness.save(harness.results_document(newer, runs(), mode="full", wall_s=1.0),
+                 tmp_path / "toy_v2.json")
+    client = Client()
+    client.force_login(owner)
+    html = client.get("/reproductions/").content.decode()
+    assert 'id="reproduction-toy_v2"' in html and "Toy paper again" in html
+    assert 'id="reproduction-toy"' not in html and "toy-effects.png" not in html
+
+
+@pytest.mark.django_db
 def test_the_page_without_results_says_how_to_make_them(owner, tmp_path, settings):
     settings.ESTUARY_REPRODUCTIONS_DIR = str(tmp_path)
     client = Client()
@@ -50,7 +65,8 @@ def test_the_page_without_results_says_how_to_make_them(owner, tmp_path, setting
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("declaration", [split_fl.DECLARATION, imbnas.DECLARATION,
+@pytest.mark.parametrize("declaration", [split_fl.DECLARATION, split_fl_v2.DECLARATION,
+                                         imbnas.DECLARATION,
                                          hat.DECLARATION, cocodc.DECLARATION])
 def test_each_headline_launch_is_a_valid_experiment(api, owner, device_factory, declaration):
     host = device_factory(owner).device

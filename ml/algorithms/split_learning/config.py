@@ -99,10 +99,11 @@ class MergeSFLConfig(AdaSFLConfig):
     ga_generations: int = Field(default=30, ge=1, le=10_000, description="GA generations")
 
     top_lr_scaling: TopLRScaling = Field(
-        default="linear",
-        description="Learning rate of the merged top-model step against lr (ours): 'linear' "
-                    "multiplies it by merged batch / batch_size, 'sqrt' by the square root, "
-                    "'none' keeps lr")
+        default="none",
+        description="Learning rate of the merged top-model step against lr: 'none' keeps lr "
+                    "(the authors' code, ymliao98/MergeSFL: the server's optimiser runs at the "
+                    "workers' rate), 'linear' multiplies it by merged batch / batch_size, "
+                    "'sqrt' by the square root (ours, large-batch practice)")
     top_lr_warmup_rounds: int = Field(
         default=0, ge=0, le=100_000,
         description="Rounds over which the top-model rate ramps linearly from lr to its scaled "

@@ -62,7 +62,8 @@ water-filling that equalises compute + feature upload + gradient download, total
 subsets), operators and the unit-free time term (divided by the median worker's time on an even
 share); the state the control module uses (device profiles and label histograms, known
 exactly); plain SGD with momentum for both halves; the merged top step's learning rate
-scaled with the merged batch against ``batch_size`` (``top_lr_scaling``, default linear).
+optionally scaled with the merged batch against ``batch_size`` (``top_lr_scaling``; default
+``none``, the rate of the authors' code ymliao98/MergeSFL: the server steps at the workers' lr).
 
 Ablations (config): ``feature_merging=false`` trains the top on each worker's features in turn
 (SFL-V2, as SplitFed and AdaSFL); ``batch_regulation=false`` gives every participant

@@ -143,3 +143,42 @@ def test_a_declaration_rejects_unknown_arms_and_headlines():
     with pytest.raises(ValueError, match="headline"):
         Declaration(key="x", paper="x", arxiv="x", setting="x", claims=(), arms=(),
                     regimes=(Regime("r", "r"),), headline="q", seeds=(0,), target={})
+
+
+def test_a_superseded_declaration_follows_its_successor_marked(tmp_path):
+    """A new declaration names the results it replaces; the old section stays, after it."""
+    from dataclasses import replace
+
+    old = harness.results_document(DECLARATION, runs(), mode="full", wall_s=1.0)
+    old["declaration"].pop("version"), old["declaration"].pop("supersedes")  # a v1-era file
+    harness.save(old, tmp_path / "toy.json")
+    new = replace(DECLARATION, key="toy_v2", version=2,
+                  supersedes={"toy": "its budget fitted no round."})
+    harness.save(harness.results_document(new, runs(), mode="full", wall_s=1.0),
+                 tmp_path / "toy_v2.json")
+    harness.save(harness.results_document(replace(DECLARATION, key="aaa"), runs(),
+                                          mode="full", wall_s=1.0), tmp_path / "aaa.json")
+    markdown = report.write_markdown(tmp_path, tmp_path / "reproductions.md").read_text()
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert headings == ["## Toy paper (arXiv 0000.00000)",
+                        "## Toy paper, declaration v2 (arXiv 0000.00000)",
+                        "## Toy paper, declaration v1 (superseded) (arXiv 0000.00000)"]
+    assert "**Superseded** by declaration v2 (`toy_v2`, the section before this one): its " \
+           "budget fitted no round. Kept as it ran" in markdown
+    assert harness.supersessions([harness.load(tmp_path / "toy.json")]) == {}
+
+
+def test_split_fl_v2_is_a_new_declaration_with_the_fixes():
+    from ml.reproduction import split_fl, split_fl_v2
+
+    v1, v2 = split_fl.DECLARATION, split_fl_v2.DECLARATION
+    assert v1.arm("mergesfl").overrides["top_lr_scaling"] == "linear"  # as it ran
+    assert v2.key != v1.key and v2.version == 2 and v1.key in v2.supersedes
+    assert not set(v2.seeds) & (set(v1.seeds) | {0, 1, 2, 3, 4, 100, 101, 102})
+    assert len(v2.seeds) >= 5
+    for label in ("mergesfl", "parallelsfl"):
+        assert v2.arm(label).overrides["top_lr_scaling"] == "none"
+    budgets = {r.key: r.settings.get("budget_s", v2.target["budget_s"]) for r in v2.regimes}
+    workers = {r.key: r.settings.get("workers", split_fl.BASE["workers"]) for r in v2.regimes}
+    assert all(budgets[k] == split_fl_v2.budget_for(workers[k]) for k in budgets)
+    assert (budgets["workers-40"], budgets["workers-80"]) == (40.0, 80.0)

@@ -252,3 +252,16 @@ def test_catalogue_run_sets_the_top_rate_by_the_rule_with_warmup(rule, expected)
         reporter)
     got = [p.value for p in reporter.series("top_lr")]
     assert got == pytest.approx([0.05 * f for f in expected])
+
+
+def test_catalogue_default_steps_the_merged_top_at_the_workers_rate():
+    """As the authors' code (ymliao98/MergeSFL): the server's optimiser runs at ``lr`` on the
+    merged batch. Scaling it by the merged batch (0.5 at 10 x 32 samples) collapsed MergeSFL on
+    MNIST to one predicted class (issue #18)."""
+    method = registry.get("mergesfl")
+    config = method.parse_config({"dataset": "digits", "workers": 4, "rounds": 1,
+                                  "local_iterations": 1, "batch_size": 16, "lr": 0.05})
+    assert config.top_lr_scaling == "none"
+    reporter = MemoryReporter()
+    method.run(config, reporter)
+    assert [p.value for p in reporter.series("top_lr")] == pytest.approx([0.05])
