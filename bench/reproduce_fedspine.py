@@ -1,51 +1,34 @@
-"""FedSpine against its baselines at equal sparsity on an emulated heterogeneous testbed.
+"""FedSpine against FedLoRA, HetLoRA and prune-then-fine-tune at equal sparsity: time to a
+declared accuracy and final accuracy over the links' rate, on the reproduction harness.
 
-    .venv/bin/python bench/reproduce_fedspine.py --quick     # ~1.5 min of CPU on one thread
-    .venv/bin/python bench/reproduce_fedspine.py             # full: more clients and rounds
-    .venv/bin/python bench/reproduce_fedspine.py --central   # the task's central references
+The reproduction is declared in :mod:`ml.reproduction.fedspine` before any run: the claims
+(1.4-6.9x faster fine-tuning and +0.4 to +4.5 points at equal sparsity, arXiv 2501.02438, each
+against each baseline), three Jetson clients for 50 rounds at sparsity 0.5 (FedSpine sparse by
+round 25 at the latest), a target accuracy fixed from a pilot on seed 100, 5 paired seeds, and
+the regimes: every link at a tenth of the catalogue rate (where the LoRA rank changes a client's
+completion time; headline) and the catalogue links.
 
-Runs ``fedspine`` and, at the same target sparsity, ``fedlora`` and ``hetlora`` (one-shot
-pruning in round 1 with the same LoRA-gradient importance) and ``prune-then-finetune``
-(magnitude pruning before fine-tuning), plus unpruned ``fedlora`` as a reference. Clients are
-a stratified subset of ``jetson80`` (TX2 / NX / AGX Orin), data split Dirichlet(0.5).
+    python bench/reproduce_fedspine.py [--quick] [--regimes links-0.1 ...] [--seeds N ...]
+                                       [--jobs N] [--resume] [--threads N]
+    python bench/reproduce_fedspine.py --central   # the task's central references
 
-Time-to-accuracy: the emulated time at which a method's test accuracy (mean over the clients'
-deployed pruned models) first reaches the target, the lowest best-accuracy among the
-equal-sparsity methods (so each reaches it). The paper claims 1.4x-6.9x faster fine-tuning and
-+0.4 to +4.5 accuracy points at equal sparsity; the table ends the output.
+Full mode: 2 regimes x 4 arms x 5 seeds = 40 runs (about 70 CPU-s each on one thread) into
+docs/reproductions/fedspine.json with the plots, and regenerates docs/reproductions.md.
+``--quick``: the headline regime, seeds 0 and 1, 5 rounds of 6 iterations, into
+var/reproductions/. Both print the verdict table last. The first call pre-trains the ``small``
+base (cached under $ESTUARY_DATA_DIR, about 20 s).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.algorithms.federated_fine_tuning import FEDLORA, FEDSPINE, HETLORA, PRUNE_THEN_FINETUNE  # noqa: E402
-from ml.reporting import MemoryReporter  # noqa: E402
-
-
-def settings(quick: bool, seed: int) -> dict:
-    if quick:
-        # One TX2, one NX, one AGX Orin; ~1.5 min of CPU for the five runs (ours).
-        return {"workers": 3, "rounds": 4, "local_steps": 20, "test_samples": 150, "seed": seed}
-    return {"workers": 6, "rounds": 10, "local_steps": 20, "test_samples": 300, "seed": seed}
-
-
-def runs(sparsity: float, prune_every: int) -> list[tuple[str, object, dict]]:
-    pruned = {"target_sparsity": sparsity}
-    return [
-        ("fedspine", FEDSPINE, {**pruned, "prune_every": prune_every}),
-        ("fedlora@S", FEDLORA, {**pruned, "prune_every": prune_every}),
-        ("hetlora@S", HETLORA, {**pruned, "prune_every": prune_every}),
-        ("prune-then-finetune", PRUNE_THEN_FINETUNE, pruned),
-        ("fedlora (unpruned)", FEDLORA, {}),
-    ]
+from ml.reproduction import fedspine  # noqa: E402
+from ml.reproduction.bench import parser, run_bench  # noqa: E402
 
 
 def central(task: str, steps: int = 300, seed: int = 0) -> list[tuple[str, float]]:
@@ -54,7 +37,8 @@ def central(task: str, steps: int = 300, seed: int = 0) -> list[tuple[str, float
     from torch.nn import functional as F
 
     from ml.algorithms.federated_fine_tuning.structure import LORA_TARGETS
-    from ml.algorithms.federated_fine_tuning.task import TopicClassifier, load_base, load_topic_data
+    from ml.algorithms.federated_fine_tuning.task import (TopicClassifier, load_base,
+                                                          load_topic_data)
     from ml.models.lora import apply_lora
 
     data = load_topic_data(seq_len=64, seed=0, max_test=600, task=task)
@@ -79,74 +63,31 @@ def central(task: str, steps: int = 300, seed: int = 0) -> list[tuple[str, float
     return rows
 
 
-def time_to(series: list[tuple[float, float]], target: float) -> float | None:
-    for sim, acc in series:
-        if acc >= target - 1e-9:
-            return sim
-    return None
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small run, about a minute")
-    parser.add_argument("--sparsity", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the raw results here")
-    parser.add_argument("--central", action="store_true",
-                        help="only the central references of the downstream tasks")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--central", action="store_true",
+                   help="only the central references of the downstream tasks")
+    args = p.parse_args()
     if args.central:
-        table = {task: central(task, seed=args.seed) for task in ("source-kinds", "pydoc-topics")}
-        print(f"\ncentral references, small base, 300 steps, 600 test windows (seed {args.seed})")
+        torch.set_num_threads(args.threads)
+        seed = (args.seeds or [0])[0]
+        table = {task: central(task, seed=seed) for task in ("source-kinds", "pydoc-topics")}
+        print(f"\ncentral references, small base, 300 steps, 600 test windows (seed {seed})")
         print(f"{'reference':<18}" + "".join(f"{t:>14}" for t in table))
         for i, (name, _) in enumerate(table["source-kinds"]):
             print(f"{name:<18}" + "".join(f"{rows[i][1]:>14.3f}" for rows in table.values()))
         return
-    common = settings(args.quick, args.seed)
-    prune_every = 10
-    results = {}
-    for label, method, extra in runs(args.sparsity, prune_every):
-        reporter = MemoryReporter()
-        start, cpu = time.perf_counter(), time.process_time()
-        out = method.run(method.parse_config({**common, **extra}), reporter)
-        acc = [(p.sim_time_s, p.value) for p in reporter.series("accuracy")]
-        results[label] = {"final": out["final"], "accuracy": acc,
-                          "wall_s": time.perf_counter() - start,
-                          "cpu_s": time.process_time() - cpu}
-        print(f"{label}: accuracy {out['final']['accuracy']:.3f}, sparsity "
-              f"{out['final']['sparsity']:.2f}, emulated {out['sim_time_s']:.2f} s, wall "
-              f"{results[label]['wall_s']:.1f} s, CPU {results[label]['cpu_s']:.1f} s", flush=True)
-    equal = [k for k in results if k != "fedlora (unpruned)"]
-    target = min(max(a for _, a in results[k]["accuracy"]) for k in equal)
-    tta = {k: time_to(results[k]["accuracy"], target) for k in results}
-    if args.json:
-        args.json.write_text(json.dumps({"settings": common, "target": target, "tta": tta,
-                                         "results": results}, indent=1))
-
-    mine = tta["fedspine"]
-    print(f"\nFedSpine vs baselines, {common['workers']} clients of jetson80, "
-          f"{common['rounds']} rounds x {common['local_steps']} local steps, Dirichlet(0.5), "
-          f"target sparsity {args.sparsity}; time-to-accuracy target {target:.3f}")
-    header = (f"{'method':<22}{'sparsity':>9}{'final acc':>10}{'best acc':>9}{'TTA s':>8}"
-              f"{'speedup':>9}{'d acc':>7}{'sim s':>8}{'infer ms':>9}{'params':>8}"
-              f"{'traffic MB':>11}{'mem MB':>8}")
-    print(header)
-    print("-" * len(header))
-    for k, r in results.items():
-        f = r["final"]
-        t = tta[k]
-        speed = (t / mine) if (t is not None and mine) else None
-        print(f"{k:<22}{f['sparsity']:>9.2f}{f['accuracy']:>10.3f}"
-              f"{max(a for _, a in r['accuracy']):>9.3f}"
-              f"{(f'{t:.2f}' if t is not None else 'never'):>8}"
-              f"{(f'{speed:.2f}x' if speed is not None and k != 'fedspine' else '-'):>9}"
-              f"{(100 * (results['fedspine']['final']['accuracy'] - f['accuracy'])):>+7.1f}"
-              f"{f['sim_time_s']:>8.2f}{f['inference_latency_ms']:>9.4f}{f['params']:>8.0f}"
-              f"{f['traffic_bytes'] / 1e6:>11.2f}{f['memory_bytes'] / 1e6:>8.2f}")
-    print("speedup = baseline TTA / FedSpine TTA; d acc = FedSpine final accuracy minus the "
-          "method's, in points (paper: 1.4x-6.9x, +0.4 to +4.5); CPU "
-          f"{sum(r['cpu_s'] for r in results.values()):.0f} s for the five runs")
+    run_bench(fedspine.DECLARATION, fedspine.run_arm, args,
+              context={"settings": fedspine.FULL, "accuracy": fedspine.TARGET_ACCURACY,
+                       "threads": args.threads},
+              quick_context={"settings": fedspine.QUICK, "accuracy": fedspine.QUICK_TARGET,
+                             "overrides": fedspine.QUICK_OVERRIDES, "threads": args.threads},
+              quick_regime=fedspine.QUICK_REGIME, quick_seeds=fedspine.QUICK_SEEDS,
+              metrics=fedspine.REPORT_METRICS, describe=fedspine.describe,
+              quick_note="Quick run: 5 rounds of 6 iterations (FedSpine sparse by round 2), 60 "
+                         "test windows and a smoke-check target of 0.4; not the declared "
+                         "setting.", quick_jobs=2)
 
 
 if __name__ == "__main__":

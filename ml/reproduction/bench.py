@@ -104,6 +104,7 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
         if describe is not None:
             doc["context"] = describe(runs)
         doc["code"] = code
+        doc["jobs"] = processes
         return doc
 
     def checkpoint(records: list[dict]) -> None:

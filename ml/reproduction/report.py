@@ -416,8 +416,12 @@ def _run_walls(document: dict) -> list[str]:
                                f"the budget" if early else ""))
     if not parts:
         return []
+    jobs = document.get("jobs", 2)  # older results files ran two at once and did not say
+    words = {2: "two", 3: "three", 4: "four"}
+    at_once = (f"{words.get(jobs, jobs)} run at once with `--jobs {jobs}`" if jobs > 1
+               else "one at a time")
     return ["Run wall times (sum over the runs of a regime, on the machine above, shared, under "
-            "`nice -n 19`; two run at once with `--jobs 2`; CPU time is the runs' own, "
+            f"`nice -n 19`; {at_once}; CPU time is the runs' own, "
             "independent of the load): " + "; ".join(parts) + ".", ""]
 
 

@@ -5,7 +5,7 @@ from django.test import Client
 from django.utils import timezone
 
 from controlplane.devices.models import Device
-from ml.reproduction import cocodc, harness, hat, imbnas, report, split_fl, split_fl_v2
+from ml.reproduction import cocodc, fedspine, harness, hat, imbnas, report, split_fl, split_fl_v2
 from tests.ml.reproduction.test_harness import DECLARATION, runs
 
 
@@ -66,8 +66,8 @@ def test_the_page_without_results_says_how_to_make_them(owner, tmp_path, setting
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("declaration", [split_fl.DECLARATION, split_fl_v2.DECLARATION,
-                                         imbnas.DECLARATION,
-                                         hat.DECLARATION, cocodc.DECLARATION])
+                                         imbnas.DECLARATION, hat.DECLARATION,
+                                         cocodc.DECLARATION, fedspine.DECLARATION])
 def test_each_headline_launch_is_a_valid_experiment(api, owner, device_factory, declaration):
     host = device_factory(owner).device
 

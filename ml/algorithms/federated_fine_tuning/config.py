@@ -91,7 +91,12 @@ class FedSpineConfig(LoRAFedConfig):
     """FedSpine: iterative prune-and-recover on clients, S-UCB choosing (ratio, rank)."""
 
     target_sparsity: float = Field(default=0.5, ge=0, lt=1,
-                                   description="Sparsity every client reaches by the last round")
+                                   description="Sparsity every client reaches by round "
+                                               "prune_rounds (default: the last round)")
+    prune_rounds: int = Field(default=0, ge=0, le=10_000,
+                              description="Round by which every client reaches the target "
+                                          "sparsity, leaving the rounds after it to recover; "
+                                          "0: the last round")
     prune_every: int = Field(default=10, ge=1, le=10_000,
                              description="LoRA recovery iterations between pruning steps "
                                          "(paper: 20)")
@@ -120,4 +125,11 @@ class FedSpineConfig(LoRAFedConfig):
             raise PydanticCustomError("ratio_min", "ratio_min must be <= ratio_max")
         if self.rank_min > self.rank_max:
             raise PydanticCustomError("rank_min", "rank_min must be <= rank_max")
+        if self.prune_rounds > self.rounds:
+            raise PydanticCustomError("prune_rounds", "prune_rounds must be <= rounds")
         return self
+
+    @property
+    def sparse_by(self) -> int:
+        """The round by which every client is at the target sparsity."""
+        return self.prune_rounds or self.rounds

@@ -3,8 +3,9 @@ server aggregates, and what it learns from a round.
 
 - :class:`FedSpineStrategy`: one S-UCB bandit per client picks (pruning ratio, rank) each
   round; the client's round target is ``min(S, s + max(ratio, (S - s) / rounds_left))`` (the
-  floor, ours, guarantees every client reaches the target sparsity S by the last round, so
-  methods are compared at equal sparsity); entry-wise heterogeneous-rank aggregation.
+  floor, ours, guarantees every client reaches the target sparsity S by round ``prune_rounds``,
+  by default the last, so methods are compared at equal sparsity); entry-wise
+  heterogeneous-rank aggregation.
 - :class:`FixedRankStrategy`: FedLoRA, one rank; optional one-shot pruning in round 1.
 - :class:`HetLoRAStrategy`: ranks from device capability, rank self-pruning, zero-padded
   sparsity-weighted aggregation.
@@ -102,7 +103,7 @@ class FedSpineStrategy(_Base):
                         for i in range(len(ctx.clients))]
 
     def plans(self, ctx, step: int) -> list[Plan]:
-        c, left = self.c, self.c.rounds - step + 1
+        c, left = self.c, max(self.c.sparse_by - step + 1, 1)
         plans, self.points = [], []
         for client, bandit in zip(ctx.clients, self.bandits):
             point = bandit.select()

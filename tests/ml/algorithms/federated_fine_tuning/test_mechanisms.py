@@ -289,3 +289,17 @@ def test_baselines_run_and_prune_only_when_asked(base, method, extra):
     if name == "hetlora":  # ranks follow device capability: not all equal on jetson80's mix
         ranks = {reporter.last(f"rank/client-{i:02d}") for i in range(3)}
         assert len(ranks) > 1
+
+
+def test_fedspine_reaches_the_target_by_prune_rounds_and_then_only_recovers(base):
+    # ratio_max 0.01: the bandit alone would prune 1% a round; the floor reaches 0.4 by round 1
+    reporter = MemoryReporter()
+    config = FEDSPINE.parse_config({**TINY_RUN, "rounds": 3, "prune_every": 2,
+                                    "target_sparsity": 0.4, "prune_rounds": 1,
+                                    "ratio_min": 0.0, "ratio_max": 0.01})
+    FEDSPINE.run(config, reporter)
+    per_round = [p.value for p in reporter.series("sparsity")]
+    assert per_round[0] == pytest.approx(0.4, abs=0.03)
+    assert per_round[1:] == [per_round[0]] * 2
+    with pytest.raises(ValueError, match="prune_rounds"):
+        FEDSPINE.parse_config({**TINY_RUN, "prune_rounds": 3})
