@@ -206,9 +206,17 @@ def describe(runs: list[dict]) -> list[str]:
              f"(unigram {source.get('unigram_perplexity', float('nan')):.1f}); dense accuracy "
              f"{100 * min(dense):.1f}-{100 * max(dense):.1f}% over the seeds' question sets of "
              f"{runs[0].get('task_items')} items (chance {100 / 4:.0f}%)."]
-    removed = [r["metrics"]["removed_blocks"] for r in runs if r["arm"] == "comp"
-               and r["metrics"].get("removed_blocks") is not None]
-    if removed:
-        lines.append(f"COMP's coarse step removed {min(removed):.0f}-{max(removed):.0f} whole "
-                     f"blocks per run.")
+    regimes = {r.key: r.label for r in REGIMES}
+    for key, label in regimes.items():
+        removed = [r["metrics"]["removed_blocks"] for r in runs if r["arm"] == "comp"
+                   and r["regime"] == key and r["metrics"].get("removed_blocks") is not None]
+        if removed:
+            lines.append(f"{label}: COMP's coarse step removed "
+                         + ", ".join(f"{v:.0f}" for v in removed)
+                         + f" whole blocks in its {len(removed)} runs (of 12).")
+    cpu = [r["cpu_s"] for r in runs if r.get("cpu_s") is not None]
+    if cpu:
+        lines.append(f"{len(runs)} runs took {sum(cpu) / 60:.1f} CPU-minutes in all (one torch "
+                     f"thread each, pre-training not included; their wall time depends on the "
+                     f"machine's load).")
     return lines
