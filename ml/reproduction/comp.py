@@ -1,5 +1,10 @@
 """The COMP reproduction (arXiv 2501.15255): hybrid-granularity pruning against LLM-Pruner.
 
+Two declarations with the same claims, arms, regimes and seeds, one results file each:
+:data:`DECLARATION_CPU` (``comp-deep-small``, the bench's default: the 12-block ``deep-small``
+LM, sized for one CPU core) and :data:`DECLARATION` (``comp``, ``--setting medium``: the
+11.6 M-parameter ``medium`` LM, for a GPU or hours of CPU). The second is described here:
+
 Declared here, before any run: the five pruning jobs of the catalogue (``comp``, ``llm-pruner``,
 ``llm-pruner-lora``, ``wanda-channel``, ``layer-prune``) prune the same pre-trained 12-block
 decoder (``medium`` of :mod:`ml.models.pretraining`: BPE on the offline ``cpython`` corpus, one
@@ -21,6 +26,7 @@ pass; on the CPU both hold all weights in the same memory, so only the working m
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -112,6 +118,50 @@ DECLARATION = Declaration(
 QUICK_REGIME = "ratio-20"
 QUICK_SEEDS = (0, 1)
 
+# -- the CPU setting (declared before its runs, as a separate results file) ----------------------
+
+#: The bench's default full mode, sized for one CPU core: the 12-block ``deep-small`` LM
+#: (cpython, BPE 2,048, d_model 64, ~0.87 M parameters, one block ~6% of them, pre-trained in
+#: about 6 CPU-minutes), 128-token windows. ``medium`` (``--setting medium``, DECLARATION above)
+#: needs 3.8-5 h of one core to pre-train and stays for a user with the time or a GPU.
+DEEP_SMALL = {"model_size": "deep-small", "seq_len": 128, "calibration_size": 32,
+              "batch_size": 8, "eval_windows": 100, "task_items": 1200, "task_choices": 4,
+              "latency_repeats": 3, "recovery_steps": 30}
+
+DECLARATION_CPU = dataclasses.replace(
+    DECLARATION,
+    key="comp-deep-small",
+    setting="The CPU setting of this reproduction (the same claims, arms, regimes, seeds and "
+            "verdict rule as the `medium` declaration, on a smaller model): a 12-block "
+            "Llama-style decoder (d_model 64, 4 heads, SwiGLU 176, BPE 2,048; ~0.87 M "
+            "parameters, one block ~5.8% of them, so 20% pruning is worth 3.4 blocks) "
+            "pre-trained once for 1,000 steps of 16x128 tokens (~0.7 pass) on the offline "
+            "cpython corpus (every tenth file held out), pruned by each method to 10/20/30% "
+            "fewer parameters with 32 calibration windows of 128 tokens from the training "
+            "split. Quality on held-out files: next-word multiple choice (1,200 questions, 4 "
+            "candidates of equal token count, chance 25%) and perplexity (100 windows). "
+            "LLM-Pruner without recovery is the claim's baseline; LLM-Pruner with LoRA "
+            "recovery (30 steps), Wanda-style channel pruning and ShortGPT-style layer removal "
+            "are reported beside it. Runs: one process, one torch thread, nice 19, on a shared "
+            "2-core CPU.",
+    target={**TARGET, "model_size": DEEP_SMALL["model_size"],
+            "task_items": DEEP_SMALL["task_items"]},
+    differences=(
+        "Model: a 0.87 M-parameter 12-block decoder trained on ~2 M tokens of Python sources "
+        "and pydoc text, not LLaMA-2-7B (32 blocks, 2 T tokens); chosen so pre-training "
+        "(~6 CPU-minutes) and the 75-run sweep fit one CPU core; the `medium` declaration "
+        "(11.6 M parameters) is the larger setting for a GPU or a day of CPU.",
+        *DECLARATION.differences[1:],
+    ),
+    launch={**DECLARATION.launch,
+            "config": {"ratio": 0.2, "model_size": "deep-small", "seq_len": 128,
+                       "calibration_size": 32, "task_items": 1200}},
+)
+
+#: ``--setting`` of the bench: which declaration and shared settings its full mode runs.
+SETTINGS = {"deep-small": (DECLARATION_CPU, DEEP_SMALL), "medium": (DECLARATION, FULL)}
+DEFAULT_SETTING = "deep-small"
+
 
 def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
     """Prune with ``arm``'s method at ``regime``'s ratio with ``seed``; return its record."""
@@ -120,7 +170,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
     known = method.config.model_fields
     values = {k: v for k, v in {**context["settings"], **regime.settings, **arm.overrides,
                                 "seed": seed}.items() if k in known}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = method.run(method.parse_config(values), MemoryReporter())
     final = result["final"]
     details = result.get("details", {})
@@ -140,7 +190,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
                       "blocks_after_pruning": len(result["architecture"]["blocks"]),
                       "source": result.get("source", {})},
             "task_items": result.get("task_items"),
-            "wall_s": time.perf_counter() - start}
+            "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
 
 
 def describe(runs: list[dict]) -> list[str]:
@@ -156,9 +206,17 @@ def describe(runs: list[dict]) -> list[str]:
              f"(unigram {source.get('unigram_perplexity', float('nan')):.1f}); dense accuracy "
              f"{100 * min(dense):.1f}-{100 * max(dense):.1f}% over the seeds' question sets of "
              f"{runs[0].get('task_items')} items (chance {100 / 4:.0f}%)."]
-    removed = [r["metrics"]["removed_blocks"] for r in runs if r["arm"] == "comp"
-               and r["metrics"].get("removed_blocks") is not None]
-    if removed:
-        lines.append(f"COMP's coarse step removed {min(removed):.0f}-{max(removed):.0f} whole "
-                     f"blocks per run.")
+    regimes = {r.key: r.label for r in REGIMES}
+    for key, label in regimes.items():
+        removed = [r["metrics"]["removed_blocks"] for r in runs if r["arm"] == "comp"
+                   and r["regime"] == key and r["metrics"].get("removed_blocks") is not None]
+        if removed:
+            lines.append(f"{label}: COMP's coarse step removed "
+                         + ", ".join(f"{v:.0f}" for v in removed)
+                         + f" whole blocks in its {len(removed)} runs (of 12).")
+    cpu = [r["cpu_s"] for r in runs if r.get("cpu_s") is not None]
+    if cpu:
+        lines.append(f"{len(runs)} runs took {sum(cpu) / 60:.1f} CPU-minutes in all (one torch "
+                     f"thread each, pre-training not included; their wall time depends on the "
+                     f"machine's load).")
     return lines

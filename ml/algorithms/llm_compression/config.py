@@ -32,11 +32,12 @@ class PruneConfig(MethodConfig):
                                            "'pydoc', 'cpython' or a UTF-8 file path; empty: "
                                            "the model size's corpus (pydoc for tiny/small, "
                                            "cpython for medium/large)")
-    model_size: Literal["small", "tiny", "deep-tiny", "medium", "large"] = Field(
+    model_size: Literal["small", "tiny", "deep-tiny", "deep-small", "medium", "large"] = Field(
         default="tiny", description="LM pre-trained on the corpus (no checkpoint): byte-level "
                                     "tiny (~70 k parameters, the quick default) or small "
                                     "(~0.9 M, 4 blocks); BPE deep-tiny (12 blocks, ~0.2 M, "
-                                    "tests), medium (12 blocks, ~11.6 M) or large (16 blocks, "
+                                    "tests), deep-small (12 blocks, ~0.87 M, CPU-sized), "
+                                    "medium (12 blocks, ~11.6 M) or large (16 blocks, "
                                     "~34 M), see ml.models.pretraining")
     pretrain_steps: int | None = Field(default=None, ge=1, le=100_000,
                                        description="Pre-training steps of that LM (cached on "

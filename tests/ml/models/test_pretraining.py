@@ -10,7 +10,7 @@ from ml.data.cpython_corpus import cpython_source_files, stdlib_folder
 from ml.models.pretrained import PretrainSettings
 from ml.models.pretraining import (LM_SIZES, LMSize, PretrainingStopped, pretrained_lm_of_size,
                                    split_documents)
-from ml.models.transformer import DecoderConfig
+from ml.models.transformer import DecoderConfig, DecoderLM
 
 TEXT = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}  # a line of code\n"
                for i in range(300))
@@ -137,6 +137,15 @@ def test_deep_sizes_have_12_to_16_blocks():
     assert dataclasses.replace(LM_SIZES["medium"].settings).steps == 1500
 
 
+def test_deep_small_is_a_12_block_cpython_size_whose_blocks_are_a_small_share():
+    spec = LM_SIZES["deep-small"]
+    assert (spec.corpus, spec.config.n_layers, spec.vocab_size) == ("cpython", 12, 2048)
+    model = DecoderLM(spec.config)
+    share = sum(p.numel() for p in model.blocks[0].parameters()) / model.num_parameters()
+    assert share < 0.07  # so 20% pruning can remove whole blocks (COMP's coarse step)
+    assert spec.settings.warmup_steps < spec.settings.steps
+
+
 def test_cli_pretrain_quick_trains_then_loads(tmp_path, monkeypatch, capsys):
     import json
 
@@ -149,4 +158,4 @@ def test_cli_pretrain_quick_trains_then_loads(tmp_path, monkeypatch, capsys):
     assert main(["pretrain", "--size", "deep-tiny", "--quick"]) == 0
     assert json.loads(capsys.readouterr().out)["cached"]
     assert main(["pretrain", "--size", "huge"]) == 2
-    assert "--size must be one of deep-tiny, hat-12, medium, large" in capsys.readouterr().err
+    assert "--size must be one of deep-tiny, hat-12, deep-small, medium, large" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from ml import registry
 from ml.data.bpe import train_bpe
 from ml.data.text import ByteTokenizer, load_corpus
 from ml.eval.lm import next_word_choice_task
+from ml.models.pretraining import LM_SIZES
 from ml.reproduction import comp
 from ml.reproduction.declaration import Regime
 
@@ -19,6 +20,36 @@ def test_declaration_compares_comp_with_llm_pruner_at_three_ratios():
     assert (accuracy.method, accuracy.baseline, accuracy.claimed) == ("comp", "llm-pruner", 6.13)
     assert memory.kind == "ratio" and memory.claimed == pytest.approx(5.0)
     assert comp.FULL["task_items"] >= 1000 and comp.FULL["model_size"] == "medium"
+
+
+def test_cpu_setting_keeps_the_declaration_on_the_12_block_deep_small_model():
+    cpu, medium = comp.DECLARATION_CPU, comp.DECLARATION
+    assert cpu.key != medium.key  # its own results file; the medium one is unchanged
+    assert (cpu.claims, cpu.arms, cpu.regimes, cpu.seeds, cpu.headline) == \
+        (medium.claims, medium.arms, medium.regimes, medium.seeds, medium.headline)
+    assert comp.SETTINGS[comp.DEFAULT_SETTING] == (cpu, comp.DEEP_SMALL)
+    assert comp.SETTINGS["medium"] == (medium, comp.FULL)
+    spec = LM_SIZES[comp.DEEP_SMALL["model_size"]]
+    assert spec.config.n_layers == 12 and comp.DEEP_SMALL["task_items"] >= 1000
+    assert comp.DEEP_SMALL["seq_len"] <= spec.config.max_seq_len
+    for arm in cpu.arms:  # every arm's config validates with the setting (its own keys)
+        method = registry.get(arm.method)
+        config = method.parse_config({k: v for k, v in {**comp.DEEP_SMALL, "ratio": 0.3}.items()
+                                      if k in method.config.model_fields})
+        assert config.model_size == "deep-small" and config.task_items == 1200
+
+
+def test_question_set_has_1000_items_and_is_deterministic(tmp_path):
+    text = load_corpus("pydoc")
+    train, held = text[:200_000], text[200_000:300_000]
+    tokenizer = train_bpe([train], 400, tmp_path)
+    first, again, other = (next_word_choice_task(train, held, tokenizer, items=1200, seed=s,
+                                                 attach_space=True) for s in (3, 3, 4))
+    assert len(first) == 1200
+    assert all(torch.equal(a.context, b.context) and torch.equal(a.choices, b.choices)
+               and a.answer == b.answer for a, b in zip(first, again))
+    assert [i.answer for i in first] != [i.answer for i in other]  # the seed draws the set
+    assert {i.choices.shape[0] for i in first} == {4}
 
 
 def test_subword_questions_carry_the_leading_space(tmp_path):
