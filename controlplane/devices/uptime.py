@@ -8,7 +8,9 @@ from a server nobody can reach yet would use up the agents' grace.
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import sys
 import threading
 from datetime import datetime
 from typing import Any, Awaitable, Callable
@@ -37,12 +39,14 @@ def mark_accepting(now: datetime | None = None) -> ServerUptime:
 
 
 def start_marking() -> threading.Thread:
-    """Mark on a daemon thread of this (server) process, every half heartbeat interval."""
+    """Mark on a daemon thread of this (server) process, every half heartbeat interval, until
+    the server begins shutting down."""
     period_s = settings.ESTUARY["HEARTBEAT_INTERVAL_S"] / 2
+    stop = threading.Event()
+    _stop_on_shutdown(stop)
 
     def loop() -> None:
-        stop = threading.Event()
-        while True:
+        while not stop.is_set():
             try:
                 mark_accepting()
             except Exception:  # noqa: BLE001  (a database hiccup must not end the marks)
@@ -53,6 +57,17 @@ def start_marking() -> threading.Thread:
     thread = threading.Thread(target=loop, name="uptime-mark", daemon=True)
     thread.start()
     return thread
+
+
+def _stop_on_shutdown(stop: threading.Event) -> None:
+    """Set ``stop`` when the server stops accepting requests. A stopping daphne can take
+    seconds to exit (open connections, the database lane's threads); marks from it then would
+    hide the outage that follows and use up the agents' grace, so under daphne (Twisted) the
+    marks end with the reactor's shutdown, elsewhere at interpreter exit."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is not None:
+        reactor.addSystemEventTrigger("before", "shutdown", stop.set)
+    atexit.register(stop.set)
 
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]],
