@@ -205,7 +205,8 @@ class RunViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.GenericV
     permission_classes = [IsOwner]
 
     def get_queryset(self):
-        return runs_for(self.request.user).prefetch_related("jobs__device")
+        return (runs_for(self.request.user).select_related("experiment")
+                .prefetch_related("jobs__device"))
 
 
 class AgentProvenanceSerializer(StrictSerializer):
