@@ -110,9 +110,14 @@ class Run(models.Model):
         return f"{self.experiment} / {self.method}"
 
     @property
+    def jobs_by_rank(self) -> list["Job"]:
+        """Its jobs, rank 0 first. Uses prefetched jobs."""
+        return sorted(self.jobs.all(), key=lambda job: job.rank)
+
+    @property
     def job(self) -> "Job | None":
         """The coordinator's job (rank 0): an emulated run's only job. Uses prefetched jobs."""
-        return next(iter(sorted(self.jobs.all(), key=lambda job: job.rank)), None)
+        return next(iter(self.jobs_by_rank), None)
 
     @property
     def is_distributed(self) -> bool:

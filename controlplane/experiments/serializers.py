@@ -71,7 +71,10 @@ class WaitingForSerializer(serializers.Serializer):
 class RunSerializer(serializers.ModelSerializer):
     job = JobSerializer(read_only=True, allow_null=True,
                         help_text="The coordinator's job (rank 0); an emulated run's only job")
-    jobs = serializers.SerializerMethodField(help_text="One job per rank, rank 0 first")
+    # A declared field, not a method building a JobSerializer per run: its fields are built
+    # once per response, not once per run (issue #20's profile of the list).
+    jobs = JobSerializer(many=True, read_only=True, source="jobs_by_rank",
+                         help_text="One job per rank, rank 0 first")
     placement = serializers.SerializerMethodField(
         help_text="Distributed runs: the rank of each device; empty for emulated runs")
     waiting_for = WaitingForSerializer(many=True, read_only=True, help_text=(
@@ -87,11 +90,6 @@ class RunSerializer(serializers.ModelSerializer):
                   "finished_at", "error", "result", "provenance", "job", "jobs", "placement",
                   "waiting_for", "queue_reason"]
         read_only_fields = fields
-
-    @extend_schema_field(JobSerializer(many=True))
-    def get_jobs(self, run: Run) -> list[dict[str, Any]]:
-        return JobSerializer(sorted(run.jobs.all(), key=lambda job: job.rank), many=True,
-                             context=self.context).data
 
     @extend_schema_field(PlacementSlotSerializer(many=True))
     def get_placement(self, run: Run) -> list[dict[str, Any]]:
