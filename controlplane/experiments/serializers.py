@@ -14,7 +14,7 @@ from controlplane.experiments.plans import ExperimentPlan, PlannedRun
 from controlplane.experiments.queueing import QueueBoard
 from controlplane.experiments.results import duration_s
 from controlplane.experiments.scheduling import choose_host
-from controlplane.fields import JSONObjectField, StrictSerializer
+from controlplane.fields import RESPONSE_FIELD_MAPPING, JSONObjectField, StrictSerializer
 from ml import distributed, registry
 from ml.config import ConfigError
 from ml.testbed.presets import PRESETS
@@ -40,6 +40,8 @@ class JobSerializer(serializers.ModelSerializer):
                                         allow_null=True, help_text="null once the device is deleted")
     waiting_reason = serializers.SerializerMethodField(
         help_text="Why a queued job waits (its device is offline or degraded), else empty")
+
+    serializer_field_mapping = RESPONSE_FIELD_MAPPING
 
     class Meta:
         model = Job
@@ -82,6 +84,8 @@ class RunSerializer(serializers.ModelSerializer):
     queue_reason = serializers.SerializerMethodField(help_text=(
         "Why a queued run waits: its position in its device's queue, the job holding the "
         "device, the device's own state; empty unless queued"))
+
+    serializer_field_mapping = RESPONSE_FIELD_MAPPING
 
     class Meta:
         model = Run
@@ -129,6 +133,8 @@ class ExperimentSerializer(serializers.ModelSerializer):
     code_version_differs = serializers.SerializerMethodField(help_text=(
         "For a rerun: whether its runs ran other code than its original's runs; null when "
         "not a rerun or not known yet"))
+
+    serializer_field_mapping = RESPONSE_FIELD_MAPPING
 
     class Meta:
         model = Experiment
