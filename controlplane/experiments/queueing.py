@@ -2,8 +2,8 @@
 
 An agent runs one job at a time (concurrency 1, prefetch 1), in the order its queue received
 them, so a queued job waits for every job queued before it on the same device and for the one
-running there. Jobs are read through ``Job.objects.filter(run=...)`` (the first by queue time),
-which holds whether a run has one job or one per rank.
+running there. A run waits through its first job by queue time, which holds whether it has one
+job or one per rank.
 """
 from __future__ import annotations
 
@@ -81,9 +81,11 @@ class QueueBoard:
             return
         queues = {device_id: DeviceQueue() for device_id in wanted}
         queued = (Job.objects.filter(device_id__in=wanted, state=JobState.QUEUED)
-                  .order_by("queued_at", "id").values_list("device_id", "queued_at", "id"))
+                  .order_by().values_list("device_id", "queued_at", "id"))
         for device_id, queued_at, job_id in queued:
             queues[device_id].queued.append((queued_at, job_id))
+        for queue in queues.values():
+            queue.queued.sort()  # bisect needs Python's order, whatever the database's collation
         running = (Job.objects.filter(device_id__in=wanted, state=JobState.RUNNING)
                    .select_related("run__experiment").order_by("started_at"))
         for job in running:
