@@ -43,7 +43,7 @@ class QueueState:
 
 def first_job(run: Run) -> Job | None:
     """The run's job (the first queued, when it has one per rank). Uses prefetched jobs."""
-    return min(run.jobs.all(), key=lambda job: (job.queued_at, job.id), default=None)
+    return min(run.all_jobs, key=lambda job: (job.queued_at, job.id), default=None)
 
 
 @dataclass

@@ -110,7 +110,7 @@ class RunSerializer(serializers.ModelSerializer):
 
 def code_versions(experiment: Experiment) -> set[str]:
     """The code versions its runs' agents recorded (empty before any run started)."""
-    return {run.provenance["code_version"] for run in experiment.runs.all()
+    return {run.provenance["code_version"] for run in experiment.runs_in_order
             if run.provenance.get("code_version")}
 
 
@@ -127,7 +127,7 @@ def code_version_differs(experiment: Experiment) -> bool | None:
 
 
 class ExperimentSerializer(serializers.ModelSerializer):
-    runs = RunSerializer(many=True, read_only=True)
+    runs = RunSerializer(many=True, read_only=True, source="runs_in_order")
     duration_s = serializers.SerializerMethodField(
         help_text="Seconds from creation to the end (to now while running)")
     code_version_differs = serializers.SerializerMethodField(help_text=(
@@ -154,7 +154,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
     @staticmethod
     def runs_of(experiment: Experiment) -> list[Run]:
         """The runs whose queues a list of experiments reads at once."""
-        return list(experiment.runs.all())
+        return experiment.runs_in_order
 
 
 def _config_errors(error: ConfigError, method: str | None = None,
