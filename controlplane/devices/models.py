@@ -138,12 +138,12 @@ class Device(models.Model):
         return self.Status.BUSY if self.hosts_running_job() else self.Status.ONLINE
 
     def status_detail(self, cutoff: datetime | None = None) -> str:
-        """Why jobs queued on this device wait, or "" when they need not."""
-        status = self.status(cutoff)
-        if status == self.Status.OFFLINE:
+        """Why jobs queued on this device wait, or "" when they need not. Busy and online
+        both say nothing, so the running-job check of :meth:`status` is not needed."""
+        if not self.is_online(cutoff):
             seen = self.last_seen.isoformat(timespec="seconds") if self.last_seen else "never"
             return f"The agent is offline (last heartbeat: {seen})."
-        if status == self.Status.DEGRADED:
+        if not self.worker_consuming:
             return f"The agent is not taking jobs: {self.worker_detail or 'no reason given'}."
         return ""
 

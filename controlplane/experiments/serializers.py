@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models.manager import BaseManager
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -10,13 +11,28 @@ from controlplane.devices.queries import devices_for
 from controlplane.experiments import placement as placing
 from controlplane.experiments.models import Execution, Experiment, Job, Run
 from controlplane.experiments.plans import ExperimentPlan, PlannedRun
-from controlplane.experiments.queueing import queue_reason
+from controlplane.experiments.queueing import QueueBoard
 from controlplane.experiments.results import duration_s
 from controlplane.experiments.scheduling import choose_host
-from controlplane.fields import JSONObjectField, StrictSerializer
+from controlplane.fields import RESPONSE_FIELD_MAPPING, JSONObjectField, StrictSerializer
 from ml import distributed, registry
 from ml.config import ConfigError
 from ml.testbed.presets import PRESETS
+
+
+def queue_board(serializer: serializers.BaseSerializer) -> QueueBoard:
+    """The queue facts shared by every serializer of one response (kept in the root
+    serializer's context, which nested serializers share)."""
+    return serializer.context.setdefault("queue_board", QueueBoard())
+
+
+class QueueBoardListSerializer(serializers.ListSerializer):
+    """A list that reads the queues of all its runs at once, before serializing its rows."""
+
+    def to_representation(self, data) -> list[dict[str, Any]]:
+        items = list(data.all() if isinstance(data, BaseManager) else data)
+        queue_board(self).load(run for item in items for run in self.child.runs_of(item))
+        return super().to_representation(items)
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -24,6 +40,8 @@ class JobSerializer(serializers.ModelSerializer):
                                         allow_null=True, help_text="null once the device is deleted")
     waiting_reason = serializers.SerializerMethodField(
         help_text="Why a queued job waits (its device is offline or degraded), else empty")
+
+    serializer_field_mapping = RESPONSE_FIELD_MAPPING
 
     class Meta:
         model = Job
@@ -34,7 +52,7 @@ class JobSerializer(serializers.ModelSerializer):
     def get_waiting_reason(self, job: Job) -> str:
         if job.state != Job.State.QUEUED or job.device is None:
             return ""
-        return job.device.status_detail()
+        return job.device.status_detail(queue_board(self).cutoff())
 
 
 class PlacementSlotSerializer(serializers.Serializer):
@@ -55,7 +73,10 @@ class WaitingForSerializer(serializers.Serializer):
 class RunSerializer(serializers.ModelSerializer):
     job = JobSerializer(read_only=True, allow_null=True,
                         help_text="The coordinator's job (rank 0); an emulated run's only job")
-    jobs = serializers.SerializerMethodField(help_text="One job per rank, rank 0 first")
+    # A declared field, not a method building a JobSerializer per run: its fields are built
+    # once per response, not once per run (issue #20's profile of the list).
+    jobs = JobSerializer(many=True, read_only=True, source="jobs_by_rank",
+                         help_text="One job per rank, rank 0 first")
     placement = serializers.SerializerMethodField(
         help_text="Distributed runs: the rank of each device; empty for emulated runs")
     waiting_for = WaitingForSerializer(many=True, read_only=True, help_text=(
@@ -64,28 +85,32 @@ class RunSerializer(serializers.ModelSerializer):
         "Why a queued run waits: its position in its device's queue, the job holding the "
         "device, the device's own state; empty unless queued"))
 
+    serializer_field_mapping = RESPONSE_FIELD_MAPPING
+
     class Meta:
         model = Run
+        list_serializer_class = QueueBoardListSerializer
         fields = ["id", "experiment", "position", "method", "state", "config", "started_at",
                   "finished_at", "error", "result", "provenance", "job", "jobs", "placement",
                   "waiting_for", "queue_reason"]
         read_only_fields = fields
-
-    @extend_schema_field(JobSerializer(many=True))
-    def get_jobs(self, run: Run) -> list[dict[str, Any]]:
-        return JobSerializer(sorted(run.jobs.all(), key=lambda job: job.rank), many=True).data
 
     @extend_schema_field(PlacementSlotSerializer(many=True))
     def get_placement(self, run: Run) -> list[dict[str, Any]]:
         return placing.public_placement(run.placement)
 
     def get_queue_reason(self, run: Run) -> str:
-        return queue_reason(run)
+        return queue_board(self).reason(run)
+
+    @staticmethod
+    def runs_of(run: Run) -> list[Run]:
+        """The runs whose queues a list of runs reads at once."""
+        return [run]
 
 
 def code_versions(experiment: Experiment) -> set[str]:
     """The code versions its runs' agents recorded (empty before any run started)."""
-    return {run.provenance["code_version"] for run in experiment.runs.all()
+    return {run.provenance["code_version"] for run in experiment.runs_in_order
             if run.provenance.get("code_version")}
 
 
@@ -102,15 +127,18 @@ def code_version_differs(experiment: Experiment) -> bool | None:
 
 
 class ExperimentSerializer(serializers.ModelSerializer):
-    runs = RunSerializer(many=True, read_only=True)
+    runs = RunSerializer(many=True, read_only=True, source="runs_in_order")
     duration_s = serializers.SerializerMethodField(
         help_text="Seconds from creation to the end (to now while running)")
     code_version_differs = serializers.SerializerMethodField(help_text=(
         "For a rerun: whether its runs ran other code than its original's runs; null when "
         "not a rerun or not known yet"))
 
+    serializer_field_mapping = RESPONSE_FIELD_MAPPING
+
     class Meta:
         model = Experiment
+        list_serializer_class = QueueBoardListSerializer
         fields = ["id", "name", "algorithm", "config", "methods", "testbed", "seed", "execution",
                   "status", "created", "updated", "finished_at", "duration_s", "rerun_of",
                   "code_version_differs", "runs"]
@@ -122,6 +150,11 @@ class ExperimentSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.BooleanField(allow_null=True))
     def get_code_version_differs(self, experiment: Experiment) -> bool | None:
         return code_version_differs(experiment)
+
+    @staticmethod
+    def runs_of(experiment: Experiment) -> list[Run]:
+        """The runs whose queues a list of experiments reads at once."""
+        return experiment.runs_in_order
 
 
 def _config_errors(error: ConfigError, method: str | None = None,
