@@ -19,7 +19,7 @@ from typing import Any
 from agents.child import RoleProcess
 from agents.client import AgentError, Conflict, ControlPlane, Rejected, Retryable
 from agents.provenance import agent_provenance
-from agents.reporter import HttpReporter
+from agents.reporter import IN_FLIGHT, HttpReporter
 from agents.retry import with_backoff
 from agents.spool import Spool
 from agents.tracker import JobTracker
@@ -59,8 +59,9 @@ class JobRunner:
     def __init__(self, client: ControlPlane, tracker: JobTracker, spool: Spool, *,
                  flush_interval_s: float = 0.5, batch_size: int = 200,
                  finish_patience_s: float = 60.0, shape: bool = False,
-                 rendezvous_patience_s: float = 300.0):
+                 rendezvous_patience_s: float = 300.0, in_flight: int = IN_FLIGHT):
         self.client = client
+        self.in_flight = in_flight  # metric batches a run's reporter sends at once
         self.tracker = tracker
         self.spool = spool
         self.flush_interval_s = flush_interval_s
@@ -89,7 +90,8 @@ class JobRunner:
             # Ranks share their run's log: each numbers its lines in its own range.
             reporter = HttpReporter(self.client, job.run_id, job, self.spool,
                                     flush_interval_s=self.flush_interval_s,
-                                    batch_size=self.batch_size, first_seq=rank * LOG_SEQ_PER_RANK)
+                                    batch_size=self.batch_size, first_seq=rank * LOG_SEQ_PER_RANK,
+                                    in_flight=self.in_flight)
             with reporter:
                 state, error, result = self._execute(job_id, spec, reporter)
             self._finish(job_id, job.run_id, state, error, result, all_sent=reporter.unsent == 0)

@@ -2,10 +2,15 @@
 
 The method calls :meth:`HttpReporter.metric` from its training loop, which only appends to a
 buffer. A background thread sends the buffer every ``flush_interval_s`` or as soon as
-``batch_size`` points wait, retrying temporary failures with backoff. Points it cannot deliver
-are written to the device's :class:`~agents.spool.Spool` and sent first on the next flush (or
-by the daemon's resender after the job, or at the next start), so none is dropped; the server
-ingests idempotently on (run, name, step), so a resent batch never duplicates.
+``batch_size`` points wait, retrying temporary failures with backoff. Up to ``in_flight``
+batches are sent at once (each on its own keep-alive connection), and full batches buffered
+meanwhile join as soon as one is answered: one batch at a time, an agent waits for each POST's
+whole chain (its durable commit included) and cannot pass ~10,000 points/s (issue #20). Points
+it cannot deliver (every batch not acknowledged once one gives up, oldest first) are written to
+the device's :class:`~agents.spool.Spool` and sent first on the next flush (or by the daemon's
+resender after the job, or at the next start), so none is dropped; the server ingests
+idempotently on (run, name, step), so a resent batch, or batches stored out of order, never
+duplicate. :meth:`HttpReporter.close` returns only once every batch in flight is answered.
 
 Log lines are numbered per run from 0 (``seq``) as they are logged; the server stores each
 (run, seq) once, so a batch retried after a lost answer stores nothing twice. Lines it cannot
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Iterator
 
 from agents.client import ControlPlane, Rejected, Retryable
@@ -26,6 +32,8 @@ from ml import wire
 
 log = logging.getLogger(__name__)
 
+#: Metric batches a reporter sends at once, by default.
+IN_FLIGHT = 4
 #: Log lines kept while the server is unreachable; older ones are dropped past this.
 MAX_BUFFERED_LINES = 10_000
 #: The server's limits on a log batch.
@@ -39,12 +47,15 @@ class HttpReporter:
     Use as a context manager (or call :meth:`start` and :meth:`close`): leaving it flushes
     everything, waiting up to ``final_flush_s`` for the server. Log lines are numbered from
     ``first_seq`` (the ranks of a distributed run share its log, each in its own range).
+    ``in_flight``: metric batches sent at once (1: one after the other).
     """
 
     def __init__(self, client: ControlPlane, run_id: str, job: RunningJob, spool: Spool, *,
                  flush_interval_s: float = 0.5, batch_size: int = 200,
                  give_up_after_s: float = 8.0, final_flush_s: float = 30.0,
-                 first_seq: int = 0):
+                 first_seq: int = 0, in_flight: int = IN_FLIGHT):
+        if in_flight < 1:
+            raise ValueError("in_flight must be at least 1")
         self.client = client
         self.run_id = run_id
         self.job = job
@@ -53,6 +64,7 @@ class HttpReporter:
         self.batch_size = batch_size
         self.give_up_after_s = give_up_after_s
         self.final_flush_s = final_flush_s
+        self.in_flight = in_flight
         self.delivered = 0  # points the server acknowledged
         self._start = time.perf_counter()
         self._lock = threading.Lock()
@@ -64,6 +76,9 @@ class HttpReporter:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"reporter-{run_id[:8]}", daemon=True)
+        # The client keeps one session (connection) per thread: one per batch in flight.
+        self._senders = ThreadPoolExecutor(max_workers=in_flight,
+                                           thread_name_prefix=f"reporter-{run_id[:8]}-send")
 
     # -- the Reporter protocol (called by the method) ---------------------------------------
     def metric(self, name: str, step: int, value: float, sim_time_s: float) -> None:
@@ -100,7 +115,10 @@ class HttpReporter:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
-        self._flush(self.final_flush_s, stop=None)
+        try:
+            self._flush(self.final_flush_s, stop=None)
+        finally:
+            self._senders.shutdown(wait=True)
         return not self._unsent
 
     def __enter__(self) -> "HttpReporter":
@@ -136,29 +154,69 @@ class HttpReporter:
 
     def _send_points(self, points: list[dict], give_up_after_s: float,
                     stop: threading.Event | None) -> None:
+        """Send ``points`` in batches, up to ``in_flight`` at once; full batches buffered while
+        they are in flight join them. Once a batch cannot be delivered, no new one is sent:
+        those in flight are waited for, and every point not acknowledged is kept, in order, in
+        ``_unsent`` and the spool."""
         had_spool = bool(self._unsent)
-        for start in range(0, len(points), self.batch_size):
-            chunk = points[start:start + self.batch_size]
-            try:
-                answer = with_backoff(lambda: self.client.post_metrics(self.run_id, chunk),
-                                      give_up_after_s=give_up_after_s, stop=stop,
-                                      what=f"metrics of run {self.run_id}")
-            except Retryable as exc:
-                self._unsent = points[start:]
-                self.spool.replace_points(self.run_id, self._unsent)
-                log.warning("control plane unavailable (%s); %d points kept in the spool",
-                            exc, len(self._unsent))
-                return
-            except Rejected as exc:
-                # A 4xx will not change on retry; say so loudly rather than loop forever.
-                log.error("server refused %d points of run %s: %s", len(chunk), self.run_id, exc)
-                continue
-            self.delivered += int(answer.get("accepted", len(chunk)))
-            if answer.get("cancelled"):
-                self.job.cancelled.set()
-        self._unsent = []
-        if had_spool:
+        waiting = [points[start:start + self.batch_size]
+                   for start in range(0, len(points), self.batch_size)]  # oldest first
+        unacknowledged: dict[int, list[dict]] = dict(enumerate(waiting))
+        window: dict[Future, int] = {}
+        sent, failed = 0, False
+        while True:
+            while not failed and sent < len(waiting) and len(window) < self.in_flight:
+                window[self._senders.submit(self._post_batch, waiting[sent], give_up_after_s,
+                                            stop)] = sent
+                sent += 1
+            if not window:
+                break
+            done, _ = wait(window, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = window.pop(future)
+                try:
+                    answer = future.result()
+                except Retryable as exc:
+                    failed = True  # kept in unacknowledged
+                    log.warning("control plane unavailable (%s)", exc)
+                    continue
+                except Rejected as exc:
+                    # A 4xx will not change on retry; say so loudly rather than loop forever.
+                    log.error("server refused %d points of run %s: %s",
+                              len(waiting[index]), self.run_id, exc)
+                else:
+                    self.delivered += int(answer.get("accepted", len(waiting[index])))
+                    if answer.get("cancelled"):
+                        self.job.cancelled.set()
+                del unacknowledged[index]
+                waiting[index] = []  # answered: let it go
+            if not failed and (stop is None or not stop.is_set()):
+                for chunk in self._full_batches():
+                    unacknowledged[len(waiting)] = chunk
+                    waiting.append(chunk)
+        self._unsent = [point for index in sorted(unacknowledged)
+                        for point in unacknowledged[index]]
+        if self._unsent:
+            self.spool.replace_points(self.run_id, self._unsent)
+            log.warning("%d points of run %s kept in the spool", len(self._unsent), self.run_id)
+        elif had_spool:
             self.spool.replace_points(self.run_id, [])
+
+    def _post_batch(self, chunk: list[dict], give_up_after_s: float,
+                    stop: threading.Event | None) -> dict:
+        """One batch, retried with backoff (on a sender thread)."""
+        return with_backoff(lambda: self.client.post_metrics(self.run_id, chunk),
+                            give_up_after_s=give_up_after_s, stop=stop,
+                            what=f"metrics of run {self.run_id}")
+
+    def _full_batches(self) -> list[list[dict]]:
+        """Whole batches of the buffer, taken out of it (a partial one waits for its flush)."""
+        with self._lock:
+            whole = len(self._points) - len(self._points) % self.batch_size
+            if not whole:
+                return []
+            taken, self._points = self._points[:whole], self._points[whole:]
+        return [taken[start:start + self.batch_size] for start in range(0, whole, self.batch_size)]
 
     def _send_lines(self, lines: list[tuple[int, str]], give_up_after_s: float,
                     stop: threading.Event | None) -> None:

@@ -1,5 +1,7 @@
 """HttpReporter against a real server that goes away and comes back: every point arrives once."""
 import stat
+import threading
+import time
 import sys
 
 import pytest
@@ -30,7 +32,7 @@ def own_server(subprocess_env, tmp_path_factory):
             try:
                 requests.get(f"{url}/api/v1/", timeout=2)
                 return True
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
                 return False
 
         processes.append(start_process(
@@ -177,3 +179,83 @@ def test_the_resender_delivers_spooled_lines_once(own_server, hosted_run, tmp_pa
 
     assert log_of(run_id) == [(0, "round 0"), (1, "round 1"), (2, "round 2"), (4, "round 4")]
     assert spool.runs_with_lines() == []
+
+
+class CountingClient(ControlPlane):
+    """The real client, counting the metric POSTs under way at once."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._count_lock = threading.Lock()
+        self.under_way = 0
+        self.most_at_once = 0
+
+    def post_metrics(self, run_id, points):
+        with self._count_lock:
+            self.under_way += 1
+            self.most_at_once = max(self.most_at_once, self.under_way)
+        try:
+            return super().post_metrics(run_id, points)
+        finally:
+            with self._count_lock:
+                self.under_way -= 1
+
+
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_it_keeps_up_to_in_flight_batches_under_way_and_close_waits_for_them(
+        own_server, hosted_run, tmp_path, in_flight):
+    url, _, _ = own_server
+    credential, job_id, run_id = hosted_run
+    client = CountingClient(url, credential)
+    client.start_job(job_id)
+    reporter = HttpReporter(client, run_id, RunningJob(job_id), Spool(tmp_path / "spool"),
+                            batch_size=20, in_flight=in_flight).start()
+    for step in range(2000):
+        reporter.metric("loss", step, 1.0 / (step + 1), sim_time_s=float(step))
+    assert reporter.close()  # returns once every batch is answered: all stored now
+
+    assert client.most_at_once == in_flight
+    assert reporter.delivered == 2000
+    assert points_of(run_id) == [("loss", step, 1.0 / (step + 1)) for step in range(2000)]
+
+
+def test_batches_in_flight_when_the_server_stops_are_kept_and_stored_once(
+        own_server, hosted_run, tmp_path):
+    """The server goes away while several batches are under way (some stored, their answers
+    lost): every unacknowledged point is spooled, and after the restart each point is stored
+    exactly once."""
+    url, start_server, stop_server = own_server
+    credential, job_id, run_id = hosted_run
+    client = ControlPlane(url, credential)
+    client.start_job(job_id)
+    spool = Spool(tmp_path / "spool")
+    reporter = HttpReporter(client, run_id, RunningJob(job_id), spool, batch_size=25,
+                            flush_interval_s=0.05, give_up_after_s=1.0, in_flight=4).start()
+    total = 6000
+    produced = threading.Event()
+
+    def produce():
+        for step in range(total):
+            reporter.metric("loss", step, 1.0 / (step + 1), sim_time_s=float(step))
+            if step % 25 == 0:
+                time.sleep(0.002)  # a steady stream that spans the server's stop
+        produced.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    wait_for(lambda: reporter.delivered >= 500, 60, "the first batches")
+    stop_server()
+    stored_while_down = len(points_of(run_id))
+    assert stored_while_down < total
+    wait_for(lambda: len(spool.points(run_id)) > 0, 60, "the unacknowledged points spooled")
+    producer.join()
+    start_server()
+    assert reporter.close()
+
+    assert not spool.points(run_id)
+    assert points_of(run_id) == [("loss", step, 1.0 / (step + 1)) for step in range(total)]
+    # Resent batches (stored before their answers were lost) counted once in the summaries.
+    from controlplane.metrics.models import MetricBlock
+
+    assert sum(MetricBlock.objects.filter(run_id=run_id, name="loss")
+               .values_list("count", flat=True)) == total
