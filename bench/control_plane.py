@@ -7,11 +7,12 @@ SQLite in a temporary folder, or a new database on the PostgreSQL of ``--postgre
 afterwards). Devices enrol through ``/api/v1/agents/enrol/`` with the real agent's HTTP client
 (:class:`agents.client.ControlPlane`).
 
-- **ingestion**: one device posts batches of 200 points sequentially (one thread, one
-  keep-alive connection, as an agent's reporter does) to a started run; points/s, on SQLite and
-  on PostgreSQL; then 4 devices at once, each posting to its own run that way (a single
-  agent waits for each durable commit; several share the server and the commits). A resent
-  batch is checked to store nothing twice. ``--profile`` also runs the
+- **ingestion**: one agent's real reporter (:class:`agents.reporter.HttpReporter`, batches of
+  200) fed by ``metric()`` as fast as it takes them, to a started run: points/s from the first
+  point to ``close()`` returning (every batch acknowledged), with 4 batches in flight (the
+  agent's default) and with one at a time; on SQLite and on PostgreSQL. Then 4 devices at once,
+  each posting batches of 200 to its own run one after the other with the client (one thread
+  and keep-alive connection each). A resent batch is checked to store nothing twice. ``--profile`` also runs the
   same POSTs in-process under cProfile and prints where the time goes.
 - **fan-out**: WebSockets (API token) watch experiments while their devices post 20-point
   batches; latency = the socket's receipt - the moment before the POST, per delivery (client and
@@ -64,6 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.client import ControlPlane  # noqa: E402
+from agents.reporter import IN_FLIGHT, HttpReporter  # noqa: E402
+from agents.spool import Spool  # noqa: E402
 from agents.stack import StackError  # noqa: E402
 from agents.stack.redis import free_port  # noqa: E402
 from agents.stack.up import Stack, StackOptions  # noqa: E402
@@ -226,6 +229,39 @@ def ingestion(server: Server, batches: int, size: int = 200) -> dict:
             "points_per_s": batches * size / elapsed,
             "ms_per_post": 1000 * elapsed / batches, "empty_ms": empty_ms,
             "client_cpu_s": time.process_time() - cpu,
+            "server_cpu_ms_per_post": 1000 * server_cpu / batches}
+
+
+def reporter_ingestion(server: Server, batches: int, in_flight: int, size: int = 200) -> dict:
+    """One agent's reporter, ``in_flight`` batches of ``size`` at once, fed ``batches * size``
+    points through ``metric()`` (each checked as the agent checks it) as fast as it takes them;
+    timed from the first point to ``close()`` returning, when every batch is acknowledged."""
+    from agents.tracker import RunningJob
+
+    client, answer = server.enrol(f"reporter-{uuid.uuid4().hex[:6]}")
+    _, run_id = server.started_run(client, answer["device_id"])
+    client.post_metrics(run_id, batch("warm-up", 0, size))
+    total = batches * size
+    points = [(p["name"], p["step"], p["value"], p["sim_time_s"])
+              for p in batch("loss", 0, total)]
+    with tempfile.TemporaryDirectory(prefix="estuary-bench-spool-") as spool_dir:
+        reporter = HttpReporter(client, run_id, RunningJob("bench", run_id),
+                                Spool(Path(spool_dir)), batch_size=size, in_flight=in_flight)
+        server_cpu = server.web_cpu_s()
+        cpu = time.process_time()
+        started = time.perf_counter()
+        reporter.start()
+        for point in points:
+            reporter.metric(*point)
+        all_sent = reporter.close()
+        elapsed = time.perf_counter() - started
+        client_cpu = time.process_time() - cpu
+        server_cpu = server.web_cpu_s() - server_cpu
+    stored = server.stack.api.get(f"/api/v1/runs/{run_id}/metrics/?name=loss")["points"]
+    if not all_sent or reporter.delivered != total or len(stored) != total:
+        raise StackError(f"stored {len(stored)} points, expected {total}")
+    return {"points": total, "seconds": elapsed, "points_per_s": total / elapsed,
+            "client_cpu_ms_per_batch": 1000 * client_cpu / batches,
             "server_cpu_ms_per_post": 1000 * server_cpu / batches}
 
 
@@ -712,6 +748,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the ingestion path")
     parser.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     parts = args.only or PARTS
     quick = args.quick
     rows: list[tuple] = []
@@ -731,13 +768,17 @@ def main() -> int:
             f"({result['api_downsampled_points']} points) / {result['api_zoom_s'] * 1000:.0f} ms",
             "same rule")
 
+    def reporter_rows(server: Server, database: str) -> None:
+        for in_flight in (IN_FLIGHT, 1):
+            result = reporter_ingestion(server, 50 if quick else 250, in_flight)
+            row("ingestion", f"{database}, 1 agent's reporter, batches of 200, {in_flight} in "
+                "flight", f"{result['points_per_s']:,.0f} points/s (daphne CPU "
+                f"{result['server_cpu_ms_per_post']:.1f} ms/POST; agent CPU "
+                f"{result['client_cpu_ms_per_batch']:.1f} ms/batch)", ">= 20,000 points/s")
+
     with Server() as server:
         if "ingestion" in parts:
-            result = ingestion(server, 25 if quick else 250)
-            row("ingestion", "SQLite, batches of 200",
-                f"{result['points_per_s']:,.0f} points/s ({result['ms_per_post']:.1f} ms/POST; "
-                f"an empty batch {result['empty_ms']:.1f} ms; daphne CPU "
-                f"{result['server_cpu_ms_per_post']:.1f} ms/POST)", ">= 20,000 points/s")
+            reporter_rows(server, "SQLite")
             result = concurrent_ingestion(server, AGENTS_AT_ONCE, 25 if quick else 250)
             row("ingestion", f"SQLite, {AGENTS_AT_ONCE} agents at once, batches of 200",
                 f"{result['points_per_s']:,.0f} points/s (daphne CPU "
@@ -799,11 +840,7 @@ def main() -> int:
     if ("ingestion" in parts or "history" in parts) and args.postgres:
         with postgres_database(args.postgres) as url, Server(database_url=url) as server:
             if "ingestion" in parts:
-                result = ingestion(server, 25 if quick else 250)
-                row("ingestion", "PostgreSQL, batches of 200",
-                    f"{result['points_per_s']:,.0f} points/s ({result['ms_per_post']:.1f} "
-                    f"ms/POST; daphne CPU {result['server_cpu_ms_per_post']:.1f} ms/POST)",
-                    ">= 20,000 points/s")
+                reporter_rows(server, "PostgreSQL")
                 result = concurrent_ingestion(server, AGENTS_AT_ONCE, 25 if quick else 250)
                 row("ingestion", f"PostgreSQL, {AGENTS_AT_ONCE} agents at once, batches of 200",
                     f"{result['points_per_s']:,.0f} points/s (daphne CPU "
@@ -816,7 +853,8 @@ def main() -> int:
         print(profile)
     mode = "quick" if quick else "full"
     print(f"\nControl plane at testbed scale ({mode}; daphne, DEBUG off, "
-          f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f})")
+          f"{os.cpu_count()} CPUs, load average at the start {load_at_start:.1f}, at the end "
+          f"{os.getloadavg()[0]:.1f})")
     print(format_table(("part", "what", "measured", "goal"), rows))
     return 0
 
