@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from contextlib import nullcontext
 from typing import Any
 
 from django.db import connection, transaction
@@ -14,6 +16,11 @@ from controlplane.metrics import blocks, bulk
 from controlplane.metrics.downsample import db_run_id
 from controlplane.metrics.events import log_event, points_event, publish_on_commit
 from controlplane.metrics.models import MetricPoint, RunLog
+
+#: SQLite has one writer at a time: this process's writers of points (the lane's threads, with
+#: an agent's batches in flight at once) queue here rather than in SQLite's busy handler, which
+#: sleeps 1, 2, 5, 10... ms between tries.
+_sqlite_writer = threading.Lock()
 
 POINT_COLUMNS = ("run_id", "name", "step", "value", "sim_time_s", "wall_time_s")
 #: PostgreSQL's types of POINT_COLUMNS.
@@ -64,7 +71,8 @@ def ingest_metrics(run: Run | HostedRun, points: list[dict[str, Any]]) -> list[d
     if not batch:
         return []
     run_id = db_run_id(run.id)
-    with transaction.atomic():
+    with _sqlite_writer if connection.vendor == "sqlite" else nullcontext(), \
+            transaction.atomic():
         inserted = _insert_new(run_id, list(batch.values()))
         new = [batch[key] for key in batch if key in inserted]
         if new:
