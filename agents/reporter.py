@@ -164,6 +164,7 @@ class HttpReporter:
         unacknowledged: dict[int, list[dict]] = dict(enumerate(waiting))
         window: dict[Future, int] = {}
         sent, failed = 0, False
+        joins_until = time.monotonic() + self.flush_interval_s
         while True:
             while not failed and sent < len(waiting) and len(window) < self.in_flight:
                 window[self._senders.submit(self._post_batch, waiting[sent], give_up_after_s,
@@ -184,13 +185,20 @@ class HttpReporter:
                     # A 4xx will not change on retry; say so loudly rather than loop forever.
                     log.error("server refused %d points of run %s: %s",
                               len(waiting[index]), self.run_id, exc)
+                except Exception:  # noqa: BLE001  (kept and spooled like any undelivered batch)
+                    failed = True
+                    log.exception("sending points of run %s failed", self.run_id)
+                    continue
                 else:
                     self.delivered += int(answer.get("accepted", len(waiting[index])))
                     if answer.get("cancelled"):
                         self.job.cancelled.set()
                 del unacknowledged[index]
                 waiting[index] = []  # answered: let it go
-            if not failed and (stop is None or not stop.is_set()):
+            # Full batches that arrived meanwhile join, for one flush interval: then the flush
+            # ends, so log lines are not held back by a method that reports without pause.
+            if (not failed and (stop is None or not stop.is_set())
+                    and time.monotonic() < joins_until):
                 for chunk in self._full_batches():
                     unacknowledged[len(waiting)] = chunk
                     waiting.append(chunk)
