@@ -20,7 +20,9 @@ in one of a few long-lived threads whose connections persist across requests. Su
 crosses to the lane once: ``request_started``, the request's creation, the chain and the
 response's ``close()`` (``request_finished``) all run in that one call. Django's handler would
 add a fresh thread per request for the signals and the close (its ``ThreadSensitiveContext``)
-and two more crossings (issue #20: about 1 ms of daphne's CPU per metric POST). A lane request
+and two more crossings (issue #20: with the raw-SQL lookups, a metric POST through the ASGI
+application went from 6.4 to 4.6 ms of CPU in one process; its event loop's share to 0.2 ms).
+A lane request
 is not cancelled when its client disconnects: its thread runs to the end either way, and its
 answer is then dropped by the server.
 """
@@ -28,8 +30,9 @@ from __future__ import annotations
 
 from asgiref.sync import sync_to_async
 from django.core import signals
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix as scope_script_prefix
 from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.asgi import get_script_prefix as scope_script_prefix
 from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve, set_script_prefix
