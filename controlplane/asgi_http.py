@@ -22,9 +22,8 @@ response's ``close()`` (``request_finished``) all run in that one call. Django's
 add a fresh thread per request for the signals and the close (its ``ThreadSensitiveContext``)
 and two more crossings (issue #20: with the raw-SQL lookups, a metric POST through the ASGI
 application went from 6.4 to 4.6 ms of CPU in one process; its event loop's share to 0.2 ms).
-A lane request
-is not cancelled when its client disconnects: its thread runs to the end either way, and its
-answer is then dropped by the server.
+A lane request is not cancelled when its client disconnects: its thread runs to the end either
+way, and its answer is then dropped by the server.
 """
 from __future__ import annotations
 
