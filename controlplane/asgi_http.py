@@ -15,8 +15,9 @@ where the handler closes the response, a context that does not see connections t
 so they were left to the garbage collector): a PostgreSQL backend is released at once.
 
 Requests to a view that names the method in ``persistent_db_methods`` (agents' metric and log
-reports, the hot path) run on the database lane instead (controlplane.db_lane): the same chain,
-in one of a few long-lived threads whose connections persist across requests.
+reports, the hot path; the owners' experiment and run reads) run on a database lane instead
+(controlplane.db_lane; the view's ``db_lane``, else ``reports``): the same chain, in one of a
+few long-lived threads whose connections persist across requests.
 """
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ class SyncChainASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        if _on_lane(request):
-            return await lane().run(self._lane_response, request, get_script_prefix())
+        lane_name = _lane_of(request)
+        if lane_name is not None:
+            return await lane(lane_name).run(self._lane_response, request, get_script_prefix())
         # thread_sensitive: the request's own thread (ASGIHandler gives each request one), where
         # its database connection lives and where request_finished closes it.
         return await sync_to_async(self._response, thread_sensitive=True)(request)
@@ -58,11 +60,14 @@ class SyncChainASGIHandler(ASGIHandler):
         return self.get_response(request)
 
 
-def _on_lane(request: HttpRequest) -> bool:
-    """The request's view asks for the database lane for its method."""
+def _lane_of(request: HttpRequest) -> str | None:
+    """The database lane the request's view asks for its method, or None."""
     try:
         view = resolve(request.path_info).func
     except Resolver404:
-        return False
-    methods = getattr(getattr(view, "view_class", None), "persistent_db_methods", ())
-    return request.method in methods
+        return None
+    # A Django or DRF view has view_class; a DRF viewset's function has cls.
+    view_class = getattr(view, "view_class", None) or getattr(view, "cls", None)
+    if request.method not in getattr(view_class, "persistent_db_methods", ()):
+        return None
+    return getattr(view_class, "db_lane", "reports")
