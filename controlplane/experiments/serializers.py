@@ -1,6 +1,7 @@
 """Experiment API shapes. Creation validates every field and each method's config."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -22,22 +23,30 @@ from ml.config import ConfigError
 from ml.testbed.presets import PRESETS
 
 
+def _per_response(serializer: serializers.BaseSerializer, key: str, make: Callable[[], Any]):
+    """``make()``, once per response: kept in the root serializer's context, which nested
+    serializers share."""
+    context = serializer.context
+    if key not in context:
+        context[key] = make()
+    return context[key]
+
+
 def queue_board(serializer: serializers.BaseSerializer) -> QueueBoard:
-    """The queue facts shared by every serializer of one response (kept in the root
-    serializer's context, which nested serializers share)."""
-    return serializer.context.setdefault("queue_board", QueueBoard())
+    """The queue facts shared by every serializer of one response."""
+    return _per_response(serializer, "queue_board", QueueBoard)
 
 
 def response_now(serializer: serializers.BaseSerializer) -> datetime:
     """The instant a response is as of (read once: every running experiment's duration in one
     response is measured to the same now)."""
-    return serializer.context.setdefault("now", timezone.now())
+    return _per_response(serializer, "now", timezone.now)
 
 
 def response_zone(serializer: serializers.BaseSerializer) -> tzinfo:
     """The active time zone, read once per response (asgiref's lookup per value was a third of
     the list's CPU: issue #20)."""
-    return serializer.context.setdefault("zone", timezone.get_current_timezone())
+    return _per_response(serializer, "zone", timezone.get_current_timezone)
 
 
 def iso_datetime(value: datetime | None, zone: tzinfo) -> str | None:
