@@ -20,15 +20,20 @@ afterwards). Devices enrol through ``/api/v1/agents/enrol/`` with the real agent
   server and not itself; the row says how much of a core that loop used, and daphne's CPU per
   delivered message (the POSTs' included), which a busy machine does not inflate. 100 sockets
   on one experiment; 20 experiments with 5 sockets each, all posting at once; and both again
-  with the sockets split over two daphne processes behind the same Redis (the one experiment's
-  device posts to the first; of the 20, every other device posts to the second).
+  with every other socket on one more daphne process, on another port, behind the same Redis
+  (the one experiment's device posts to the stack's port; of the 20, every other device posts
+  to the other process). ``--web-processes 1`` makes these one process and two.
 - **long history**: a run with 1,000,000 points (4 series of 250,000, inserted directly, then
   their blocks rebuilt as the migration does), on SQLite and on PostgreSQL; time
   from opening the WebSocket to its parsed ``history`` message, its size; the API's downsampled
   series and a zoomed range at full resolution.
 - **list of experiments**: the owner has 66 experiments (as in the issue); 20 clients (threads,
   a keep-alive session each, API token) GET ``/api/v1/experiments/`` (its first page, the
-  default page size) 50 times each, all at once; latency per GET and the page's size.
+  default page size) 50 times each, all at once; latency per GET, the page's size and the
+  server processes' CPU per GET.
+
+The server runs ``./estuary up``'s number of ASGI processes on its port (2 on 2 cores or more)
+unless ``--web-processes N`` says otherwise; the rows name it.
 - **many agents**: 200 simulated agents (the real :class:`ControlPlane` client and
   :class:`agents.heartbeat.Heartbeat` thread each, heartbeating every 2 s) and a real Celery
   consumer (``estuary.run_job``) per group of 20 agents' queues; heartbeat latency, dispatch
@@ -38,6 +43,7 @@ afterwards). Devices enrol through ``/api/v1/agents/enrol/`` with the real agent
   and its resident memory (with children) once idle, before any job.
 
     python bench/control_plane.py [--quick] [--postgres URL] [--profile] [--only PART ...]
+                                  [--web-processes N]
 """
 from __future__ import annotations
 
