@@ -1,9 +1,10 @@
 """``./estuary up``: the whole stack on this machine, a demo experiment, and Ctrl-C to stop it.
 
 Steps: Redis (``REDIS_URL``, or our own on a free port with data in ``<data>/redis``), migrate,
-collectstatic, the demo user, the ASGI server (daphne, in ``ESTUARY_WEB_PROCESSES`` processes on one
-port: :mod:`controlplane.serve`; default 2 on a machine with 2 cores or more), the control plane's Celery worker and its
-beat (two processes, so a beat never outlives its worker), an enrolment token, three agents (two
+collectstatic, the demo user, the ASGI server (daphne in ``ESTUARY_WEB_PROCESSES`` processes on
+one port, :mod:`controlplane.serve`: 2 on a machine with 2 cores or more), the control plane's
+Celery worker and its beat (two processes, so a beat never outlives its worker), an enrolment
+token, three agents (two
 Jetsons and an A6000 server), then the demo experiments through the REST API: a short
 distributed one (splitfed vs fedavg, each role on its own agent: the A6000 coordinates, the
 Jetsons train) and the emulated one (the whole testbed emulated on the A6000's agent). Each child logs to
