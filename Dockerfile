@@ -21,4 +21,4 @@ COPY --chown=estuary:estuary . .
 USER estuary
 
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "controlplane.asgi:application"]
+CMD ["python", "-m", "controlplane.serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -21,15 +21,20 @@ afterwards). Devices enrol through ``/api/v1/agents/enrol/`` with the real agent
   server and not itself; the row says how much of a core that loop used, and daphne's CPU per
   delivered message (the POSTs' included), which a busy machine does not inflate. 100 sockets
   on one experiment; 20 experiments with 5 sockets each, all posting at once; and both again
-  with the sockets split over two daphne processes behind the same Redis (the one experiment's
-  device posts to the first; of the 20, every other device posts to the second).
+  with every other socket on one more daphne process, on another port, behind the same Redis
+  (the one experiment's device posts to the stack's port; of the 20, every other device posts
+  to the other process). ``--web-processes 1`` makes these one process and two.
 - **long history**: a run with 1,000,000 points (4 series of 250,000, inserted directly, then
   their blocks rebuilt as the migration does), on SQLite and on PostgreSQL; time
   from opening the WebSocket to its parsed ``history`` message, its size; the API's downsampled
   series and a zoomed range at full resolution.
 - **list of experiments**: the owner has 66 experiments (as in the issue); 20 clients (threads,
   a keep-alive session each, API token) GET ``/api/v1/experiments/`` (its first page, the
-  default page size) 50 times each, all at once; latency per GET and the page's size.
+  default page size) 50 times each, all at once; latency per GET, the page's size and the
+  server processes' CPU per GET.
+
+The server runs ``./estuary up``'s number of ASGI processes on its port (2 on 2 cores or more)
+unless ``--web-processes N`` says otherwise; the rows name it.
 - **many agents**: 200 simulated agents (the real :class:`ControlPlane` client and
   :class:`agents.heartbeat.Heartbeat` thread each, heartbeating every 2 s) and a real Celery
   consumer (``estuary.run_job``) per group of 20 agents' queues; heartbeat latency, dispatch
@@ -39,6 +44,7 @@ afterwards). Devices enrol through ``/api/v1/agents/enrol/`` with the real agent
   and its resident memory (with children) once idle, before any job.
 
     python bench/control_plane.py [--quick] [--postgres URL] [--profile] [--only PART ...]
+                                  [--web-processes N]
 """
 from __future__ import annotations
 
@@ -115,7 +121,8 @@ def postgres_database(url: str) -> Iterator[str]:
 class Server:
     """A started stack (no agents) and what the bench needs of it."""
 
-    def __init__(self, database_url: str | None = None, heartbeat_s: int = 10):
+    def __init__(self, database_url: str | None = None, heartbeat_s: int = 10,
+                 web_processes: int | None = None):
         self.data_dir = Path(tempfile.mkdtemp(prefix="estuary-bench-"))
         env_before = dict(os.environ)
         os.environ["ESTUARY_HEARTBEAT_INTERVAL_S"] = str(heartbeat_s)
@@ -125,11 +132,13 @@ class Server:
             os.environ.pop("DATABASE_URL", None)
         try:
             self.stack = Stack(StackOptions(root=ROOT, data_dir=self.data_dir, port=free_port(),
-                                            demo=False, agents=()))
+                                            demo=False, agents=(), web_processes=web_processes))
         finally:
             os.environ.clear()
             os.environ.update(env_before)
         self.extra: list[subprocess.Popen] = []
+        #: ASGI processes on the stack's port (./estuary up's default unless given)
+        self.processes = int(self.stack.env["ESTUARY_WEB_PROCESSES"])
 
     def __enter__(self) -> "Server":
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -169,15 +178,17 @@ class Server:
         return url
 
     def web_cpu_s(self) -> float:
-        """CPU seconds the daphne processes (the stack's and any :meth:`second_asgi`) have used
-        so far (robust to a busy machine, unlike wall time)."""
+        """CPU seconds the daphne processes (the stack's, with their launcher, and any
+        :meth:`second_asgi`) have used so far (robust to a busy machine, unlike wall time)."""
         import psutil
 
         web = next(c for c in self.stack.supervisor.children if c.name == "web")
         total = 0.0
         for pid in [web.pid, *(process.pid for process in self.extra)]:
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
+            process = psutil.Process(pid)
+            for one in [process, *process.children(recursive=True)]:
+                times = one.cpu_times()
+                total += times.user + times.system
         return total
 
     def enrol(self, name: str, profile: str = "a6000-server") -> tuple[ControlPlane, dict]:
@@ -747,6 +758,8 @@ def main() -> int:
                         help="PostgreSQL server for the second ingestion run ('' to skip)")
     parser.add_argument("--profile", action="store_true", help="cProfile the ingestion path")
     parser.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
+    parser.add_argument("--web-processes", type=int, default=None, help=(
+        "ASGI processes on the stack's port (default: ./estuary up's, 2 on 2 cores or more)"))
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
     parts = args.only or PARTS
@@ -776,7 +789,7 @@ def main() -> int:
                 f"{result['server_cpu_ms_per_post']:.1f} ms/POST; agent CPU "
                 f"{result['client_cpu_ms_per_batch']:.1f} ms/batch)", ">= 20,000 points/s")
 
-    with Server() as server:
+    with Server(web_processes=args.web_processes) as server:
         if "ingestion" in parts:
             reporter_rows(server, "SQLite")
             result = concurrent_ingestion(server, AGENTS_AT_ONCE, 25 if quick else 250)
@@ -797,14 +810,16 @@ def main() -> int:
                     f"{result['server_us']:.0f} us/message; client "
                     f"{100 * result['client_core']:.1f}% of a core", goal)
 
-            fanout_row(f"{count} sockets, 1 experiment", fanout(server, 1, count, batches, 0.1))
-            fanout_row(f"{experiments} experiments x 5 sockets",
+            on = f"{server.processes} process{'es' if server.processes > 1 else ''}"
+            fanout_row(f"{count} sockets, 1 experiment, {on}",
+                       fanout(server, 1, count, batches, 0.1))
+            fanout_row(f"{experiments} experiments x 5 sockets, {on}",
                        fanout(server, experiments, 5, batches, 0.5))
             second = server.second_asgi()
-            fanout_row(f"{count} sockets over 2 daphne processes",
+            fanout_row(f"{count} sockets over {on} + 1 on another port",
                        fanout(server, 1, count, batches, 0.1, second_url=second),
                        "works; p95 < 100 ms")
-            fanout_row(f"{experiments} experiments x 5 sockets over 2 daphne processes",
+            fanout_row(f"{experiments} experiments x 5 sockets over {on} + 1 on another port",
                        fanout(server, experiments, 5, batches, 0.5, second_url=second),
                        "works; p95 < 100 ms")
         if "history" in parts:
@@ -814,7 +829,7 @@ def main() -> int:
             results = experiment_list(server, 66, 20, gets)
             for state, result in results.items():
                 row("list", f"{result['count']} experiments {state}, 20 clients x {gets} GETs "
-                    "(first page)",
+                    f"(first page), {server.processes} ASGI process(es)",
                     f"p50 {result['p50']:.0f} ms, p95 {result['p95']:.0f} ms, max "
                     f"{result['max']:.0f} ms; {result['on_page']} per page, {result['kb']:.0f} "
                     f"kB; {result['per_s']:.0f} GETs/s; daphne CPU {result['cpu_ms']:.0f} ms/GET",

@@ -15,9 +15,9 @@ where the handler closes the response, a context that does not see connections t
 so they were left to the garbage collector): a PostgreSQL backend is released at once.
 
 Requests to a view that names the method in ``persistent_db_methods`` (agents' metric and log
-reports, the hot path) run on the database lane instead (controlplane.db_lane): the same chain,
-in one of a few long-lived threads whose connections persist across requests. Such a request
-crosses to the lane once: ``request_started``, the request's creation, the chain and the
+reports, the hot path; the owners' experiment and run reads) run on a database lane instead
+(controlplane.db_lane; the view's ``db_lane``, else ``reports``): the same chain, in one of a
+few long-lived threads whose connections persist across requests. Such a request crosses to the lane once: ``request_started``, the request's creation, the chain and the
 response's ``close()`` (``request_finished``) all run in that one call. Django's handler would
 add a fresh thread per request for the signals and the close (its ``ThreadSensitiveContext``)
 and two more crossings (issue #20: with the raw-SQL lookups, a metric POST through the ASGI
@@ -46,23 +46,24 @@ class SyncChainASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and _scope_on_lane(scope):
-            await self._handle_on_lane(scope, receive, send)
+        lane_name = _lane_of(scope) if scope["type"] == "http" else None
+        if lane_name is not None:
+            await self._handle_on_lane(lane_name, scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
-    async def _handle_on_lane(self, scope, receive, send) -> None:
+    async def _handle_on_lane(self, lane_name: str, scope, receive, send) -> None:
         """The whole request on the lane in one call (see the module's docstring)."""
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
-        response = await lane().run(self._lane_request, scope, body_file)
+        response = await lane(lane_name).run(self._lane_request, scope, body_file)
         try:
             await self.send_response(response, send)
         finally:
             if response.streaming:  # closed once sent; others were closed on the lane
-                await lane().run(response.close)
+                await lane(lane_name).run(response.close)
 
     def _lane_request(self, scope, body_file) -> HttpResponseBase:
         """On the lane: what :meth:`ASGIHandler.handle` does around the chain, in this thread."""
@@ -96,14 +97,17 @@ class SyncChainASGIHandler(ASGIHandler):
         return response
 
 
-def _scope_on_lane(scope: dict) -> bool:
-    """The request's view asks for the database lane for its method (its path resolved as
+def _lane_of(scope: dict) -> str | None:
+    """The database lane the request's view asks for its method, or None (its path resolved as
     :class:`~django.core.handlers.asgi.ASGIRequest` will resolve it)."""
     prefix = scope_script_prefix(scope)
     path = scope["path"].removeprefix(prefix) if prefix else scope["path"]
     try:
         view = resolve(path).func
     except Resolver404:
-        return False
-    methods = getattr(getattr(view, "view_class", None), "persistent_db_methods", ())
-    return scope.get("method") in methods
+        return None
+    # A Django or DRF view has view_class; a DRF viewset's function has cls.
+    view_class = getattr(view, "view_class", None) or getattr(view, "cls", None)
+    if scope.get("method") not in getattr(view_class, "persistent_db_methods", ()):
+        return None
+    return getattr(view_class, "db_lane", "reports")

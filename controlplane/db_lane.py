@@ -3,8 +3,10 @@
 Under ASGI each request runs in a thread of its own context, so its database connection is
 opened for it and closed with its response (controlplane.asgi_http): on PostgreSQL a new backend
 per request (about 10 ms, most of a metric POST's time in issue #20's profile), on SQLite a new
-file handle and its PRAGMAs. Agents' reports are the hot path, so they run on this lane instead:
-each of its threads keeps its own connections as Django does with ``CONN_MAX_AGE`` under WSGI,
+file handle and its PRAGMAs. Agents' reports are the hot path, so they run on a lane instead
+(``reports``), as do the owners' reads of experiment and run lists and details (``reads``: the
+dashboard polls them; a lane of their own, so a burst of reads never queues agents' reports).
+Each lane's thread keeps its own connections as Django does with ``CONN_MAX_AGE`` under WSGI,
 checked before and after every call (``close_if_unusable_or_obsolete``: an error left behind or
 an unfinished transaction closes it, as does age), health-checked before its first query of a
 call (``CONN_HEALTH_CHECKS``: a backend killed while idle is replaced, not turned into a 500),
@@ -13,7 +15,7 @@ and its DEBUG query log cleared at each call's start.
 The persistence is confined to the lane's own connection objects: the global settings keep
 ``CONN_MAX_AGE = 0``, so request threads, Channels' ``database_sync_to_async`` (which closes
 connections outside the context that opened them) and Celery behave as before, and a process
-holds at most ``INGEST_THREADS`` persistent connections per database.
+holds at most ``INGEST_THREADS + READ_THREADS`` persistent connections per database.
 """
 from __future__ import annotations
 
@@ -87,15 +89,19 @@ class DatabaseLane:
             _close_unusable_or_obsolete()
 
 
+#: The lanes by name, and the setting that sizes each.
+LANE_THREADS = {"reports": "INGEST_THREADS", "reads": "READ_THREADS"}
+
 _lane_lock = threading.Lock()
-_lane: DatabaseLane | None = None
+_lanes: dict[str, DatabaseLane] = {}
 
 
-def lane() -> DatabaseLane:
-    """This process's lane, sized by ``settings.ESTUARY["INGEST_THREADS"]``."""
-    global _lane
+def lane(name: str = "reports") -> DatabaseLane:
+    """This process's lane ``name`` (:data:`LANE_THREADS`), sized by its setting; connections
+    live ``settings.ESTUARY["INGEST_CONN_MAX_AGE_S"]`` seconds on every lane."""
     with _lane_lock:
-        if _lane is None:
-            _lane = DatabaseLane(settings.ESTUARY["INGEST_THREADS"],
-                                 settings.ESTUARY["INGEST_CONN_MAX_AGE_S"])
-        return _lane
+        if name not in _lanes:
+            _lanes[name] = DatabaseLane(settings.ESTUARY[LANE_THREADS[name]],
+                                        settings.ESTUARY["INGEST_CONN_MAX_AGE_S"],
+                                        name=f"db-lane-{name}")
+        return _lanes[name]

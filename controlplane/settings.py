@@ -211,6 +211,10 @@ ESTUARY = {
                              minimum=1, maximum=32),
     "INGEST_CONN_MAX_AGE_S": envint("ESTUARY_INGEST_CONN_MAX_AGE_S", 600, minimum=1,
                                     maximum=86400),
+    # Owners' reads of experiment and run lists and details (the dashboard polls them) run on
+    # a lane of their own with this many threads per process, connections persisting likewise
+    # (INGEST_CONN_MAX_AGE_S): no new connection per GET, and never queued behind reports.
+    "READ_THREADS": envint("ESTUARY_READ_THREADS", 4, minimum=1, maximum=32),
     # Limits the agents share (ml.wire): one definition for both ends of the wire.
     "MAX_POINTS_PER_BATCH": wire.MAX_POINTS_PER_BATCH,
     "MAX_LOG_LINES_PER_BATCH": wire.MAX_LOG_LINES_PER_BATCH,

@@ -43,8 +43,8 @@ def test_it_has_the_services_with_healthchecks(compose):
     assert {"redis", "postgres", "migrate", "web", "worker", "beat", "bootstrap"} <= set(services)
     for name in ("redis", "postgres", "web"):
         assert services[name]["healthcheck"]["test"], name
-    assert "daphne" in services["web"]["command"]
-    assert "controlplane.asgi:application" in services["web"]["command"]
+    assert services["web"]["command"][:3] == ["python", "-m", "controlplane.serve"]
+    assert "ESTUARY_WEB_PROCESSES" in services["web"]["environment"]  # several, one port
     assert services["worker"]["command"][:4] == ["celery", "-A", "controlplane", "worker"]
     # Beat runs as its own service, so it cannot outlive the worker (two beats = two reapers).
     assert "-B" not in services["worker"]["command"]

@@ -33,10 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--debug", action="store_true",
                     help="run Django with DEBUG on: tracebacks and URL lists are shown to anyone "
                          "who can reach the server, so only on a machine of your own")
+    up.add_argument("--web-processes", type=int, default=None,
+                    help="ASGI server processes on the port (default $ESTUARY_WEB_PROCESSES, "
+                         "else 2 on a machine with 2 cores or more)")
     commands.add_parser("test", help="run the test suite (arguments go to pytest)")
     args = parser.parse_args(argv)
     return run_stack(StackOptions(root=ROOT, data_dir=args.data_dir.resolve(), port=args.port,
-                                  host=args.host, demo=args.demo, debug=args.debug))
+                                  host=args.host, demo=args.demo, debug=args.debug,
+                                  web_processes=args.web_processes))
 
 
 if __name__ == "__main__":

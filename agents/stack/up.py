@@ -1,8 +1,10 @@
 """``./estuary up``: the whole stack on this machine, a demo experiment, and Ctrl-C to stop it.
 
 Steps: Redis (``REDIS_URL``, or our own on a free port with data in ``<data>/redis``), migrate,
-collectstatic, the demo user, the ASGI server (daphne), the control plane's Celery worker and its
-beat (two processes, so a beat never outlives its worker), an enrolment token, three agents (two
+collectstatic, the demo user, the ASGI server (daphne in ``ESTUARY_WEB_PROCESSES`` processes on
+one port, :mod:`controlplane.serve`: 2 on a machine with 2 cores or more), the control plane's
+Celery worker and its beat (two processes, so a beat never outlives its worker), an enrolment
+token, three agents (two
 Jetsons and an A6000 server), then the demo experiments through the REST API: a short
 distributed one (splitfed vs fedavg, each role on its own agent: the A6000 coordinates, the
 Jetsons train) and the emulated one (the whole testbed emulated on the A6000's agent). Each child logs to
@@ -58,6 +60,15 @@ class StackOptions:
     debug: bool = False  # DEBUG on: tracebacks and URL lists to anyone who asks; local only
     #: (device name, profile) of the local agents to start (bench scripts start fewer)
     agents: tuple[tuple[str, str], ...] = tuple(DEMO_AGENTS)
+    #: ASGI server processes on the one port (None: ESTUARY_WEB_PROCESSES, else
+    #: :func:`default_web_processes`)
+    web_processes: int | None = None
+
+
+def default_web_processes() -> int:
+    """Server processes when nothing says otherwise: 2 where there are 2 cores or more (one
+    daphne runs its Python on one core at a time: issue #20), else 1."""
+    return min(2, os.cpu_count() or 1)
 
 
 def say(message: str) -> None:
@@ -79,6 +90,9 @@ class Stack:
         # Plain HTTP on this machine: HTTPS-only settings would lock the browser out. Behind a
         # TLS proxy, set ESTUARY_SECURE=1 (and ESTUARY_BEHIND_PROXY=1) in the environment.
         self.env.setdefault("ESTUARY_SECURE", "0")
+        if options.web_processes is not None:
+            self.env["ESTUARY_WEB_PROCESSES"] = str(options.web_processes)
+        self.env.setdefault("ESTUARY_WEB_PROCESSES", str(default_web_processes()))
         if "ALLOWED_HOSTS" not in self.env and options.host not in ("0.0.0.0", "::"):
             self.env["ALLOWED_HOSTS"] = ",".join(
                 dict.fromkeys(["localhost", "127.0.0.1", "[::1]", options.host]))
@@ -109,9 +123,11 @@ class Stack:
                                                      str(self.data_dir)], log_stdout=False))
         self.api = UserApi(self.server, user["api_token"])
 
-        say(f"starting the ASGI server on {self.server}")
-        self._spawn("web", ["-m", "daphne", "-b", self.options.host, "-p", str(self.options.port),
-                            "controlplane.asgi:application"])
+        say(f"starting the ASGI server on {self.server} "
+            f"({self.env['ESTUARY_WEB_PROCESSES']} processes)")
+        # controlplane.serve reads (and validates) ESTUARY_WEB_PROCESSES.
+        self._spawn("web", ["-m", "controlplane.serve", "--host", self.options.host,
+                            "--port", str(self.options.port)])
         # The reaper touches <data>/reaper.mark (settings ESTUARY["REAPER_MARK"]) every run: a
         # worker alive but silent for 6 runs (at least a minute) is restarted.
         interval_s = float(self.env.get("ESTUARY_HEARTBEAT_INTERVAL_S", "10"))

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.auth import IsDevice, IsOwner
+from controlplane.conditional import ConditionalGetMixin
 from controlplane.experiments import actions
 from controlplane.errors import Conflict
 from controlplane.experiments.models import (
@@ -124,13 +125,17 @@ def listed_jobs(lookup: str) -> Prefetch:
 
 
 @extend_schema_view(list=extend_schema(parameters=[ExperimentQuerySerializer]))
-class ExperimentViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ExperimentViewSet(ConditionalGetMixin, FilteredListMixin, mixins.RetrieveModelMixin,
+                        viewsets.GenericViewSet):
     """The user's experiments; creating one validates it and dispatches its jobs."""
 
     serializer_class = ExperimentSerializer
     query_serializer_class = ExperimentQuerySerializer
     lookup_value_converter = "uuid"
     permission_classes = [IsOwner]
+    #: Reads (the dashboard polls the list) keep their connections (controlplane.db_lane).
+    persistent_db_methods = frozenset({"GET"})
+    db_lane = "reads"
 
     def get_queryset(self):
         return (experiments_for(self.request.user).select_related("rerun_of")
@@ -211,13 +216,16 @@ class RunQuerySerializer(ListQuerySerializer):
 
 
 @extend_schema_view(list=extend_schema(parameters=[RunQuerySerializer]))
-class RunViewSet(FilteredListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class RunViewSet(ConditionalGetMixin, FilteredListMixin, mixins.RetrieveModelMixin,
+                 viewsets.GenericViewSet):
     """The user's runs (``?experiment=``, ``?state=``, ``?method=``, ``?name=`` narrow them)."""
 
     serializer_class = RunSerializer
     query_serializer_class = RunQuerySerializer
     lookup_value_converter = "uuid"
     permission_classes = [IsOwner]
+    persistent_db_methods = frozenset({"GET"})
+    db_lane = "reads"
 
     def get_queryset(self):
         return (runs_for(self.request.user).select_related("experiment")

@@ -89,6 +89,7 @@ class TestSettings:
         ({"ESTUARY_BROKER_USER_PREFIX": "two words"}, "ESTUARY_BROKER_USER_PREFIX"),
         ({"ESTUARY_INGEST_THREADS": "0"}, "ESTUARY_INGEST_THREADS"),
         ({"ESTUARY_INGEST_CONN_MAX_AGE_S": "forever"}, "ESTUARY_INGEST_CONN_MAX_AGE_S"),
+        ({"ESTUARY_READ_THREADS": "0"}, "ESTUARY_READ_THREADS"),
     ])
     def test_it_refuses_to_start_with_a_bad_value(self, tmp_path, env, message):
         result = run_python("import django; django.setup()", tmp_path, **env)
