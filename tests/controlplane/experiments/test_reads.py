@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 import requests
+from django.conf import settings
 from django.db import connection
-from django.test import RequestFactory
 
 from controlplane.asgi_http import _lane_of
 from controlplane.experiments import actions
@@ -26,8 +26,7 @@ pytestmark = pytest.mark.django_db
     ("GET", "/api/v1/devices/", None),
 ])
 def test_reads_go_to_their_own_lane_and_writes_to_none(method, path, lane):
-    request = RequestFactory().generic(method, path)
-    assert _lane_of(request) == lane
+    assert _lane_of({"type": "http", "method": method, "path": path}) == lane
 
 
 @pytest.mark.django_db(transaction=True)
@@ -48,10 +47,11 @@ def test_reads_through_daphne_answer_as_in_process_and_keep_their_connection(
         return  # a backend to count needs PostgreSQL (the lane itself: test_lane.py)
     from tests.controlplane.metrics.test_lane import lane_backends
 
-    kept = lane_backends()
-    for _ in range(5):
+    for _ in range(12):
         assert http.get(f"{asgi_server}/api/v1/experiments/", timeout=30).status_code == 200
-    assert kept and lane_backends() <= kept  # no new backend per GET
+    # No new backend per GET: at most one per lane thread (a GET may reach a second thread
+    # while the first is still returning to the pool).
+    assert 1 <= len(lane_backends()) <= settings.ESTUARY["READ_THREADS"] < 12
 
 
 def get(client, url: str, etag: str | None = None):
