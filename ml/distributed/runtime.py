@@ -25,7 +25,7 @@ import collections
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ml.distributed import messages
 from ml.distributed.errors import PeerLost, ProtocolError, RemoteError
@@ -60,6 +60,19 @@ class Future:
 
     def result(self) -> Any:
         raise NotImplementedError
+
+
+def results(futures: list[Future]) -> Iterator[Any]:
+    """The results of ``futures`` in order, each future dropped from the list (which ends
+    empty) before its result is handed out.
+
+    A future keeps its value; a list of answered futures would hold every worker's reply (one
+    model per client in FedAvg) until the round ends. Consumed this way, a coordinator holds
+    one reply at a time.
+    """
+    futures.reverse()
+    while futures:
+        yield futures.pop().result()
 
 
 # -- emulated ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ml.algorithms.federated_learning.config import FedAvgConfig
 from ml.distributed.messages import wire_type
-from ml.distributed.runtime import RoleProgram, Runtime
+from ml.distributed.runtime import RoleProgram, Runtime, results
 from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, TrainResult, WeightedAverage,
                    Worker, build_federation, evaluate, get_weights, participants_count,
                    sample_clients, set_weights, work_per_sample)
@@ -88,8 +88,7 @@ def coordinate(config: FedAvgConfig, context: FedAvgContext, runtime: Runtime,
                                 reply_kind="model") for i in selected]
         average = WeightedAverage()
         loss_sum = samples = 0.0
-        for i, fit in zip(selected, fits):
-            result = fit.result()
+        for i, result in zip(selected, results(fits)):
             testbed.compute(devices[i], result.samples * flops_per_sample)
             testbed.transfer(devices[i], server, message_bytes, "model")
             average.add(result.weights, result.num_samples)
