@@ -1,8 +1,9 @@
 """Federated-learning workers, Flower style: the coordinator calls small methods.
 
 - :class:`Worker` trains a full model on its shard (``fit(weights, epochs)``, Flower's client
-  ``fit``). In-process workers take turns on one shared :class:`LocalTrainer` (one model object
-  whose weights are swapped in), so memory does not grow with the number of workers.
+  ``fit``). In-process workers take turns on a shared :class:`LocalTrainer` (one model object
+  whose weights are swapped in), one per thread that trains (:class:`TrainerPool`), so memory
+  does not grow with the number of workers.
 
 Split learning's worker and server live with their family (``ml.algorithms.split_learning``).
 
@@ -11,6 +12,8 @@ the usual FedAvg implementations.
 """
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -77,16 +80,45 @@ class LocalTrainer:
         self.optimizer.state.clear()
 
 
+class TrainerPool:
+    """The local trainers of one process's workers: one per thread that trains, so workers can
+    train at once on several threads (``client_threads``) without sharing a model.
+
+    The thread that built the pool trains on ``model`` itself; any other thread on its own copy,
+    made the first time it trains. Each worker loads its weights before training, so which
+    trainer it gets changes nothing in its result.
+    """
+
+    def __init__(self, model: nn.Module, sgd: SGDSettings):
+        self.model = model
+        self.sgd = sgd
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def get(self) -> LocalTrainer:
+        """This thread's trainer."""
+        trainer = getattr(self._local, "trainer", None)
+        if trainer is None:
+            if threading.get_ident() == self._owner:
+                model = self.model
+            else:
+                with self._lock:
+                    model = copy.deepcopy(self.model)
+            trainer = self._local.trainer = LocalTrainer(model, self.sgd)
+        return trainer
+
+
 class Worker:
     """A FedAvg client on an emulated device, training the full model on its shard."""
 
     def __init__(self, index: int, device: EmulatedDevice, data: TrainData, stream: BatchStream,
-                 trainer: LocalTrainer):
+                 trainers: TrainerPool):
         self.index = index
         self.device = device
         self.data = data
         self.stream = stream
-        self.trainer = trainer
+        self.trainers = trainers
 
     @property
     def name(self) -> str:
@@ -98,7 +130,7 @@ class Worker:
 
     def fit(self, weights: Weights, epochs: int) -> TrainResult:
         """Start from ``weights``, run ``epochs`` local epochs of SGD, return the new weights."""
-        trainer = self.trainer
+        trainer = self.trainers.get()
         trainer.load(weights)
         trainer.model.train()
         loss_sum = torch.zeros((), device=self.data.x.device)

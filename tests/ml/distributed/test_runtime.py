@@ -38,3 +38,49 @@ def test_results_hand_out_replies_in_order_and_keep_none_of_them():
     assert seen == [0, 1, 2, 3, 4]
     assert futures == []
     assert [o.calls for o in objects] == [1] * 5
+
+
+class Counted:
+    """Workers that count replies made, and remember the order they ran in."""
+
+    made = 0
+    order: list = []
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def fit(self, round_: int) -> Reply:
+        Counted.made += 1
+        Counted.order.append((round_, self.index))
+        return Reply(self.index)
+
+
+def test_client_threads_run_calls_in_order_and_compute_few_replies_ahead():
+    Counted.made, Counted.order = 0, []
+    runtime = EmulatedRuntime([Counted(i) for i in range(50)], threads=2)
+    try:
+        for round_ in range(2):
+            futures = [w.call("fit", round_) for w in runtime.workers]
+            taken = []
+            for reply in results(futures):
+                taken.append(reply.index)
+                # at most 2 x threads replies wait for the coordinator, plus one in hand
+                assert Counted.made - len(taken) - 50 * round_ <= 4
+            assert taken == list(range(50))
+            runtime.flush()
+    finally:
+        runtime.close()
+    assert sorted(Counted.order) == [(r, i) for r in range(2) for i in range(50)]
+    # every call of round 0 ran before any of round 1 (the coordinator waited for them)
+    assert [r for r, _ in Counted.order] == [0] * 50 + [1] * 50
+
+
+def test_client_threads_run_one_workers_calls_one_after_the_other():
+    Counted.made, Counted.order = 0, []
+    runtime = EmulatedRuntime([Counted(0), Counted(1)], threads=3)
+    try:
+        futures = [runtime.workers[0].call("fit", k) for k in range(6)]
+        assert futures[-1].result().index == 0
+        assert [k for k, _ in Counted.order] == list(range(6))
+    finally:
+        runtime.close()
