@@ -157,10 +157,16 @@ class _ClientThreads:
         """``call``'s value (its exception raised here), once every call before it started."""
         while call.task is None:
             self._submit_next()
+        task = call.task
         try:
-            return call.task.result()
+            return task.result()
         finally:
+            # Nothing here may keep the reply once it is handed out (a task holds its value).
+            call.task = None
             self.outstanding.discard(call)
+            worker = call._worker.index
+            if self.last.get(worker) is task:
+                del self.last[worker]
             self._top_up()
 
     def flush(self) -> None:

@@ -2,6 +2,8 @@
 import gc
 import weakref
 
+import pytest
+
 from ml.distributed.runtime import EmulatedRuntime, results
 
 
@@ -22,11 +24,13 @@ class Echo:
         return Reply(self.index)
 
 
-def test_results_hand_out_replies_in_order_and_keep_none_of_them():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_results_hand_out_replies_in_order_and_keep_none_of_them(threads):
     objects = [Echo(i) for i in range(5)]
-    runtime = EmulatedRuntime(objects)
+    runtime = EmulatedRuntime(objects, threads=threads)
     futures = [w.call("fit") for w in runtime.workers]
-    assert sum(o.calls for o in objects) == 0  # nothing runs before it is needed
+    if threads == 1:
+        assert sum(o.calls for o in objects) == 0  # nothing runs before it is needed
     seen, refs = [], []
     for reply in results(futures):
         seen.append(reply.index)
@@ -38,6 +42,7 @@ def test_results_hand_out_replies_in_order_and_keep_none_of_them():
     assert seen == [0, 1, 2, 3, 4]
     assert futures == []
     assert [o.calls for o in objects] == [1] * 5
+    runtime.close()
 
 
 class Counted:
