@@ -11,7 +11,11 @@ The workload, identical on both sides:
   fresh each round; all clients every round; weighted averaging; test accuracy after the last
   round, evaluated once on the server side.
 
-Estuary runs as ``python -m ml run fedavg`` (its emulated runtime, one process); Flower as
+Estuary runs as ``python -m ml run fedavg`` (its emulated runtime, one process), once per
+``--client-threads`` value: 1 trains the clients one after the other, 2 (this machine's cores)
+on two threads, each with its own model copy (``client_threads``: the same curves bit for bit).
+``--baseline DIR`` adds the run of another Estuary checkout (e.g. the commit before a change), so
+a before/after pair runs back to back. Flower runs as
 ``run_simulation`` with its Ray backend (one CPU per client actor), in its own virtual
 environment ``var/bench/flower-venv`` that this script creates from
 ``bench/requirements-flower.txt`` (pinned flwr[simulation], and torch at the project's version,
@@ -20,9 +24,12 @@ two intra-op threads per process made every step three times slower.
 
 Measured for each whole process tree (sampled every 0.2 s with psutil): wall time, CPU time
 (user + system over every process of the tree, Ray's included) and peak resident memory (the
-sum over the tree); and the final test accuracy each side reports.
+sum over the tree); and the final test accuracy each side reports. A Flower run still going
+after ``--flower-timeout`` seconds is stopped: its wall time and ratio print as lower bounds
+("> ..."). The load average before each run is printed with it (the machine is shared).
 
     python bench/vs_flower.py [--quick] [--clients 10 100 1000] [--rounds N]
+        [--client-threads 1 2] [--flower-timeout S] [--baseline DIR]
 """
 from __future__ import annotations
 
@@ -94,17 +101,36 @@ def write_data(path: Path, client_counts: list[int]) -> None:
     np.savez(path, **arrays)
 
 
-def measure(command: list[str], env: dict[str, str]) -> dict:
-    """Run ``command``; its wall time, the CPU time and peak RSS of its whole process tree."""
+def load_average() -> float:
+    """The 1-minute load average now."""
+    return os.getloadavg()[0]
+
+
+def measure(command: list[str], env: dict[str, str], cwd: Path = ROOT,
+            timeout_s: float | None = None) -> dict:
+    """Run ``command``; its wall time, the CPU time and peak RSS of its whole process tree.
+    Past ``timeout_s`` the tree is killed and ``timed_out`` is set (the wall time is then the
+    limit: a lower bound)."""
     import psutil
 
+    load = load_average()
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     root = psutil.Process(process.pid)
     cpu: dict[int, float] = {}
     peak = 0
     while process.poll() is None:
+        if timeout_s is not None and time.perf_counter() - started > timeout_s:
+            tree = [root, *root.children(recursive=True)]
+            for member in tree:
+                try:
+                    member.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            process.wait()
+            return {"wall_s": timeout_s, "cpu_s": sum(cpu.values()), "peak_mib": peak / 2**20,
+                    "timed_out": True, "load": load}
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
@@ -123,25 +149,38 @@ def measure(command: list[str], env: dict[str, str]) -> dict:
     wall = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"{command[:4]} failed ({process.returncode}): {err[-3000:]}")
-    return {"wall_s": wall, "cpu_s": sum(cpu.values()), "peak_mib": peak / 2**20}
+    return {"wall_s": wall, "cpu_s": sum(cpu.values()), "peak_mib": peak / 2**20,
+            "timed_out": False, "load": load}
 
 
-def run_estuary(clients: int, rounds: int, env: dict[str, str], out: Path) -> dict:
+def run_estuary(clients: int, rounds: int, env: dict[str, str], out: Path, threads: int = 1,
+                root: Path = ROOT) -> dict:
+    """Estuary's fedavg from the checkout at ``root`` (``client_threads`` only when > 1, so an
+    older checkout without the knob runs too)."""
     config = {**SETTINGS, "workers": clients, "rounds": rounds, "eval_every": rounds}
+    if threads > 1:
+        config["client_threads"] = threads
     command = [sys.executable, "-m", "ml", "run", "fedavg", "--quiet", "--out", str(out)]
     for key, value in config.items():
         command += ["--set", f"{key}={value}"]
-    figures = measure(command, env)
+    figures = measure(command, {**env, "PYTHONPATH": str(root)}, cwd=root)
     result = json.loads(out.read_text())["result"]
     return {**figures, "accuracy": result["final"]["accuracy"]}
 
 
 def run_flower(python: Path, data: Path, clients: int, rounds: int, env: dict[str, str],
-               out: Path) -> dict:
+               out: Path, timeout_s: float | None) -> dict:
     command = [str(python), str(ROOT / "bench" / "flower_fedavg.py"), str(data), str(clients),
                str(rounds), str(out)]
-    figures = measure(command, env)
-    return {**figures, "accuracy": json.loads(out.read_text())["accuracy"]}
+    figures = measure(command, env, timeout_s=timeout_s)
+    accuracy = None if figures["timed_out"] else json.loads(out.read_text())["accuracy"]
+    return {**figures, "accuracy": accuracy}
+
+
+def ratio(flower: dict, estuary: dict, key: str) -> str:
+    """Flower / Estuary; a lower bound ("> ...") when Flower was stopped."""
+    value = f"{flower[key] / estuary[key]:.2f}x"
+    return f"> {value}" if flower["timed_out"] else value
 
 
 def main() -> int:
@@ -149,6 +188,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="10 and 100 clients, 2 rounds")
     parser.add_argument("--clients", type=int, nargs="+", help="client counts")
     parser.add_argument("--rounds", type=int, help="rounds (default 3; 2 with --quick)")
+    parser.add_argument("--client-threads", type=int, nargs="+", default=[1, 2],
+                        help="Estuary's client_threads, one run each (default 1 and 2)")
+    parser.add_argument("--flower-timeout", type=float, default=900.0,
+                        help="seconds before a Flower run is stopped (default 900)")
+    parser.add_argument("--baseline", type=Path,
+                        help="another Estuary checkout, run as an extra row (before/after)")
     args = parser.parse_args()
     counts = args.clients or ([10, 100] if args.quick else [10, 100, 1000])
     rounds = args.rounds or (2 if args.quick else 3)
@@ -160,22 +205,36 @@ def main() -> int:
         data = Path(tmp) / "mnist-5000.npz"
         write_data(data, counts)
         for clients in counts:
-            estuary = run_estuary(clients, rounds, env, Path(tmp) / f"estuary-{clients}.json")
-            log(f"estuary {clients} clients: {estuary}")
+            estuaries = []
+            if args.baseline is not None:
+                estuaries.append((f"Estuary before ({args.baseline.name})", run_estuary(
+                    clients, rounds, env, Path(tmp) / f"base-{clients}.json", root=args.baseline)))
+            for threads in args.client_threads:
+                name = "Estuary" + (f", {threads} client threads" if threads > 1 else "")
+                estuaries.append((name, run_estuary(clients, rounds, env,
+                                                    Path(tmp) / f"estuary-{clients}.json",
+                                                    threads)))
+            for name, figures in estuaries:
+                log(f"{name}, {clients} clients: {figures}")
             flower = run_flower(python, data, clients, rounds, env,
-                                Path(tmp) / f"flower-{clients}.json")
+                                Path(tmp) / f"flower-{clients}.json", args.flower_timeout)
             log(f"flower {clients} clients: {flower}")
-            for name, figures in (("Estuary", estuary), ("Flower 1.42 (Ray)", flower)):
-                rows.append((clients, name, f"{figures['wall_s']:.1f}", f"{figures['cpu_s']:.1f}",
-                             f"{figures['peak_mib']:,.0f}", f"{figures['accuracy']:.3f}"))
-            rows.append((clients, "Flower / Estuary", f"{flower['wall_s'] / estuary['wall_s']:.2f}x",
-                         f"{flower['cpu_s'] / estuary['cpu_s']:.2f}x",
-                         f"{flower['peak_mib'] / estuary['peak_mib']:.2f}x", ""))
+            for name, figures in (*estuaries, ("Flower 1.42 (Ray)", flower)):
+                wall = f"{figures['wall_s']:.1f}"
+                rows.append((clients, name, f"> {wall}" if figures["timed_out"] else wall,
+                             f"{figures['cpu_s']:.1f}", f"{figures['peak_mib']:,.0f}",
+                             "-" if figures["accuracy"] is None else f"{figures['accuracy']:.3f}",
+                             f"{figures['load']:.1f}"))
+            for name, estuary in estuaries:
+                rows.append((clients, f"Flower / {name}", ratio(flower, estuary, "wall_s"),
+                             ratio(flower, estuary, "cpu_s"),
+                             f"{flower['peak_mib'] / estuary['peak_mib']:.2f}x", "", ""))
     mode = "quick" if args.quick else "full"
     print(f"\nFedAvg, MNIST-5000 (400/100 per class), cnn-small, {rounds} rounds, all clients "
           f"every round, 1 local epoch, lr 0.05, momentum 0.9, batch 32 ({mode}; whole process "
           f"trees, OMP_NUM_THREADS=1, {os.cpu_count()} CPUs)")
-    print(format_table(("clients", "framework", "wall s", "CPU s", "peak MiB", "accuracy"), rows))
+    print(format_table(("clients", "framework", "wall s", "CPU s", "peak MiB", "accuracy",
+                        "load"), rows))
     return 0
 
 

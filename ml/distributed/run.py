@@ -30,8 +30,12 @@ def run_emulated(program: RoleProgram, config, reporter: Reporter) -> dict:
         count = program.workers(config)
         if program.connect is not None:
             program.connect(context, local_links(count))
-        runtime = EmulatedRuntime([program.worker(context, w) for w in range(count)])
-        return program.coordinate(config, context, runtime, reporter)
+        runtime = EmulatedRuntime([program.worker(context, w) for w in range(count)],
+                                  threads=program.threads(config))
+        try:
+            return program.coordinate(config, context, runtime, reporter)
+        finally:
+            runtime.close()
 
 
 def run_role(method: str, config: dict, placement: list[Slot], rank: int,

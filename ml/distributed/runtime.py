@@ -12,7 +12,9 @@ testbed), ``worker`` builds the object of one virtual worker (e.g. ``ml.fl.Worke
 
 The :class:`EmulatedRuntime` runs a call in-process when its result is needed (or when a later
 call to the same worker needs it done), so memory stays that of one call at a time and the
-program charges the emulated testbed exactly as before. The :class:`DistributedRuntime` sends
+program charges the emulated testbed exactly as before; a program whose workers are independent
+may ask for client threads (``RoleProgram.threads``), which run the calls in the same order on
+several cores with the same results. The :class:`DistributedRuntime` sends
 the call to the rank hosting the worker (ml.distributed.serve runs it there) and keeps at most
 :data:`WINDOW` calls in flight per rank, so a rank hosting many virtual workers is kept busy
 without the coordinator holding one model copy per worker.
@@ -22,10 +24,11 @@ measured ``traffic_bytes/<kind>``.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ml.distributed import messages
 from ml.distributed.errors import PeerLost, ProtocolError, RemoteError
@@ -53,6 +56,9 @@ class RoleProgram:
     connect: Callable[[Any, Any], None] | None = None
     # The kind of device ("edge" or "cloud") that hosts the workers on a testbed.
     worker_kind: str = "edge"
+    # (config) -> threads the emulated runtime runs the workers' calls on; > 1 only for
+    # programs whose workers share nothing but read-only data (see _ClientThreads).
+    threads: Callable[[Any], int] = lambda config: 1
 
 
 class Future:
@@ -62,14 +68,29 @@ class Future:
         raise NotImplementedError
 
 
+def results(futures: list[Future]) -> Iterator[Any]:
+    """The results of ``futures`` in order, each future dropped from the list (which ends
+    empty) before its result is handed out.
+
+    A future keeps its value; a list of answered futures would hold every worker's reply (one
+    model per client in FedAvg) until the round ends. Consumed this way, a coordinator holds
+    one reply at a time.
+    """
+    futures.reverse()
+    while futures:
+        yield futures.pop().result()
+
+
 # -- emulated ------------------------------------------------------------------------------------
 
 class _LocalCall(Future):
-    def __init__(self, worker: "LocalWorker", fn: Callable[[], Any]):
+    def __init__(self, worker: "LocalWorker", fn: Callable[[], Any], reply: bool = True):
         self._worker = worker
-        self._fn = fn
+        self._fn: Callable[[], Any] | None = fn
+        self.reply = reply
         self._done = False
         self._value: Any = None
+        self.task: concurrent.futures.Future | None = None  # where it runs on a thread
 
     def run(self) -> None:
         if not self._done:
@@ -77,28 +98,110 @@ class _LocalCall(Future):
             self._done = True
             self._fn = None
 
+    def take(self) -> Callable[[], Any]:
+        """The call's function, handed to a thread (once)."""
+        fn, self._fn = self._fn, None
+        return fn
+
     def result(self) -> Any:
-        self._worker.drain(until=self)
+        if not self._done:
+            threads = self._worker.threads
+            if threads is None:
+                self._worker.drain(until=self)
+            else:
+                self._value = threads.wait(self)
+                self._done = True
         return self._value
 
 
-class LocalWorker:
-    """A worker object in this process, its calls run lazily and in order."""
+class _ClientThreads:
+    """Runs an emulated runtime's calls on ``count`` threads, in the order they were made; a
+    worker's calls still run one after the other. For programs whose workers share nothing
+    but read-only data (FedAvg's clients), so the results are those of running them in turn.
 
-    def __init__(self, index: int, obj: object):
+    At most ``2 * count`` replies are computed ahead of the coordinator asking for them: each
+    may be a model, and 10,000 of them must not pile up.
+    """
+
+    def __init__(self, count: int):
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            count, thread_name_prefix="estuary-client")
+        self.ahead = 2 * count
+        self.pending: collections.deque[_LocalCall] = collections.deque()
+        self.outstanding: set[_LocalCall] = set()  # submitted replies not yet asked for
+        self.last: dict[int, concurrent.futures.Future] = {}  # each worker's latest task
+
+    def add(self, call: _LocalCall) -> None:
+        self.pending.append(call)
+        self._top_up()
+
+    def _submit_next(self) -> None:
+        call = self.pending.popleft()
+        worker = call._worker.index
+        before, fn = self.last.get(worker), call.take()
+
+        def task() -> Any:
+            if before is not None:
+                concurrent.futures.wait([before])
+            return fn()
+
+        call.task = self.last[worker] = self.executor.submit(task)
+        if call.reply:
+            self.outstanding.add(call)
+
+    def _top_up(self) -> None:
+        while self.pending and len(self.outstanding) < self.ahead:
+            self._submit_next()
+
+    def wait(self, call: _LocalCall) -> Any:
+        """``call``'s value (its exception raised here), once every call before it started."""
+        while call.task is None:
+            self._submit_next()
+        task = call.task
+        try:
+            return task.result()
+        finally:
+            # Nothing here may keep the reply once it is handed out (a task holds its value).
+            call.task = None
+            self.outstanding.discard(call)
+            worker = call._worker.index
+            if self.last.get(worker) is task:
+                del self.last[worker]
+            self._top_up()
+
+    def flush(self) -> None:
+        while self.pending:
+            self._submit_next()
+        concurrent.futures.wait(list(self.last.values()))
+        self.last.clear()
+
+    def close(self) -> None:
+        self.pending.clear()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class LocalWorker:
+    """A worker object in this process, its calls run lazily and in order (on the runtime's
+    client threads, when it has them)."""
+
+    def __init__(self, index: int, obj: object, threads: _ClientThreads | None = None):
         self.index = index
         self.obj = obj
+        self.threads = threads
         self._queue: collections.deque[_LocalCall] = collections.deque()
 
     def call(self, method: str, *args: Any, kind: str | None = None,
-             reply_kind: str | None = None) -> Future:
+             reply_kind: str | None = None, reply: bool = True) -> Future:
         fn = getattr(self.obj, method)
-        future = _LocalCall(self, lambda: fn(*args))
-        self._queue.append(future)
+        future = _LocalCall(self, lambda: fn(*args), reply)
+        if self.threads is not None:
+            self.threads.add(future)
+        else:
+            self._queue.append(future)
         return future
 
     def cast(self, method: str, *args: Any, kind: str | None = None) -> None:
-        self.call(method, *args, kind=kind)
+        self.call(method, *args, kind=kind, reply=False)
 
     def drain(self, until: _LocalCall | None = None) -> None:
         while self._queue:
@@ -136,12 +239,22 @@ class EmulatedRuntime(Runtime):
 
     execution = "emulated"
 
-    def __init__(self, objects: list[object]):
-        self.workers = [LocalWorker(i, obj) for i, obj in enumerate(objects)]
+    def __init__(self, objects: list[object], threads: int = 1):
+        """``threads`` > 1 runs the calls on that many threads (see :class:`_ClientThreads`:
+        only for programs whose workers are independent); :meth:`close` stops them."""
+        self._threads = _ClientThreads(threads) if threads > 1 else None
+        self.workers = [LocalWorker(i, obj, self._threads) for i, obj in enumerate(objects)]
 
     def flush(self) -> None:
+        if self._threads is not None:
+            self._threads.flush()
         for worker in self.workers:
             worker.drain()
+
+    def close(self) -> None:
+        """Stop the client threads (waiting for a call that is running)."""
+        if self._threads is not None:
+            self._threads.close()
 
     def report_round(self, log, step, sim_round_s, train_loss, evaluation, waiting) -> None:
         self.flush()

@@ -7,11 +7,12 @@ from ml.fl.federation import Federation, build_federation, work_per_sample
 from ml.fl.reporting import RoundLog
 from ml.fl.sampling import participants_count, sample_clients
 from ml.fl.weights import WeightedAverage, Weights, get_weights, set_weights, state_tensors
-from ml.fl.workers import LocalTrainer, SGDSettings, TrainData, TrainResult, Worker, sgd_step
+from ml.fl.workers import (LocalTrainer, SGDSettings, TrainData, TrainerPool, TrainResult, Worker,
+                           sgd_step)
 
 __all__ = [
     "BatchStream", "FederatedConfig", "Federation", "LocalTrainer", "RoundLog", "SGDSettings",
-    "TrainData", "TrainResult", "WeightedAverage", "Weights",
+    "TrainData", "TrainerPool", "TrainResult", "WeightedAverage", "Weights",
     "Worker", "build_federation", "evaluate", "get_weights", "participants_count",
     "sample_clients", "set_weights", "sgd_step", "state_tensors", "work_per_sample",
 ]

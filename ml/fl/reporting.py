@@ -19,8 +19,11 @@ class RoundLog:
     def check_cancelled(self) -> None:
         check_cancelled(self.reporter)
 
-    def metric(self, name: str, step: int, value: float) -> None:
-        self.reporter.metric(name, step, value, self.testbed.now())
+    def metric(self, name: str, step: int, value: float, sim_time_s: float | None = None) -> None:
+        """Report one point at ``sim_time_s`` (default: the testbed's time now, a pass over
+        every device: give it when reporting one point per worker)."""
+        self.reporter.metric(name, step, value,
+                             self.testbed.now() if sim_time_s is None else sim_time_s)
         self.final[name] = float(value)
 
     def round(self, step: int, round_time_s: float, train_loss: float,

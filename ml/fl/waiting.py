@@ -37,6 +37,7 @@ class WaitingLedger:
         self.add({self.index[n]: s for n, s in waits.items() if n in self.index})
 
     def report(self, log, step: int) -> None:
-        log.metric("waiting_time_s", step, float(self.total_s.mean()))
-        for i, seconds in enumerate(self.total_s):
-            log.metric(f"waiting_time_s/worker-{i:02d}", step, float(seconds))
+        now = log.testbed.now()  # once, not once per worker
+        log.metric("waiting_time_s", step, float(self.total_s.mean()), now)
+        for i, seconds in enumerate(self.total_s.tolist()):
+            log.metric(f"waiting_time_s/worker-{i:02d}", step, seconds, now)

@@ -126,9 +126,13 @@ class LinkSchedule:
     without pause is one interval however many messages crossed it.
     """
 
+    #: Intervals a schedule may hold before its owner forgets the settled ones.
+    FORGET_AT = 16
+
     def __init__(self) -> None:
         self.starts: list[float] = []
         self.ends: list[float] = []
+        self.forget_at = self.FORGET_AT
 
     def reserve(self, ready_s: float, duration_s: float) -> float:
         """Occupy the link for ``duration_s`` from the first free moment at or after
@@ -179,8 +183,10 @@ class Testbed:
         self.workers = list(workers)
         self.server = server
         self.devices: list[EmulatedDevice] = []
+        seen: set[int] = set()  # by identity: 10,000 workers must not cost a quadratic scan
         for d in [*self.workers, *([server] if server is not None else []), *others]:
-            if not any(d is seen for seen in self.devices):
+            if id(d) not in seen:
+                seen.add(id(d))
                 self.devices.append(d)
         names = [d.name for d in self.devices]
         if len(set(names)) != len(names):
@@ -272,8 +278,15 @@ class Testbed:
         clock), so the link's schedule before it can be forgotten.
         """
         link = self._ingress[dst.name]
-        link.forget_before(min(d.clock_s for d in self.devices) if settled_s is None
-                           else settled_s)
+        if settled_s is not None:
+            link.forget_before(settled_s)
+        elif len(link) >= link.forget_at:
+            # The earliest clock costs a pass over every device: taken only when the schedule
+            # has doubled since the last time, so a round of N uploads stays O(N). Keeping
+            # settled intervals longer changes no arrival (reserve skips what ended before
+            # its ready time, which is never before the earliest clock).
+            link.forget_before(min(d.clock_s for d in self.devices))
+            link.forget_at = max(LinkSchedule.FORGET_AT, 2 * len(link))
         drained = link.reserve(first_bit_s, nbytes * 8 / (dst.profile.downlink_mbps * 1e6))
         arrival = max(alone_s, drained)
         self.ingress_delay_s[dst.name] += arrival - alone_s

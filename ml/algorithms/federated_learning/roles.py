@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 from ml.algorithms.federated_learning.config import FedAvgConfig
 from ml.distributed.messages import wire_type
-from ml.distributed.runtime import RoleProgram, Runtime
-from ml.fl import (Federation, LocalTrainer, RoundLog, SGDSettings, TrainResult, WeightedAverage,
+from ml.distributed.runtime import RoleProgram, Runtime, results
+from ml.fl import (Federation, RoundLog, SGDSettings, TrainerPool, TrainResult, WeightedAverage,
                    Worker, build_federation, evaluate, get_weights, participants_count,
                    sample_clients, set_weights, work_per_sample)
 from ml.fl.waiting import WaitingLedger, round_end_barrier
@@ -38,11 +38,11 @@ from ml.reporting import Reporter
 
 @dataclass
 class FedAvgContext:
-    """What every rank builds: the federation, and the rank's shared local trainer."""
+    """What every rank builds: the federation, and the rank's shared local trainers."""
 
     config: FedAvgConfig
     fed: Federation
-    trainer: LocalTrainer | None = None
+    trainers: TrainerPool | None = None
 
 
 def setup(config: FedAvgConfig, device) -> FedAvgContext:
@@ -50,13 +50,13 @@ def setup(config: FedAvgConfig, device) -> FedAvgContext:
 
 
 def make_worker(context: FedAvgContext, index: int) -> Worker:
-    """Virtual worker ``index``; the workers of one process share one LocalTrainer."""
+    """Virtual worker ``index``; the workers of one process share one TrainerPool."""
     fed, config = context.fed, context.config
-    if context.trainer is None:
-        context.trainer = LocalTrainer(fed.model, SGDSettings(config.lr, config.momentum,
+    if context.trainers is None:
+        context.trainers = TrainerPool(fed.model, SGDSettings(config.lr, config.momentum,
                                                               config.weight_decay))
     return Worker(index, fed.testbed.workers[index], fed.train, fed.stream(index),
-                  context.trainer)
+                  context.trainers)
 
 
 def coordinate(config: FedAvgConfig, context: FedAvgContext, runtime: Runtime,
@@ -88,8 +88,7 @@ def coordinate(config: FedAvgConfig, context: FedAvgContext, runtime: Runtime,
                                 reply_kind="model") for i in selected]
         average = WeightedAverage()
         loss_sum = samples = 0.0
-        for i, fit in zip(selected, fits):
-            result = fit.result()
+        for i, result in zip(selected, results(fits)):
             testbed.compute(devices[i], result.samples * flops_per_sample)
             testbed.transfer(devices[i], server, message_bytes, "model")
             average.add(result.weights, result.num_samples)
@@ -122,4 +121,4 @@ def coordinate(config: FedAvgConfig, context: FedAvgContext, runtime: Runtime,
 
 wire_type(TrainResult)  # what Worker.fit returns crosses the wire as JSON + tensors
 PROGRAM = RoleProgram(setup=setup, worker=make_worker, coordinate=coordinate,
-                      exposed=frozenset({"fit"}))
+                      exposed=frozenset({"fit"}), threads=lambda config: config.client_threads)

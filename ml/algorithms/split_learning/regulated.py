@@ -85,7 +85,7 @@ from ml.algorithms.split_learning.training import (call_merged_iteration,
                                                    call_sequential_iteration, set_learning_rate,
                                                    top_lr_factor)
 from ml.algorithms.split_learning.workers import SplitServer
-from ml.distributed.runtime import Runtime
+from ml.distributed.runtime import Runtime, results
 from ml.fl import RoundLog, SGDSettings, WeightedAverage, evaluate, get_weights, set_weights
 from ml.fl.waiting import WaitingLedger, round_end_barrier
 from ml.method_run import MethodRun
@@ -167,9 +167,9 @@ def train(config: AdaSFLConfig, context: SplitContext, runtime: Runtime, reporte
 
         average = WeightedAverage()
         bottoms = [workers[i].call("get_weights", reply_kind="model") for i in members]
-        for i, b, weights in zip(members, sizes, bottoms):
+        for i, b, weights in zip(members, sizes, results(bottoms)):
             testbed.transfer(devices[i], server_device, costs.bottom_bytes, "model")
-            average.add(weights.result(), float(b))
+            average.add(weights, float(b))
         global_bottom = average.result(global_bottom)
         round_end, idle = round_end_barrier(testbed, everyone)
         waiting.add_by_device(idle)

@@ -36,7 +36,7 @@ from ml.algorithms.split_learning.context import SplitContext
 from ml.algorithms.split_learning.sampling import BatchSizes
 from ml.algorithms.split_learning.training import LABEL_BYTES
 from ml.algorithms.split_learning.workers import SplitServer
-from ml.distributed.runtime import Runtime
+from ml.distributed.runtime import Runtime, results
 from ml.fl import (RoundLog, SGDSettings, WeightedAverage, evaluate, get_weights, set_weights,
                    work_per_sample)
 from ml.fl.sampling import participants_count, sample_clients
@@ -123,9 +123,10 @@ def coordinate(config: SplitFedConfig, context: SplitContext, runtime: Runtime,
 
         average = WeightedAverage()
         bottoms = [w.call("get_weights", reply_kind="model") for w in workers]
-        for device, n, weights in zip(devices, (num_samples[i] for i in selected), bottoms):
+        for device, n, weights in zip(devices, (num_samples[i] for i in selected),
+                                      results(bottoms)):
             testbed.transfer(device, server_device, bottom_bytes, "model")
-            average.add(weights.result(), n)
+            average.add(weights, n)
         global_bottom = average.result(global_bottom)
         round_end, idle = round_end_barrier(testbed, everyone)
         waiting.add_by_device(idle)

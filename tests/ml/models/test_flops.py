@@ -27,3 +27,35 @@ def test_bytes_are_fp32_parameters_and_tensor_sizes():
     assert model_bytes(bn, include_buffers=True) == 4 * (8 + 8 + 8 + 8 + 1)
     assert tensor_bytes(torch.zeros(3, 5)) == 60
     assert tensor_bytes(torch.zeros(3, 5, dtype=torch.float16)) == 30
+
+
+def test_the_layer_count_agrees_with_torchs_counter_on_every_model():
+    import typing
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ml.fl.config import ModelName
+    from ml.models.flops import layer_flops
+
+    counted = set()
+    for name in typing.get_args(ModelName):
+        for shape in [(1, 28, 28), (3, 32, 32)]:
+            model = build_model(name, 10, shape).eval()
+            x = torch.zeros(2, *shape)
+            with torch.no_grad():
+                ours = layer_flops(model, (x,))
+                with FlopCounterMode(display=False) as counter:
+                    model(x)
+            if ours is not None:
+                counted.add(name)
+                assert ours == counter.get_total_flops(), (name, shape)
+            bottom, _ = model.split()
+            with torch.no_grad():
+                half = layer_flops(bottom, (x,))
+                with FlopCounterMode(display=False) as counter:
+                    bottom(x)
+            assert half in (None, counter.get_total_flops()), (name, shape)
+    # the models FedAvg's benches use take the fast count (no torch._dynamo import)
+    assert {"cnn", "cnn-small", "alexnet"} <= counted
+    # a layer it does not know falls back to torch's counter
+    assert layer_flops(nn.Sequential(nn.Linear(4, 4), nn.GELU()), (torch.zeros(1, 4),)) is None

@@ -1,4 +1,6 @@
 """The emulator's time model: compute, transfers, barriers and traffic counters."""
+import dataclasses
+
 import pytest
 
 from ml.testbed import EmulatedDevice, Testbed, TrafficKey
@@ -162,3 +164,36 @@ def test_measured_compute_scales_host_time_by_relative_speed():
 def test_device_names_must_be_unique():
     with pytest.raises(ValueError, match="unique"):
         Testbed([EmulatedDevice("x", EDGE), EmulatedDevice("x", EDGE)], None)
+
+
+class ForgetsEveryTime(Testbed):
+    """The emulator as it was: every message forgets the receiver's settled intervals."""
+
+    def through_downlink(self, dst, first_bit_s, alone_s, nbytes, settled_s=None):
+        if settled_s is None:
+            settled_s = min(d.clock_s for d in self.devices)
+        return super().through_downlink(dst, first_bit_s, alone_s, nbytes, settled_s)
+
+
+def test_forgetting_settled_intervals_lazily_changes_no_arrival():
+    import random
+
+    rng = random.Random(3)
+    beds = [ForgetsEveryTime(*make_parts(40)), Testbed(*make_parts(40))]
+    arrivals = [[], []]
+    for _ in range(5):  # rounds: fan out, compute, upload, barrier
+        plan = [(w, rng.uniform(1e8, 5e9), rng.randrange(1, 4_000_000)) for w in range(40)]
+        for bed, out in zip(beds, arrivals):
+            for w, flops, nbytes in plan:
+                out.append(bed.transfer(bed.server, bed.workers[w], nbytes))
+                bed.compute(bed.workers[w], flops)
+                out.append(bed.send(bed.workers[w], bed.server, nbytes))
+            bed.barrier(bed.devices)
+    assert arrivals[0] == arrivals[1]  # exactly, not approximately
+    assert beds[1].ingress_delay_s["server"] > 0  # the uploads did queue
+
+
+def make_parts(edges):
+    # A server whose downlink (50 Mbit/s) is below the sum of the edges' uplinks: uploads queue.
+    server = EmulatedDevice("server", dataclasses.replace(CLOUD, downlink_mbps=50.0))
+    return [EmulatedDevice(f"edge-{i}", EDGE) for i in range(edges)], server

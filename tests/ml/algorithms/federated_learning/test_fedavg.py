@@ -1,4 +1,6 @@
 """FedAvg on real data (MNIST-5000, sklearn digits) and the emulated testbed."""
+import typing
+
 import pytest
 import torch
 
@@ -110,6 +112,38 @@ def test_the_same_seed_gives_identical_metrics_bit_for_bit():
 
     assert metrics(first) == metrics(second)
     assert metrics(first) != metrics(other)
+
+
+def test_clients_on_threads_give_the_sequential_metrics_bit_for_bit():
+    values = dict(dataset="digits", workers=9, clients_per_round=0.7, rounds=3, momentum=0.9,
+                  partition="dirichlet", seed=5, testbed="jetson80:server_mbps=20")
+    sequential, _ = run_fedavg(**values)
+    threaded, result = run_fedavg(**values, client_threads=3)
+
+    def metrics(reporter):
+        return [(p.name, p.step, p.value, p.sim_time_s) for p in reporter.points]
+
+    assert metrics(threaded) == metrics(sequential)
+    assert result["participants_per_round"] == 6
+
+
+def test_client_threads_with_a_dropout_model_are_refused_naming_the_field():
+    with pytest.raises(ConfigError) as info:
+        FEDAVG.parse_config({"model": "alexnet", "client_threads": 2})
+    assert list(info.value.errors) == ["client_threads"]
+    assert FEDAVG.parse_config({"model": "alexnet", "client_threads": 1}).client_threads == 1
+
+
+def test_the_dropout_models_are_those_with_dropout_layers():
+    from ml.algorithms.federated_learning.config import DROPOUT_MODELS
+    from ml.fl.config import ModelName
+
+    with_dropout = set()
+    for name in typing.get_args(ModelName):
+        model = build_model(name, 10, (3, 32, 32))
+        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+            with_dropout.add(name)
+    assert with_dropout == set(DROPOUT_MODELS)
 
 
 def test_the_long_tailed_partition_trains_on_the_exp_long_tail_only():
