@@ -2,7 +2,6 @@
 import stat
 import threading
 import time
-import sys
 
 import pytest
 
@@ -12,7 +11,7 @@ from agents.resend import resend_spool
 from agents.spool import Spool
 from agents.tracker import RunningJob
 from tests.fixtures.agents import wait_for
-from tests.fixtures.servers import free_port, start_process
+from tests.fixtures.servers import free_port, start_daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,19 +25,7 @@ def own_server(subprocess_env, tmp_path_factory):
     processes = []
 
     def start():
-        import requests
-
-        def answers(_):
-            try:
-                requests.get(f"{url}/api/v1/", timeout=2)
-                return True
-            except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
-                return False
-
-        processes.append(start_process(
-            f"daphne-{len(processes)}",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "controlplane.asgi:application"], subprocess_env, log_dir, ready=answers))
+        processes.append(start_daphne(f"daphne-{len(processes)}", port, subprocess_env, log_dir))
 
     def stop():
         processes[-1].stop()
