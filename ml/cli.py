@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser(
         "pretrain", help="pre-train (or resume) one LM size of ml.models.pretraining, cached")
     pretrain.add_argument("--size", default="medium",
-                          help="deep-tiny, hat-12, deep-small, medium or large (default medium)")
+                          help="deep-tiny, hat-12, hat-12-cpython, deep-small, medium or large "
+                               "(default medium)")
     pretrain.add_argument("--corpus", help="corpus name or UTF-8 file (default: the size's)")
     pretrain.add_argument("--steps", type=int, help="training steps (default: the size's)")
     pretrain.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")

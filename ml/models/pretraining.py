@@ -88,6 +88,9 @@ def _size(name: str, corpus: str, vocab: int, d_model: int, layers: int, heads: 
 #: The deep sizes. ``deep-tiny`` (12 blocks, ~0.2 M parameters, pydoc) is for tests and the
 #: benches' ``--quick``; ``hat-12`` is deep-tiny's shape with a 320-token context (HAT's
 #: 256-token prompts, its continuation and drafts), trained for about 4 passes over pydoc;
+#: ``hat-12-cpython`` (HAT's declaration v2) is deep-small's shape with the 320-token context,
+#: 1,000 steps of 8 windows (0.9 pass over cpython, ~7.5 CPU-minutes), so that it is better
+#: than a 2-block draft of its width trained as long (``hat-12`` was not);
 #: ``deep-small`` (12 blocks, d_model 64, BPE 2,048, ~0.87 M parameters, one block ~6% of them)
 #: is the 12-block cpython model a CPU pre-trains in about 6 CPU-minutes (0.7 pass over cpython);
 #: ``medium`` (12 blocks, ~11.6 M) and ``large`` (16 blocks, ~34 M) are
@@ -95,6 +98,7 @@ def _size(name: str, corpus: str, vocab: int, d_model: int, layers: int, heads: 
 LM_SIZES: dict[str, LMSize] = {s.name: s for s in (
     _size("deep-tiny", "pydoc", 512, 32, 12, 2, 96, 64, 200, 16, 5e-3, 20, 16),
     _size("hat-12", "pydoc", 512, 32, 12, 2, 96, 320, 300, 8, 5e-3, 30, 16),
+    _size("hat-12-cpython", "cpython", 2048, 64, 12, 4, 176, 320, 1000, 8, 3e-3, 50, 200),
     _size("deep-small", "cpython", 2048, 64, 12, 4, 176, 128, 1000, 16, 3e-3, 50, 200),
     _size("medium", "cpython", 4096, 256, 12, 4, 704, 256, 1500, 32, 1e-3, 100, 200),
     _size("large", "cpython", 4096, 384, 16, 6, 1024, 256, 2500, 32, 6e-4, 150, 200),

@@ -1,11 +1,14 @@
 """The Reproductions page: claims and verdicts from the results JSON, plots served by name, and
 each paper's headline regime accepted by the experiments API as its button sends it."""
+from pathlib import Path
+
 import pytest
 from django.test import Client
 from django.utils import timezone
 
 from controlplane.devices.models import Device
-from ml.reproduction import cocodc, fedspine, harness, hat, imbnas, report, split_fl, split_fl_v2
+from ml.reproduction import (cocodc, fedspine, harness, hat, hat_v2, imbnas, report, split_fl,
+                              split_fl_v2)
 from tests.ml.reproduction.test_harness import DECLARATION, runs
 
 
@@ -57,6 +60,23 @@ def test_the_page_leaves_out_superseded_results(owner, results, tmp_path):
 
 
 @pytest.mark.django_db
+def test_the_page_on_the_committed_results_shows_each_latest_declaration(owner, settings):
+    folder = Path(__file__).resolve().parents[2] / "docs" / "reproductions"
+    settings.ESTUARY_REPRODUCTIONS_DIR = str(folder)
+    documents = [harness.load(path) for path in sorted(folder.glob("*.json"))]
+    replaced = harness.supersessions(documents)
+    assert {"hat", "split_fl"} <= set(replaced)
+    client = Client()
+    client.force_login(owner)
+    html = client.get("/reproductions/").content.decode()
+    for document in documents:
+        key = document["declaration"]["key"]
+        assert (f'id="reproduction-{key}"' in html) == (key not in replaced), key
+    for key, by in replaced.items():
+        assert f'id="reproduction-{by["by"]}"' in html, key
+
+
+@pytest.mark.django_db
 def test_the_page_without_results_says_how_to_make_them(owner, tmp_path, settings):
     settings.ESTUARY_REPRODUCTIONS_DIR = str(tmp_path)
     client = Client()
@@ -67,6 +87,7 @@ def test_the_page_without_results_says_how_to_make_them(owner, tmp_path, setting
 @pytest.mark.django_db
 @pytest.mark.parametrize("declaration", [split_fl.DECLARATION, split_fl_v2.DECLARATION,
                                          imbnas.DECLARATION, hat.DECLARATION,
+                                         hat_v2.DECLARATION,
                                          cocodc.DECLARATION, fedspine.DECLARATION])
 def test_each_headline_launch_is_a_valid_experiment(api, owner, device_factory, declaration):
     host = device_factory(owner).device

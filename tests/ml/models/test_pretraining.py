@@ -158,4 +158,4 @@ def test_cli_pretrain_quick_trains_then_loads(tmp_path, monkeypatch, capsys):
     assert main(["pretrain", "--size", "deep-tiny", "--quick"]) == 0
     assert json.loads(capsys.readouterr().out)["cached"]
     assert main(["pretrain", "--size", "huge"]) == 2
-    assert "--size must be one of deep-tiny, hat-12, deep-small, medium, large" in capsys.readouterr().err
+    assert "--size must be one of deep-tiny, hat-12, hat-12-cpython, deep-small, medium, large" in capsys.readouterr().err

@@ -78,3 +78,32 @@ def test_describe_counts_the_pairs_whose_four_outputs_agree():
     runs += [run(a.label, 1, [[1, 2]] if a.label != "hat" else [[1, 3]]) for a in hat.ARMS]
     assert hat.describe(runs)[-1] == ("Greedy outputs identical across the four methods in 1 "
                                       "of 2 (regime, seed) pairs.")
+
+
+def test_v2_supersedes_v1_with_a_new_served_model_and_v1s_draft_budget():
+    from ml.models.pretraining import LM_SIZES
+    from ml.reproduction import hat_v2
+
+    v1, v2 = hat.DECLARATION, hat_v2.DECLARATION
+    assert v2.key != v1.key and v2.version == 2 and v1.key in v2.supersedes
+    # v1's claims, arms, seeds, headline and regimes (reordered by priority, none changed)
+    assert (v2.claims, v2.arms, v2.seeds, v2.headline) == (v1.claims, v1.arms, v1.seeds,
+                                                           v1.headline)
+    assert v2.regimes[0].key == v2.headline
+    assert sorted(v2.regimes, key=lambda r: r.key) == sorted(v1.regimes, key=lambda r: r.key)
+    served = LM_SIZES[hat_v2.LM_SIZE]
+    assert served.corpus == "cpython" and served.config.n_layers == 12
+    assert served.config.max_seq_len >= 256 + 64  # prompt + continuation and drafts
+    sd = registry.get("device-cloud-sd")
+    # SD's draft keeps the method's default budget (v1's): the page's launch, which passes SD
+    # only HAT's keys, then trains the declared draft
+    assert hat_v2.FULL_V2["draft_steps"] == sd.config.model_fields["draft_steps"].default == 300
+    assert "draft_steps" not in v2.launch["config"]
+    for regime in v2.regimes:
+        values = {k: v for k, v in hat.run_config(regime, hat_v2.FULL_V2, 0).items()
+                  if k in sd.config.model_fields}
+        parsed = sd.parse_config(values)
+        assert (parsed.lm_size, parsed.draft_steps, parsed.draft_layers) == \
+            (hat_v2.LM_SIZE, hat_v2.DRAFT_STEPS, 2)
+    config = registry.get("hat").parse_config(v2.launch["config"])
+    assert config.lm_size == hat_v2.LM_SIZE and config.workers == 10
