@@ -149,7 +149,8 @@ class TestPages:
         assert response.status_code == 302
         assert response["Location"] == f"/compare/?runs={split.id},{fed.id}"
 
-    @pytest.mark.parametrize("runs", ["not-a-uuid", ",".join(str(uuid.uuid4()) for _ in range(21))])
+    @pytest.mark.parametrize("runs", ["not-a-uuid", ",".join(str(uuid.uuid4()) for _ in range(21))],
+                             ids=["not-a-uuid", "21-runs"])  # the same ids on every xdist worker
     def test_it_refuses_a_bad_run_list(self, owner, runs):
         response = logged_in(owner).get(f"/compare/?runs={runs}")
         assert response.status_code == 400

@@ -1,7 +1,6 @@
 """Owners' reads of experiments and runs (issue #20): served on the database lane ``reads``
 (connections persist across GETs), and answered 304 when the body a poll would get is the one
 it already has, never when anything in it changed, by a write or by time alone."""
-import uuid
 
 import pytest
 import requests
@@ -13,16 +12,17 @@ from controlplane.experiments import actions
 from controlplane.experiments.models import Experiment, Job
 
 pytestmark = pytest.mark.django_db
+SOME_ID = "0431f91a-ad20-4535-bc3f-0fee3ec112e4"  # fixed: test ids must match on every xdist worker
 
 
 @pytest.mark.parametrize("method, path, lane", [
     ("GET", "/api/v1/experiments/", "reads"),
-    ("GET", f"/api/v1/experiments/{uuid.uuid4()}/", "reads"),
+    ("GET", f"/api/v1/experiments/{SOME_ID}/", "reads"),
     ("GET", "/api/v1/runs/", "reads"),
-    ("GET", f"/api/v1/runs/{uuid.uuid4()}/", "reads"),
+    ("GET", f"/api/v1/runs/{SOME_ID}/", "reads"),
     ("POST", "/api/v1/experiments/", None),
-    ("POST", f"/api/v1/experiments/{uuid.uuid4()}/cancel/", None),
-    ("POST", f"/api/v1/runs/{uuid.uuid4()}/metrics/", "reports"),
+    ("POST", f"/api/v1/experiments/{SOME_ID}/cancel/", None),
+    ("POST", f"/api/v1/runs/{SOME_ID}/metrics/", "reports"),
     ("GET", "/api/v1/devices/", None),
 ])
 def test_reads_go_to_their_own_lane_and_writes_to_none(method, path, lane):
