@@ -182,3 +182,20 @@ def test_split_fl_v2_is_a_new_declaration_with_the_fixes():
     workers = {r.key: r.settings.get("workers", split_fl.BASE["workers"]) for r in v2.regimes}
     assert all(budgets[k] == split_fl_v2.budget_for(workers[k]) for k in budgets)
     assert (budgets["workers-40"], budgets["workers-80"]) == (40.0, 80.0)
+
+
+def run_in_which_process(regime, arm, seed, context):
+    """A module-level run (spawned processes import it) that records its process id."""
+    import os
+    return {"regime": regime.key, "arm": arm.label, "seed": seed,
+            "metrics": {"pid": os.getpid()}, "wall_s": 0.0}
+
+
+def test_parallel_runs_each_get_a_fresh_process_and_keep_the_job_order():
+    jobs = harness.plan_jobs(DECLARATION, ["easy"], [0, 1])
+    records = harness.run_all(DECLARATION, run_in_which_process, jobs, {}, processes=2,
+                              log=lambda line: None)
+    assert [(r["regime"], r["arm"], r["seed"]) for r in records] == [
+        (regime.key, arm.label, seed) for regime, arm, seed in jobs]
+    pids = [r["metrics"]["pid"] for r in records]
+    assert len(set(pids)) == len(jobs)  # no process ran two jobs
