@@ -182,3 +182,33 @@ def test_split_fl_v2_is_a_new_declaration_with_the_fixes():
     workers = {r.key: r.settings.get("workers", split_fl.BASE["workers"]) for r in v2.regimes}
     assert all(budgets[k] == split_fl_v2.budget_for(workers[k]) for k in budgets)
     assert (budgets["workers-40"], budgets["workers-80"]) == (40.0, 80.0)
+
+
+def test_split_fl_v2_regimes_extends_v2_with_v1s_other_regimes_under_its_rules():
+    from ml.reproduction import split_fl, split_fl_v2, split_fl_v2_regimes
+
+    v1, v2, more = (split_fl.DECLARATION, split_fl_v2.DECLARATION,
+                    split_fl_v2_regimes.DECLARATION)
+    assert more.key not in (v1.key, v2.key) and v2.key in more.extends and not more.supersedes
+    assert (more.claims, more.arms, more.seeds) == (v2.claims, v2.arms, v2.seeds)
+    assert {k: v for k, v in more.target.items() if k != "budget_rule"} == \
+        {k: v for k, v in v2.target.items() if k != "budget_rule"}
+    declared = {r.key for r in v1.regimes} - {r.key for r in v2.regimes} - {"cifar10-resnet"}
+    assert {r.key for r in more.regimes} == declared
+    budgets = {r.key: r.settings.get("budget_s", more.target["budget_s"]) for r in more.regimes}
+    assert budgets == {"link-50": 40.0, "link-1000": 12.0, "dirichlet": 20.0,
+                       "equal-participation": 20.0, "label-pattern": 20.0, "patho-1": 20.0}
+    for regime in more.regimes:  # only the budget differs from v1's regime
+        old = {k: v for k, v in v1.regime(regime.key).settings.items() if k != "budget_s"}
+        assert {k: v for k, v in regime.settings.items() if k != "budget_s"} == old
+    assert "equal-participation regime" in more.setting and "merged top step at lr" in \
+        more.setting
+
+
+def test_a_declaration_cannot_extend_what_it_supersedes():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="extends"):
+        replace(DECLARATION, key="toy_more", extends={"toy_v2": "x"}, supersedes={"toy_v2": "y"})
+    with pytest.raises(ValueError, match="extends"):
+        replace(DECLARATION, extends={"toy": "itself"})
