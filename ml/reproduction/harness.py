@@ -218,3 +218,11 @@ def supersessions(documents: Iterable[dict]) -> dict[str, dict]:
         for key, why in (decl.get("supersedes") or {}).items():
             replaced[key] = {"by": decl["key"], "version": decl.get("version", 1), "why": why}
     return replaced
+
+
+def extensions(documents: Iterable[dict]) -> dict[str, dict]:
+    """Results keys that declare more regimes under another's rules: key -> ``{"of", "why"}``
+    (``of``: the extended declaration's key). Files older than ``extends`` have none."""
+    return {document["declaration"]["key"]: {"of": base, "why": why}
+            for document in documents
+            for base, why in (document["declaration"].get("extends") or {}).items()}

@@ -5,7 +5,8 @@ from django.test import Client
 from django.utils import timezone
 
 from controlplane.devices.models import Device
-from ml.reproduction import cocodc, fedspine, harness, hat, imbnas, report, split_fl, split_fl_v2
+from ml.reproduction import (cocodc, fedspine, harness, hat, imbnas, report, split_fl,
+                              split_fl_v2)
 from tests.ml.reproduction.test_harness import DECLARATION, runs
 
 
@@ -54,6 +55,24 @@ def test_the_page_leaves_out_superseded_results(owner, results, tmp_path):
     html = client.get("/reproductions/").content.decode()
     assert 'id="reproduction-toy_v2"' in html and "Toy paper again" in html
     assert 'id="reproduction-toy"' not in html and "toy-effects.png" not in html
+
+
+@pytest.mark.django_db
+def test_an_extension_follows_the_declaration_it_extends(owner, results, tmp_path):
+    from dataclasses import replace
+
+    more = replace(DECLARATION, key="toy_more", paper="Toy paper, more regimes", launch={},
+                   extends={"toy": "two more regimes"})
+    harness.save(harness.results_document(more, runs(), mode="full", wall_s=1.0),
+                 tmp_path / "a_toy_more.json")  # sorts first by name
+    client = Client()
+    client.force_login(owner)
+    html = client.get("/reproductions/").content.decode()
+    base, extension = html.index('id="reproduction-toy"'), html.index('id="reproduction-toy_more"')
+    assert base < extension
+    card = html[extension:]
+    assert "More regimes under the rules of <code>toy</code>" in card
+    assert "First regime (hard regime)" in card and 'data-key="toy_more"' not in card
 
 
 @pytest.mark.django_db

@@ -212,3 +212,32 @@ def test_a_declaration_cannot_extend_what_it_supersedes():
         replace(DECLARATION, key="toy_more", extends={"toy_v2": "x"}, supersedes={"toy_v2": "y"})
     with pytest.raises(ValueError, match="extends"):
         replace(DECLARATION, extends={"toy": "itself"})
+
+
+def test_an_extending_declaration_follows_the_one_it_extends(tmp_path):
+    """More regimes under v2's rules: their section right after v2's, before v1 (superseded)."""
+    from dataclasses import replace
+
+    def save(declaration, stem):
+        harness.save(harness.results_document(declaration, runs(), mode="full", wall_s=1.0),
+                     tmp_path / f"{stem}.json")
+
+    save(DECLARATION, "toy")
+    save(replace(DECLARATION, key="toy_v2", version=2, supersedes={"toy": "it collapsed."}),
+         "toy_v2")
+    save(replace(DECLARATION, key="toy_v2_regimes", version=2,
+                 extends={"toy_v2": "two more regimes."}), "toy_v2_regimes")
+    save(replace(DECLARATION, key="toy_v2_a", paper="Other paper"), "toy_v2_a")  # sorts between
+    markdown = report.write_markdown(tmp_path, tmp_path / "reproductions.md").read_text()
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert headings == ["## Toy paper, declaration v2 (arXiv 0000.00000)",
+                        "## Toy paper, declaration v2, more regimes (arXiv 0000.00000)",
+                        "## Toy paper, declaration v1 (superseded) (arXiv 0000.00000)",
+                        "## Other paper (arXiv 0000.00000)"]
+    assert "**Extends** `toy_v2` (the section before this one) with more regimes under its " \
+           "rules" in markdown and "two more regimes." in markdown
+    assert "(`toy_v2`, above, followed by `toy_v2_regimes`, which extends it): it collapsed." \
+        in markdown
+    assert "first regime (hard regime): **reversed**" in markdown
+    assert harness.extensions([harness.load(tmp_path / "toy_v2_regimes.json")]) == \
+        {"toy_v2_regimes": {"of": "toy_v2", "why": "two more regimes."}}
