@@ -145,8 +145,10 @@ def evaluate(declaration: Declaration, runs: list[dict]) -> dict:
         regimes[key] = {"claims": claims}
     summary = {}
     for claim in declaration.claims:
-        verdicts = {key: regimes[key]["claims"][claim.key]["verdict"] for key in ran}
-        closest = min(ran, key=lambda k: (ORDER.index(verdicts[k]),
+        # a regime stopped before any pair of this claim's arms has no verdict for it
+        verdicts = {key: regimes[key]["claims"][claim.key]["verdict"] for key in ran
+                    if any(row["n"] for row in regimes[key]["claims"][claim.key]["comparisons"])}
+        closest = min(verdicts, key=lambda k: (ORDER.index(verdicts[k]),
                                           -_closeness(regimes[k]["claims"][claim.key])),
                       default=None)
         summary[claim.key] = {

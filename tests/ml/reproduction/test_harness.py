@@ -241,3 +241,12 @@ def test_an_extending_declaration_follows_the_one_it_extends(tmp_path):
     assert "first regime (hard regime): **reversed**" in markdown
     assert harness.extensions([harness.load(tmp_path / "toy_v2_regimes.json")]) == \
         {"toy_v2_regimes": {"of": "toy_v2", "why": "two more regimes."}}
+
+
+def test_a_regime_without_pairs_is_never_the_closest():
+    """A sweep stopped after one arm's run in a regime: that regime gives no claim a verdict."""
+    stopped = runs() + [record("zzz", "a", 0, 0.99, 1.0)]
+    declaration = Declaration(**{**DECLARATION.__dict__, "regimes": (
+        *DECLARATION.regimes, Regime("zzz", "stopped regime"))})
+    summary = harness.evaluate(declaration, stopped)["claims"]["speed"]
+    assert "zzz" not in summary["verdicts"] and summary["closest_regime"] == "easy"
