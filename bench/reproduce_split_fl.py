@@ -10,13 +10,16 @@ Mbit/s; an earlier cut; CIFAR-10 with a ResNet when ``--data-root`` holds it).
 
     python bench/reproduce_split_fl.py [--quick] [--regimes KEY ...] [--seeds N ...]
                                        [--jobs N] [--resume] [--data-root FOLDER]
-                                       [--declaration v1|v2]
+                                       [--declaration v1|v2|v2-regimes]
 
 ``--declaration`` (default v2, :mod:`ml.reproduction.split_fl_v2`): v2 re-runs the headline,
 early-cut, 40- and 80-worker regimes with seeds 20-24, MergeSFL's and ParallelSFL's merged top
 steps at lr (the authors' rule) and a budget of 1 s of emulated time per worker, into
-docs/reproductions/split_fl_v2.json; v1 (:mod:`ml.reproduction.split_fl`, superseded, kept for
-``--resume`` of its results) is described below.
+docs/reproductions/split_fl_v2.json. ``v2-regimes`` (:mod:`ml.reproduction.split_fl_v2_regimes`)
+runs v1's six other regimes (50 Mbit/s and 1 Gbit/s links, Dirichlet, equal participation,
+label-pattern, pathological 1 class) under v2's rules, into split_fl_v2_regimes.json. v1
+(:mod:`ml.reproduction.split_fl`, superseded, kept for ``--resume`` of its results) is
+described below.
 
 ``--quick``: the headline regime with ``cnn-small``, seeds 0 and 1, a 5 s budget and target
 0.3, two runs at once (about a minute on this shared 2-core machine), into var/reproductions/;
@@ -42,10 +45,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.reproduction import split_fl, split_fl_v2  # noqa: E402
+from ml.reproduction import split_fl, split_fl_v2, split_fl_v2_regimes  # noqa: E402
 from ml.reproduction.bench import parser, run_bench  # noqa: E402
 
-DECLARATIONS = {"v1": split_fl.DECLARATION, "v2": split_fl_v2.DECLARATION}
+DECLARATIONS = {"v1": split_fl.DECLARATION, "v2": split_fl_v2.DECLARATION,
+                "v2-regimes": split_fl_v2_regimes.DECLARATION}
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 JSON that ``bench/reproduce_<paper>.py`` writes (``docs/reproductions/<key>.json``), and the
 headline regime of each as an experiment to launch (through the experiments API, in the page's
 module). Results a newer declaration supersedes are left out (docs/reproductions.md keeps them,
-marked).
+marked); a declaration that extends another (more regimes under its rules) follows it, marked.
 
 The folder is ``settings.ESTUARY_REPRODUCTIONS_DIR`` when set, else the checkout's
 ``docs/reproductions``. Plots are served from it by name (only ``*.png`` names listed in a
@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET
 
 from controlplane.devices.queries import devices_for
 from frontend.page_urls import experiment_url_template
-from ml.reproduction.harness import supersessions
+from ml.reproduction.harness import extensions, supersessions
 from ml.testbed.presets import PRESETS
 
 PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.png$")
@@ -70,6 +70,8 @@ def _paper(document: dict) -> dict:
         "setting": decl["setting"], "mode": document["mode"], "finished": document["finished"],
         "runs": len(document["runs"]), "wall_min": round(document["wall_s"] / 60),
         "headline": labels.get(decl["headline"], decl["headline"]),
+        # more regimes under another declaration's rules: its "headline" is its first regime
+        "extends": sorted(decl.get("extends") or {}),
         "regimes_run": [labels.get(k, k) for k in document["evaluation"]["regimes"]],
         "claims": claims,
         "plots": [reverse("frontend:reproduction-plot", args=[name])
@@ -78,12 +80,27 @@ def _paper(document: dict) -> dict:
     }
 
 
+def _extensions_after_base(documents: list[dict]) -> list[dict]:
+    """``documents`` in their order, except that each extension follows the one it extends."""
+    keys = {d["declaration"]["key"] for d in documents}
+    extending = {k: e["of"] for k, e in extensions(documents).items() if e["of"] in keys}
+    ordered = []
+    for document in documents:
+        key = document["declaration"]["key"]
+        if key in extending:
+            continue
+        ordered.append(document)
+        ordered += [d for d in documents if extending.get(d["declaration"]["key"]) == key]
+    return ordered
+
+
 @login_required
 @require_GET
 def reproductions(request: HttpRequest) -> HttpResponse:
     documents = _documents()
     replaced = supersessions(documents)  # a newer declaration's verdicts are the latest
-    papers = [_paper(d) for d in documents if d["declaration"]["key"] not in replaced]
+    papers = [_paper(d) for d in _extensions_after_base(
+        [d for d in documents if d["declaration"]["key"] not in replaced])]
     url_template, placeholder = experiment_url_template()
     return render(request, "frontend/reproductions.html", {
         "section": "reproductions",

@@ -87,6 +87,10 @@ class Declaration:
     #: and names the results it replaces (their file stems) with why; those stay, marked.
     version: int = 1
     supersedes: dict[str, str] = field(default_factory=dict)
+    #: More regimes under an earlier declaration's rules (whose file stays unedited): the
+    #: extended results' file stem -> what is shared and what is added. The docs place this
+    #: section right after that one.
+    extends: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         labels = {a.label for a in self.arms}
@@ -105,6 +109,8 @@ class Declaration:
             raise ValueError(f"headline regime {self.headline!r} is not declared")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
+        if self.key in self.extends or set(self.extends) & set(self.supersedes):
+            raise ValueError("a declaration extends other, unsuperseded declarations")
 
     def regime(self, key: str) -> Regime:
         return next(r for r in self.regimes if r.key == key)

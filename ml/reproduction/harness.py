@@ -148,8 +148,10 @@ def evaluate(declaration: Declaration, runs: list[dict]) -> dict:
         regimes[key] = {"claims": claims}
     summary = {}
     for claim in declaration.claims:
-        verdicts = {key: regimes[key]["claims"][claim.key]["verdict"] for key in ran}
-        closest = min(ran, key=lambda k: (ORDER.index(verdicts[k]),
+        # a regime stopped before any pair of this claim's arms has no verdict for it
+        verdicts = {key: regimes[key]["claims"][claim.key]["verdict"] for key in ran
+                    if any(row["n"] for row in regimes[key]["claims"][claim.key]["comparisons"])}
+        closest = min(verdicts, key=lambda k: (ORDER.index(verdicts[k]),
                                           -_closeness(regimes[k]["claims"][claim.key])),
                       default=None)
         summary[claim.key] = {
@@ -221,3 +223,11 @@ def supersessions(documents: Iterable[dict]) -> dict[str, dict]:
         for key, why in (decl.get("supersedes") or {}).items():
             replaced[key] = {"by": decl["key"], "version": decl.get("version", 1), "why": why}
     return replaced
+
+
+def extensions(documents: Iterable[dict]) -> dict[str, dict]:
+    """Results keys that declare more regimes under another's rules: key -> ``{"of", "why"}``
+    (``of``: the extended declaration's key). Files older than ``extends`` have none."""
+    return {document["declaration"]["key"]: {"of": base, "why": why}
+            for document in documents
+            for base, why in (document["declaration"].get("extends") or {}).items()}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.reproduction.harness import default_results_dir, load, supersessions
+from ml.reproduction.harness import default_results_dir, extensions, load, supersessions
 
 
 def _num(value, digits: int = 3) -> str:
@@ -283,22 +283,35 @@ the target within the budget counts with the budget as its time (a lower bound, 
 PLOT_KEYS = ("time_axis", "report_metrics", "value_axis", "value_scale", "lower_is_better")
 
 
-def markdown_section(document: dict, superseded: dict | None = None) -> str:
+def markdown_section(document: dict, superseded: dict | None = None,
+                     successor_extended_by: tuple[str, ...] = ()) -> str:
     """One paper's section of docs/reproductions.md; ``superseded`` (from
-    :func:`~ml.reproduction.harness.supersessions`) marks results a later declaration replaces."""
+    :func:`~ml.reproduction.harness.supersessions`) marks results a later declaration replaces,
+    and ``successor_extended_by`` names the declarations that extend that later one (their
+    sections stand between it and this one)."""
     from ml.cli import format_table
     decl = document["declaration"]
     ev = document["evaluation"]
     labels = {r["key"]: r["label"] for r in decl["regimes"]}
     version = decl.get("version", 1)
+    extends = decl.get("extends") or {}
     title = f"{decl['paper']}, declaration v{version}" if version > 1 or superseded \
         else decl["paper"]
+    if extends:
+        title += ", more regimes"
     lines = [f"## {title}{' (superseded)' if superseded else ''} (arXiv {decl['arxiv']})", ""]
     if superseded:
+        where = ("the section before this one" if not successor_extended_by else
+                 "above, followed by "
+                 + ", ".join(f"`{k}`" for k in successor_extended_by) + ", which extends it")
         lines += [f"**Superseded** by declaration v{superseded['version']} "
-                  f"(`{superseded['by']}`, the section before this one): {superseded['why']} "
+                  f"(`{superseded['by']}`, {where}): {superseded['why']} "
                   f"Kept as it ran; where both declare a regime, the later one's verdicts are "
                   f"the current ones.", ""]
+    for base, why in extends.items():
+        lines += [f"**Extends** `{base}` (the section before this one) with more regimes under "
+                  f"its rules, in a declaration of its own (a declaration is never edited "
+                  f"after its runs): {why}", ""]
     if decl.get("supersedes"):
         lines += ["Supersedes " + "; ".join(f"`{k}`" for k in decl["supersedes"])
                   + " (named in this declaration before its runs; that section follows, marked).", ""]
@@ -325,7 +338,9 @@ def markdown_section(document: dict, superseded: dict | None = None) -> str:
     for claim in decl["claims"]:
         summary = ev["claims"].get(claim["key"], {})
         closest = summary.get("closest_regime")
-        lines.append(f"- `{claim['key']}`: {claim['text']} — headline regime "
+        # an extension's "headline" is only its first regime; the paper's is the base's
+        first = "first regime" if extends else "headline regime"
+        lines.append(f"- `{claim['key']}`: {claim['text']} — {first} "
                      f"({labels[decl['headline']]}): **{summary.get('headline_verdict') or 'not run'}**"
                      + (f"; closest regime: {labels[closest]}, **{summary['closest_verdict']}**."
                         if closest else "."))
@@ -458,16 +473,26 @@ def _settings(settings: dict) -> str:
 
 def write_markdown(folder: Path, out: Path) -> Path:
     """docs/reproductions.md from every ``*.json`` results file in ``folder``, in name order,
-    except that superseded results follow the declaration that replaces them."""
+    except that a declaration that extends another follows it, and superseded results follow
+    the declaration that replaces them (after its extensions)."""
     documents = {p.stem: load(p) for p in sorted(folder.glob("*.json"))}
     replaced = supersessions(documents.values())
+    extending = {k: e for k, e in extensions(documents.values()).items()
+                 if e["of"] in documents and k not in replaced}
+    extended_by = {base: tuple(k for k, e in extending.items() if e["of"] == base)
+                   for base in documents}
     order = []
     for key in documents:
-        if key in replaced and replaced[key]["by"] in documents:
-            continue  # placed after its successor
+        if key in replaced and replaced[key]["by"] in documents or key in extending:
+            continue  # placed after its successor, or after the declaration it extends
         order.append(key)
-        order += [old for old, s in replaced.items() if s["by"] == key and old in documents]
-    sections = [markdown_section(documents[k], replaced.get(k)) for k in order]
+        order += extended_by[key]
+        for old, s in replaced.items():
+            if s["by"] == key and old in documents:
+                order += [old, *extended_by[old]]
+    sections = [markdown_section(documents[k], replaced.get(k),
+                                 extended_by.get(replaced[k]["by"], ()) if k in replaced else ())
+                for k in order]
     out.write_text(HEADER + "\n" + "\n".join(sections))
     return out
 

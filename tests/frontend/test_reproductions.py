@@ -7,7 +7,11 @@ from django.test import Client
 from django.utils import timezone
 
 from controlplane.devices.models import Device
+<<<<<<< HEAD
 from ml.reproduction import (cocodc, fedspine, harness, hat, hat_v2, imbnas, report, split_fl,
+=======
+from ml.reproduction import (cocodc, fedspine, harness, hat, imbnas, report, split_fl,
+>>>>>>> h5
                               split_fl_v2)
 from tests.ml.reproduction.test_harness import DECLARATION, runs
 
@@ -60,6 +64,7 @@ def test_the_page_leaves_out_superseded_results(owner, results, tmp_path):
 
 
 @pytest.mark.django_db
+<<<<<<< HEAD
 def test_the_page_on_the_committed_results_shows_each_latest_declaration(owner, settings):
     folder = Path(__file__).resolve().parents[2] / "docs" / "reproductions"
     settings.ESTUARY_REPRODUCTIONS_DIR = str(folder)
@@ -74,6 +79,23 @@ def test_the_page_on_the_committed_results_shows_each_latest_declaration(owner, 
         assert (f'id="reproduction-{key}"' in html) == (key not in replaced), key
     for key, by in replaced.items():
         assert f'id="reproduction-{by["by"]}"' in html, key
+=======
+def test_an_extension_follows_the_declaration_it_extends(owner, results, tmp_path):
+    from dataclasses import replace
+
+    more = replace(DECLARATION, key="toy_more", paper="Toy paper, more regimes", launch={},
+                   extends={"toy": "two more regimes"})
+    harness.save(harness.results_document(more, runs(), mode="full", wall_s=1.0),
+                 tmp_path / "a_toy_more.json")  # sorts first by name
+    client = Client()
+    client.force_login(owner)
+    html = client.get("/reproductions/").content.decode()
+    base, extension = html.index('id="reproduction-toy"'), html.index('id="reproduction-toy_more"')
+    assert base < extension
+    card = html[extension:]
+    assert "More regimes under the rules of <code>toy</code>" in card
+    assert "First regime (hard regime)" in card and 'data-key="toy_more"' not in card
+>>>>>>> h5
 
 
 @pytest.mark.django_db

@@ -184,6 +184,74 @@ def test_split_fl_v2_is_a_new_declaration_with_the_fixes():
     assert (budgets["workers-40"], budgets["workers-80"]) == (40.0, 80.0)
 
 
+def test_split_fl_v2_regimes_extends_v2_with_v1s_other_regimes_under_its_rules():
+    from ml.reproduction import split_fl, split_fl_v2, split_fl_v2_regimes
+
+    v1, v2, more = (split_fl.DECLARATION, split_fl_v2.DECLARATION,
+                    split_fl_v2_regimes.DECLARATION)
+    assert more.key not in (v1.key, v2.key) and v2.key in more.extends and not more.supersedes
+    assert (more.claims, more.arms, more.seeds) == (v2.claims, v2.arms, v2.seeds)
+    assert {k: v for k, v in more.target.items() if k != "budget_rule"} == \
+        {k: v for k, v in v2.target.items() if k != "budget_rule"}
+    declared = {r.key for r in v1.regimes} - {r.key for r in v2.regimes} - {"cifar10-resnet"}
+    assert {r.key for r in more.regimes} == declared
+    budgets = {r.key: r.settings.get("budget_s", more.target["budget_s"]) for r in more.regimes}
+    assert budgets == {"link-50": 40.0, "link-1000": 12.0, "dirichlet": 20.0,
+                       "equal-participation": 20.0, "label-pattern": 20.0, "patho-1": 20.0}
+    for regime in more.regimes:  # only the budget differs from v1's regime
+        old = {k: v for k, v in v1.regime(regime.key).settings.items() if k != "budget_s"}
+        assert {k: v for k, v in regime.settings.items() if k != "budget_s"} == old
+    assert "equal-participation regime" in more.setting and "merged top step at lr" in \
+        more.setting
+
+
+def test_a_declaration_cannot_extend_what_it_supersedes():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="extends"):
+        replace(DECLARATION, key="toy_more", extends={"toy_v2": "x"}, supersedes={"toy_v2": "y"})
+    with pytest.raises(ValueError, match="extends"):
+        replace(DECLARATION, extends={"toy": "itself"})
+
+
+def test_an_extending_declaration_follows_the_one_it_extends(tmp_path):
+    """More regimes under v2's rules: their section right after v2's, before v1 (superseded)."""
+    from dataclasses import replace
+
+    def save(declaration, stem):
+        harness.save(harness.results_document(declaration, runs(), mode="full", wall_s=1.0),
+                     tmp_path / f"{stem}.json")
+
+    save(DECLARATION, "toy")
+    save(replace(DECLARATION, key="toy_v2", version=2, supersedes={"toy": "it collapsed."}),
+         "toy_v2")
+    save(replace(DECLARATION, key="toy_v2_regimes", version=2,
+                 extends={"toy_v2": "two more regimes."}), "toy_v2_regimes")
+    save(replace(DECLARATION, key="toy_v2_a", paper="Other paper"), "toy_v2_a")  # sorts between
+    markdown = report.write_markdown(tmp_path, tmp_path / "reproductions.md").read_text()
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert headings == ["## Toy paper, declaration v2 (arXiv 0000.00000)",
+                        "## Toy paper, declaration v2, more regimes (arXiv 0000.00000)",
+                        "## Toy paper, declaration v1 (superseded) (arXiv 0000.00000)",
+                        "## Other paper (arXiv 0000.00000)"]
+    assert "**Extends** `toy_v2` (the section before this one) with more regimes under its " \
+           "rules" in markdown and "two more regimes." in markdown
+    assert "(`toy_v2`, above, followed by `toy_v2_regimes`, which extends it): it collapsed." \
+        in markdown
+    assert "first regime (hard regime): **reversed**" in markdown
+    assert harness.extensions([harness.load(tmp_path / "toy_v2_regimes.json")]) == \
+        {"toy_v2_regimes": {"of": "toy_v2", "why": "two more regimes."}}
+
+
+def test_a_regime_without_pairs_is_never_the_closest():
+    """A sweep stopped after one arm's run in a regime: that regime gives no claim a verdict."""
+    stopped = runs() + [record("zzz", "a", 0, 0.99, 1.0)]
+    declaration = Declaration(**{**DECLARATION.__dict__, "regimes": (
+        *DECLARATION.regimes, Regime("zzz", "stopped regime"))})
+    summary = harness.evaluate(declaration, stopped)["claims"]["speed"]
+    assert "zzz" not in summary["verdicts"] and summary["closest_regime"] == "easy"
+
+
 def run_in_which_process(regime, arm, seed, context):
     """A module-level run (spawned processes import it) that records its process id."""
     import os
