@@ -11,6 +11,9 @@ from controlplane.devices.models import ServerUptime, offline_cutoff
 from controlplane.devices.uptime import mark_accepting
 
 
+pytestmark = pytest.mark.usefixtures("no_server_marks")
+
+
 def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
 

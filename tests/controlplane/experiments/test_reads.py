@@ -59,7 +59,8 @@ def get(client, url: str, etag: str | None = None):
 
 
 def test_an_unchanged_run_is_a_304_and_any_change_a_fresh_200(api, owner, device_factory,
-                                                                experiment_factory, settings):
+                                                                experiment_factory, settings,
+                                                                no_server_marks):
     client = api(owner)
     host = device_factory(owner).device
     experiment_factory(owner, host, preset="local-3")
