@@ -7,11 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from controlplane.devices.models import Device
-<<<<<<< HEAD
 from ml.reproduction import (cocodc, fedspine, harness, hat, hat_v2, imbnas, report, split_fl,
-=======
-from ml.reproduction import (cocodc, fedspine, harness, hat, imbnas, report, split_fl,
->>>>>>> h5
                               split_fl_v2)
 from tests.ml.reproduction.test_harness import DECLARATION, runs
 
@@ -64,7 +60,6 @@ def test_the_page_leaves_out_superseded_results(owner, results, tmp_path):
 
 
 @pytest.mark.django_db
-<<<<<<< HEAD
 def test_the_page_on_the_committed_results_shows_each_latest_declaration(owner, settings):
     folder = Path(__file__).resolve().parents[2] / "docs" / "reproductions"
     settings.ESTUARY_REPRODUCTIONS_DIR = str(folder)
@@ -79,7 +74,9 @@ def test_the_page_on_the_committed_results_shows_each_latest_declaration(owner, 
         assert (f'id="reproduction-{key}"' in html) == (key not in replaced), key
     for key, by in replaced.items():
         assert f'id="reproduction-{by["by"]}"' in html, key
-=======
+
+
+@pytest.mark.django_db
 def test_an_extension_follows_the_declaration_it_extends(owner, results, tmp_path):
     from dataclasses import replace
 
@@ -95,7 +92,6 @@ def test_an_extension_follows_the_declaration_it_extends(owner, results, tmp_pat
     card = html[extension:]
     assert "More regimes under the rules of <code>toy</code>" in card
     assert "First regime (hard regime)" in card and 'data-key="toy_more"' not in card
->>>>>>> h5
 
 
 @pytest.mark.django_db
