@@ -55,10 +55,18 @@ class FilteredListMixin(mixins.ListModelMixin):
     query_serializer_class: type[ListQuerySerializer]
 
     def list(self, request: Request, *args, **kwargs) -> Response:
+        query = self.list_query(request)
+        page = self.paginate_queryset(self.filtered_queryset(query))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def list_query(self, request: Request) -> ListQuerySerializer:
+        """The request's query, validated (a 400 naming the parameter otherwise)."""
         query = self.query_serializer_class(data=request.query_params)
         query.is_valid(raise_exception=True)
+        return query
+
+    def filtered_queryset(self, query: ListQuerySerializer) -> QuerySet:
+        """The view's queryset narrowed by ``query``'s filters."""
         filters = {key: value for key, value in query.validated_data.items()
                    if key not in ("page", "page_size")}
-        queryset = query.apply(self.get_queryset(), filters)
-        page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return query.apply(self.get_queryset(), filters)

@@ -170,3 +170,28 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.id} ({self.state})"
+
+
+class ReadChange(models.Model):
+    """One committed write that the list caches must see (controlplane.experiments.reads).
+
+    Rows are appended by database triggers on experiments, runs, jobs and devices (migration
+    0005), so every writer counts — views, Celery tasks, the reaper, the admin, raw SQL — and a
+    row becomes visible exactly when its write commits. Appending takes no lock another writer
+    waits on (a counter row would: every write transaction would hold it until its commit).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+
+
+class ReadChangeFold(models.Model):
+    """The one row that :class:`ReadChange` rows are folded into: ``folded`` counts the rows
+    deleted so far, so ``folded + count(ReadChange)`` only ever grows. ``epoch`` is drawn anew
+    whenever the row is created: a database emptied and refilled (a test flush) never repeats
+    an earlier version."""
+
+    ROW = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=ROW)
+    epoch = models.UUIDField(default=uuid.uuid4)
+    folded = models.BigIntegerField(default=0)

@@ -21,8 +21,8 @@ from rest_framework.views import APIView
 
 from controlplane.auth import IsDevice, IsOwner
 from controlplane.conditional import ConditionalGetMixin
-from controlplane.experiments import actions
 from controlplane.errors import Conflict
+from controlplane.experiments import actions
 from controlplane.experiments.models import (
     FINISHED_STATES,
     Execution,
@@ -32,6 +32,7 @@ from controlplane.experiments.models import (
     Run,
 )
 from controlplane.experiments.queries import experiments_for, jobs_for_device, runs_for
+from controlplane.experiments.reads import CachedListMixin, PageCache
 from controlplane.experiments.results import ResultsCSVRenderer, final_values
 from controlplane.experiments.serializers import (
     CancelResultSerializer,
@@ -44,7 +45,7 @@ from controlplane.experiments.serializers import (
 from controlplane.fields import JSONObjectField, StrictSerializer
 from controlplane.metrics.exports import StepsCSVRenderer, step_rows
 from controlplane.metrics.models import MetricPoint
-from controlplane.pagination import FilteredListMixin, ListQuerySerializer
+from controlplane.pagination import ListQuerySerializer
 from controlplane.schema import CONFLICT, error_response
 from ml import registry
 
@@ -125,7 +126,7 @@ def listed_jobs(lookup: str) -> Prefetch:
 
 
 @extend_schema_view(list=extend_schema(parameters=[ExperimentQuerySerializer]))
-class ExperimentViewSet(ConditionalGetMixin, FilteredListMixin, mixins.RetrieveModelMixin,
+class ExperimentViewSet(ConditionalGetMixin, CachedListMixin, mixins.RetrieveModelMixin,
                         viewsets.GenericViewSet):
     """The user's experiments; creating one validates it and dispatches its jobs."""
 
@@ -136,6 +137,15 @@ class ExperimentViewSet(ConditionalGetMixin, FilteredListMixin, mixins.RetrieveM
     #: Reads (the dashboard polls the list) keep their connections (controlplane.db_lane).
     persistent_db_methods = frozenset({"GET"})
     db_lane = "reads"
+    page_cache = PageCache()
+
+    def cache_key(self, request: Request, query: dict[str, Any]):
+        if query.get("ordering", "").lstrip("-") == "duration":
+            return None  # the running ones' order changes with time
+        return super().cache_key(request, query)
+
+    def running_since(self, experiment: Experiment):
+        return experiment.created if experiment.finished_at is None else None
 
     def get_queryset(self):
         return (experiments_for(self.request.user).select_related("rerun_of")
@@ -216,7 +226,7 @@ class RunQuerySerializer(ListQuerySerializer):
 
 
 @extend_schema_view(list=extend_schema(parameters=[RunQuerySerializer]))
-class RunViewSet(ConditionalGetMixin, FilteredListMixin, mixins.RetrieveModelMixin,
+class RunViewSet(ConditionalGetMixin, CachedListMixin, mixins.RetrieveModelMixin,
                  viewsets.GenericViewSet):
     """The user's runs (``?experiment=``, ``?state=``, ``?method=``, ``?name=`` narrow them)."""
 
@@ -226,6 +236,7 @@ class RunViewSet(ConditionalGetMixin, FilteredListMixin, mixins.RetrieveModelMix
     permission_classes = [IsOwner]
     persistent_db_methods = frozenset({"GET"})
     db_lane = "reads"
+    page_cache = PageCache()
 
     def get_queryset(self):
         return (runs_for(self.request.user).select_related("experiment")
