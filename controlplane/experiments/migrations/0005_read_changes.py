@@ -6,7 +6,9 @@ of ``listed_at`` alone (every heartbeat of a device running jobs writes it; list
 it); of a device, a change of its name or its agent's worker state, or its deletion (a
 heartbeat's ``last_seen`` is time-dependent state the caches check for themselves). A column
 added later to Job must be added to ``JOB_COLUMNS`` by a migration that recreates the trigger
-(tests/controlplane/experiments/test_reads.py fails until it is).
+(tests/controlplane/experiments/test_reads.py fails until it is). On SQLite, Django rebuilds a
+table for most schema changes, which drops its triggers: a later migration that alters one of
+these four tables must run ``create_triggers`` again (the same test fails until it does).
 """
 import uuid
 
@@ -33,10 +35,11 @@ TRIGGERS = [
 
 
 def create_triggers(apps, schema_editor):
+    """Create the triggers (those that exist are kept or replaced: safe to run again)."""
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
         schema_editor.execute(
-            "CREATE FUNCTION estuary_reads_changed() RETURNS trigger LANGUAGE plpgsql AS "
+            "CREATE OR REPLACE FUNCTION estuary_reads_changed() RETURNS trigger LANGUAGE plpgsql AS "
             f"$$ BEGIN {CHANGE}; RETURN NULL; END $$")
     for name, table, event, *condition in TRIGGERS:
         if vendor == "postgresql":
@@ -44,12 +47,12 @@ def create_triggers(apps, schema_editor):
             level = "ROW" if condition else "STATEMENT"
             when = f" WHEN ({condition[0]})" if condition else ""
             schema_editor.execute(
-                f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH {level}{when} "
+                f"CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} FOR EACH {level}{when} "
                 "EXECUTE FUNCTION estuary_reads_changed()")
         elif vendor == "sqlite":
             when = f" WHEN {condition[0].replace('IS DISTINCT FROM', 'IS NOT')}" if condition else ""
             schema_editor.execute(
-                f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW{when} "
+                f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {table} FOR EACH ROW{when} "
                 f"BEGIN {SQLITE_CHANGE}; END")
         else:
             raise ImproperlyConfigured(f"No list-cache triggers for the {vendor} database: "
