@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.reproduction.harness import (default_results_dir, extensions, load, mode_text,
-                                     supersessions)
+from ml.reproduction.harness import default_results_dir, extensions, load, mode_text, supersessions
 
 
 def _num(value, digits: int = 3) -> str:
@@ -180,8 +179,8 @@ LOG_TICK_SETS = (((1, 2, 3, 4, 5, 6, 7, 8, 9), 1), ((1, 2, 5), 1), ((1, 3), 1), 
 def log_ticks(low: float, high: float, pixels: float, spacing_px: float) -> list[float]:
     """Tick values for a log axis from ``low`` to ``high`` (both > 0) drawn ``pixels`` long,
     no two closer than ``spacing_px``: the densest of :data:`LOG_TICK_SETS` that keeps them
-    apart; where that leaves fewer than three (a range within a decade or so), evenly spaced
-    values if they give more (1.1, 1.2, 1.3 rather than 1 alone)."""
+    apart, or evenly spaced values where those give more (a range within a decade or so:
+    0.8, 1, 1.2, 1.4 rather than 0.8, 0.9, 1)."""
     from matplotlib.ticker import MaxNLocator
 
     per_decade = pixels / math.log10(high / low)
@@ -199,8 +198,6 @@ def log_ticks(low: float, high: float, pixels: float, spacing_px: float) -> list
         if values and apart(values):
             best = values
             break
-    if len(best) >= 3:
-        return best
     for bins in range(max(1, int(pixels // spacing_px)), 0, -1):
         even = [float(v) for v in MaxNLocator(bins, steps=[1, 2, 2.5, 5, 10]).tick_values(
             low, high) if low <= v <= high and v > 0]
@@ -412,7 +409,8 @@ def markdown_section(document: dict, superseded: dict | None = None,
     if decl.get("supersedes"):
         lines += ["Supersedes " + "; ".join(f"`{k}`" for k in decl["supersedes"])
                   + " (named in this declaration before its runs; that section follows, marked).", ""]
-    lines += [f"Mode: **{mode_text(document)}**; seeds {', '.join(map(str, decl['seeds']))}; "
+    lines += [f"Mode: **{mode_text(document)}**; "
+              f"seeds {', '.join(map(str, decl['seeds']))}; "
               f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
               f"{document['machine']}; finished {document['finished']}.", ""]
     lines += _provenance(document)
@@ -604,8 +602,18 @@ def main() -> None:
     parser.add_argument("--plots", action="store_true",
                         help="also redraw every results file's plots (e.g. after a sweep was "
                              "stopped before it drew them)")
+    parser.add_argument("--effects", action="store_true",
+                        help="also redraw the effect plot each results file lists (e.g. after "
+                             "a change to how it is drawn), leaving the results files as "
+                             "they are")
     args = parser.parse_args()
     folder = default_results_dir()
+    if args.effects:
+        for path in sorted(folder.glob("*.json")):
+            document = load(path)
+            name = f"{document['declaration']['key']}-effects.png"
+            if name in document.get("plots", []):
+                plot_effects(document, folder / name)
     if args.plots:
         for path in sorted(folder.glob("*.json")):
             document = load(path)

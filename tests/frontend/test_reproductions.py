@@ -7,8 +7,17 @@ from django.test import Client
 from django.utils import timezone
 
 from controlplane.devices.models import Device
-from ml.reproduction import (cocodc, fedspine, harness, hat, hat_v2, imbnas, report, split_fl,
-                              split_fl_v2)
+from ml.reproduction import (
+    cocodc,
+    fedspine,
+    harness,
+    hat,
+    hat_v2,
+    imbnas,
+    report,
+    split_fl,
+    split_fl_v2,
+)
 from tests.ml.reproduction.test_harness import DECLARATION, runs
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from ml.reproduction import harness, report
-from tests.ml.reproduction.test_harness import DECLARATION, record, runs
+from tests.ml.reproduction.test_harness import DECLARATION, runs
 
 
 def wide_runs() -> list[dict]:
@@ -54,9 +54,10 @@ def test_log_ticks_keep_labels_apart(low, high, pixels):
         assert len(values) >= 3, values  # enough to read the axis
 
 
-def test_a_narrow_ratio_range_gets_evenly_spaced_ticks():
+def test_a_narrow_ratio_range_gets_evenly_spaced_ticks_where_they_are_more():
     assert report.log_ticks(1.05, 1.6, 230, 25.0) == pytest.approx([1.1, 1.2, 1.3, 1.4, 1.5, 1.6])
-    assert report.log_ticks(0.4, 2.2, 230, 25.0) == pytest.approx([0.5, 1, 2])  # 1-2-5
+    assert report.log_ticks(0.4, 2.2, 230, 25.0) == pytest.approx([0.5, 1, 1.5, 2])
+    assert report.log_ticks(0.4, 6.0, 230, 25.0) == pytest.approx([0.5, 1, 2, 5])  # 1-2-5
 
 
 def test_the_effect_plot_of_a_wide_range_has_no_overlapping_tick_labels(tmp_path):
