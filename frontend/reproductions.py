@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET
 
 from controlplane.devices.queries import devices_for
 from frontend.page_urls import experiment_url_template
-from ml.reproduction.harness import extensions, supersessions
+from ml.reproduction.harness import extensions, mode_text, supersessions
 from ml.testbed.presets import PRESETS
 
 PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.png$")
@@ -67,7 +67,9 @@ def _paper(document: dict) -> dict:
         })
     return {
         "key": decl["key"], "paper": decl["paper"], "arxiv": decl["arxiv"],
-        "setting": decl["setting"], "mode": document["mode"], "finished": document["finished"],
+        "setting": decl["setting"],
+        # as it ran: "full, stopped: 42 of 60 declared runs" for a sweep stopped part-way
+        "mode": mode_text(document), "finished": document["finished"],
         "runs": len(document["runs"]), "wall_min": round(document["wall_s"] / 60),
         "headline": labels.get(decl["headline"], decl["headline"]),
         # more regimes under another declaration's rules: its "headline" is its first regime

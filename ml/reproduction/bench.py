@@ -76,7 +76,7 @@ def run_bench(declaration: Declaration, run: Callable, args: argparse.Namespace,
         regimes = args.regimes or [r.key for r in declaration.regimes]
         seeds, ctx = list(args.seeds or declaration.seeds), context
         folder = args.out or harness.default_results_dir()
-    notes = [f"Regime {declaration.regime(k).label} skipped: {skip[k]}" for k in regimes
+    notes = [harness.skip_note(declaration.regime(k).label, skip[k]) for k in regimes
              if k in skip]
     if args.quick and quick_note:
         notes.append(quick_note)

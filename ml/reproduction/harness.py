@@ -5,7 +5,9 @@
   a long sweep that is stopped keeps what it measured and ``resume`` continues it;
 - :func:`evaluate` pairs the runs by seed and computes, for every regime, claim and comparison,
   the paired effects, their 95% t-interval and the verdict (:mod:`ml.reproduction.verdict`);
-- :func:`save` / :func:`load` write and read the results JSON (declaration, runs, evaluation).
+- :func:`save` / :func:`load` write and read the results JSON (declaration, runs, evaluation);
+- :func:`completion` / :func:`mode_text`: how much of the declared sweep a results file holds,
+  and the mode as the docs and the dashboard print it ("full, stopped: 42 of 60 declared runs").
 
 A run record is a plain dict: ``regime``, ``arm``, ``seed``, ``metrics`` (name -> value or
 None), ``censored`` (metrics whose value is a bound: the target was not reached within the
@@ -212,6 +214,55 @@ def _finite(value: Any) -> Any:
 
 def load(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def skip_note(label: str, reason: str) -> str:
+    """The note a bench stores for a declared regime it could not run (:func:`completion`
+    reads it back)."""
+    return f"Regime {label} skipped: {reason}"
+
+
+def completion(document: dict) -> dict:
+    """How much of the declared sweep (regimes x arms x seeds) a results document holds.
+
+    ``declared``: runs the declaration asks for; ``done``: those with a record (a failed run
+    counts: it ran); ``skipped``: labels of the regimes the bench skipped (named in the notes by
+    :func:`skip_note`, e.g. no data folder); ``missing``: declared runs with no record outside
+    the skipped regimes. The document keeps every finished run at once, so in a sweep over the
+    whole declaration (mode ``full``) a missing run is one the sweep was stopped before.
+    """
+    decl = document["declaration"]
+    notes = document.get("notes") or []
+    skipped = [r["label"] for r in decl["regimes"]
+               if any(n.startswith(skip_note(r["label"], "")) for n in notes)]
+    have = {(r["regime"], r["arm"], r["seed"]) for r in document["runs"]}
+    declared = done = missing = 0
+    for regime in decl["regimes"]:
+        for arm in decl["arms"]:
+            for seed in decl["seeds"]:
+                declared += 1
+                if (regime["key"], arm["label"], seed) in have:
+                    done += 1
+                elif regime["label"] not in skipped:
+                    missing += 1
+    return {"declared": declared, "done": done, "skipped": skipped, "missing": missing}
+
+
+def mode_text(document: dict) -> str:
+    """The mode as it ran: the bench's mode (``full``, ``subset``, ``quick``) alone when every
+    declared run has a record, else with how many did, e.g. ``full, stopped: 42 of 60 declared
+    runs`` or ``subset: 300 of 350 declared runs`` (a subset chose its regimes or seeds, so
+    what it left out is not called stopped)."""
+    mode, state = document["mode"], completion(document)
+    if state["done"] == state["declared"]:
+        return mode
+    how = []
+    if mode == "full" and state["missing"]:
+        how.append("stopped")
+    if state["skipped"]:
+        count = len(state["skipped"])
+        how.append(f"{count} regime{'s' if count > 1 else ''} skipped")
+    return (", ".join([mode, *how]) + f": {state['done']} of {state['declared']} declared runs")
 
 
 def supersessions(documents: Iterable[dict]) -> dict[str, dict]:

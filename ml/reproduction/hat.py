@@ -201,7 +201,9 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
     config = run_config(regime, context["settings"], seed)
     known = method.config.model_fields
     values = {k: v for k, v in {**config, **arm.overrides}.items() if k in known}
-    start = time.perf_counter()
+    # CPU time too, as the split-FL and COMP runs record it: this process's own, so a run's
+    # cost reads the same whatever else loads the shared machine (wall time does not)
+    start, cpu = time.perf_counter(), time.process_time()
     result = method.run(method.parse_config(values), MemoryReporter())
     final = result["final"]
     rows = result.get("devices", [])
@@ -217,7 +219,7 @@ def run_arm(regime: Regime, arm: Arm, seed: int, context: dict) -> dict:
                        if isinstance(v, (int, float, str))},
             "chunk_sizes": result.get("chunk_sizes", []),
             "outputs_sha256": outputs_digest([row.get("output") for row in rows]),
-            "wall_s": time.perf_counter() - start}
+            "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
 
 
 def describe(runs: list[dict]) -> list[str]:

@@ -9,7 +9,8 @@ the runs themselves, so the docs and the dashboard show exactly what was saved.
   seeds on a common grid, each seed faint); the declaration's target may name another curve
   (``value_axis``, ``value_scale``, ``lower_is_better``: e.g. perplexity against steps);
 - :func:`plot_effects`: each comparison's effect against the regime, with its 95% interval,
-  zero and the claimed bound;
+  zero and the claimed bound (:func:`effects_figure` draws it; log axes get ticks that keep
+  their labels apart, :func:`log_ticks`);
 - :func:`write_markdown`: docs/reproductions.md from every results JSON in a folder
   (``python -m ml.reproduction.report`` regenerates it).
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.reproduction.harness import default_results_dir, extensions, load, supersessions
+from ml.reproduction.harness import default_results_dir, extensions, load, mode_text, supersessions
 
 
 def _num(value, digits: int = 3) -> str:
@@ -168,15 +169,90 @@ def plot_accuracy_vs_time(document: dict, regime: str, path: Path, *,
     return path
 
 
-def plot_effects(document: dict, path: Path) -> Path | None:
-    """One panel per claim: each comparison's effect (points or x) per regime with its 95%
-    interval (colour: the verdict; marker: the baseline), zero and the claimed bound. Intervals
-    wider than the panel (few seeds) are cut at its edge."""
+#: Tick values of a log axis, densest first: (mantissas labelled in a decade, every how many
+#: decades), e.g. 1-9 in every decade, then 1, 2, 5, 10, 20, 50, ..., then 1, 10, 100, ...,
+#: then 1, 100, 10,000, ...
+LOG_TICK_SETS = (((1, 2, 3, 4, 5, 6, 7, 8, 9), 1), ((1, 2, 5), 1), ((1, 3), 1), ((1,), 1),
+                 ((1,), 2), ((1,), 3), ((1,), 5), ((1,), 10))
+
+
+def log_ticks(low: float, high: float, pixels: float, spacing_px: float) -> list[float]:
+    """Tick values for a log axis from ``low`` to ``high`` (both > 0) drawn ``pixels`` long,
+    no two closer than ``spacing_px``: the densest of :data:`LOG_TICK_SETS` that keeps them
+    apart, or evenly spaced values where those give more (a range within a decade or so:
+    0.8, 1, 1.2, 1.4 rather than 0.8, 0.9, 1)."""
+    from matplotlib.ticker import MaxNLocator
+
+    per_decade = pixels / math.log10(high / low)
+
+    def apart(values: list[float]) -> bool:
+        return all(math.log10(b / a) * per_decade >= spacing_px
+                   for a, b in zip(values, values[1:]))
+
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    best: list[float] = []
+    for mantissas, step in LOG_TICK_SETS:
+        values = [m * 10.0 ** e for e in range(first, last + 1) if e % step == 0
+                  for m in mantissas]
+        values = [v for v in values if low <= v <= high]
+        if values and apart(values):
+            best = values
+            break
+    for bins in range(max(1, int(pixels // spacing_px)), 0, -1):
+        even = [float(v) for v in MaxNLocator(bins, steps=[1, 2, 2.5, 5, 10]).tick_values(
+            low, high) if low <= v <= high and v > 0]
+        if apart(even):
+            return even if len(even) > len(best) else best
+    return best
+
+
+def _tick_spacing_px(ax) -> float:
+    """The least distance between two y tick labels of ``ax``: 1.5 label heights."""
+    size = ax.yaxis.get_ticklabels()[0].get_fontsize() if ax.yaxis.get_ticklabels() else 10
+    return 1.5 * 1.2 * size * ax.figure.dpi / 72
+
+
+def _set_log_ticks(ax) -> None:
+    """Label a log y axis with :func:`log_ticks` for its current height: every minor tick
+    labelled (matplotlib's ScalarFormatter on a log axis) overlapped once the axis spanned a
+    few decades."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    low, high = ax.get_ylim()
+    values = log_ticks(low, high, ax.get_window_extent().height, _tick_spacing_px(ax))
+    ax.set_yticks(values, [f"{v:g}" for v in values])
+    ax.yaxis.set_minor_locator(LogLocator(subs="auto"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def hide_overlapping_tick_labels(fig) -> int:
+    """Hide every y tick label of ``fig`` that overlaps one kept below it (measured on the
+    drawn figure); returns how many. A last guard: the effect plot's ticks are chosen apart."""
+    fig.draw_without_rendering()  # places the tick labels where the next draw will
+    renderer = fig.canvas.get_renderer()
+    hidden = 0
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        low, high = sorted(ax.get_ylim())
+        labels = [t for t in ax.yaxis.get_ticklabels(which="both")
+                  if t.get_visible() and t.get_text() and low <= t.get_position()[1] <= high]
+        kept = []
+        for label in sorted(labels, key=lambda t: t.get_window_extent(renderer).y0):
+            box = label.get_window_extent(renderer)
+            if any(box.overlaps(other) for other in kept):
+                label.set_visible(False)
+                hidden += 1
+            else:
+                kept.append(box)
+    return hidden
+
+
+def effects_figure(document: dict):
+    """The figure :func:`plot_effects` saves (None if nothing ran); the caller closes it."""
     evaluation = document["evaluation"]["regimes"]
     if not evaluation:
         return None
-    from matplotlib.ticker import ScalarFormatter
-
     labels = {r["key"]: r["label"] for r in document["declaration"]["regimes"]}
     regimes = [k for k in labels if k in evaluation]
     claims = document["declaration"]["claims"]
@@ -188,6 +264,7 @@ def plot_effects(document: dict, path: Path) -> Path | None:
                              squeeze=False)
     colours = {"holds": "C2", "weaker": "C1", "not shown": "C7", "reversed": "C3"}
     markers = "osD^v<>"
+    log_axes = []
     for ax, claim in zip(axes.flat, claims):
         comparisons = claim["comparisons"]
         kind, bound = comparisons[0]["kind"], comparisons[0]["claimed"]
@@ -222,8 +299,7 @@ def plot_effects(document: dict, path: Path) -> Path | None:
         ax.set_xlim(-0.5, len(regimes) - 0.5)
         if kind == "ratio":
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(ScalarFormatter())
-            ax.yaxis.set_minor_formatter(ScalarFormatter())
+            log_axes.append(ax)
         ax.set_xticks(range(len(regimes)), [labels[k] for k in regimes], rotation=25,
                       ha="right", fontsize=7)
         metric = comparisons[0]["metric"]
@@ -237,10 +313,28 @@ def plot_effects(document: dict, path: Path) -> Path | None:
         ax.set_visible(False)
     fig.suptitle("Effect per regime, 95% interval; green holds, orange weaker, grey not shown, "
                  "red reversed", fontsize=8)
+    # log ticks need the axis height, which the layout decides (and their labels' width moves)
+    for ax in log_axes:
+        _set_log_ticks(ax)
     fig.tight_layout()
+    for ax in log_axes:
+        _set_log_ticks(ax)
+    fig.tight_layout()
+    hide_overlapping_tick_labels(fig)
+    return fig
+
+
+def plot_effects(document: dict, path: Path) -> Path | None:
+    """One panel per claim: each comparison's effect (points or x) per regime with its 95%
+    interval (colour: the verdict; marker: the baseline), zero and the claimed bound. Intervals
+    wider than the panel (few seeds) are cut at its edge. A log axis (ratios) gets labels that
+    never overlap, however many decades it spans (:func:`log_ticks`)."""
+    fig = effects_figure(document)
+    if fig is None:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -315,7 +409,8 @@ def markdown_section(document: dict, superseded: dict | None = None,
     if decl.get("supersedes"):
         lines += ["Supersedes " + "; ".join(f"`{k}`" for k in decl["supersedes"])
                   + " (named in this declaration before its runs; that section follows, marked).", ""]
-    lines += [f"Mode: **{document['mode']}**; seeds {', '.join(map(str, decl['seeds']))}; "
+    lines += [f"Mode: **{mode_text(document)}**; "
+              f"seeds {', '.join(map(str, decl['seeds']))}; "
               f"{len(document['runs'])} runs; wall time {document['wall_s'] / 60:.0f} min on "
               f"{document['machine']}; finished {document['finished']}.", ""]
     lines += _provenance(document)
@@ -507,8 +602,18 @@ def main() -> None:
     parser.add_argument("--plots", action="store_true",
                         help="also redraw every results file's plots (e.g. after a sweep was "
                              "stopped before it drew them)")
+    parser.add_argument("--effects", action="store_true",
+                        help="also redraw the effect plot each results file lists (e.g. after "
+                             "a change to how it is drawn), leaving the results files as "
+                             "they are")
     args = parser.parse_args()
     folder = default_results_dir()
+    if args.effects:
+        for path in sorted(folder.glob("*.json")):
+            document = load(path)
+            name = f"{document['declaration']['key']}-effects.png"
+            if name in document.get("plots", []):
+                plot_effects(document, folder / name)
     if args.plots:
         for path in sorted(folder.glob("*.json")):
             document = load(path)

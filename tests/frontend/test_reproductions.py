@@ -7,8 +7,17 @@ from django.test import Client
 from django.utils import timezone
 
 from controlplane.devices.models import Device
-from ml.reproduction import (cocodc, fedspine, harness, hat, hat_v2, imbnas, report, split_fl,
-                              split_fl_v2)
+from ml.reproduction import (
+    cocodc,
+    fedspine,
+    harness,
+    hat,
+    hat_v2,
+    imbnas,
+    report,
+    split_fl,
+    split_fl_v2,
+)
 from tests.ml.reproduction.test_harness import DECLARATION, runs
 
 
@@ -127,3 +136,86 @@ def test_each_headline_launch_is_a_valid_experiment(api, owner, device_factory, 
     online()
     second = api(owner).post("/api/v1/experiments/", preset, format="json")
     assert second.status_code == 201, second.json()
+
+
+def test_the_page_says_when_a_sweep_was_stopped(owner, results, tmp_path):
+    stopped = harness.results_document(DECLARATION, runs()[:17], mode="full", wall_s=60.0)
+    harness.save(stopped, tmp_path / "toy.json")
+    client = Client()
+    client.force_login(owner)
+    html = client.get("/reproductions/").content.decode()
+    assert "Mode: full, stopped: 17 of 20 declared runs; 17 runs, 1 min" in html
+    harness.save(results, tmp_path / "toy.json")
+    assert "Mode: full; 20 runs, 1 min" in client.get("/reproductions/").content.decode()
+
+
+#: Every tick label of an SVG plot drawn by matplotlib (text kept as text): its panel, axis,
+#: text, the corners of its own box on the screen (rotated with it) and its bounding client rect.
+TICK_LABELS_JS = """() => [...document.querySelectorAll(
+    'g[id^="xtick_"] text, g[id^="ytick_"] text')].map((t) => {
+  const b = t.getBBox(), m = t.getScreenCTM(), r = t.getBoundingClientRect();
+  const corners = [[b.x, b.y], [b.x + b.width, b.y], [b.x + b.width, b.y + b.height],
+                   [b.x, b.y + b.height]].map(([x, y]) => {
+    const p = new DOMPoint(x, y).matrixTransform(m); return [p.x, p.y]; });
+  return {panel: t.closest('g[id^="axes_"]').id,
+          axis: t.closest('g[id^="xtick_"]') ? "x" : "y", text: t.textContent, corners,
+          rect: [r.left, r.top, r.right, r.bottom]};
+})"""
+
+
+def _quads_overlap(a: list, b: list) -> bool:
+    """Whether two convex quadrilaterals (corner lists) overlap (separating axis test; touching
+    edges do not count)."""
+    for quad in (a, b):
+        for (x1, y1), (x2, y2) in zip(quad, quad[1:] + quad[:1]):
+            normal = (y1 - y2, x2 - x1)
+            pa = [normal[0] * x + normal[1] * y for x, y in a]
+            pb = [normal[0] * x + normal[1] * y for x, y in b]
+            if max(pa) <= min(pb) + 1e-6 or max(pb) <= min(pa) + 1e-6:
+                return False
+    return True
+
+
+def _effect_plot_svg(document: dict) -> str:
+    import io
+
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # tick labels stay <text>
+        fig = report.effects_figure(document)
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg")
+        report._pyplot().close(fig)
+    return buffer.getvalue()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("source", ["wide-range toy", "hat_v2"])
+def test_effect_plot_tick_labels_never_overlap_in_the_browser(browser, source):
+    """The effect plot of a ratio spanning many decades (constructed, and HAT v2's committed
+    results: 0.006x to 2x), drawn in Chromium: no two tick labels of a panel overlap."""
+    from tests.frontend.conftest import screenshot
+    from tests.ml.reproduction.test_effect_plots import wide_document
+
+    folder = Path(__file__).resolve().parents[2] / "docs" / "reproductions"
+    document = wide_document() if source != "hat_v2" else harness.load(folder / "hat_v2.json")
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    try:
+        page.set_content(f"<!doctype html><body style='margin:0'>{_effect_plot_svg(document)}"
+                         "</body>")
+        labels = page.evaluate(TICK_LABELS_JS)
+        screenshot(page, f"reproduction-effects-{source.replace(' ', '-')}")
+    finally:
+        page.close()
+    panels = {(label["panel"], label["axis"]) for label in labels}
+    assert {axis for _, axis in panels} == {"x", "y"}
+    for panel, axis in panels:
+        drawn = [label for label in labels if (label["panel"], label["axis"]) == (panel, axis)]
+        if axis == "y":
+            assert len(drawn) >= 3, drawn  # the axis stays labelled
+        for i, one in enumerate(drawn):
+            for other in drawn[i + 1:]:
+                assert not _quads_overlap(one["corners"], other["corners"]), (one, other)
+                if axis == "y":  # horizontal text: its bounding client rect is its box
+                    (l1, t1, r1, b1), (l2, t2, r2, b2) = one["rect"], other["rect"]
+                    assert not (l1 < r2 and l2 < r1 and t1 < b2 and t2 < b1), (one, other)

@@ -126,6 +126,33 @@ def test_a_partial_sweep_is_marked_in_the_docs(tmp_path):
         in section
 
 
+def test_the_mode_says_what_of_the_declared_sweep_ran():
+    """A sweep stopped part-way, or run with a regime skipped, is not called plainly full."""
+    complete = harness.results_document(DECLARATION, runs(), mode="full", wall_s=1.0)
+    assert harness.mode_text(complete) == "full"
+    assert "Mode: **full**; seeds 0, 1, 2, 3, 4; 20 runs;" in report.markdown_section(complete)
+    stopped = harness.results_document(DECLARATION, runs()[:17], mode="full", wall_s=1.0)
+    assert harness.completion(stopped) == {"declared": 20, "done": 17, "skipped": [],
+                                           "missing": 3}
+    assert harness.mode_text(stopped) == "full, stopped: 17 of 20 declared runs"
+    assert "Mode: **full, stopped: 17 of 20 declared runs**; seeds 0, 1, 2, 3, 4; 17 runs;" \
+        in report.markdown_section(stopped)
+    easy = [r for r in runs() if r["regime"] == "easy"]
+    # a regime the bench could not run (its note, as bench.run_bench writes it)
+    skipped = harness.results_document(DECLARATION, easy, mode="full", wall_s=1.0,
+                                       notes=[harness.skip_note("hard regime", "no data")])
+    assert harness.mode_text(skipped) == "full, 1 regime skipped: 10 of 20 declared runs"
+    skipped["runs"] = skipped["runs"][:-1]  # ... and stopped before the last run of the other
+    assert harness.mode_text(skipped) == \
+        "full, stopped, 1 regime skipped: 9 of 20 declared runs"
+    # a subset chose what to leave out: not called stopped
+    subset = harness.results_document(DECLARATION, easy, mode="subset", wall_s=1.0)
+    assert harness.mode_text(subset) == "subset: 10 of 20 declared runs"
+    failed = [dict(r, error="RuntimeError: x") if r["seed"] == 0 else r for r in runs()]
+    assert harness.mode_text(harness.results_document(DECLARATION, failed, mode="full",
+                                                      wall_s=1.0)) == "full"  # they ran
+
+
 def test_the_time_to_target_is_interpolated_between_evaluations():
     crossing = first_crossing([2.0, 4.0, 6.0], [0.5, 0.7, 0.9], [10.0, 20.0, 30.0], 0.8, 10.0)
     assert (crossing.time_s, crossing.traffic, crossing.censored) == (5.0, 25.0, False)

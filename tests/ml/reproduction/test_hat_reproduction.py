@@ -107,3 +107,17 @@ def test_v2_supersedes_v1_with_a_new_served_model_and_v1s_draft_budget():
             (hat_v2.LM_SIZE, hat_v2.DRAFT_STEPS, 2)
     config = registry.get("hat").parse_config(v2.launch["config"])
     assert config.lm_size == hat_v2.LM_SIZE and config.workers == 10
+
+
+def test_a_run_records_its_own_cpu_time(tmp_path, monkeypatch):
+    """As the split-FL, COMP and FedSpine runs do: the report sums it per regime."""
+    from ml.reproduction.declaration import Regime
+
+    monkeypatch.setenv("ESTUARY_DATA_DIR", str(tmp_path))
+    regime = Regime("tiny", "3 mixed", {"workers": 3, "devices": "mixed", "rtt_ms": 50.0,
+                                        "uplink_mbps": None, "cloud_share": 1.0})
+    small = {"prompt_tokens": 48, "new_tokens": 8, "pretrain_steps": 15, "distill_steps": 5,
+             "draft_steps": 5, "context_tokens": 64, "extend_steps": 3}
+    record = hat.run_arm(regime, hat.ARMS[0], 0, {"settings": small})
+    assert record["metrics"]["ttft_ms"] > 0
+    assert 0 < record["cpu_s"] and 0 < record["wall_s"]
