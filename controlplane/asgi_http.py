@@ -24,11 +24,6 @@ and two more crossings (issue #20: with the raw-SQL lookups, a metric POST throu
 application went from 6.4 to 4.6 ms of CPU in one process; its event loop's share to 0.2 ms).
 A lane request is not cancelled when its client disconnects: its thread runs to the end either
 way, and its answer is then dropped by the server.
-
-Choosing the lane resolves the request's path; the handler then uses that resolution instead of
-resolving the path again (:meth:`SyncChainASGIHandler.resolve_request`). It travels in the
-request's own copy of its scope, so a request can only ever get its own match, and only while the
-path and the URL configuration are those it was resolved with.
 """
 from __future__ import annotations
 
@@ -39,8 +34,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.asgi import get_script_prefix as scope_script_prefix
 from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
-from django.urls import ResolverMatch, Resolver404, get_resolver, set_script_prefix
-from django.urls.resolvers import URLResolver
+from django.urls import Resolver404, resolve, set_script_prefix
 
 from controlplane.db_lane import lane
 
@@ -52,11 +46,7 @@ class SyncChainASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
 
     async def __call__(self, scope, receive, send) -> None:
-        lane_name = None
-        if scope["type"] == "http":
-            resolved = _resolve(scope)
-            scope = {**scope, _RESOLVED: resolved}  # the request's own: the server's is unchanged
-            lane_name = _lane_of(scope, resolved)
+        lane_name = _lane_of(scope) if scope["type"] == "http" else None
         if lane_name is not None:
             await self._handle_on_lane(lane_name, scope, receive, send)
         else:
@@ -90,17 +80,6 @@ class SyncChainASGIHandler(ASGIHandler):
         finally:
             body_file.close()
 
-    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
-        """The match :meth:`__call__` found for this request's path, else Django's resolution
-        (a middleware that set ``request.urlconf``, a path or URLconf changed since)."""
-        resolved = getattr(request, "scope", {}).get(_RESOLVED)
-        if resolved is not None and not hasattr(request, "urlconf"):
-            resolver, path, match = resolved
-            if match is not None and path == request.path_info and resolver is get_resolver():
-                request.resolver_match = match
-                return match
-        return super().resolve_request(request)
-
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         # thread_sensitive: the request's own thread (ASGIHandler gives each request one), where
         # its database connection lives and where request_finished closes it.
@@ -118,30 +97,23 @@ class SyncChainASGIHandler(ASGIHandler):
         return response
 
 
-#: The scope key of the request's resolution: (resolver, path_info, ResolverMatch or None).
-_RESOLVED = "estuary.resolved"
+def _lane_of(scope: dict) -> str | None:
+    """The database lane the request's view asks for its method, or None (its path resolved as
+    :class:`~django.core.handlers.asgi.ASGIRequest` will resolve it).
 
-Resolved = tuple[URLResolver, str, "ResolverMatch | None"]
-
-
-def _resolve(scope: dict) -> Resolved:
-    """The request's path resolved as the handler resolves it: the path_info of
-    :class:`~django.core.handlers.asgi.ASGIRequest`, the root URLconf's resolver."""
+    Django's handler then resolves the same path again. Left so: one resolution costs 8-16 us of
+    CPU (bench/read_paths.py; the control plane's paths, run detail and metric POST included)
+    against 3.5-4.5 ms for a whole run-detail GET through this handler, 0.2-0.4 %, below what a
+    loaded machine lets one measure. Passing the match through (tried: a copy of the scope
+    carrying it, used by an overridden ``BaseHandler.resolve_request`` only for the same path
+    and resolver) would override a Django internal for that.
+    """
     prefix = scope_script_prefix(scope)
     path = scope["path"].removeprefix(prefix) if prefix else scope["path"]
-    resolver = get_resolver()
     try:
-        return resolver, path, resolver.resolve(path)
+        view = resolve(path).func
     except Resolver404:
-        return resolver, path, None
-
-
-def _lane_of(scope: dict, resolved: Resolved | None = None) -> str | None:
-    """The database lane the request's view asks for its method, or None."""
-    match = (resolved or _resolve(scope))[2]
-    if match is None:
         return None
-    view = match.func
     # A Django or DRF view has view_class; a DRF viewset's function has cls.
     view_class = getattr(view, "view_class", None) or getattr(view, "cls", None)
     if scope.get("method") not in getattr(view_class, "persistent_db_methods", ()):
