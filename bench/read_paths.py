@@ -6,8 +6,9 @@
   it was kept), a revalidation answered 304, and the whole catalogue in one page.
 - **ASGI**: a small request through the control plane's ASGI handler
   (:class:`controlplane.asgi_http.SyncChainASGIHandler`) driven in this process's event loop:
-  an owner's GET of one of their runs (no jobs yet) on the ``reads`` database lane, and one URL
-  resolution of that path alone, which the handler used to do twice per request.
+  an owner's GET of one of their runs (no jobs yet) on the ``reads`` database lane; and one URL
+  resolution alone of that path and of its ``metrics/`` (the handler resolves each request's
+  path twice: to choose its lane, then in Django's handler).
 
 Figures are the process's CPU time (``time.process_time``) per request, the median of
 ``--repeats`` rounds of ``--n`` requests; a busy machine inflates them less than wall time. The
