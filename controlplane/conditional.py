@@ -5,7 +5,9 @@ private, no-cache``: a browser keeps the body and revalidates on every poll, sen
 ``If-None-Match``; an unchanged body is then answered ``304 Not Modified`` with no body. The
 body is always computed afresh, so a 304 is never stale: any change, including one that only
 time makes (a device going offline changes a queue reason; a running experiment's duration),
-changes the hash. It saves the transfer and the client's parsing, not the server's work.
+changes the hash. It saves the transfer and the client's parsing, not the server's work. A view
+whose body cannot change while the process lives (the method catalogue) may keep the body and
+its hash and set the ETag itself; it must be the hash this module would compute.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ class ConditionalGetMixin:
             return response
         if hasattr(response, "render"):
             response.render()
-        set_response_etag(response)
+        if "ETag" not in response:  # else set by a view that keeps its body and its hash
+            set_response_etag(response)
         # private: bodies are per user; no-cache: keep it, but ask every time.
         patch_cache_control(response, private=True, no_cache=True)
         return get_conditional_response(request, etag=response.headers["ETag"],
