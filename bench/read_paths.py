@@ -4,6 +4,10 @@
   Django's test client with an API token: kept rendered (the process's second and later GETs),
   built afresh (the process's kept catalogue cleared before each GET, as every GET cost before
   it was kept), a revalidation answered 304, and the whole catalogue in one page.
+- **lists**: the owner's ``GET /api/v1/experiments/`` (66 experiments queued on one online
+  device, the first page of 50: every run's queue reason is worked out) and ``/api/v1/runs/``:
+  kept rendered between writes (controlplane.experiments.reads) and built afresh (the view's
+  kept pages cleared before each GET, as every GET cost before they were kept).
 - **ASGI**: a small request through the control plane's ASGI handler
   (:class:`controlplane.asgi_http.SyncChainASGIHandler`) driven in this process's event loop:
   an owner's GET of one of their runs (no jobs yet) on the ``reads`` database lane; and one URL
@@ -15,7 +19,8 @@ Figures are the process's CPU time (``time.process_time``) per request, the medi
 database is a fresh test database: SQLite in memory, or ``test_<name>`` on ``DATABASE_URL``'s
 server (dropped afterwards).
 
-    DATABASE_URL=postgres://... python bench/read_paths.py [--n 200] [--repeats 5]
+    DATABASE_URL=postgres://... python bench/read_paths.py [--quick] [--n 200] [--repeats 5]
+                                                           [--only catalogue|lists|asgi]
 """
 from __future__ import annotations
 
@@ -96,6 +101,42 @@ def catalogue_rows(token: str, n: int, repeats: int) -> list[tuple[str, float, i
     return rows
 
 
+def list_rows(user: User, token: str, n: int, repeats: int) -> list[tuple[str, float, int]]:
+    from django.test import RequestFactory
+
+    from controlplane.devices.actions import create_enrolment_token, enrol_device
+    from controlplane.experiments.actions import create_experiment
+    from controlplane.experiments.serializers import ExperimentCreateSerializer
+    from controlplane.experiments.views import ExperimentViewSet, RunViewSet
+
+    _, secret = create_enrolment_token(user, 1)
+    device = enrol_device(secret, "bench-device", "h100", {}).device
+    request = RequestFactory().post("/")
+    request.user = user
+    for index in range(66):
+        created = ExperimentCreateSerializer(data={
+            "name": f"listed {index}", "algorithm": "fedavg", "config": {},
+            "preset": "local-3", "host": str(device.id)}, context={"request": request})
+        created.is_valid(raise_exception=True)
+        create_experiment(user, created.validated_data["plan"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    rows = []
+    for url, view in (("/api/v1/experiments/", ExperimentViewSet), ("/api/v1/runs/", RunViewSet)):
+        size = len(client.get(url).content)
+
+        def get(path: str = url) -> None:
+            assert client.get(path).status_code == 200
+
+        def built(path: str = url, view=view) -> None:
+            view.page_cache.clear()
+            get(path)
+
+        rows.append((f"GET {url} (66 queued, page of 50)", cpu_ms(get, n, repeats), size))
+        rows.append(("  built afresh each GET", cpu_ms(built, max(n // 5, 5), repeats), size))
+    return rows
+
+
 def close_lane_connections(name: str) -> None:
     """Close the connections of every thread of lane ``name`` (one call on each: they wait for
     each other), so that the test database can be dropped."""
@@ -154,10 +195,13 @@ def asgi_rows(token: str, run_id: str, n: int, repeats: int) -> list[tuple[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=200, help="requests per round")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds (the median is shown)")
-    parser.add_argument("--only", choices=["catalogue", "asgi"], help="one part only")
+    parser.add_argument("--quick", action="store_true", help="50 requests per round, 3 rounds")
+    parser.add_argument("--n", type=int, default=None, help="requests per round (200)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds, the median shown (5)")
+    parser.add_argument("--only", choices=["catalogue", "lists", "asgi"], help="one part only")
     args = parser.parse_args()
+    args.n = args.n or (50 if args.quick else 200)
+    args.repeats = args.repeats or (3 if args.quick else 5)
     setup_test_environment()
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
@@ -172,6 +216,8 @@ def main() -> None:
         rows = []
         if args.only in (None, "catalogue"):
             rows += catalogue_rows(token, args.n, args.repeats)
+        if args.only in (None, "lists"):
+            rows += list_rows(user, token, args.n, args.repeats)
         if args.only in (None, "asgi"):
             rows += asgi_rows(token, str(run.id), args.n, args.repeats)
     finally:
@@ -179,9 +225,9 @@ def main() -> None:
         connection.creation.destroy_test_db(old_name, verbosity=0)
     print(f"load average: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"(database: {connection.vendor})")
-    print(f"{'request':44} {'CPU ms/req':>10} {'bytes':>8}")
+    print(f"{'request':52} {'CPU ms/req':>10} {'bytes':>8}")
     for name, ms, size in rows:
-        print(f"{name:44} {ms:10.3f} {size:8d}")
+        print(f"{name:52} {ms:10.3f} {size:8d}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ lookup; an ``Accept: application/json; indent=N`` is rendered afresh each time.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from hashlib import md5
@@ -36,6 +35,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.conditional import ConditionalGetMixin
+from controlplane.experiments.reads import KeptPages
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
 from ml import registry
 
@@ -80,6 +80,10 @@ class KeptPage:
     #: The whole answer's ETag by its envelope (the answer's bytes around ``results``).
     etags: dict[bytes, str] = field(default_factory=dict)
 
+    @property
+    def size(self) -> int:
+        return len(self.results)
+
     def etag(self, envelope: bytes, body: bytes) -> str:
         """The ETag of ``body``, this page's answer with ``envelope``: the one
         controlplane.conditional would set (a hash of 200 kB costs ~0.3 ms)."""
@@ -99,8 +103,7 @@ class Snapshot:
     entries: list[dict[str, Any]]
     by_name: dict[str, dict[str, Any]]
     #: (filters, first, last offsets in ``entries``) of a page -> its ``results`` as JSON.
-    pages: OrderedDict[Hashable, KeptPage] = field(default_factory=OrderedDict)
-    size: int = 0
+    pages: KeptPages = field(default_factory=lambda: KeptPages(CACHE_BYTES))
 
     def describes(self, methods: list[registry.Method]) -> bool:
         """Whether it was built from exactly these method objects (identity, not equality)."""
@@ -110,10 +113,9 @@ class Snapshot:
 
 class CatalogueCache:
     """A process's snapshot of the catalogue, replaced when the registered methods change. Safe
-    across threads (a page rendered twice at once is kept once)."""
+    across threads (a page rendered twice at once is kept once: the later)."""
 
-    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self) -> None:
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
 
@@ -130,27 +132,13 @@ class CatalogueCache:
         return snapshot
 
     def page(self, snapshot: Snapshot, key: Hashable) -> KeptPage | None:
-        with self._lock:
-            page = snapshot.pages.get(key)
-            if page is not None:
-                snapshot.pages.move_to_end(key)
-            return page
+        return snapshot.pages.get(key)
 
     def put(self, snapshot: Snapshot, key: Hashable, results: bytes) -> KeptPage:
-        """``results`` kept as page ``key`` (the one kept already, if rendered twice at once)."""
-        with self._lock:
-            page = snapshot.pages.get(key)
-            if page is not None:
-                return page
-            page = KeptPage(results)
-            if len(results) > self.max_bytes:
-                return page
-            snapshot.pages[key] = page
-            snapshot.size += len(results)
-            while snapshot.size > self.max_bytes:
-                _, evicted = snapshot.pages.popitem(last=False)
-                snapshot.size -= len(evicted.results)
-            return page
+        """``results`` kept as page ``key``."""
+        page = KeptPage(results)
+        snapshot.pages.put(key, page)
+        return page
 
     def clear(self) -> None:
         with self._lock:

@@ -182,26 +182,24 @@ def queued_devices(runs: Iterable[Run], cutoff: Callable[[], datetime]) -> dict[
     return {device_id: device.status_detail(at) for device_id, device in devices.items()}
 
 
-class PageCache:
-    """A process's rendered pages of one list, least recently used first out (``max_bytes`` of
-    rows at most). Safe across the threads of a database lane."""
+class KeptPages:
+    """Rendered pages a process keeps, least recently used first out, ``max_bytes`` of them at
+    most (each value says its ``size``). Safe across the threads of a database lane."""
 
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._pages: OrderedDict[Hashable, CachedPage] = OrderedDict()
+        self._pages: OrderedDict[Hashable, Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, version: Version) -> CachedPage | None:
-        """The page at ``key`` if it was rendered at ``version``."""
+    def get(self, key: Hashable) -> Any | None:
         with self._lock:
             page = self._pages.get(key)
-            if page is None or page.version != version:
-                return None
-            self._pages.move_to_end(key)
+            if page is not None:
+                self._pages.move_to_end(key)
             return page
 
-    def put(self, key: Hashable, page: CachedPage) -> None:
+    def put(self, key: Hashable, page: Any) -> None:
         with self._lock:
             old = self._pages.pop(key, None)
             if old is not None:
@@ -221,11 +219,11 @@ class PageCache:
 
 
 class CachedListMixin(FilteredListMixin):
-    """``list`` answered from a :class:`PageCache` while the page is current (see the module's
+    """``list`` answered from :class:`KeptPages` while the page is current (see the module's
     docstring); the same bytes as the uncached answer."""
 
     #: Each view class its own.
-    page_cache: PageCache
+    page_cache: KeptPages
 
     def cache_key(self, request: Request, query: dict[str, Any]) -> Hashable | None:
         """What a page depends on besides the data (its viewer, its validated query); None
@@ -243,8 +241,8 @@ class CachedListMixin(FilteredListMixin):
         key = self.cache_key(request, query.validated_data)
         version = read_version() if key is not None else None
         if version is not None:
-            page = self.page_cache.get(key, version)
-            if page is not None and page.devices_unchanged():
+            page = self.page_cache.get(key)
+            if page is not None and page.version == version and page.devices_unchanged():
                 paginator = self.paginator
                 paginator.request = request
                 paginator.page = Paginator(range(page.count), paginator.get_page_size(request)

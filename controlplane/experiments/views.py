@@ -32,7 +32,7 @@ from controlplane.experiments.models import (
     Run,
 )
 from controlplane.experiments.queries import experiments_for, jobs_for_device, runs_for
-from controlplane.experiments.reads import CachedListMixin, PageCache
+from controlplane.experiments.reads import CachedListMixin, KeptPages
 from controlplane.experiments.results import ResultsCSVRenderer, final_values
 from controlplane.experiments.serializers import (
     CancelResultSerializer,
@@ -137,7 +137,7 @@ class ExperimentViewSet(ConditionalGetMixin, CachedListMixin, mixins.RetrieveMod
     #: Reads (the dashboard polls the list) keep their connections (controlplane.db_lane).
     persistent_db_methods = frozenset({"GET"})
     db_lane = "reads"
-    page_cache = PageCache()
+    page_cache = KeptPages()
 
     def cache_key(self, request: Request, query: dict[str, Any]):
         if query.get("ordering", "").lstrip("-") == "duration":
@@ -236,7 +236,7 @@ class RunViewSet(ConditionalGetMixin, CachedListMixin, mixins.RetrieveModelMixin
     permission_classes = [IsOwner]
     persistent_db_methods = frozenset({"GET"})
     db_lane = "reads"
-    page_cache = PageCache()
+    page_cache = KeptPages()
 
     def get_queryset(self):
         return (runs_for(self.request.user).select_related("experiment")
