@@ -15,7 +15,8 @@ Estuary runs as ``python -m ml run fedavg`` (its emulated runtime, one process),
 ``--client-threads`` value: 1 trains the clients one after the other, 2 (this machine's cores)
 on two threads, each with its own model copy (``client_threads``: the same curves bit for bit).
 ``--baseline DIR`` adds the run of another Estuary checkout (e.g. the commit before a change), so
-a before/after pair runs back to back. Flower runs as
+a before/after pair runs back to back (``--estuary-only`` skips Flower: a quick before/after of
+Estuary's side alone). Flower runs as
 ``run_simulation`` with its Ray backend (one CPU per client actor), in its own virtual
 environment ``var/bench/flower-venv`` that this script creates from
 ``bench/requirements-flower.txt`` (pinned flwr[simulation], and torch at the project's version,
@@ -29,7 +30,7 @@ after ``--flower-timeout`` seconds is stopped: its wall time and ratio print as 
 ("> ..."). The load average before each run is printed with it (the machine is shared).
 
     python bench/vs_flower.py [--quick] [--clients 10 100 1000] [--rounds N]
-        [--client-threads 1 2] [--flower-timeout S] [--baseline DIR]
+        [--client-threads 1 2] [--flower-timeout S] [--baseline DIR] [--estuary-only]
 """
 from __future__ import annotations
 
@@ -194,16 +195,19 @@ def main() -> int:
                         help="seconds before a Flower run is stopped (default 900)")
     parser.add_argument("--baseline", type=Path,
                         help="another Estuary checkout, run as an extra row (before/after)")
+    parser.add_argument("--estuary-only", action="store_true",
+                        help="skip Flower (no venv, no Flower runs, no ratios)")
     args = parser.parse_args()
     counts = args.clients or ([10, 100] if args.quick else [10, 100, 1000])
     rounds = args.rounds or (2 if args.quick else 3)
-    python = flower_python()
+    python = None if args.estuary_only else flower_python()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0")
     rows = []
     with tempfile.TemporaryDirectory(prefix="estuary-vs-flower-") as tmp:
         data = Path(tmp) / "mnist-5000.npz"
-        write_data(data, counts)
+        if python is not None:
+            write_data(data, counts)
         for clients in counts:
             estuaries = []
             if args.baseline is not None:
@@ -216,19 +220,23 @@ def main() -> int:
                                                     threads)))
             for name, figures in estuaries:
                 log(f"{name}, {clients} clients: {figures}")
-            flower = run_flower(python, data, clients, rounds, env,
-                                Path(tmp) / f"flower-{clients}.json", args.flower_timeout)
-            log(f"flower {clients} clients: {flower}")
-            for name, figures in (*estuaries, ("Flower 1.42 (Ray)", flower)):
+            flower = None
+            if python is not None:
+                flower = run_flower(python, data, clients, rounds, env,
+                                    Path(tmp) / f"flower-{clients}.json", args.flower_timeout)
+                log(f"flower {clients} clients: {flower}")
+            runs = estuaries if flower is None else [*estuaries, ("Flower 1.42 (Ray)", flower)]
+            for name, figures in runs:
                 wall = f"{figures['wall_s']:.1f}"
                 rows.append((clients, name, f"> {wall}" if figures["timed_out"] else wall,
                              f"{figures['cpu_s']:.1f}", f"{figures['peak_mib']:,.0f}",
                              "-" if figures["accuracy"] is None else f"{figures['accuracy']:.3f}",
                              f"{figures['load']:.1f}"))
-            for name, estuary in estuaries:
-                rows.append((clients, f"Flower / {name}", ratio(flower, estuary, "wall_s"),
-                             ratio(flower, estuary, "cpu_s"),
-                             f"{flower['peak_mib'] / estuary['peak_mib']:.2f}x", "", ""))
+            if flower is not None:
+                for name, estuary in estuaries:
+                    rows.append((clients, f"Flower / {name}", ratio(flower, estuary, "wall_s"),
+                                 ratio(flower, estuary, "cpu_s"),
+                                 f"{flower['peak_mib'] / estuary['peak_mib']:.2f}x", "", ""))
     mode = "quick" if args.quick else "full"
     print(f"\nFedAvg, MNIST-5000 (400/100 per class), cnn-small, {rounds} rounds, all clients "
           f"every round, 1 local epoch, lr 0.05, momentum 0.9, batch 32 ({mode}; whole process "

@@ -3,4 +3,4 @@ import sys
 
 from ml.cli import main
 
-sys.exit(main())
+sys.exit(main(own_process=True))

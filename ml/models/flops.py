@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ml.models.pooling import MaxPool2d
+
 #: Training cost per sample relative to one forward pass (ours, the usual estimate): the backward
 #: pass computes gradients with respect to both activations and weights, about twice the forward.
 TRAINING_FLOPS_FACTOR = 3
@@ -42,7 +44,7 @@ def count_flops(module: nn.Module, example_input: torch.Tensor | tuple, **kwargs
 #: Layers FlopCounterMode counts: a multiply-add per weight element and output element.
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 #: Layers it counts nothing for (element-wise, pooling, reshaping).
-_FREE = (nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+_FREE = (nn.ReLU, nn.MaxPool2d, MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
 
 
 def layer_flops(module: nn.Module, args: tuple, kwargs: dict | None = None) -> int | None:
