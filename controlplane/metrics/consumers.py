@@ -25,11 +25,14 @@ so the socket counts what its client has *acknowledged* instead:
   ignored.
 - Before sending, the consumer checks what is outstanding: with :data:`MAX_UNACKED_EVENTS`
   messages unacknowledged, or :data:`MAX_UNACKED_BYTES` with this message (a lone message
-  larger than that still goes when nothing is outstanding), it sends nothing more and closes
-  with **4008** ("too far behind"); so does a socket whose events waiting to be sent overflow
-  (fanout.MAX_PENDING, under a server whose send waits for the client). The client reconnects;
-  the new socket's first message is the history (each series downsampled as always, logs'
-  last lines, the runs' states), so the page loses nothing the database holds.
+  larger than that still goes when nothing is outstanding), it sends nothing more (it leaves
+  the experiment's events) and closes with **4008** ("too far behind") once the client has
+  acknowledged all it was sent, or after :data:`CATCH_UP_S` (a client that cannot even answer
+  the close is then dropped by daphne's 1 s close handshake time-out: it sees 1006); so does a
+  socket whose events waiting to be sent overflow (fanout.MAX_PENDING, under a server whose
+  send waits for the client). The client reconnects; the new socket's first message is the
+  history (each series downsampled as always, logs' last lines, the runs' states), so the page
+  loses nothing the database holds.
 
 So one socket holds at most the history plus :data:`MAX_UNACKED_BYTES` (about 1 MiB) in the
 server's buffers, whatever its client does. A client that never acknowledges (an old script)
@@ -70,6 +73,10 @@ MAX_UNACKED_EVENTS = 1000
 MAX_UNACKED_BYTES = 1 << 20
 #: A client message longer than this is no ack: ignored unparsed.
 MAX_ACK_CHARS = 200
+#: Once over the bound, how long the socket waits (sending nothing) for its client to
+#: acknowledge what it was sent, so that the 4008 close reaches a client that was only stalled
+#: behind its last message rather than being dropped by the server's close handshake time-out.
+CATCH_UP_S = 10.0
 #: Subscribing waits at most this long (a retry after a broker restart included).
 JOIN_TIMEOUT_S = 5.0
 #: How long the points of the history are remembered to drop them from live events: a point
@@ -126,9 +133,10 @@ class ExperimentConsumer(AsyncWebsocketConsumer):
     sent_chars = 0
     acked_chars = 0
     unacked: deque[tuple[str, int]]
+    acked_more: asyncio.Event  # set by every valid ack
 
     async def connect(self) -> None:
-        self.unacked = deque()
+        self.unacked, self.acked_more = deque(), asyncio.Event()
         # Accept first: a close code only reaches the client on an open socket.
         await self.accept()
         user = self.scope.get("user")
@@ -191,6 +199,7 @@ class ExperimentConsumer(AsyncWebsocketConsumer):
         for _ in range(seq - self.acked):
             self.unacked.popleft()
         self.acked, self.acked_chars = seq, chars_until
+        self.acked_more.set()
 
     async def _forward(self, subscription: fanout.Subscription) -> None:
         """Send the subscription's events, in order, until it ends (close 4503, or 4008 if it
@@ -207,6 +216,8 @@ class ExperimentConsumer(AsyncWebsocketConsumer):
                     log.info("a live socket of %s has %d messages (%d characters) "
                              "unacknowledged; closing it", subscription.group,
                              self.seq - self.acked, self.sent_chars - self.acked_chars)
+                    subscription.close()  # nothing more goes to this socket
+                    await self._catch_up(CATCH_UP_S)
                     code = CLOSE_TOO_FAR_BEHIND
                     break
                 await self.send(text_data=text)
@@ -219,6 +230,17 @@ class ExperimentConsumer(AsyncWebsocketConsumer):
             log.exception("live view of %s failed", subscription.group)
         subscription.close()
         await self.close(code=code)
+
+    async def _catch_up(self, timeout_s: float) -> None:
+        """Wait until the client has acknowledged everything sent, ``timeout_s`` at most."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.acked < self.seq and (remaining := deadline - loop.time()) > 0:
+            self.acked_more.clear()
+            try:
+                await asyncio.wait_for(self.acked_more.wait(), remaining)
+            except TimeoutError:
+                return
 
     def _numbered(self, text: str) -> str | None:
         """The event ``text`` with the next ``seq`` and a fresh ``key`` in front, counted as

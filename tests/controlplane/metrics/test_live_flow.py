@@ -57,11 +57,23 @@ async def ack(ws, message: dict, **forged) -> None:
                                          "key": message["key"], **forged}))
 
 
-@pytest.mark.parametrize("acks", ["none", "wrong key", "ahead", "not JSON"])
+async def forge(ws, message: dict, how: int) -> None:
+    """An ack that proves nothing: a key never sent, a seq not sent yet, or not JSON."""
+    if how == 0:
+        await ack(ws, message, key="00000000")
+    elif how == 1:
+        await ack(ws, message, seq=message["seq"] + BOUND)
+    else:
+        await ws.connection.send("[" * 150)
+
+
+@pytest.mark.parametrize("acks", ["none", "forged", "late"])
 def test_a_client_that_does_not_acknowledge_is_closed_with_4008_after_the_bound(
         asgi_server, owner, hosted_run, acks):
     """It reads every message but acknowledges none (or only with acks that prove nothing: a
-    key it was not sent, a seq it has not had): it gets exactly the first 1,000, then 4008."""
+    key it was not sent, a seq it has not had, not JSON): it gets exactly the first 1,000, then
+    (after the server's wait for it to catch up, CATCH_UP_S) 4008. One that acknowledges them
+    all only once the server has stopped ("late") gets nothing more either: 4008 then."""
     _, run = hosted_run
 
     async def watch() -> tuple[list[dict], int]:
@@ -74,14 +86,12 @@ def test_a_client_that_does_not_acknowledge_is_closed_with_4008_after_the_bound(
                         [event_text(run.id, chunk * 100 + k) for k in range(100)])
                 while len(received) < min((chunk + 1) * 100, BOUND):
                     received.append(message := await ws.receive_json(timeout=30))
-                    if acks == "wrong key":
-                        await ack(ws, message, key="00000000")
-                    elif acks == "ahead":
-                        await ack(ws, message, seq=message["seq"] + BOUND)
-                    elif acks == "not JSON":
-                        await ws.connection.send("[" * 150)
+                    if acks == "forged":
+                        await forge(ws, message, len(received) % 3)
+            if acks == "late":
+                await ack(ws, received[-1])
             with pytest.raises(WebSocketClosed) as closed:
-                await ws.receive_json(timeout=30)
+                await ws.receive_json(timeout=consumers.CATCH_UP_S + 30)
             return received, closed.value.code
 
     received, code = asyncio.run(watch())
@@ -132,7 +142,7 @@ def test_the_byte_budget_closes_a_client_of_large_messages_sooner(asgi_server, o
             received: list[dict] = []
             with pytest.raises(WebSocketClosed) as closed:
                 while True:
-                    received.append(await ws.receive_json(timeout=30))
+                    received.append(await ws.receive_json(timeout=consumers.CATCH_UP_S + 30))
             return received, closed.value.code
 
     received, code = asyncio.run(watch())
