@@ -9,7 +9,7 @@ series over REST and yields any point the socket missed: every point arrives exa
 
 The server bounds what a socket may leave unacknowledged (1,000 messages or 1 MiB, then it
 closes with 4008): :class:`_Acks` acknowledges each live message once the caller has taken its
-events (every 100 messages, 128 kB or second), so a caller that stops iterating is
+events (every 100 messages, 128 kB or 5 s), so a caller that stops iterating is
 reconnected from a fresh history rather than buffered without bound on the server.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 #: Acknowledge after this many live messages, characters or seconds (whichever first).
-ACK_EVERY, ACK_CHARS, ACK_AFTER_S = 100, 128 * 1024, 1.0
+ACK_EVERY, ACK_CHARS, ACK_AFTER_S = 100, 128 * 1024, 5.0
 #: Without a message for this long, the experiment is fetched over REST (it may have ended
 #: while a live event was lost).
 QUIET_CHECK_S = 15.0

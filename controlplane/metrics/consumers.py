@@ -18,7 +18,7 @@ so the socket counts what its client has *acknowledged* instead:
 - Every live message after the history starts with ``"seq"`` (1, 2, ... per socket) and
   ``"key"`` (8 random hex digits): ``{"seq": 7, "key": "3f9a0c1d", "type": "points", ...}``.
 - The client sends ``{"type": "ack", "seq": 7, "key": "3f9a0c1d"}`` once it has processed
-  every message up to seq 7 (the browser: every 100 messages, 128 kB or second). The key
+  every message up to seq 7 (the browser: every 100 messages, 128 kB or 5 s). The key
   must be the one message 7 carried: only a client that has read message 7 off the socket
   knows it, so a client cannot acknowledge what is still in the server's buffers. Anything
   else the client sends (a wrong key, an old or future seq, over 200 characters, not JSON) is

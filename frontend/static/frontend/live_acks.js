@@ -4,10 +4,11 @@
 // closes only a page that really stopped (then the page reconnects to a fresh history).
 
 /** Acknowledge after this many messages, this many characters, or this long (whichever
- * first): far below the server's bounds, and one small message a second at most otherwise. */
+ * first): far below the server's bounds; the time only ends a quiet stream's tail (each ack
+ * costs the server about what a few sent messages do, so not every second). */
 export const ACK_EVERY = 100;
 export const ACK_CHARS = 128 * 1024;
-export const ACK_AFTER_MS = 1000;
+export const ACK_AFTER_MS = 5000;
 
 /** The acknowledgements of one socket: call note() once a message has been processed. */
 export class Acks {
