@@ -460,6 +460,7 @@ def fanout(server: Server, experiments: int, sockets_per: int, batches: int,
     return {"deliveries": len(ms), "p50": statistics.median(ms), "p95": percentile(ms, 0.95),
             "max": max(ms), **stats, "post_p95": 1000 * percentile(answered, 0.95),
             "server_us": 1e6 * cpu["server"] / max(1, len(ms)),
+            "acks": sum(socket.acks for socket in sockets),
             "client_core": cpu["client"] / cpu["wall"]}
 
 
@@ -808,7 +809,7 @@ def main() -> int:
                     f"p50 {result['p50']:.0f} ms, p95 {result['p95']:.0f} ms, max "
                     f"{result['max']:.0f} ms; lost {result['lost']}, dup {result['duplicates']}; "
                     f"POST answered p95 {result['post_p95']:.0f} ms; daphne CPU "
-                    f"{result['server_us']:.0f} us/message; client "
+                    f"{result['server_us']:.0f} us/message ({result['acks']} acks); client "
                     f"{100 * result['client_core']:.1f}% of a core", goal)
 
             on = f"{server.processes} process{'es' if server.processes > 1 else ''}"

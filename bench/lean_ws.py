@@ -6,17 +6,26 @@ the caller's task; stamping after ``recv()`` then measures the client's own queu
 per-message work competes for the 2 CPUs with the server under test. Here the event loop calls
 :meth:`LeanSocket.data_received` as soon as the socket is readable; it only splits frames
 (server frames are unmasked), stamps them and answers pings. JSON is parsed after the run.
+
+It acknowledges as the browser does (frontend/static/frontend/live_acks.js: after 100 messages,
+128 kB, or 5 s after the first unacknowledged one, by a timer on the loop), so the
+server's flow control (controlplane.metrics.consumers) costs the bench what it costs a page,
+and a socket is never closed with 4008 for want of acks.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
+import re
 import struct
 import time
 from urllib.parse import urlsplit
 
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+#: A live message's seq and key, in front of its JSON (the history has none).
+NUMBERED = re.compile(rb'^\{"seq": (\d+), "key": "([0-9a-f]+)"')
+ACK_EVERY, ACK_BYTES, ACK_AFTER_S = 100, 128 * 1024, 5.0
 
 
 class LeanSocket(asyncio.Protocol):
@@ -31,6 +40,12 @@ class LeanSocket(asyncio.Protocol):
         self.changed = asyncio.Event()
         self.close_code: int | None = None
         self.transport: asyncio.Transport | None = None
+        #: Flow control: the last numbered message not acknowledged yet (seq, key), how many
+        #: and how many bytes since the last ack, the timer that acknowledges a quiet tail.
+        self.unacked: tuple[bytes, bytes] | None = None
+        self.unacked_count = self.unacked_bytes = 0
+        self.ack_timer: asyncio.TimerHandle | None = None
+        self.acks = 0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -77,9 +92,35 @@ class LeanSocket(asyncio.Protocol):
             elif opcode in (TEXT, 0x0):  # a text message or its continuation
                 self.fragments.append(payload)
                 if final:
-                    self.messages.append((received, b"".join(self.fragments)))
+                    message = b"".join(self.fragments)
+                    self.messages.append((received, message))
                     self.fragments = []
+                    self._note(message)
                     self.changed.set()
+
+    def _note(self, message: bytes) -> None:
+        """Acknowledge, as the browser would, once enough is unacknowledged."""
+        numbered = NUMBERED.match(message)
+        if numbered is None:
+            return
+        self.unacked = numbered.groups()
+        self.unacked_count += 1
+        self.unacked_bytes += len(message)
+        if self.unacked_count >= ACK_EVERY or self.unacked_bytes >= ACK_BYTES:
+            self._ack()
+        elif self.ack_timer is None:
+            self.ack_timer = asyncio.get_running_loop().call_later(ACK_AFTER_S, self._ack)
+
+    def _ack(self) -> None:
+        if self.ack_timer is not None:
+            self.ack_timer.cancel()
+            self.ack_timer = None
+        if self.unacked is None or self.transport is None or self.transport.is_closing():
+            return
+        seq, key = self.unacked
+        self._send(TEXT, b'{"type": "ack", "seq": %s, "key": "%s"}' % (seq, key))
+        self.unacked, self.unacked_count, self.unacked_bytes = None, 0, 0
+        self.acks += 1
 
     def connection_lost(self, exc) -> None:
         if not self.handshaken.done():

@@ -6,6 +6,11 @@ point, once, and :class:`LogLines`; it ends with :class:`Ended` when the experim
 Live publishing is best-effort on the server, so on a dropped socket it reconnects (the
 history fills the gap, minus points already yielded), and at the end it reads each run's
 series over REST and yields any point the socket missed: every point arrives exactly once.
+
+The server bounds what a socket may leave unacknowledged (1,000 messages or 1 MiB, then it
+closes with 4008): :class:`_Acks` acknowledges each live message once the caller has taken its
+events (every 100 messages, 128 kB or 5 s), so a caller that stops iterating is
+reconnected from a fresh history rather than buffered without bound on the server.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
 #: Close codes of the server's consumer (controlplane/metrics/consumers.py).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+#: Acknowledge after this many live messages, characters or seconds (whichever first).
+ACK_EVERY, ACK_CHARS, ACK_AFTER_S = 100, 128 * 1024, 5.0
 #: Without a message for this long, the experiment is fetched over REST (it may have ended
 #: while a live event was lost).
 QUIET_CHECK_S = 15.0
@@ -93,9 +100,11 @@ def watch(experiment: Experiment, *, timeout_s: float | None = None) -> Iterator
             with connect(client.watch_url(experiment.id), open_timeout=10,
                          max_size=MAX_MESSAGE_BYTES,
                          additional_headers={"Authorization": f"Token {client.token}"}) as socket:
-                for message in _messages(socket, experiment, deadline):
+                acks = _Acks(socket)
+                for message, size in _messages(socket, experiment, deadline):
                     failures = 0
                     yield from _events(message, experiment, seen)
+                    acks.note(message, size)
                     if experiment.status in FINISHED:
                         break
         except ConnectionClosed as exc:
@@ -104,7 +113,7 @@ def watch(experiment: Experiment, *, timeout_s: float | None = None) -> Iterator
                 raise AuthFailed(401, "the server refused the token on the live view") from None
             if code == CLOSE_NOT_FOUND:
                 raise NotFound(404, f"no experiment {experiment.id} among yours") from None
-            failures += 1  # 4503 (live view unavailable) or a dropped connection: reconnect
+            failures += 1  # 4503 (unavailable), 4008 (fell behind), a dropped connection
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
@@ -128,8 +137,34 @@ def watch(experiment: Experiment, *, timeout_s: float | None = None) -> Iterator
     yield Ended(experiment.refresh().data)
 
 
-def _messages(socket, experiment: Experiment, deadline: float | None) -> Iterator[dict]:
-    """The socket's messages; after :data:`QUIET_CHECK_S` of silence, the experiment is
+class _Acks:
+    """The acknowledgements of one socket (the protocol: controlplane/metrics/consumers.py)."""
+
+    def __init__(self, socket) -> None:
+        self.socket = socket
+        self.last: tuple[int, str] | None = None  # (seq, key) processed, not acknowledged
+        self.count = self.chars = 0
+        self.since = 0.0
+
+    def note(self, message: dict, size: int) -> None:
+        """``message`` (``size`` characters) was processed; acknowledge if it is time."""
+        if not isinstance(message.get("seq"), int):
+            return  # the history
+        if self.last is None:
+            self.since = time.monotonic()
+        self.last = (message["seq"], message.get("key"))
+        self.count += 1
+        self.chars += size
+        if (self.count >= ACK_EVERY or self.chars >= ACK_CHARS
+                or time.monotonic() - self.since >= ACK_AFTER_S):
+            seq, key = self.last
+            self.socket.send(json.dumps({"type": "ack", "seq": seq, "key": key}))
+            self.last, self.count, self.chars = None, 0, 0
+
+
+def _messages(socket, experiment: Experiment,
+              deadline: float | None) -> Iterator[tuple[dict, int]]:
+    """The socket's messages (parsed, and their size); after :data:`QUIET_CHECK_S` of silence, the experiment is
     refreshed over REST and, if it ended meanwhile, the stream stops."""
     while True:
         wait = QUIET_CHECK_S if deadline is None else \
@@ -142,7 +177,7 @@ def _messages(socket, experiment: Experiment, deadline: float | None) -> Iterato
             if experiment.refresh().finished:
                 return
             continue
-        yield json.loads(raw)
+        yield json.loads(raw), len(raw)
 
 
 def _events(message: dict, experiment: Experiment, seen: set) -> Iterator[Event]:

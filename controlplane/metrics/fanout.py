@@ -22,9 +22,11 @@ Guarantees, as the consumer relies on them:
   stopped or restarted), or Redis answers nothing, not even a PING, for :data:`PING_S` twice
   over (hung), every subscription ends (:data:`ENDED`): its socket closes and the page reconnects
   to a fresh history; the next subscription opens a new connection. A socket that falls
-  :data:`MAX_PENDING` events behind ends the same way rather than losing events or holding
-  memory for it. (Redis itself drops a subscriber whose output buffer overflows: the connection
-  fails, as above.)
+  :data:`MAX_PENDING` events behind ends the same way (``behind`` set: the consumer closes
+  with 4008 rather than 4503) rather than losing events or holding memory for it. (Redis itself
+  drops a subscriber whose output buffer overflows: the connection fails, as above.) Under
+  daphne a send never waits, so the queue does not grow while the client lags: what bounds
+  that socket is the consumer's flow control (acknowledgements, controlplane.metrics.consumers).
 """
 from __future__ import annotations
 
@@ -77,6 +79,9 @@ class Subscription:
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.ended = False
         self.closed = False
+        #: Ended because :data:`MAX_PENDING` events waited (the client is too slow), not
+        #: because the connection failed.
+        self.behind = False
 
     async def get(self) -> str | None:
         """The next event's text, or :data:`ENDED`."""
@@ -88,6 +93,7 @@ class Subscription:
         if self._queue.qsize() >= MAX_PENDING:
             log.warning("a live socket of %s fell %d events behind; closing it", self.group,
                         MAX_PENDING)
+            self.behind = True
             self.end()
             return
         self._queue.put_nowait(text)

@@ -339,6 +339,69 @@ class TestExperimentPage:
         assert page.url.endswith(f"/experiments/{rerun.id}/")
         assert rerun.methods == ["splitfed", "fedavg"]
 
+    def test_a_stalled_page_is_closed_for_falling_behind_and_resumes_live(
+            self, owner_page, asgi_server, owner, keep_online):
+        """The page's script stops (a busy tab) while the run reports ~1.3 MB of points: the
+        server, seeing no acknowledgement, stops at its 1 MiB bound, waits for the page to
+        catch up (CATCH_UP_S) and, once the page has processed and acknowledged what it was
+        sent, closes with 4008. The page reconnects and its chart, rebuilt from the history,
+        reaches the last step; then it keeps going live."""
+        page = owner_page
+        agent = keep_online(enrol_agent(asgi_server, owner, "cloud-05"))
+        experiment = launch(asgi_server, owner, agent, name="stalled", algorithm="fedavg",
+                            preset="local-3", config={"rounds": 3})
+        run = experiment["runs"][0]
+        sockets = []
+        page.on("websocket", lambda socket: sockets.append(socket.url))
+        page.goto(f"/experiments/{experiment['id']}/")
+        expect(page.locator("#live-state")).to_have_text("Live")
+        page.evaluate("window.sameDocument = true")  # gone if the page reloads
+        agent.start(run["job"]["id"])
+        agent.report(run["id"], [("accuracy", 0, 0.1, 0.5)])
+        wait_for_trace_lengths(page, "accuracy", [1])
+
+        # The script blocks (no socket message is handled) until the last of 6 batches of
+        # 5,000 points (~225 kB each) is stored: it polls the API with synchronous requests.
+        last = 6 * 5000
+        page.evaluate("""(url) => setTimeout(() => {
+            for (;;) {
+              const request = new XMLHttpRequest();
+              request.open("GET", url, false);
+              request.send();
+              if (JSON.parse(request.responseText).points.length) return;
+              const until = performance.now() + 100;
+              while (performance.now() < until);
+            }
+          }, 0)""", f"/api/v1/runs/{run['id']}/metrics/?name=accuracy&from_step={last}"
+                      f"&to_step={last}")
+        step = 1
+        for _ in range(6):
+            agent.report(run["id"], [("accuracy", s, 0.5 + s * 1e-6, s * 0.5)
+                                     for s in range(step, step + 5000)])
+            step += 5000
+        page.wait_for_function("document.querySelector('#live-state').dataset.closeCode",
+                               timeout=60_000)
+        code = page.evaluate("document.querySelector('#live-state').dataset.closeCode")
+        assert code == "4008"
+        expect(page.locator("#live-state")).to_have_text("Live", timeout=60_000)
+        assert len(sockets) == 2
+        # The history: 30,001 points, downsampled (min and max per bucket), the last one kept.
+        last_x = ("() => { const t = document.querySelector('.chart[data-metric=accuracy]')"
+                  ".data[0]; return t.x[t.x.length - 1]; }")
+        page.wait_for_function(f"({last_x})() === {step - 1}")
+        # The last batches were never sent live (4 of ~225 kB are as much as 1 MiB allows):
+        # the chart holds what the API's downsampling of the stored series holds (same rule).
+        stored = user_api(asgi_server, owner).get(
+            f"{asgi_server}/api/v1/runs/{run['id']}/metrics/?name=accuracy&buckets=1000",
+            timeout=30).json()
+        assert stored["downsampled"] == ["accuracy"]
+        assert page.evaluate("document.querySelector('.chart[data-metric=accuracy]').data[0].x"
+                             ) == [point["step"] for point in stored["points"]]
+        agent.report(run["id"], [("accuracy", step, 0.9, step * 0.5)])
+        page.wait_for_function(f"({last_x})() === {step}")
+        assert page.evaluate("window.sameDocument") is True
+        screenshot(page, "experiment-after-falling-behind")
+
     def test_it_draws_the_history_and_links_the_api_export(self, owner_page,
                                                             reported_experiment, tmp_path):
         page = owner_page

@@ -4,6 +4,7 @@ import { api, websocketUrl } from "./api.js";
 import { ChartBoard, PALETTE } from "./charts.js";
 import { bindControls, viewFromUrl } from "./controls.js";
 import { fetchOnZoom } from "./history_zoom.js";
+import { Acks } from "./live_acks.js";
 import { renderPlacement } from "./placement.js";
 import { progressText } from "./progress.js";
 
@@ -167,6 +168,7 @@ let retryDelayMs = 1000;
 
 function connect() {
   const socket = new WebSocket(websocketUrl(page.ws_path));
+  const acks = new Acks(socket);
   socket.addEventListener("open", () => {
     liveState.textContent = "Connecting…";
   });
@@ -180,9 +182,12 @@ function connect() {
     }
     const handler = handlers[message.type];
     if (handler) handler(message);
+    acks.note(message, event.data.length);
   });
   socket.addEventListener("close", (event) => {
     connected = false;
+    acks.stop();
+    liveState.dataset.closeCode = event.code; // 4008: fell too far behind (tests read it)
     if (event.code === 4404) { // not this user's experiment, or no such experiment
       liveState.textContent = "Not found";
       liveState.className = "badge failed";
@@ -190,7 +195,8 @@ function connect() {
     }
     liveState.textContent = "Reconnecting…";
     liveState.className = "badge queued";
-    // On reconnect the server sends the whole history again, which resets the charts.
+    // On reconnect the server sends the whole history again, which resets the charts: after
+    // 4008 (this page fell too far behind, e.g. a stalled tab) nothing is lost but time.
     setTimeout(connect, retryDelayMs);
     retryDelayMs = Math.min(retryDelayMs * 2, 15000);
   });

@@ -28,13 +28,14 @@ def test_events_come_in_the_order_delivered():
 
 
 def test_a_socket_that_falls_too_far_behind_is_ended_not_fed_a_gap():
-    """Beyond MAX_PENDING waiting events the socket gets ENDED (it closes with 4503 and the page
-    reconnects to a fresh history), never a stream with events missing."""
+    """Beyond MAX_PENDING waiting events the socket gets ENDED, marked ``behind`` (it closes
+    with 4008 and the page reconnects to a fresh history), never a stream with events missing."""
     sub = subscription()
     for index in range(fanout.MAX_PENDING + 1):
         sub.deliver(f"event {index}")
     sub.deliver("after the end")
     assert drained(sub) == [fanout.ENDED]
+    assert sub.behind
 
 
 def test_a_socket_that_keeps_up_is_never_ended():
@@ -98,6 +99,7 @@ def test_a_lost_subscriber_connection_ends_every_subscription():
         hub = fanout._hubs[asyncio.get_running_loop()]
         hub.current.redis._writer.transport.abort()  # as when Redis goes away
         assert await asyncio.wait_for(sub.get(), 5) is fanout.ENDED
+        assert not sub.behind  # 4503, not 4008
         again = await asyncio.wait_for(fanout.subscribe(group), 5)
         assert numsub(fanout.channel_name(group)) == 1
         again.close()

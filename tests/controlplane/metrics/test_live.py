@@ -83,13 +83,16 @@ class TestExperimentWebSocket:
         assert [(r["id"], r["method"], r["state"]) for r in history["runs"]] == [
             (str(run.id), "fedavg", "queued")]
         assert history["points"] == {str(run.id): [["accuracy", 1, 0.4, 2.0, 0.25]]}
-        assert live == {"type": "points", "run": str(run.id),
+        # Live messages are numbered, each with its key for the ack (flow control).
+        assert live == {"seq": 1, "key": live["key"], "type": "points", "run": str(run.id),
                         "points": [["accuracy", 2, 0.6, 4.0, 0.5], ["loss", 2, 0.9, 4.0, 0.5]]}
+        assert len({live["key"], state["key"], log["key"]}) == 3
         assert quiet
-        assert state["type"] == "run"
+        assert (state["seq"], state["type"]) == (2, "run")
         assert (state["run"]["id"], state["run"]["state"]) == (str(run.id), "running")
         assert state["experiment"] == {"id": str(run.experiment_id), "status": "running"}
-        assert log == {"type": "log", "run": str(run.id), "lines": ["round 2 done"]}
+        assert log == {"seq": 3, "key": log["key"], "type": "log", "run": str(run.id),
+                       "lines": ["round 2 done"]}
 
         # What arrived live equals what is stored.
         stored = requests.get(f"{asgi_server}/api/v1/runs/{run.id}/metrics/", timeout=10,
@@ -135,7 +138,7 @@ class TestExperimentWebSocket:
 
         quiet, live = asyncio.run(watch())
         assert quiet
-        assert live == {"type": "points", "run": str(run.id),
+        assert live == {"seq": 1, "key": live["key"], "type": "points", "run": str(run.id),
                         "points": [["accuracy", 1, 0.5, 2.0, 0.25]]}
 
     @pytest.mark.parametrize("who, code", [("anonymous", 4401), ("teammate", 4404),
