@@ -96,17 +96,18 @@ class ControlPlane:
                                                     **self._advertised()})
 
     def heartbeat(self, running_jobs: list[str], worker: dict[str, Any] | None = None,
-                  resources: dict[str, Any] | None = None) -> list[str]:
+                  resources: dict[str, Any] | None = None,
+                  timeout: tuple[float, float] | None = None) -> list[str]:
         """Report the running jobs, whether the worker consumes its queue
         (``{"consuming": bool, "detail": str}``) and the machine's resource use
         (:func:`agents.resources.resource_usage`); returns the ids of the jobs the server wants
-        cancelled."""
+        cancelled. ``timeout``: (connect, read) seconds, else the client's."""
         body: dict[str, Any] = {"running_jobs": running_jobs, **self._advertised()}
         if worker is not None:
             body["worker"] = worker
         if resources is not None:
             body["resources"] = resources
-        answer = self._post("/api/v1/agents/heartbeat/", body)
+        answer = self._post("/api/v1/agents/heartbeat/", body, timeout=timeout)
         return [str(job) for job in answer.get("cancel_jobs", [])]
 
     # -- jobs -------------------------------------------------------------------------------
@@ -149,11 +150,13 @@ class ControlPlane:
             session = self._local.session = requests.Session()
         return session
 
-    def _post(self, path: str, body: dict, authenticated: bool = True) -> dict:
-        return self._request("POST", path, body, authenticated)
+    def _post(self, path: str, body: dict, authenticated: bool = True,
+              timeout: tuple[float, float] | None = None) -> dict:
+        return self._request("POST", path, body, authenticated, timeout)
 
     def _request(self, method: str, path: str, body: dict | None,
-                 authenticated: bool = True) -> dict:
+                 authenticated: bool = True,
+                 timeout: tuple[float, float] | None = None) -> dict:
         headers = {}
         if authenticated:
             if not self.credential:
@@ -162,7 +165,7 @@ class ControlPlane:
         url = self.server + path
         try:
             response = self._session().request(method, url, json=body, headers=headers,
-                                               timeout=self.timeout)
+                                               timeout=timeout or self.timeout)
         except requests.Timeout:
             raise ServerUnreachable(f"the control plane at {self.server} did not answer in time") from None
         except requests.RequestException as exc:

@@ -5,6 +5,12 @@ reporters see it through ``should_stop()``. Each heartbeat also carries the work
 (``{"consuming", "detail"}``, from ``worker_state``) and the machine's CPU, memory and GPU use
 (:mod:`agents.resources`). After each heartbeat that got through,
 spooled points and finish reports of finished jobs are resent (see :mod:`agents.resend`).
+
+A heartbeat not answered within two intervals is given up (:func:`heartbeat_timeout`) and the
+next one goes out on a fresh connection. With the client's 30 s read timeout, one heartbeat sent
+on a connection that a stopping server accepted but never answers held the thread past the
+missed-heartbeats window: after a server restart the device then missed its grace and its jobs
+were failed although the agent was alive (seen in the server-outage fault test under load).
 """
 from __future__ import annotations
 
@@ -12,11 +18,18 @@ import logging
 import threading
 from typing import Any, Callable
 
-from agents.client import AuthRejected, ControlPlane, Rejected, Retryable
+from agents.client import DEFAULT_TIMEOUT, AuthRejected, ControlPlane, Rejected, Retryable
 from agents.resources import resource_usage
 from agents.tracker import JobTracker
 
 log = logging.getLogger(__name__)
+
+
+def heartbeat_timeout(interval_s: float) -> tuple[float, float]:
+    """(connect, read) seconds for one heartbeat: at most two intervals (at least 1 s), within
+    the client's defaults."""
+    bound = max(2 * interval_s, 1.0)
+    return min(DEFAULT_TIMEOUT[0], bound), min(DEFAULT_TIMEOUT[1], bound)
 
 
 class Heartbeat(threading.Thread):
@@ -40,7 +53,8 @@ class Heartbeat(threading.Thread):
         """One heartbeat; raises the client's errors (the caller decides)."""
         worker = self.worker_state() if self.worker_state else None
         cancelled = self.tracker.cancel(self.client.heartbeat(
-            self.tracker.running(), worker, resources=resource_usage()))
+            self.tracker.running(), worker, resources=resource_usage(),
+            timeout=heartbeat_timeout(self.interval_s)))
         for job_id in cancelled:
             log.info("job %s cancelled by the control plane", job_id)
 
