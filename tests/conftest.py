@@ -14,9 +14,27 @@ os.environ.setdefault("ESTUARY_RENDEZVOUS_TIMEOUT_S", "15")
 os.environ["ESTUARY_DATA_DIR"] = tempfile.mkdtemp(prefix="estuary-test-data-")
 atexit.register(shutil.rmtree, os.environ["ESTUARY_DATA_DIR"], ignore_errors=True)
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # Two cores are shared by the test process and the servers it starts.
 torch.set_num_threads(1)
 
 pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.agents"]
+
+
+@pytest.fixture
+def registered():
+    """``registered(method)``: a method in the catalogue for one test only (taken out again
+    after it)."""
+    from ml import registry
+
+    added = []
+
+    def add(method) -> None:
+        registry.register(method)
+        added.append(method.name)
+
+    yield add
+    for name in added:
+        registry._METHODS.pop(name, None)

@@ -47,19 +47,6 @@ def _never_run(config, reporter):
     raise AssertionError("checks never run a method")
 
 
-@pytest.fixture
-def registered():
-    """Register methods for one test only, then take them out of the catalogue again."""
-    added = []
-
-    def add(method: registry.Method) -> None:
-        registry.register(method)
-        added.append(method.name)
-
-    yield add
-    for name in added:
-        del registry._METHODS[name]
-
 
 class TestCatalogueCheck:
     def test_it_accepts_the_catalogue(self):

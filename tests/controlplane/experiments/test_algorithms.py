@@ -65,19 +65,6 @@ def answers(client) -> list[tuple[int, bytes, dict]]:
     return out
 
 
-@pytest.fixture
-def registered():
-    """Register methods for one test only, then take them out of the catalogue again."""
-    added = []
-
-    def add(method: registry.Method) -> None:
-        registry.register(method)
-        added.append(method.name)
-
-    yield add
-    for name in added:
-        registry._METHODS.pop(name, None)
-
 
 def _never_run(config, reporter):
     raise AssertionError("the catalogue never runs a method")
