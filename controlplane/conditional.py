@@ -11,9 +11,33 @@ its hash and set the ETag itself; it must be the hash this module would compute.
 """
 from __future__ import annotations
 
+from hashlib import md5
+
 from django.http import HttpResponseBase
 from django.utils.cache import get_conditional_response, patch_cache_control, set_response_etag
+from django.utils.http import quote_etag
 from rest_framework.request import Request
+
+#: Envelopes whose ETag a kept body remembers (they differ by host and by query as written).
+ETAGS_PER_BODY = 16
+
+
+class EtagMemo:
+    """The ETags of the answers a view builds around one kept body, by their envelope (the
+    answer's bytes around that body): each exactly what :class:`ConditionalGetMixin` would set,
+    without hashing 100-200 kB again per GET (~0.2-0.3 ms)."""
+
+    def __init__(self) -> None:
+        self._etags: dict[bytes, str] = {}
+
+    def etag(self, envelope: bytes, body: bytes) -> str:
+        """The ETag of ``body``, the answer whose envelope is ``envelope``."""
+        etag = self._etags.get(envelope)
+        if etag is None:
+            etag = quote_etag(md5(body, usedforsecurity=False).hexdigest())
+            if len(self._etags) < ETAGS_PER_BODY:
+                self._etags[envelope] = etag
+        return etag
 
 
 class ConditionalGetMixin:

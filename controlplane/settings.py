@@ -296,7 +296,7 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes anonymous API calls 401, not 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "controlplane.auth.UserTokenAuthentication",
         "controlplane.auth.DeviceCredentialAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

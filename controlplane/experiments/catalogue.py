@@ -20,12 +20,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from hashlib import md5
 from typing import Any
 
 from django.http import Http404, HttpResponse
 from django.utils.functional import cached_property
-from django.utils.http import quote_etag
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
@@ -34,7 +32,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from controlplane.conditional import ConditionalGetMixin
+from controlplane.conditional import ConditionalGetMixin, EtagMemo
 from controlplane.experiments.reads import KeptPages
 from controlplane.pagination import FilteredListMixin, ListQuerySerializer
 from ml import registry
@@ -68,31 +66,16 @@ class AlgorithmSerializer(serializers.Serializer):
                   "device (host, else the first listed)")
 
 
-#: ETags kept per page: one per envelope (its links differ by host and by query as written).
-ETAGS_PER_PAGE = 16
-
-
 @dataclass
 class KeptPage:
     """A page's ``results`` as rendered JSON, and the ETags of answers served with it."""
 
     results: bytes
-    #: The whole answer's ETag by its envelope (the answer's bytes around ``results``).
-    etags: dict[bytes, str] = field(default_factory=dict)
+    etags: EtagMemo = field(default_factory=EtagMemo)
 
     @property
     def size(self) -> int:
         return len(self.results)
-
-    def etag(self, envelope: bytes, body: bytes) -> str:
-        """The ETag of ``body``, this page's answer with ``envelope``: the one
-        controlplane.conditional would set (a hash of 200 kB costs ~0.3 ms)."""
-        etag = self.etags.get(envelope)
-        if etag is None:
-            etag = quote_etag(md5(body, usedforsecurity=False).hexdigest())
-            if len(self.etags) < ETAGS_PER_PAGE:
-                self.etags[envelope] = etag
-        return etag
 
 
 @dataclass
@@ -186,7 +169,7 @@ class AlgorithmListView(ConditionalGetMixin, FilteredListMixin, GenericAPIView):
                                      "previous": self.paginator.get_previous_link()})
         body = envelope[:-1] + b',"results":' + kept.results + b"}"
         response = HttpResponse(body, content_type=_renderer.media_type)
-        response["ETag"] = kept.etag(envelope, body)
+        response["ETag"] = kept.etags.etag(envelope, body)
         return response
 
 

@@ -41,6 +41,7 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 
+from controlplane.conditional import EtagMemo
 from controlplane.devices.models import Device, offline_cutoff
 from controlplane.experiments.models import JobState, ReadChange, ReadChangeFold, Run
 from controlplane.experiments.serializers import queue_board, response_now
@@ -146,11 +147,17 @@ class CachedPage:
     count: int
     rows: tuple[RenderedRow, ...]
     device_details: dict[Any, str] = field(default_factory=dict)
+    #: For a page without running rows (the same bytes at every answer).
+    etags: EtagMemo = field(default_factory=EtagMemo)
 
-    def body(self, envelope: dict[str, Any], now: datetime) -> bytes:
+    def answer(self, envelope: dict[str, Any], now: datetime) -> HttpResponse:
         """The answer: ``envelope`` (count, next, previous) then the rows as ``results``."""
-        rows = b",".join(row.at(now) for row in self.rows)
-        return render(envelope)[:-1] + b',"results":[' + rows + b"]}"
+        head = render(envelope)[:-1] + b',"results":['
+        body = head + b",".join(row.at(now) for row in self.rows) + b"]}"
+        response = HttpResponse(body, content_type=_renderer.media_type)
+        if all(row.created is None for row in self.rows):
+            response["ETag"] = self.etags.etag(head, body)
+        return response
 
     @property
     def size(self) -> int:
@@ -269,6 +276,5 @@ class CachedListMixin(FilteredListMixin):
         return self._answer(page, response_now(serializer))
 
     def _answer(self, page: CachedPage, now: datetime) -> HttpResponse:
-        envelope = {"count": page.count, "next": self.paginator.get_next_link(),
-                    "previous": self.paginator.get_previous_link()}
-        return HttpResponse(page.body(envelope, now), content_type=_renderer.media_type)
+        return page.answer({"count": page.count, "next": self.paginator.get_next_link(),
+                            "previous": self.paginator.get_previous_link()}, now)

@@ -5,6 +5,7 @@ once anything in them changed, by a write (in any process) or by time alone."""
 
 import re
 from datetime import timedelta
+from hashlib import md5
 
 import pytest
 import requests
@@ -12,6 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django.utils.http import quote_etag
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
@@ -137,10 +139,12 @@ def timeless(body: bytes) -> bytes:
 
 
 def served(client, url: str) -> tuple[bytes, int]:
-    """The body of a GET and the queries it cost."""
+    """The body of a GET (checked to carry the ETag of exactly that body) and the queries it
+    cost."""
     with CaptureQueriesContext(connection) as captured:
         response = client.get(url)
     assert response.status_code == 200, response.content
+    assert response["ETag"] == quote_etag(md5(response.content).hexdigest())
     return response.content, len(captured)
 
 
