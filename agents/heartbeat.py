@@ -4,7 +4,9 @@ The answer's ``cancel_jobs`` flags those jobs in the :class:`~agents.tracker.Job
 reporters see it through ``should_stop()``. Each heartbeat also carries the worker's state
 (``{"consuming", "detail"}``, from ``worker_state``) and the machine's CPU, memory and GPU use
 (:mod:`agents.resources`). After each heartbeat that got through,
-spooled points and finish reports of finished jobs are resent (see :mod:`agents.resend`).
+spooled points and finish reports of finished jobs are resent (see :mod:`agents.resend`), on a
+thread of their own, one resend at a time: a long spool after an outage (hundreds of batches)
+must not hold the heartbeats back, or the device would be judged dead while it catches up.
 
 A heartbeat not answered within two intervals is given up (:func:`heartbeat_timeout`) and the
 next one goes out on a fresh connection. With the client's 30 s read timeout, one heartbeat sent
@@ -48,6 +50,9 @@ class Heartbeat(threading.Thread):
         self.on_credential_rejected = on_credential_rejected
         self._stop_event = threading.Event()
         self._failing = False
+        self._resending = threading.Lock()  # held while after_beat runs
+        #: Heartbeats answered so far.
+        self.beats = 0
 
     def beat(self) -> None:
         """One heartbeat; raises the client's errors (the caller decides)."""
@@ -72,14 +77,21 @@ class Heartbeat(threading.Thread):
                     log.warning("heartbeat failed: %s (will keep trying)", exc)
                 self._failing = True
                 continue
+            self.beats += 1
             if self._failing:
                 log.info("heartbeat back to normal")
                 self._failing = False
-            if self.after_beat:
-                try:
-                    self.after_beat()
-                except Exception:
-                    log.exception("resending spooled data failed")
+            if self.after_beat and self._resending.acquire(blocking=False):
+                threading.Thread(target=self._after_beat, name="heartbeat-resend",
+                                 daemon=True).start()
+
+    def _after_beat(self) -> None:
+        try:
+            self.after_beat()
+        except Exception:
+            log.exception("resending spooled data failed")
+        finally:
+            self._resending.release()
 
     def stop(self) -> None:
         self._stop_event.set()
