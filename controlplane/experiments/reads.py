@@ -171,14 +171,14 @@ class CachedPage:
         return device_details(self.device_details) == self.device_details
 
 
-def device_details(device_ids: Iterable[Any], cutoff: datetime | None = None) -> dict[Any, str]:
+def device_details(device_ids: Iterable[Any]) -> dict[Any, str]:
     """Each device's status sentence (``Device.status_detail``) now. Raw SQL, as every kept
     page with queued jobs asks on each answer: the ORM's building of the query cost more than
     the rest of such an answer's queries."""
     ids = [Device._meta.pk.get_db_prep_value(device_id, connection) for device_id in device_ids]
     if not ids:
         return {}
-    cutoff = cutoff or offline_cutoff()
+    cutoff = offline_cutoff()
     devices = Device.objects.raw(
         f"SELECT id, last_seen, worker_consuming, worker_detail FROM {Device._meta.db_table} "
         f"WHERE id IN ({', '.join(['%s'] * len(ids))})", ids)
